@@ -1,0 +1,222 @@
+//! The one storage seam of the engine.
+//!
+//! Everything in this crate that touches bytes on a volume goes through
+//! [`BlockIo`]; header codecs and crypto stay sans-IO. Reads and writes take
+//! `&self` (positional I/O) so the data path can run several at once.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Positional access to a volume's raw (ciphertext) bytes.
+pub trait BlockIo: Send + Sync {
+    /// Size of the device or image in bytes.
+    fn size(&self) -> io::Result<u64>;
+    /// Fills `buf` from `offset`; a short read is an error (`UnexpectedEof`).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes every completed write durable.
+    fn flush(&self) -> io::Result<()>;
+    /// Tells the backend the range holds nothing worth keeping, so thin, CoW
+    /// or flash storage can drop the old blocks. Returns `Ok(false)` where the
+    /// backend cannot; callers must already have overwritten the range.
+    fn discard(&self, _offset: u64, _len: u64) -> io::Result<bool> {
+        Ok(false)
+    }
+}
+
+impl<T: BlockIo + ?Sized> BlockIo for &T {
+    fn size(&self) -> io::Result<u64> {
+        (**self).size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        (**self).read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        (**self).write_at(buf, offset)
+    }
+    fn flush(&self) -> io::Result<()> {
+        (**self).flush()
+    }
+    fn discard(&self, offset: u64, len: u64) -> io::Result<bool> {
+        (**self).discard(offset, len)
+    }
+}
+
+impl<T: BlockIo + ?Sized> BlockIo for Box<T> {
+    fn size(&self) -> io::Result<u64> {
+        (**self).size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        (**self).read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        (**self).write_at(buf, offset)
+    }
+    fn flush(&self) -> io::Result<()> {
+        (**self).flush()
+    }
+    fn discard(&self, offset: u64, len: u64) -> io::Result<bool> {
+        (**self).discard(offset, len)
+    }
+}
+
+impl<T: BlockIo + ?Sized> BlockIo for std::sync::Arc<T> {
+    fn size(&self) -> io::Result<u64> {
+        (**self).size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        (**self).read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        (**self).write_at(buf, offset)
+    }
+    fn flush(&self) -> io::Result<()> {
+        (**self).flush()
+    }
+    fn discard(&self, offset: u64, len: u64) -> io::Result<bool> {
+        (**self).discard(offset, len)
+    }
+}
+
+/// A regular file or a block device.
+#[derive(Debug)]
+pub struct FileIo {
+    file: File,
+    path: PathBuf,
+    is_block_device: bool,
+}
+
+impl FileIo {
+    /// Opens `path` for reading and writing.
+    pub fn open(path: impl AsRef<Path>) -> io::Result<Self> {
+        Self::open_with(path, true)
+    }
+
+    /// Opens `path` read-only; writes fail with `PermissionDenied`.
+    pub fn open_read_only(path: impl AsRef<Path>) -> io::Result<Self> {
+        Self::open_with(path, false)
+    }
+
+    fn open_with(path: impl AsRef<Path>, write: bool) -> io::Result<Self> {
+        use std::os::unix::fs::FileTypeExt;
+        let path = path.as_ref().to_path_buf();
+        let file = OpenOptions::new().read(true).write(write).open(&path)?;
+        let is_block_device = file.metadata()?.file_type().is_block_device();
+        Ok(FileIo { file, path, is_block_device })
+    }
+
+    /// Wraps an already open file.
+    pub fn from_file(file: File, path: impl Into<PathBuf>) -> io::Result<Self> {
+        use std::os::unix::fs::FileTypeExt;
+        let is_block_device = file.metadata()?.file_type().is_block_device();
+        Ok(FileIo { file, path: path.into(), is_block_device })
+    }
+
+    /// The path this was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The underlying file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+impl BlockIo for FileIo {
+    fn size(&self) -> io::Result<u64> {
+        if self.is_block_device {
+            use std::io::Seek;
+            let mut f = &self.file;
+            f.seek(io::SeekFrom::End(0))
+        } else {
+            Ok(self.file.metadata()?.len())
+        }
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> io::Result<bool> {
+        if self.is_block_device {
+            // BLKDISCARD needs an ioctl; leave it to a later backend.
+            return Ok(false);
+        }
+        use rustix::fs::{fallocate, FallocateFlags};
+        match fallocate(
+            &self.file,
+            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+            offset,
+            len,
+        ) {
+            Ok(()) => Ok(true),
+            Err(e) if e == rustix::io::Errno::OPNOTSUPP => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// An in-memory volume, for tests and fuzzing.
+#[derive(Debug, Default)]
+pub struct MemIo {
+    data: std::sync::RwLock<Vec<u8>>,
+}
+
+impl MemIo {
+    /// A zero-filled volume of `size` bytes.
+    pub fn new(size: usize) -> Self {
+        MemIo { data: std::sync::RwLock::new(vec![0; size]) }
+    }
+
+    /// A volume holding `bytes`.
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        MemIo { data: std::sync::RwLock::new(bytes) }
+    }
+
+    /// A copy of the current contents.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.data.read().unwrap().clone()
+    }
+}
+
+impl BlockIo for MemIo {
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.data.read().unwrap().len() as u64)
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let data = self.data.read().unwrap();
+        let end = offset.checked_add(buf.len() as u64).filter(|&e| e <= data.len() as u64);
+        let Some(end) = end else {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past end of volume"));
+        };
+        buf.copy_from_slice(&data[offset as usize..end as usize]);
+        Ok(())
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let mut data = self.data.write().unwrap();
+        let end = offset.checked_add(buf.len() as u64).filter(|&e| e <= data.len() as u64);
+        let Some(end) = end else {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "write past end of volume"));
+        };
+        data[offset as usize..end as usize].copy_from_slice(buf);
+        Ok(())
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+}

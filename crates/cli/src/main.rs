@@ -1,1 +1,61 @@
-fn main() {}
+//! `rekey`: thin command line over the rekey crates. Parses arguments, calls
+//! a library function, prints. No LUKS logic lives here.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod luks_cmd;
+
+/// Exit code for "no keyslot opens with that passphrase" (as cryptsetup).
+const EXIT_WRONG_PASSPHRASE: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "rekey", version, about = "Encrypted volumes whose clones never share a key")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// LUKS volume operations on an image file or block device.
+    Luks {
+        #[command(subcommand)]
+        cmd: luks_cmd::LuksCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // clap prints help/version to stdout with exit 0, usage errors with 2;
+            // our contract reserves 2 for a wrong passphrase, so usage errors are 1.
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
+        }
+    };
+    let result = match cli.command {
+        Command::Luks { cmd } => luks_cmd::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e),
+    }
+}
+
+/// One clear line on stderr, and the exit code the contract gives it.
+fn report(e: &anyhow::Error) -> ExitCode {
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        if io.kind() == std::io::ErrorKind::BrokenPipe {
+            return ExitCode::SUCCESS;
+        }
+    }
+    let msg = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
+    eprintln!("rekey: {msg}");
+    match e.downcast_ref::<rekey_luks::Error>() {
+        Some(le) if le.kind() == rekey_luks::ErrorKind::WrongPassphrase => ExitCode::from(EXIT_WRONG_PASSPHRASE),
+        _ => ExitCode::from(1),
+    }
+}

@@ -1,14 +1,24 @@
 //! rekey's LUKS engine: reads and writes LUKS1 and LUKS2 volumes in userspace,
 //! byte-compatible with cryptsetup 2.6, without root or dm-crypt.
 //!
-//! Header codecs are sans-IO; everything that touches a volume goes through
-//! [`BlockIo`].
+//! Header codecs ([`luks1`], [`luks2`]) are sans-IO; [`volume`] does the I/O
+//! through [`BlockIo`].
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod blockio;
+mod codec;
 pub mod crypto;
+pub mod dump;
+mod error;
+pub mod luks1;
+pub mod luks2;
+pub mod pbkdf;
 mod secret;
+pub mod volume;
 
 pub use blockio::{BlockIo, FileIo, MemIo};
+pub use error::{Error, ErrorKind, Result};
+pub use pbkdf::{PbkdfKind, PbkdfOptions};
 pub use secret::Secret;
+pub use volume::{FormatOptions, Header, Version, Volume};

@@ -1,0 +1,339 @@
+//! `rekey luks …`: cryptsetup-like commands over the engine.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use rekey_luks::crypto::{CipherSpec, HashAlg};
+use rekey_luks::dump::DumpInfo;
+use rekey_luks::{FileIo, FormatOptions, PbkdfKind, PbkdfOptions, Secret, Version, Volume};
+
+#[derive(Subcommand)]
+pub enum LuksCommand {
+    /// Format IMAGE as a new LUKS volume (destroys what it held).
+    Format(FormatArgs),
+    /// Show the header.
+    Dump(DumpArgs),
+    /// Check a passphrase (exit 0 if it opens a keyslot, 2 if not).
+    TestKey(TestKeyArgs),
+    /// Add a keyslot for a new passphrase.
+    AddKey(AddKeyArgs),
+    /// Replace a passphrase: new keyslot first, then the old one destroyed.
+    ChangeKey(ChangeKeyArgs),
+    /// Destroy the keyslot that opens with the passphrase.
+    RemoveKey(RemoveKeyArgs),
+    /// Destroy keyslot N (authorised by a passphrase of another keyslot).
+    KillSlot(KillSlotArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct PbkdfArgs {
+    /// pbkdf2, argon2i or argon2id.
+    #[arg(long)]
+    pbkdf: Option<String>,
+    /// Hash for PBKDF2 and the AF splitter.
+    #[arg(long, default_value = "sha256")]
+    hash: String,
+    /// Fixed iterations (PBKDF2) or time cost (Argon2); skips benchmarking.
+    #[arg(long)]
+    pbkdf_force_iterations: Option<u32>,
+    /// Unlock time target in milliseconds.
+    #[arg(long, short = 'i', default_value_t = rekey_luks::pbkdf::DEFAULT_ITER_TIME_MS)]
+    iter_time: u32,
+    /// Argon2 memory cost in KiB.
+    #[arg(long)]
+    pbkdf_memory: Option<u32>,
+    /// Argon2 threads/lanes.
+    #[arg(long)]
+    pbkdf_parallel: Option<u32>,
+}
+
+impl PbkdfArgs {
+    fn options(&self) -> Result<PbkdfOptions> {
+        Ok(PbkdfOptions {
+            kind: self.pbkdf.as_deref().map(PbkdfKind::parse).transpose()?,
+            hash: HashAlg::from_name(&self.hash).map_err(rekey_luks::Error::from)?,
+            force_iterations: self.pbkdf_force_iterations,
+            iter_time_ms: self.iter_time,
+            memory_kib: self.pbkdf_memory,
+            parallel: self.pbkdf_parallel,
+        })
+    }
+}
+
+#[derive(Args)]
+pub struct FormatArgs {
+    /// luks1 or luks2.
+    #[arg(long = "type", default_value = "luks2")]
+    kind: String,
+    /// aes-xts-plain64, aes-cbc-essiv:sha256 or aes-cbc-plain64.
+    #[arg(long, short = 'c', default_value = "aes-xts-plain64")]
+    cipher: String,
+    /// Volume key size in bits.
+    #[arg(long, short = 's')]
+    key_size: Option<u32>,
+    /// Encryption sector size (LUKS2).
+    #[arg(long, default_value_t = 512)]
+    sector_size: u32,
+    #[command(flatten)]
+    pbkdf: PbkdfArgs,
+    /// LUKS2 label.
+    #[arg(long)]
+    label: Option<String>,
+    /// LUKS2 subsystem.
+    #[arg(long)]
+    subsystem: Option<String>,
+    /// UUID instead of a random one.
+    #[arg(long)]
+    uuid: Option<String>,
+    /// Keyslot for the passphrase.
+    #[arg(long, short = 'S')]
+    key_slot: Option<u32>,
+    /// Create (or grow) IMAGE as a sparse file of this many bytes.
+    #[arg(long)]
+    size: Option<u64>,
+    /// Passphrase file (`-` = stdin), taken byte for byte.
+    #[arg(long, short = 'd')]
+    key_file: PathBuf,
+    /// Image file or block device.
+    image: PathBuf,
+}
+
+#[derive(Args)]
+pub struct DumpArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+    /// Also print the volume key (needs --key-file).
+    #[arg(long, requires = "key_file")]
+    dump_volume_key: bool,
+    /// Passphrase file for --dump-volume-key.
+    #[arg(long, short = 'd')]
+    key_file: Option<PathBuf>,
+    /// Image file or block device.
+    image: PathBuf,
+}
+
+#[derive(Args)]
+pub struct TestKeyArgs {
+    /// Passphrase file (`-` = stdin).
+    #[arg(long, short = 'd')]
+    key_file: PathBuf,
+    /// Only try this keyslot.
+    #[arg(long, short = 'S')]
+    key_slot: Option<u32>,
+    /// Report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Image file or block device.
+    image: PathBuf,
+}
+
+#[derive(Args)]
+pub struct AddKeyArgs {
+    /// Existing passphrase file (`-` = stdin).
+    #[arg(long, short = 'd')]
+    key_file: PathBuf,
+    /// New passphrase file.
+    #[arg(long)]
+    new_key_file: PathBuf,
+    /// Keyslot for the new passphrase.
+    #[arg(long, short = 'S')]
+    key_slot: Option<u32>,
+    #[command(flatten)]
+    pbkdf: PbkdfArgs,
+    /// Image file or block device.
+    image: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ChangeKeyArgs {
+    /// Current passphrase file (`-` = stdin).
+    #[arg(long, short = 'd')]
+    key_file: PathBuf,
+    /// New passphrase file.
+    #[arg(long)]
+    new_key_file: PathBuf,
+    /// Only the keyslot to change (the new one still goes to a free slot).
+    #[arg(long, short = 'S')]
+    key_slot: Option<u32>,
+    #[command(flatten)]
+    pbkdf: PbkdfArgs,
+    /// Image file or block device.
+    image: PathBuf,
+}
+
+#[derive(Args)]
+pub struct RemoveKeyArgs {
+    /// Passphrase file of the keyslot to destroy (`-` = stdin).
+    #[arg(long, short = 'd')]
+    key_file: PathBuf,
+    /// Allow destroying the last keyslot (the volume can then never be opened).
+    #[arg(long, short = 'q')]
+    batch_mode: bool,
+    /// Image file or block device.
+    image: PathBuf,
+}
+
+#[derive(Args)]
+pub struct KillSlotArgs {
+    /// Passphrase file of any keyslot (`-` = stdin).
+    #[arg(long, short = 'd')]
+    key_file: PathBuf,
+    /// Allow destroying the last keyslot.
+    #[arg(long, short = 'q')]
+    batch_mode: bool,
+    /// Image file or block device.
+    image: PathBuf,
+    /// Keyslot to destroy.
+    slot: u32,
+}
+
+/// Reads a key file whole, byte for byte (no newline stripping), as cryptsetup.
+fn read_key_file(path: &Path) -> Result<Secret> {
+    let mut buf = Vec::new();
+    if path == Path::new("-") {
+        std::io::stdin().read_to_end(&mut buf).context("reading passphrase from stdin")?;
+    } else {
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut buf))
+            .with_context(|| format!("reading key file {}", path.display()))?;
+    }
+    let s = Secret::from(buf);
+    if s.is_empty() {
+        bail!("key file {} is empty", path.display());
+    }
+    Ok(s)
+}
+
+fn open_volume(image: &Path) -> Result<Volume<FileIo>> {
+    let io = FileIo::open(image).with_context(|| format!("cannot open {}", image.display()))?;
+    Volume::open(io).with_context(|| format!("{}", image.display()))
+}
+
+fn open_volume_ro(image: &Path) -> Result<Volume<FileIo>> {
+    let io = FileIo::open_read_only(image).with_context(|| format!("cannot open {}", image.display()))?;
+    Volume::open(io).with_context(|| format!("{}", image.display()))
+}
+
+fn refuse_last_slot(v: &Volume<FileIo>, slot: u32, batch: bool) -> Result<()> {
+    let active = v.active_keyslots();
+    if !batch && active.len() == 1 && active[0] == slot {
+        bail!("keyslot {slot} is the last one; destroying it makes the volume unusable (use --batch-mode to force)");
+    }
+    Ok(())
+}
+
+pub fn run(cmd: LuksCommand) -> Result<()> {
+    match cmd {
+        LuksCommand::Format(a) => {
+            let version = Version::parse(&a.kind)?;
+            let cipher = CipherSpec::parse(&a.cipher).map_err(rekey_luks::Error::from)?;
+            let key_size_bits = a.key_size.unwrap_or(match cipher.mode {
+                rekey_luks::crypto::cipher::Mode::XtsPlain64 => 512,
+                _ => 256,
+            });
+            let passphrase = read_key_file(&a.key_file)?;
+            if let Some(size) = a.size {
+                let f = OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&a.image)
+                    .with_context(|| format!("cannot create {}", a.image.display()))?;
+                if f.metadata()?.len() < size {
+                    f.set_len(size)?;
+                }
+            }
+            let io = FileIo::open(&a.image).with_context(|| format!("cannot open {}", a.image.display()))?;
+            let opts = FormatOptions {
+                version,
+                cipher,
+                key_size_bits,
+                sector_size: a.sector_size,
+                pbkdf: a.pbkdf.options()?,
+                label: a.label,
+                subsystem: a.subsystem,
+                uuid: a.uuid,
+                keyslot: a.key_slot,
+            };
+            Volume::format(io, &opts, passphrase.expose(), None)
+                .with_context(|| format!("{}", a.image.display()))?;
+            Ok(())
+        }
+        LuksCommand::Dump(a) => {
+            let v = open_volume_ro(&a.image)?;
+            let info = DumpInfo::from_header(v.header());
+            let vk = match &a.key_file {
+                Some(k) if a.dump_volume_key => Some(v.unlock(read_key_file(k)?.expose(), None)?.1),
+                _ => None,
+            };
+            let mut out = std::io::stdout().lock();
+            if a.json {
+                let mut j = serde_json::to_value(&info)?;
+                if let Some(vk) = &vk {
+                    j["volume_key"] = serde_json::Value::String(hex(vk.expose()));
+                }
+                writeln!(out, "{}", serde_json::to_string_pretty(&j)?)?;
+            } else {
+                write!(out, "{}", info.to_text())?;
+                if let Some(vk) = &vk {
+                    writeln!(out, "MK dump:\t{}", hex(vk.expose()))?;
+                }
+            }
+            Ok(())
+        }
+        LuksCommand::TestKey(a) => {
+            let v = open_volume_ro(&a.image)?;
+            let (slot, _) = v.unlock(read_key_file(&a.key_file)?.expose(), a.key_slot)?;
+            if a.json {
+                println!("{}", serde_json::json!({ "keyslot": slot }));
+            } else {
+                eprintln!("Key slot {slot} unlocked.");
+            }
+            Ok(())
+        }
+        LuksCommand::AddKey(a) => {
+            let mut v = open_volume(&a.image)?;
+            let old = read_key_file(&a.key_file)?;
+            let new = read_key_file(&a.new_key_file)?;
+            let slot = v.add_keyslot(old.expose(), new.expose(), a.key_slot, &a.pbkdf.options()?)?;
+            eprintln!("Key slot {slot} created.");
+            Ok(())
+        }
+        LuksCommand::ChangeKey(a) => {
+            let mut v = open_volume(&a.image)?;
+            let old = read_key_file(&a.key_file)?;
+            let new = read_key_file(&a.new_key_file)?;
+            let (from, to) = v.change_key(old.expose(), new.expose(), a.key_slot, &a.pbkdf.options()?)?;
+            eprintln!("Key slot {from} destroyed; new passphrase in key slot {to}.");
+            Ok(())
+        }
+        LuksCommand::RemoveKey(a) => {
+            let mut v = open_volume(&a.image)?;
+            let (slot, _) = v.unlock(read_key_file(&a.key_file)?.expose(), None)?;
+            refuse_last_slot(&v, slot, a.batch_mode)?;
+            v.destroy_keyslot(slot)?;
+            eprintln!("Key slot {slot} destroyed.");
+            Ok(())
+        }
+        LuksCommand::KillSlot(a) => {
+            let mut v = open_volume(&a.image)?;
+            if !v.active_keyslots().contains(&a.slot) {
+                bail!("keyslot {} is not active", a.slot);
+            }
+            // Any passphrase of the volume authorises it, as cryptsetup.
+            v.unlock(read_key_file(&a.key_file)?.expose(), None)?;
+            refuse_last_slot(&v, a.slot, a.batch_mode)?;
+            v.destroy_keyslot(a.slot)?;
+            eprintln!("Key slot {} destroyed.", a.slot);
+            Ok(())
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -236,18 +236,6 @@ pub fn run(cmd: LuksCommand) -> Result<()> {
                 _ => 256,
             });
             let passphrase = read_key_file(&a.key_file)?;
-            if let Some(size) = a.size {
-                let f = OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&a.image)
-                    .with_context(|| format!("cannot create {}", a.image.display()))?;
-                if f.metadata()?.len() < size {
-                    f.set_len(size)?;
-                }
-            }
-            let io = FileIo::open(&a.image).with_context(|| format!("cannot open {}", a.image.display()))?;
             let opts = FormatOptions {
                 version,
                 cipher,
@@ -259,9 +247,27 @@ pub fn run(cmd: LuksCommand) -> Result<()> {
                 uuid: a.uuid,
                 keyslot: a.key_slot,
             };
-            Volume::format(io, &opts, passphrase.expose(), None)
-                .with_context(|| format!("{}", a.image.display()))?;
-            Ok(())
+            opts.validate()?;
+            let created = a.size.is_some() && !a.image.exists();
+            if let Some(size) = a.size {
+                let f = OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&a.image)
+                    .with_context(|| format!("cannot create {}", a.image.display()))?;
+                f.set_len(size).with_context(|| format!("cannot resize {}", a.image.display()))?;
+            }
+            let result = FileIo::open(&a.image)
+                .with_context(|| format!("cannot open {}", a.image.display()))
+                .and_then(|io| {
+                    Volume::format(io, &opts, passphrase.expose(), None)
+                        .with_context(|| format!("{}", a.image.display()))
+                });
+            if result.is_err() && created {
+                let _ = std::fs::remove_file(&a.image);
+            }
+            result.map(drop)
         }
         LuksCommand::Dump(a) => {
             let v = open_volume_ro(&a.image)?;

@@ -85,6 +85,22 @@ impl PbkdfOptions {
         }
     }
 
+    /// Range checks that need no benchmark.
+    pub fn check(&self) -> Result<()> {
+        if let Some(l) = self.parallel.filter(|l| !(1..=16).contains(l)) {
+            return Err(Error::InvalidArgument(format!("--pbkdf-parallel {l} out of range 1..16")));
+        }
+        match (self.kind, self.force_iterations) {
+            (Some(PbkdfKind::Pbkdf2), Some(it)) if it < MIN_PBKDF2_ITERATIONS => Err(
+                Error::InvalidArgument(format!("PBKDF2 needs at least {MIN_PBKDF2_ITERATIONS} iterations")),
+            ),
+            (Some(PbkdfKind::Argon2i | PbkdfKind::Argon2id), Some(t)) if t < MIN_ARGON2_TIME => {
+                Err(Error::InvalidArgument(format!("Argon2 needs at least {MIN_ARGON2_TIME} passes")))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Whether calibration is skipped (cryptsetup's CRYPT_PBKDF_NO_BENCHMARK).
     pub fn is_forced(&self) -> bool {
         self.force_iterations.is_some()

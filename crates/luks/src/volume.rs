@@ -93,6 +93,51 @@ impl Default for FormatOptions {
     }
 }
 
+impl FormatOptions {
+    /// Checks the options on their own (no device needed), so a caller can
+    /// refuse bad input before it creates or touches anything.
+    pub fn validate(&self) -> Result<()> {
+        let key_len = (self.key_size_bits / 8) as usize;
+        if self.key_size_bits % 8 != 0 || !self.cipher.valid_key_len(key_len) {
+            return Err(Error::InvalidArgument(format!(
+                "key size {} bits does not fit cipher {}",
+                self.key_size_bits,
+                self.cipher.name()
+            )));
+        }
+        let (max_slot, ss_ok) = match self.version {
+            Version::Luks1 => {
+                if self.label.is_some() || self.subsystem.is_some() {
+                    return Err(Error::InvalidArgument("LUKS1 has no label or subsystem".into()));
+                }
+                if self.pbkdf.kind.is_some_and(|k| k != PbkdfKind::Pbkdf2) {
+                    return Err(Error::InvalidArgument("LUKS1 keyslots support only pbkdf2".into()));
+                }
+                (luks1::NUM_KEYSLOTS as u32, self.sector_size == 512)
+            }
+            Version::Luks2 => {
+                (luks2::MAX_KEYSLOTS, (512..=4096).contains(&self.sector_size) && self.sector_size.is_power_of_two())
+            }
+        };
+        if !ss_ok {
+            return Err(Error::InvalidArgument(format!("sector size {} not supported here", self.sector_size)));
+        }
+        if let Some(s) = self.keyslot.filter(|&s| s >= max_slot) {
+            return Err(Error::InvalidArgument(format!("keyslot {s} out of range 0..{}", max_slot - 1)));
+        }
+        for (what, v) in [("label", &self.label), ("subsystem", &self.subsystem)] {
+            if v.as_ref().is_some_and(|l| l.len() > 47 || l.contains('\0')) {
+                return Err(Error::InvalidArgument(format!("{what} longer than 47 bytes")));
+            }
+        }
+        if let Some(u) = &self.uuid {
+            uuid::Uuid::parse_str(u).map_err(|_| Error::InvalidArgument(format!("invalid UUID {u:?}")))?;
+        }
+        self.pbkdf.check()?;
+        Ok(())
+    }
+}
+
 /// Where the encrypted data lives and how it is encrypted.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct DataSegment {
@@ -238,14 +283,8 @@ impl<IO: BlockIo> Volume<IO> {
     /// Formats `io` as a new LUKS volume whose keyslot opens with `passphrase`.
     /// `volume_key` is generated when `None`. Wipes the whole metadata area.
     pub fn format(io: IO, opts: &FormatOptions, passphrase: &[u8], volume_key: Option<Secret>) -> Result<Self> {
+        opts.validate()?;
         let key_len = (opts.key_size_bits / 8) as usize;
-        if opts.key_size_bits % 8 != 0 || !opts.cipher.valid_key_len(key_len) {
-            return Err(Error::InvalidArgument(format!(
-                "key size {} bits does not fit cipher {}",
-                opts.key_size_bits,
-                opts.cipher.name()
-            )));
-        }
         let vk = match volume_key {
             Some(k) if k.len() != key_len => {
                 return Err(Error::InvalidArgument("volume key length does not match --key-size".into()))

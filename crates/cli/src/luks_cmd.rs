@@ -26,6 +26,73 @@ pub enum LuksCommand {
     RemoveKey(RemoveKeyArgs),
     /// Destroy keyslot N (authorised by a passphrase of another keyslot).
     KillSlot(KillSlotArgs),
+    /// Re-encrypt all data under a new volume key (resumable).
+    Reencrypt(ReencryptArgs),
+    /// Write the plaintext to OUTPUT (sparse where the plaintext is zero).
+    Export(ExportArgs),
+    /// Write INPUT's bytes as plaintext at offset 0 of IMAGE.
+    Import(ImportArgs),
+}
+
+#[derive(Args)]
+pub struct ReencryptArgs {
+    /// Current passphrase file (`-` = stdin).
+    #[arg(long, short = 'd')]
+    key_file: PathBuf,
+    /// Passphrase for the new volume key (default: the current one).
+    #[arg(long)]
+    new_key_file: Option<PathBuf>,
+    /// New cipher (default: keep).
+    #[arg(long, short = 'c')]
+    cipher: Option<String>,
+    /// New key size in bits (default: keep).
+    #[arg(long, short = 's')]
+    key_size: Option<u32>,
+    /// Continue an interrupted re-encryption.
+    #[arg(long)]
+    resume: bool,
+    /// Data converted per crash-safe step, in MiB.
+    #[arg(long, default_value_t = 16)]
+    hotzone_mib: u64,
+    #[command(flatten)]
+    pbkdf: PbkdfArgs,
+    #[command(flatten)]
+    progress: ProgressArgs,
+    /// Image file or block device.
+    image: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Passphrase file (`-` = stdin).
+    #[arg(long, short = 'd')]
+    key_file: PathBuf,
+    #[command(flatten)]
+    progress: ProgressArgs,
+    /// Image file or block device.
+    image: PathBuf,
+    /// Plaintext output file.
+    output: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// Passphrase file (`-` = stdin).
+    #[arg(long, short = 'd')]
+    key_file: PathBuf,
+    #[command(flatten)]
+    progress: ProgressArgs,
+    /// Plaintext input file.
+    input: PathBuf,
+    /// Image file or block device.
+    image: PathBuf,
+}
+
+#[derive(Args, Clone, Copy)]
+pub struct ProgressArgs {
+    /// Progress as JSON lines on stdout instead of a bar.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -325,6 +392,68 @@ pub fn run(cmd: LuksCommand) -> Result<()> {
             eprintln!("Key slot {slot} destroyed.");
             Ok(())
         }
+        LuksCommand::Reencrypt(a) => {
+            use rekey_luks::reencrypt::{self, ReencryptOptions};
+            let v = open_volume(&a.image)?;
+            let pass = read_key_file(&a.key_file)?;
+            let new = a.new_key_file.as_deref().map(read_key_file).transpose()?;
+            let opts = ReencryptOptions {
+                cipher: a.cipher.as_deref().map(CipherSpec::parse).transpose().map_err(rekey_luks::Error::from)?,
+                key_size_bits: a.key_size,
+                pbkdf: a.pbkdf.options()?,
+                hotzone: a.hotzone_mib.checked_mul(1 << 20).context("--hotzone-mib too large")?,
+                ..Default::default()
+            };
+            let (report, bar) = progress_reporter(a.progress, "reencrypt");
+            let new_ref = new.as_ref().map(|n| n.expose());
+            let result = if a.resume {
+                reencrypt::resume(v, pass.expose(), new_ref, &opts, &report)
+            } else {
+                reencrypt::reencrypt(v, pass.expose(), new_ref, &opts, &report)
+            };
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            let (_, rep) = result.with_context(|| format!("{}", a.image.display()))?;
+            if a.progress.json {
+                println!("{}", serde_json::json!({"op": "reencrypt", "result": rep}));
+            } else {
+                eprintln!(
+                    "Re-encrypted {} bytes under a new volume key (key slot {}; destroyed key slots {:?}).",
+                    rep.bytes, rep.keyslot, rep.destroyed_keyslots
+                );
+            }
+            Ok(())
+        }
+        LuksCommand::Export(a) => {
+            let v = open_volume_ro(&a.image)?;
+            let d = v.decrypted(read_key_file(&a.key_file)?.expose())?;
+            let out = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&a.output)
+                .with_context(|| format!("cannot create {}", a.output.display()))?;
+            let (report, bar) = progress_reporter(a.progress, "export");
+            let r = rekey_luks::transfer::export(&d, &out, &report);
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            r?;
+            Ok(())
+        }
+        LuksCommand::Import(a) => {
+            let v = open_volume(&a.image)?;
+            let d = v.decrypted(read_key_file(&a.key_file)?.expose())?;
+            let input = std::fs::File::open(&a.input).with_context(|| format!("cannot open {}", a.input.display()))?;
+            let (report, bar) = progress_reporter(a.progress, "import");
+            let r = rekey_luks::transfer::import(&input, &d, &report);
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            r?;
+            Ok(())
+        }
         LuksCommand::KillSlot(a) => {
             let mut v = open_volume(&a.image)?;
             if !v.active_keyslots().contains(&a.slot) {
@@ -338,6 +467,43 @@ pub fn run(cmd: LuksCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// A bar with throughput on a terminal, JSON lines with --json, else quiet.
+fn progress_reporter(args: ProgressArgs, what: &'static str) -> (impl Fn(u64, u64) + Sync, Option<indicatif::ProgressBar>) {
+    use std::io::IsTerminal;
+    let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .expect("template")
+            .progress_chars("=> "),
+        );
+        b.set_message(what);
+        b
+    });
+    let b2 = bar.clone();
+    let last = std::sync::Mutex::new(std::time::Instant::now() - std::time::Duration::from_secs(1));
+    let start = std::time::Instant::now();
+    let f = move |done: u64, total: u64| {
+        if let Some(b) = &b2 {
+            b.set_length(total);
+            b.set_position(done);
+        } else if args.json {
+            let mut l = last.lock().unwrap_or_else(|e| e.into_inner());
+            if done == total || l.elapsed().as_millis() >= 500 {
+                *l = std::time::Instant::now();
+                let secs = start.elapsed().as_secs_f64().max(1e-9);
+                println!(
+                    "{}",
+                    serde_json::json!({"op": what, "done": done, "total": total, "bytes_per_sec": (done as f64 / secs) as u64})
+                );
+            }
+        }
+    };
+    (f, bar)
 }
 
 fn hex(b: &[u8]) -> String {

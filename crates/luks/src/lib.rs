@@ -9,15 +9,19 @@
 pub mod blockio;
 mod codec;
 pub mod crypto;
+pub mod data;
 pub mod dump;
 mod error;
 pub mod luks1;
 pub mod luks2;
 pub mod pbkdf;
+pub mod reencrypt;
 mod secret;
+pub mod transfer;
 pub mod volume;
 
 pub use blockio::{BlockIo, FileIo, MemIo};
+pub use data::Decrypted;
 pub use error::{Error, ErrorKind, Result};
 pub use pbkdf::{PbkdfKind, PbkdfOptions};
 pub use secret::Secret;

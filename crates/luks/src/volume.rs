@@ -165,7 +165,7 @@ impl<IO: BlockIo> std::fmt::Debug for Volume<IO> {
     }
 }
 
-fn read(io: &impl BlockIo, offset: u64, len: usize) -> Result<Vec<u8>> {
+pub(crate) fn read(io: &impl BlockIo, offset: u64, len: usize) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
     io.read_at(&mut buf, offset).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -177,11 +177,11 @@ fn read(io: &impl BlockIo, offset: u64, len: usize) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn write(io: &impl BlockIo, offset: u64, buf: &[u8]) -> Result<()> {
+pub(crate) fn write(io: &impl BlockIo, offset: u64, buf: &[u8]) -> Result<()> {
     io.write_at(buf, offset).map_err(Error::io("write", offset))
 }
 
-fn flush(io: &impl BlockIo) -> Result<()> {
+pub(crate) fn flush(io: &impl BlockIo) -> Result<()> {
     io.flush().map_err(Error::io("flush", 0))
 }
 
@@ -189,7 +189,7 @@ fn random_uuid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-fn random_salt(len: usize) -> Result<Vec<u8>> {
+pub(crate) fn random_salt(len: usize) -> Result<Vec<u8>> {
     let mut s = vec![0u8; len];
     openssl::rand::rand_bytes(&mut s).map_err(crate::crypto::CryptoError::from)?;
     Ok(s)
@@ -433,6 +433,15 @@ impl<IO: BlockIo> Volume<IO> {
 
     /// The data segment (LUKS2: segment 0's live segment).
     pub fn data_segment(&self) -> Result<DataSegment> {
+        if let Header::Luks2(h) = &self.header {
+            h.check_requirements()?;
+        }
+        self.data_segment_raw()
+    }
+
+    /// The data segment, even while the header carries requirements (for the
+    /// re-encryption code that understands them).
+    pub(crate) fn data_segment_raw(&self) -> Result<DataSegment> {
         match &self.header {
             Header::Luks1(h) => Ok(DataSegment {
                 offset: h.payload_offset as u64 * 512,
@@ -442,7 +451,6 @@ impl<IO: BlockIo> Volume<IO> {
                 iv_tweak: 0,
             }),
             Header::Luks2(h) => {
-                h.check_requirements()?;
                 let (_, seg) = h
                     .meta
                     .segments
@@ -531,33 +539,10 @@ impl<IO: BlockIo> Volume<IO> {
                 Ok(ct_eq(check.expose(), &h.mk_digest).then_some(vk))
             }
             Header::Luks2(h) => {
-                let ks = &h.meta.keyslots[&slot];
-                let (kdf_json, af_json) = match (&ks.kdf, &ks.af) {
-                    (Some(k), Some(a)) => (k, a),
-                    _ => return Ok(None),
-                };
                 let Some((_, digest)) = h.meta.digest_for_keyslot(slot) else {
                     return Ok(None);
                 };
-                let params = kdf_from_json(kdf_json)?;
-                let area_key_len = ks.area.key_size.unwrap_or(ks.key_size) as usize;
-                let cipher = CipherSpec::parse(ks.area.encryption.as_deref().unwrap_or(""))?;
-                let derived = kdf::derive(&params, passphrase, &kdf_json.salt, area_key_len)?;
-                let key_len = ks.key_size as usize;
-                let mat_len = round_up(key_len as u64 * af_json.stripes as u64, 512);
-                if mat_len > ks.area.size {
-                    return Err(Error::header(format!("keyslot {slot} area too small")));
-                }
-                let mut material = Secret::new(read(&self.io, ks.area.offset, mat_len as usize)?);
-                SectorCipher::new(&cipher, derived.expose())?.decrypt(material.as_mut(), 512, 0)?;
-                let af_hash = HashAlg::from_name(&af_json.hash)?;
-                let vk = af::merge(
-                    &material.expose()[..key_len * af_json.stripes as usize],
-                    key_len,
-                    af_json.stripes,
-                    af_hash,
-                )?;
-                Ok(verify_digest(digest, &vk)?.then_some(vk))
+                open_luks2_keyslot(&self.io, h, slot, passphrase, digest)
             }
         }
     }
@@ -659,66 +644,12 @@ impl<IO: BlockIo> Volume<IO> {
             }
             Header::Luks2(h) => {
                 h.check_requirements()?;
-                let slot = match slot {
-                    Some(s) if s >= luks2::MAX_KEYSLOTS => {
-                        return Err(Error::InvalidArgument(format!("keyslot {s} out of range 0..31")))
-                    }
-                    Some(s) if h.meta.keyslots.contains_key(&s) => {
-                        return Err(Error::InvalidArgument(format!("keyslot {s} is in use")))
-                    }
-                    Some(s) => s,
-                    None => h
-                        .free_keyslot()
-                        .ok_or_else(|| Error::InvalidArgument("all 32 LUKS2 keyslots are in use".into()))?,
-                };
-                let seg_cipher = h.meta.segments.get(&0).and_then(|s| s.encryption.clone());
-                let cipher = CipherSpec::parse(seg_cipher.as_deref().unwrap_or("aes-xts-plain64"))?;
-                let key_len = vk.len();
-                if !cipher.valid_key_len(key_len) {
-                    return Err(Error::Unsupported(format!("keyslot cipher {} with a {key_len}-byte key", cipher.name())));
-                }
-                let params = pbkdf.resolve(PbkdfKind::Argon2id, key_len)?;
-                let salt = random_salt(32)?;
-                let derived = kdf::derive(&params, passphrase, &salt, key_len)?;
-                let stripes = AF_STRIPES;
-                let af_hash = pbkdf.hash;
-                let split = af::split(vk.expose(), stripes, af_hash)?;
-                let mat_len = round_up(split.len() as u64, 512) as usize;
-                let area_size = round_up(split.len() as u64, 4096);
-                let offset = h.allocate_area(area_size).ok_or_else(|| {
-                    Error::InvalidArgument("no room left in the LUKS2 keyslots area".into())
-                })?;
-                let mut material = Secret::zeroed(mat_len);
-                material.as_mut()[..split.len()].copy_from_slice(split.expose());
-                SectorCipher::new(&cipher, derived.expose())?.encrypt(material.as_mut(), 512, 0)?;
                 let mut next = h.clone();
-                next.meta.keyslots.insert(
-                    slot,
-                    json::Keyslot {
-                        kind: "luks2".into(),
-                        key_size: key_len as u32,
-                        area: json::Area {
-                            kind: "raw".into(),
-                            offset,
-                            size: area_size,
-                            encryption: Some(cipher.name()),
-                            key_size: Some(key_len as u32),
-                            extra: Map::new(),
-                        },
-                        kdf: Some(kdf_to_json(&params, salt)),
-                        af: Some(json::Af { kind: "luks1".into(), stripes, hash: af_hash.name().into(), extra: Map::new() }),
-                        priority: None,
-                        extra: Map::new(),
-                    },
-                );
                 let (dnum, _) = next
                     .meta
                     .digest_for_segment(0)
                     .ok_or_else(|| Error::header("no digest for segment 0"))?;
-                next.meta.digests.get_mut(&dnum).expect("digest").keyslots.push(slot.to_string());
-                sort_digest_slots(&mut next.meta);
-                write(&self.io, offset, material.expose())?;
-                flush(&self.io)?;
+                let slot = write_luks2_keyslot(&self.io, &mut next, vk, passphrase, slot, pbkdf, dnum, None)?;
                 write_luks2(&self.io, &mut next)?;
                 *h = next;
                 Ok(slot)
@@ -774,15 +705,7 @@ impl<IO: BlockIo> Volume<IO> {
         };
         // Header first would leave readable material behind if we crashed
         // before the wipe; wiping first leaves at worst a dead keyslot.
-        let noise = Secret::random(len.min(1 << 20) as usize);
-        let mut pos = 0;
-        while pos < len {
-            let n = (len - pos).min(noise.len() as u64) as usize;
-            write(&self.io, offset + pos, &noise.expose()[..n])?;
-            pos += n as u64;
-        }
-        flush(&self.io)?;
-        self.io.discard(offset, len).map_err(Error::io("discard", offset))?;
+        wipe_area(&self.io, offset, len)?;
         match &mut self.header {
             Header::Luks1(h) => {
                 let mut next = h.clone();
@@ -837,12 +760,134 @@ impl<IO: BlockIo> Volume<IO> {
 
 /// Writes both copies: primary, flush, secondary, flush. A crash tears at
 /// most one copy, and the reader then takes the other.
-fn write_luks2(io: &impl BlockIo, h: &mut luks2::Header) -> Result<()> {
+pub(crate) fn write_luks2(io: &impl BlockIo, h: &mut luks2::Header) -> Result<()> {
     let (primary, secondary) = h.encode_next()?;
     write(io, 0, &primary)?;
     flush(io)?;
     write(io, h.hdr_size, &secondary)?;
     flush(io)
+}
+
+/// Writes (and flushes) the material of a new LUKS2 keyslot holding `vk` for
+/// `passphrase`, and records it in `h` under digest `digest`, without
+/// committing `h`. The keyslot encrypts its material with `cipher` (default:
+/// segment 0's cipher).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_luks2_keyslot(
+    io: &impl BlockIo,
+    h: &mut luks2::Header,
+    vk: &Secret,
+    passphrase: &[u8],
+    slot: Option<u32>,
+    pbkdf: &PbkdfOptions,
+    digest: u32,
+    cipher: Option<CipherSpec>,
+) -> Result<u32> {
+    let slot = match slot {
+        Some(s) if s >= luks2::MAX_KEYSLOTS => {
+            return Err(Error::InvalidArgument(format!("keyslot {s} out of range 0..31")))
+        }
+        Some(s) if h.meta.keyslots.contains_key(&s) => {
+            return Err(Error::InvalidArgument(format!("keyslot {s} is in use")))
+        }
+        Some(s) => s,
+        None => h.free_keyslot().ok_or_else(|| Error::InvalidArgument("all 32 LUKS2 keyslots are in use".into()))?,
+    };
+    let cipher = match cipher {
+        Some(c) => c,
+        None => {
+            let seg_cipher = h.meta.segments.get(&0).and_then(|s| s.encryption.clone());
+            CipherSpec::parse(seg_cipher.as_deref().unwrap_or("aes-xts-plain64"))?
+        }
+    };
+    let key_len = vk.len();
+    if !cipher.valid_key_len(key_len) {
+        return Err(Error::Unsupported(format!("keyslot cipher {} with a {key_len}-byte key", cipher.name())));
+    }
+    let params = pbkdf.resolve(PbkdfKind::Argon2id, key_len)?;
+    let salt = random_salt(32)?;
+    let derived = kdf::derive(&params, passphrase, &salt, key_len)?;
+    let stripes = AF_STRIPES;
+    let af_hash = pbkdf.hash;
+    let split = af::split(vk.expose(), stripes, af_hash)?;
+    let mat_len = round_up(split.len() as u64, 512) as usize;
+    let area_size = round_up(split.len() as u64, 4096);
+    let offset = h
+        .allocate_area(area_size)
+        .ok_or_else(|| Error::InvalidArgument("no room left in the LUKS2 keyslots area".into()))?;
+    let mut material = Secret::zeroed(mat_len);
+    material.as_mut()[..split.len()].copy_from_slice(split.expose());
+    SectorCipher::new(&cipher, derived.expose())?.encrypt(material.as_mut(), 512, 0)?;
+    h.meta.keyslots.insert(
+        slot,
+        json::Keyslot {
+            kind: "luks2".into(),
+            key_size: key_len as u32,
+            area: json::Area {
+                kind: "raw".into(),
+                offset,
+                size: area_size,
+                encryption: Some(cipher.name()),
+                key_size: Some(key_len as u32),
+                extra: Map::new(),
+            },
+            kdf: Some(kdf_to_json(&params, salt)),
+            af: Some(json::Af { kind: "luks1".into(), stripes, hash: af_hash.name().into(), extra: Map::new() }),
+            priority: None,
+            extra: Map::new(),
+        },
+    );
+    let d = h.meta.digests.get_mut(&digest).ok_or_else(|| Error::header(format!("no digest {digest}")))?;
+    d.keyslots.push(slot.to_string());
+    sort_digest_slots(&mut h.meta);
+    write(io, offset, material.expose())?;
+    flush(io)?;
+    Ok(slot)
+}
+
+/// Overwrites `len` bytes at `offset` with random bytes, flushes, then
+/// discards the range where the backend can.
+pub(crate) fn wipe_area(io: &impl BlockIo, offset: u64, len: u64) -> Result<()> {
+    let noise = Secret::random(len.min(1 << 20) as usize);
+    let mut pos = 0;
+    while pos < len {
+        let n = (len - pos).min(noise.len() as u64) as usize;
+        write(io, offset + pos, &noise.expose()[..n])?;
+        pos += n as u64;
+    }
+    flush(io)?;
+    io.discard(offset, len).map_err(Error::io("discard", offset))?;
+    Ok(())
+}
+
+/// Decrypts LUKS2 keyslot `slot` with `passphrase` and checks the key against
+/// digest `digest`; `None` if it does not verify.
+pub(crate) fn open_luks2_keyslot(
+    io: &impl BlockIo,
+    h: &luks2::Header,
+    slot: u32,
+    passphrase: &[u8],
+    digest: &json::Digest,
+) -> Result<Option<Secret>> {
+    let ks = h.meta.keyslots.get(&slot).ok_or_else(|| Error::NotFound(format!("keyslot {slot} is not active")))?;
+    let (kdf_json, af_json) = match (&ks.kdf, &ks.af) {
+        (Some(k), Some(a)) => (k, a),
+        _ => return Ok(None),
+    };
+    let params = kdf_from_json(kdf_json)?;
+    let area_key_len = ks.area.key_size.unwrap_or(ks.key_size) as usize;
+    let cipher = CipherSpec::parse(ks.area.encryption.as_deref().unwrap_or(""))?;
+    let derived = kdf::derive(&params, passphrase, &kdf_json.salt, area_key_len)?;
+    let key_len = ks.key_size as usize;
+    let mat_len = round_up(key_len as u64 * af_json.stripes as u64, 512);
+    if mat_len > ks.area.size {
+        return Err(Error::header(format!("keyslot {slot} area too small")));
+    }
+    let mut material = Secret::new(read(io, ks.area.offset, mat_len as usize)?);
+    SectorCipher::new(&cipher, derived.expose())?.decrypt(material.as_mut(), 512, 0)?;
+    let af_hash = HashAlg::from_name(&af_json.hash)?;
+    let vk = af::merge(&material.expose()[..key_len * af_json.stripes as usize], key_len, af_json.stripes, af_hash)?;
+    Ok(verify_digest(digest, &vk)?.then_some(vk))
 }
 
 fn sort_digest_slots(meta: &mut json::Metadata) {
@@ -851,7 +896,7 @@ fn sort_digest_slots(meta: &mut json::Metadata) {
     }
 }
 
-fn verify_digest(d: &json::Digest, vk: &Secret) -> Result<bool> {
+pub(crate) fn verify_digest(d: &json::Digest, vk: &Secret) -> Result<bool> {
     if d.kind != "pbkdf2" {
         return Err(Error::Unsupported(format!("digest type {:?}", d.kind)));
     }

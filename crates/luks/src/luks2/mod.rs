@@ -167,6 +167,11 @@ impl Header {
     /// Refuses metadata with mandatory requirements this engine does not know.
     pub fn check_requirements(&self) -> Result<()> {
         for r in self.meta.mandatory_requirements() {
+            if r == crate::reencrypt::REQUIREMENT {
+                return Err(Error::Unsupported(
+                    "volume is being re-encrypted; finish with `rekey luks reencrypt --resume`".into(),
+                ));
+            }
             if !KNOWN_REQUIREMENTS.contains(&r.as_str()) {
                 return Err(Error::Unsupported(format!(
                     "header has unknown mandatory requirement {r:?}; refusing to touch it"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Seeds the fuzz corpus with headers cryptsetup 2.6 makes (the oracle).
+set -euo pipefail
+cd "$(dirname "$0")"
+t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
+printf pw > "$t/k"
+for c in "luks1 aes-xts-plain64 256" "luks1 aes-cbc-essiv:sha256 256" "luks1 aes-xts-plain64 512"; do
+  set -- $c
+  truncate -s 3M "$t/i"
+  cryptsetup -q luksFormat --type "$1" --cipher "$2" --key-size "$3" --pbkdf-force-iterations 1000 --key-file "$t/k" "$t/i"
+  head -c 592 "$t/i" > "corpus/luks1_header/$1-${2//:/_}-$3"
+  rm "$t/i"
+done
+for p in "pbkdf2 --pbkdf-force-iterations 1000" "argon2id --pbkdf-force-iterations 4 --pbkdf-memory 8192"; do
+  truncate -s 17M "$t/i"
+  cryptsetup -q luksFormat --type luks2 --pbkdf $p --label seed --key-file "$t/k" "$t/i"
+  # the primary header copy (binary header + JSON area)
+  head -c 16384 "$t/i" > "corpus/luks2_header/luks2-${p%% *}"
+  rm "$t/i"
+done
+ls -l corpus/*

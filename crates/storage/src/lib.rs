@@ -31,7 +31,7 @@ pub use error::{Context, Error, ErrorKind, Result};
 pub use file::FileBackend;
 pub use id::validate_id;
 #[cfg(feature = "rbd")]
-pub use rbd::{open_rbd_spec, RbdBackend};
+pub use rbd::{open_rbd_spec, RbdBackend, RbdIo, RbdSpec};
 pub use rekey_luks::blockio::BlockIo;
 
 /// How a clone was made; reported so callers can log it and benchmarks can
@@ -83,7 +83,8 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// Creates a zero-filled volume of `size_bytes`.
     fn create(&self, id: &str, size_bytes: u64) -> Result<()>;
-    /// Deletes a volume; `Busy` while it has snapshots or is being cloned.
+    /// Deletes a volume; `Busy` while it has snapshots or is being cloned,
+    /// and on RBD while another client has it open (image watchers).
     fn delete(&self, id: &str) -> Result<()>;
     /// Grows a volume to `new_size` bytes (never shrinks; equal is a no-op).
     fn extend(&self, id: &str, new_size: u64) -> Result<()>;

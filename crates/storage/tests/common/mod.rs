@@ -358,6 +358,32 @@ pub fn clone_of_clone_and_snapshot_chain(b: &dyn Backend) {
     assert!(read_all(&*b.open(&cc).unwrap()) == expected);
 }
 
+/// One handle shared by several threads (the engine's data path does this):
+/// every thread's writes land where it put them.
+pub fn one_handle_many_threads(b: &dyn Backend) {
+    let mut c = Cleanup::new(b);
+    let id = c.vol();
+    b.create(&id, 8 * MIB).unwrap();
+    let io: std::sync::Arc<dyn BlockIo> = b.open(&id).unwrap().into();
+    std::thread::scope(|s| {
+        for t in 0..4u8 {
+            let io = io.clone();
+            s.spawn(move || {
+                for chunk in 0..8u64 {
+                    let off = (t as u64 * 8 + chunk) * 256 * 1024;
+                    write_pattern(&*io, 20 + t, off, 256 * 1024);
+                    assert_eq!(read(&*io, off, 256 * 1024), pattern(20 + t, off, 256 * 1024));
+                }
+            });
+        }
+    });
+    io.flush().unwrap();
+    for t in 0..4u8 {
+        let off = t as u64 * 8 * 256 * 1024;
+        assert_eq!(read(&*io, off, 2 * MIB as usize), pattern(20 + t, off, 2 * MIB as usize));
+    }
+}
+
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:expr) => {
@@ -400,6 +426,10 @@ macro_rules! conformance_tests {
         #[test]
         fn discard_zeroes_range() {
             common::discard_zeroes_range(&*$make());
+        }
+        #[test]
+        fn one_handle_many_threads() {
+            common::one_handle_many_threads(&*$make());
         }
         #[test]
         fn clone_of_clone_and_snapshot_chain() {

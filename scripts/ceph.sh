@@ -76,8 +76,11 @@ cmd_stop() {
   return 0
 }
 
+MKFS_PID=
 fail() {
   trap - ERR
+  # The OSD mkfs runs in the background; do not leave it behind.
+  if [ -n "$MKFS_PID" ]; then kill "$MKFS_PID" 2>/dev/null || true; wait "$MKFS_PID" 2>/dev/null || true; fi
   log "start failed: ${1:-a command failed}; logs in $DIR/log"
   for f in "$DIR"/log/*.log "$DIR"/log/*.out; do
     [ -s "$f" ] || continue
@@ -182,9 +185,9 @@ cmd_start() {
   printf '[osd.0]\n\tkey = %s\n' "$osd_key" > "$DIR/osd.0/keyring"
   ceph-osd -i 0 --mkfs --no-mon-config --osd-uuid "$osd_uuid" --key "$osd_key" \
     > "$DIR/log/osd-mkfs.out" 2>&1 &
-  local mkfs_pid=$!
+  MKFS_PID=$!
 
-  ceph-mon -i a || fail "ceph-mon did not start"
+  ceph-mon -i a || fail "ceph-mon did not start (is port $MON_PORT or $MON_V1_PORT in use? set CEPH_MON_PORT)"
   wait_for 30 timeout 5 ceph --connect-timeout 2 mon stat || fail "mon did not answer within 30 s"
 
   printf '{"cephx_secret": "%s"}' "$osd_key" > "$DIR/osd.0/new.json"
@@ -192,7 +195,8 @@ cmd_start() {
   osd_id=$(timeout 30 ceph osd new "$osd_uuid" -i "$DIR/osd.0/new.json") || fail "ceph osd new"
   rm -f "$DIR/osd.0/new.json"
   [ "$osd_id" = 0 ] || fail "unexpected osd id $osd_id"
-  wait "$mkfs_pid" || fail "ceph-osd --mkfs"
+  wait "$MKFS_PID" || { MKFS_PID=; fail "ceph-osd --mkfs"; }
+  MKFS_PID=
 
   ceph-osd -i 0 || fail "ceph-osd did not start"
   wait_for 60 osd_up || fail "osd.0 not up within 60 s"

@@ -2,50 +2,10 @@
 //! interrupted write torn in half) and the image must always open with the
 //! old or the new passphrase.
 
-use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
 
-use rekey_luks::{BlockIo, FormatOptions, MemIo, PbkdfOptions, Version, Volume};
-
-/// Fails the `fail_at`-th write or flush (0-based), tearing a write in half,
-/// and every operation after it, like a machine that lost power.
-struct FaultIo<'a> {
-    inner: &'a MemIo,
-    steps: AtomicUsize,
-    fail_at: usize,
-}
-
-impl FaultIo<'_> {
-    fn step(&self) -> io::Result<bool> {
-        let n = self.steps.fetch_add(1, Ordering::SeqCst);
-        if n > self.fail_at {
-            return Err(io::Error::other("crashed"));
-        }
-        Ok(n == self.fail_at)
-    }
-}
-
-impl BlockIo for FaultIo<'_> {
-    fn size(&self) -> io::Result<u64> {
-        self.inner.size()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        if self.step()? {
-            self.inner.write_at(&buf[..buf.len() / 2], offset)?;
-            return Err(io::Error::other("crashed mid-write"));
-        }
-        self.inner.write_at(buf, offset)
-    }
-    fn flush(&self) -> io::Result<()> {
-        if self.step()? {
-            return Err(io::Error::other("crashed in flush"));
-        }
-        Ok(())
-    }
-}
+use common::FaultIo;
+use rekey_luks::{FormatOptions, MemIo, PbkdfOptions, Version, Volume};
 
 fn run(version: Version) {
     let opts = FormatOptions { version, pbkdf: PbkdfOptions::minimal(), key_size_bits: 256, ..Default::default() };
@@ -55,7 +15,7 @@ fn run(version: Version) {
     let mut crashes = 0;
     for fail_at in 0.. {
         let mem = MemIo::from_bytes(pristine.clone());
-        let io = FaultIo { inner: &mem, steps: AtomicUsize::new(0), fail_at };
+        let io = FaultIo::new(&mem, fail_at);
         let mut v = Volume::open(&io).unwrap();
         let done = v.change_key(b"old passphrase", b"new passphrase", None, &PbkdfOptions::minimal()).is_ok();
         let after = Volume::open(&mem).expect("header must stay readable after a crash");

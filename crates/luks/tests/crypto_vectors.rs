@@ -406,6 +406,9 @@ fn sector_cipher_is_shareable_across_threads() {
 
 // ---------------------------------------------------------------- PBKDF2
 
+/// Password, salt, iterations, output length, expected hex.
+type Pbkdf2Case = (&'static [u8], &'static [u8], u32, usize, &'static str);
+
 fn pbkdf2_hex(hash: HashAlg, pw: &[u8], salt: &[u8], iterations: u32, len: usize) -> String {
     let out = kdf::derive(&KdfParams::Pbkdf2 { hash, iterations }, pw, salt, len).unwrap();
     hex::encode(out.expose())
@@ -415,7 +418,7 @@ fn pbkdf2_hex(hash: HashAlg, pw: &[u8], salt: &[u8], iterations: u32, len: usize
 /// out: it takes seconds and exercises no other code path.
 #[test]
 fn pbkdf2_sha1_rfc6070() {
-    let cases: [(&[u8], &[u8], u32, usize, &str); 5] = [
+    let cases: [Pbkdf2Case; 5] = [
         (b"password", b"salt", 1, 20, "0c60c80f961f0e71f3a9b524af6012062fe037a6"),
         (b"password", b"salt", 2, 20, "ea6c014dc72d6f8ccd1ed92ace1d41f0d8de8957"),
         (b"password", b"salt", 4096, 20, "4b007901b765489abead49d926f721d065a429c1"),
@@ -433,7 +436,7 @@ fn pbkdf2_sha1_rfc6070() {
 /// and the SHA-512 c=1 vector from the same set.
 #[test]
 fn pbkdf2_sha256_and_sha512_vectors() {
-    let cases: [(&[u8], &[u8], u32, usize, &str); 5] = [
+    let cases: [Pbkdf2Case; 5] = [
         (b"password", b"salt", 1, 32, "120fb6cffcf8b32c43e7225256c4f837a86548c92ccc35480805987cb70be17b"),
         (b"password", b"salt", 2, 32, "ae4d0c95af6b46d32d0adff928f06dd02a303f8ef3c251dfd6e2d85a95474c43"),
         (b"password", b"salt", 4096, 32, "c5e478d59288c841aa530db6845c4c8d962893a001ce4e11a4963873aa98134a"),

@@ -245,7 +245,7 @@ impl SectorCipher {
         first_iv: u64,
         iv_step: u64,
     ) -> Result<(), CryptoError> {
-        if unit == 0 || unit % AES_BLOCK != 0 || unit > MAX_SECTOR_SIZE || buf.len() % unit != 0 {
+        if unit == 0 || !unit.is_multiple_of(AES_BLOCK) || unit > MAX_SECTOR_SIZE || !buf.len().is_multiple_of(unit) {
             return Err(CryptoError::InvalidParameter("data unit must be whole AES blocks, at most 4096 bytes"));
         }
         if buf.is_empty() {
@@ -315,7 +315,7 @@ fn check_layout(len: usize, sector_size: usize) -> Result<(), CryptoError> {
     if !(IV_SECTOR_SIZE..=MAX_SECTOR_SIZE).contains(&sector_size) || !sector_size.is_power_of_two() {
         return Err(CryptoError::InvalidParameter("sector size must be a power of two from 512 to 4096"));
     }
-    if len % sector_size != 0 {
+    if !len.is_multiple_of(sector_size) {
         return Err(CryptoError::InvalidParameter("buffer length is not a multiple of the sector size"));
     }
     Ok(())

@@ -114,7 +114,7 @@ fn gf128_alpha_carries_into_the_reduction_polynomial() {
 
 #[test]
 fn odd_units_are_refused_not_panicked_on() {
-    let c = SectorCipher::new(&xts(), &Secret::random(64).expose().to_vec()).unwrap();
+    let c = SectorCipher::new(&xts(), Secret::random(64).expose()).unwrap();
     let mut buf = vec![0u8; 64];
     assert!(matches!(c.run_units(Direction::Encrypt, &mut buf, 24, 0, 1), Err(CryptoError::InvalidParameter(_))));
     assert!(matches!(c.run_units(Direction::Encrypt, &mut buf, 0, 0, 1), Err(CryptoError::InvalidParameter(_))));
@@ -124,7 +124,7 @@ fn odd_units_are_refused_not_panicked_on() {
 
 #[test]
 fn contexts_return_to_the_pool() {
-    let c = SectorCipher::new(&xts(), &Secret::random(64).expose().to_vec()).unwrap();
+    let c = SectorCipher::new(&xts(), Secret::random(64).expose()).unwrap();
     let mut buf = vec![0u8; 4096];
     for _ in 0..10 {
         c.encrypt(&mut buf, 512, 0).unwrap();

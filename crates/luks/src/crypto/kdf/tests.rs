@@ -129,7 +129,7 @@ fn calibrated_argon2_respects_limits() {
     let KdfParams::Argon2 { variant, time, memory_kib, lanes } = p else { panic!("not argon2: {p:?}") };
     assert_eq!(variant, Argon2Variant::Id);
     assert!(time >= ARGON2_MIN_TIME);
-    assert!(memory_kib <= 8 * 1024 && memory_kib >= 32);
+    assert!((32..=8 * 1024).contains(&memory_kib));
     let cpus = std::thread::available_parallelism().unwrap().get() as u32;
     assert_eq!(lanes, 4.min(cpus));
     p.check_new().unwrap();

@@ -118,12 +118,19 @@ impl BarbicanKeyManager {
     pub fn new(config: &BarbicanConfig) -> Result<Self, KeyError> {
         let url = config.url.trim().trim_end_matches('/');
         let base = url.strip_suffix("/v1").unwrap_or(url).to_string();
-        let parsed = reqwest::Url::parse(&base).map_err(|e| KeyError::invalid("barbican url", format!("{base:?}: {e}")))?;
+        let parsed = reqwest::Url::parse(&base)
+            .map_err(|e| KeyError::invalid("barbican url", format!("{base:?}: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-            return Err(KeyError::invalid("barbican url", format!("{base:?} is not an http(s) URL with a host")));
+            return Err(KeyError::invalid(
+                "barbican url",
+                format!("{base:?} is not an http(s) URL with a host"),
+            ));
         }
         if config.timeout_ms == 0 {
-            return Err(KeyError::invalid("barbican timeout", "must be at least 1 ms"));
+            return Err(KeyError::invalid(
+                "barbican timeout",
+                "must be at least 1 ms",
+            ));
         }
         let timeout = Duration::from_millis(config.timeout_ms);
         let http = reqwest::Client::builder()
@@ -176,13 +183,19 @@ impl BarbicanKeyManager {
                     let unserved = matches!(status.as_u16(), 502..=504);
                     if status.is_server_error() && (idempotent || unserved) {
                         let cause = format!("HTTP {status}: {}", describe(resp, None).await);
-                        Transient { cause, not_delivered: unserved }
+                        Transient {
+                            cause,
+                            not_delivered: unserved,
+                        }
                     } else {
                         tracing::debug!(op, %method, path, status = status.as_u16(), attempt, "barbican answered");
                         return Ok((resp, maybe_delivered));
                     }
                 }
-                Err(e) => Transient { cause: error_chain(&e), not_delivered: e.is_connect() },
+                Err(e) => Transient {
+                    cause: error_chain(&e),
+                    not_delivered: e.is_connect(),
+                },
             };
             maybe_delivered |= !transient.not_delivered;
             let retry = attempt < self.retries && (idempotent || transient.not_delivered);
@@ -190,24 +203,47 @@ impl BarbicanKeyManager {
                 tracing::warn!(op, %method, path, attempts = attempt + 1, cause = %transient.cause, "barbican unavailable");
                 return Err(KeyError::Unavailable {
                     op,
-                    cause: format!("{} ({} attempt{} to {})", transient.cause, attempt + 1, if attempt == 0 { "" } else { "s" }, self.base),
+                    cause: format!(
+                        "{} ({} attempt{} to {})",
+                        transient.cause,
+                        attempt + 1,
+                        if attempt == 0 { "" } else { "s" },
+                        self.base
+                    ),
                 });
             }
-            let delay = self.backoff.saturating_mul(1u32 << attempt.min(16)).min(MAX_BACKOFF);
+            let delay = self
+                .backoff
+                .saturating_mul(1u32 << attempt.min(16))
+                .min(MAX_BACKOFF);
             tracing::warn!(op, %method, path, attempt, cause = %transient.cause, retry_in_ms = delay.as_millis() as u64, "barbican request failed; retrying");
             sleep(delay).await;
             attempt += 1;
         }
     }
 
-    async fn create_order(&self, project: &Project, algorithm: &str, bit_length: u32) -> Result<KeyId, KeyError> {
+    async fn create_order(
+        &self,
+        project: &Project,
+        algorithm: &str,
+        bit_length: u32,
+    ) -> Result<KeyId, KeyError> {
         const OP: &str = "create key";
         let body = serde_json::to_vec(&NewOrder {
             kind: "key",
-            meta: OrderMeta { algorithm, bit_length, payload_content_type: OCTET_STREAM },
+            meta: OrderMeta {
+                algorithm,
+                bit_length,
+                payload_content_type: OCTET_STREAM,
+            },
         })
-        .map_err(|e| KeyError::Protocol { op: OP, cause: e.to_string() })?;
-        let (resp, _) = self.send(OP, project, Method::POST, "/v1/orders", JSON, Some(&body)).await?;
+        .map_err(|e| KeyError::Protocol {
+            op: OP,
+            cause: e.to_string(),
+        })?;
+        let (resp, _) = self
+            .send(OP, project, Method::POST, "/v1/orders", JSON, Some(&body))
+            .await?;
         let resp = check(resp, OP, project, None, None).await?;
         let order: OrderRef = json(resp, OP).await?;
         ref_uuid(&order.order_ref, "orders", OP)
@@ -219,7 +255,16 @@ impl BarbicanKeyManager {
         let deadline = Instant::now() + self.order_timeout;
         let mut pause = Duration::from_millis(25);
         loop {
-            let (resp, _) = self.send(OP, project, Method::GET, &format!("/v1/orders/{order}"), JSON, None).await?;
+            let (resp, _) = self
+                .send(
+                    OP,
+                    project,
+                    Method::GET,
+                    &format!("/v1/orders/{order}"),
+                    JSON,
+                    None,
+                )
+                .await?;
             let resp = check(resp, OP, project, Some(order), None).await?;
             let state: Order = json(resp, OP).await?;
             match state.status.as_str() {
@@ -231,7 +276,10 @@ impl BarbicanKeyManager {
                     return ref_uuid(&secret, "secrets", OP);
                 }
                 "ERROR" => {
-                    let code = state.error_status_code.map(|c| c.to_string().trim_matches('"').to_string()).unwrap_or_default();
+                    let code = state
+                        .error_status_code
+                        .map(|c| c.to_string().trim_matches('"').to_string())
+                        .unwrap_or_default();
                     let reason = state.error_reason.unwrap_or_default();
                     let cause = format!("order {order} failed with status {code}: {reason}");
                     return Err(if code.starts_with('4') {
@@ -243,7 +291,10 @@ impl BarbicanKeyManager {
                 _ if Instant::now() >= deadline => {
                     return Err(KeyError::Unavailable {
                         op: OP,
-                        cause: format!("order {order} still {} after {:?}", state.status, self.order_timeout),
+                        cause: format!(
+                            "order {order} still {} after {:?}",
+                            state.status, self.order_timeout
+                        ),
                     })
                 }
                 _ => {
@@ -257,12 +308,28 @@ impl BarbicanKeyManager {
     /// Deletes a finished order; a leftover order holds no key, so failing
     /// here is logged, not returned.
     async fn delete_order(&self, project: &Project, order: &KeyId) {
-        match self.send("delete order", project, Method::DELETE, &format!("/v1/orders/{order}"), JSON, None).await {
-            Ok((resp, _)) if resp.status().is_success() || resp.status() == StatusCode::NOT_FOUND => {
+        match self
+            .send(
+                "delete order",
+                project,
+                Method::DELETE,
+                &format!("/v1/orders/{order}"),
+                JSON,
+                None,
+            )
+            .await
+        {
+            Ok((resp, _))
+                if resp.status().is_success() || resp.status() == StatusCode::NOT_FOUND =>
+            {
                 tracing::debug!(%project, order_id = %order, "deleted key order");
             }
-            Ok((resp, _)) => tracing::warn!(%project, order_id = %order, status = resp.status().as_u16(), "could not delete key order"),
-            Err(e) => tracing::warn!(%project, order_id = %order, error = %e, "could not delete key order"),
+            Ok((resp, _)) => {
+                tracing::warn!(%project, order_id = %order, status = resp.status().as_u16(), "could not delete key order")
+            }
+            Err(e) => {
+                tracing::warn!(%project, order_id = %order, error = %e, "could not delete key order")
+            }
         }
     }
 }
@@ -273,7 +340,12 @@ impl KeyManager for BarbicanKeyManager {
         "barbican"
     }
 
-    async fn create_key(&self, project: &Project, algorithm: &str, bit_length: u32) -> Result<KeyId, KeyError> {
+    async fn create_key(
+        &self,
+        project: &Project,
+        algorithm: &str,
+        bit_length: u32,
+    ) -> Result<KeyId, KeyError> {
         check_spec(algorithm, bit_length)?;
         let order = self.create_order(project, algorithm, bit_length).await?;
         let result = self.wait_order(project, &order).await;
@@ -285,15 +357,30 @@ impl KeyManager for BarbicanKeyManager {
 
     async fn get_key(&self, project: &Project, id: &KeyId) -> Result<KeyBytes, KeyError> {
         const OP: &str = "get key";
-        let (resp, _) = self.send(OP, project, Method::GET, &format!("/v1/secrets/{id}/payload"), OCTET_STREAM, None).await?;
+        let (resp, _) = self
+            .send(
+                OP,
+                project,
+                Method::GET,
+                &format!("/v1/secrets/{id}/payload"),
+                OCTET_STREAM,
+                None,
+            )
+            .await?;
         let mut resp = check(resp, OP, project, Some(id), None).await?;
         let limit = MAX_BIT_LENGTH as usize / 8;
         let mut key = Zeroizing::new(Vec::with_capacity(limit));
         loop {
-            let chunk = resp.chunk().await.map_err(|e| KeyError::Unavailable { op: OP, cause: error_chain(&e) })?;
+            let chunk = resp.chunk().await.map_err(|e| KeyError::Unavailable {
+                op: OP,
+                cause: error_chain(&e),
+            })?;
             let Some(chunk) = chunk else { break };
             if key.len() + chunk.len() > limit {
-                return Err(KeyError::Protocol { op: OP, cause: format!("secret {id} is larger than {limit} bytes") });
+                return Err(KeyError::Protocol {
+                    op: OP,
+                    cause: format!("secret {id} is larger than {limit} bytes"),
+                });
             }
             key.extend_from_slice(&chunk);
             // Wipe the transport's copy when we hold the only reference.
@@ -302,16 +389,26 @@ impl KeyManager for BarbicanKeyManager {
             }
         }
         if key.is_empty() {
-            return Err(KeyError::Protocol { op: OP, cause: format!("secret {id} has an empty payload") });
+            return Err(KeyError::Protocol {
+                op: OP,
+                cause: format!("secret {id} has an empty payload"),
+            });
         }
         tracing::debug!(backend = "barbican", %project, key_id = %id, "read key");
         Ok(KeyBytes::new(std::mem::take(&mut *key)))
     }
 
-    async fn store_key(&self, project: &Project, key: &KeyBytes, algorithm: &str, bit_length: u32) -> Result<KeyId, KeyError> {
+    async fn store_key(
+        &self,
+        project: &Project,
+        key: &KeyBytes,
+        algorithm: &str,
+        bit_length: u32,
+    ) -> Result<KeyId, KeyError> {
         const OP: &str = "store key";
         check_stored(key, algorithm, bit_length)?;
-        let payload = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(key.expose()));
+        let payload =
+            Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(key.expose()));
         let body = Zeroizing::new(
             serde_json::to_vec(&NewSecret {
                 payload: &payload,
@@ -321,9 +418,14 @@ impl KeyManager for BarbicanKeyManager {
                 bit_length,
                 secret_type: "symmetric",
             })
-            .map_err(|e| KeyError::Protocol { op: OP, cause: e.to_string() })?,
+            .map_err(|e| KeyError::Protocol {
+                op: OP,
+                cause: e.to_string(),
+            })?,
         );
-        let (resp, _) = self.send(OP, project, Method::POST, "/v1/secrets", JSON, Some(&body)).await?;
+        let (resp, _) = self
+            .send(OP, project, Method::POST, "/v1/secrets", JSON, Some(&body))
+            .await?;
         let resp = check(resp, OP, project, None, Some(&payload)).await?;
         let created: SecretRef = json(resp, OP).await?;
         let id = ref_uuid(&created.secret_ref, "secrets", OP)?;
@@ -333,7 +435,16 @@ impl KeyManager for BarbicanKeyManager {
 
     async fn delete_key(&self, project: &Project, id: &KeyId) -> Result<(), KeyError> {
         const OP: &str = "delete key";
-        let (resp, maybe_delivered) = self.send(OP, project, Method::DELETE, &format!("/v1/secrets/{id}"), JSON, None).await?;
+        let (resp, maybe_delivered) = self
+            .send(
+                OP,
+                project,
+                Method::DELETE,
+                &format!("/v1/secrets/{id}"),
+                JSON,
+                None,
+            )
+            .await?;
         if resp.status() == StatusCode::NOT_FOUND && maybe_delivered {
             // An earlier attempt timed out after Barbican had deleted it.
             tracing::info!(backend = "barbican", %project, key_id = %id, "key already gone after a retried delete");
@@ -346,7 +457,16 @@ impl KeyManager for BarbicanKeyManager {
 
     async fn exists(&self, project: &Project, id: &KeyId) -> Result<bool, KeyError> {
         const OP: &str = "look up key";
-        let (resp, _) = self.send(OP, project, Method::GET, &format!("/v1/secrets/{id}"), JSON, None).await?;
+        let (resp, _) = self
+            .send(
+                OP,
+                project,
+                Method::GET,
+                &format!("/v1/secrets/{id}"),
+                JSON,
+                None,
+            )
+            .await?;
         // Another project's secret is 403: it does not exist for this project.
         match resp.status() {
             StatusCode::NOT_FOUND | StatusCode::FORBIDDEN => Ok(false),
@@ -359,7 +479,9 @@ impl KeyManager for BarbicanKeyManager {
         let mut ids = Vec::new();
         loop {
             let path = format!("/v1/secrets?limit={PAGE}&offset={}", ids.len());
-            let (resp, _) = self.send(OP, project, Method::GET, &path, JSON, None).await?;
+            let (resp, _) = self
+                .send(OP, project, Method::GET, &path, JSON, None)
+                .await?;
             let resp = check(resp, OP, project, None, None).await?;
             let page: SecretList = json(resp, OP).await?;
             let n = page.secrets.len();
@@ -387,15 +509,32 @@ async fn check(
     }
     let detail = describe(resp, scrub).await;
     Err(match (status, id) {
-        (StatusCode::NOT_FOUND, Some(id)) => KeyError::NotFound { project: project.clone(), id: id.clone() },
-        (StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED, _) => {
-            KeyError::Forbidden { op, project: project.clone(), detail: format!("HTTP {status}: {detail}") }
-        }
-        (StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE, _) => {
-            KeyError::Invalid { what: "request", reason: format!("barbican refused {op}: HTTP {status}: {detail}") }
-        }
-        (s, _) if s.is_server_error() => KeyError::Unavailable { op, cause: format!("HTTP {status}: {detail}") },
-        _ => KeyError::Protocol { op, cause: format!("HTTP {status}: {detail}") },
+        (StatusCode::NOT_FOUND, Some(id)) => KeyError::NotFound {
+            project: project.clone(),
+            id: id.clone(),
+        },
+        (StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED, _) => KeyError::Forbidden {
+            op,
+            project: project.clone(),
+            detail: format!("HTTP {status}: {detail}"),
+        },
+        (
+            StatusCode::BAD_REQUEST
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            _,
+        ) => KeyError::Invalid {
+            what: "request",
+            reason: format!("barbican refused {op}: HTTP {status}: {detail}"),
+        },
+        (s, _) if s.is_server_error() => KeyError::Unavailable {
+            op,
+            cause: format!("HTTP {status}: {detail}"),
+        },
+        _ => KeyError::Protocol {
+            op,
+            cause: format!("HTTP {status}: {detail}"),
+        },
     })
 }
 
@@ -430,14 +569,26 @@ async fn describe(resp: Response, scrub: Option<&str>) -> String {
     }
 }
 
-async fn json<T: for<'de> Deserialize<'de>>(resp: Response, op: &'static str) -> Result<T, KeyError> {
-    let bytes = resp.bytes().await.map_err(|e| KeyError::Unavailable { op, cause: error_chain(&e) })?;
-    serde_json::from_slice(&bytes).map_err(|e| KeyError::Protocol { op, cause: format!("bad JSON: {e}") })
+async fn json<T: for<'de> Deserialize<'de>>(
+    resp: Response,
+    op: &'static str,
+) -> Result<T, KeyError> {
+    let bytes = resp.bytes().await.map_err(|e| KeyError::Unavailable {
+        op,
+        cause: error_chain(&e),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| KeyError::Protocol {
+        op,
+        cause: format!("bad JSON: {e}"),
+    })
 }
 
 /// The UUID at the end of a Barbican `.../v1/{kind}/{uuid}` ref.
 fn ref_uuid(href: &str, kind: &str, op: &'static str) -> Result<KeyId, KeyError> {
-    let bad = || KeyError::Protocol { op, cause: format!("unexpected {kind} ref {href:?}") };
+    let bad = || KeyError::Protocol {
+        op,
+        cause: format!("unexpected {kind} ref {href:?}"),
+    };
     let mut parts = href.trim_end_matches('/').rsplit('/');
     let last = parts.next().ok_or_else(bad)?;
     if parts.next() != Some(kind) {

@@ -74,7 +74,11 @@ pub struct EmbeddedConfig {
 impl EmbeddedConfig {
     /// A store at `db_path`, KEK file next to it.
     pub fn new(db_path: impl Into<PathBuf>) -> Self {
-        EmbeddedConfig { db_path: db_path.into(), kek_path: None, kek_hex: None }
+        EmbeddedConfig {
+            db_path: db_path.into(),
+            kek_path: None,
+            kek_hex: None,
+        }
     }
 
     /// Keeps the KEK in `path` instead of next to the database.
@@ -91,7 +95,9 @@ impl EmbeddedConfig {
 
     /// The KEK file this configuration uses when no KEK is given directly.
     pub fn resolved_kek_path(&self) -> PathBuf {
-        self.kek_path.clone().unwrap_or_else(|| self.db_path.with_extension("kek"))
+        self.kek_path
+            .clone()
+            .unwrap_or_else(|| self.db_path.with_extension("kek"))
     }
 }
 

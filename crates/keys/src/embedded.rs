@@ -22,7 +22,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use openssl::symm::{decrypt_aead, encrypt_aead, Cipher};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use zeroize::Zeroizing;
 
 use crate::config::{EmbeddedConfig, KEK_ENV};
@@ -81,7 +83,8 @@ impl EmbeddedKeyManager {
     pub async fn open(config: &EmbeddedConfig) -> Result<Self, KeyError> {
         let db_path = config.db_path.clone();
         if let Some(dir) = db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(|e| KeyError::storage("create data directory", io_cause(dir, e)))?;
+            fs::create_dir_all(dir)
+                .map_err(|e| KeyError::storage("create data directory", io_cause(dir, e)))?;
         }
         // Create the file ourselves so it starts 0600; SQLite gives its -wal
         // and -shm files the same mode.
@@ -104,10 +107,15 @@ impl EmbeddedKeyManager {
             .max_connections(4)
             .connect_with(options)
             .await
-            .map_err(|e| KeyError::storage("open database", format!("{}: {e}", db_path.display())))?;
+            .map_err(|e| {
+                KeyError::storage("open database", format!("{}: {e}", db_path.display()))
+            })?;
 
         let mut tx = pool.begin().await.map_err(db("migrate"))?;
-        sqlx::raw_sql(SCHEMA).execute(&mut *tx).await.map_err(db("migrate"))?;
+        sqlx::raw_sql(SCHEMA)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("migrate"))?;
         sqlx::query("INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?)")
             .bind(SCHEMA_VERSION.as_bytes())
             .execute(&mut *tx)
@@ -115,21 +123,27 @@ impl EmbeddedKeyManager {
             .map_err(db("migrate"))?;
         tx.commit().await.map_err(db("migrate"))?;
 
-        let version: Vec<u8> = sqlx::query_scalar("SELECT value FROM meta WHERE name = 'schema_version'")
-            .fetch_one(&pool)
-            .await
-            .map_err(db("read schema version"))?;
+        let version: Vec<u8> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE name = 'schema_version'")
+                .fetch_one(&pool)
+                .await
+                .map_err(db("read schema version"))?;
         if version != SCHEMA_VERSION.as_bytes() {
             return Err(KeyError::invalid(
                 "key store",
-                format!("{} has schema version {:?}, this build knows {SCHEMA_VERSION}", db_path.display(), String::from_utf8_lossy(&version)),
+                format!(
+                    "{} has schema version {:?}, this build knows {SCHEMA_VERSION}",
+                    db_path.display(),
+                    String::from_utf8_lossy(&version)
+                ),
             ));
         }
 
-        let check: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM meta WHERE name = 'kek_check'")
-            .fetch_optional(&pool)
-            .await
-            .map_err(db("read KEK check"))?;
+        let check: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE name = 'kek_check'")
+                .fetch_optional(&pool)
+                .await
+                .map_err(db("read KEK check"))?;
 
         let (kek, source) = load_kek(config, check.is_some())?;
         let check = match check {
@@ -152,7 +166,10 @@ impl EmbeddedKeyManager {
         if unwrap(&kek, KEK_CHECK_AAD, &check).is_none() {
             return Err(KeyError::invalid(
                 "key-encryption key",
-                format!("the KEK from {source} is not the one key store {} was created with", db_path.display()),
+                format!(
+                    "the KEK from {source} is not the one key store {} was created with",
+                    db_path.display()
+                ),
             ));
         }
         tracing::info!(db = %db_path.display(), kek_source = %source, "opened embedded key store");
@@ -164,9 +181,19 @@ impl EmbeddedKeyManager {
         &self.db_path
     }
 
-    async fn insert(&self, project: &Project, key: &KeyBytes, algorithm: &str, bit_length: u32) -> Result<KeyId, KeyError> {
+    async fn insert(
+        &self,
+        project: &Project,
+        key: &KeyBytes,
+        algorithm: &str,
+        bit_length: u32,
+    ) -> Result<KeyId, KeyError> {
         let id = KeyId::random();
-        let blob = wrap(&self.kek, &aad(project, &id, algorithm, bit_length), key.expose())?;
+        let blob = wrap(
+            &self.kek,
+            &aad(project, &id, algorithm, bit_length),
+            key.expose(),
+        )?;
         let (nonce, wrapped) = blob.split_at(NONCE_LEN);
         let mut tx = self.pool.begin().await.map_err(db("store key"))?;
         sqlx::query(
@@ -193,7 +220,12 @@ impl KeyManager for EmbeddedKeyManager {
         "embedded"
     }
 
-    async fn create_key(&self, project: &Project, algorithm: &str, bit_length: u32) -> Result<KeyId, KeyError> {
+    async fn create_key(
+        &self,
+        project: &Project,
+        algorithm: &str,
+        bit_length: u32,
+    ) -> Result<KeyId, KeyError> {
         check_spec(algorithm, bit_length)?;
         let key = KeyBytes::random(bit_length as usize / 8)?;
         let id = self.insert(project, &key, algorithm, bit_length).await?;
@@ -212,13 +244,20 @@ impl KeyManager for EmbeddedKeyManager {
         .map_err(db("get key"))?;
         let Some((algorithm, bit_length, nonce, wrapped)) = row else {
             tracing::debug!(backend = "embedded", %project, key_id = %id, "key not found");
-            return Err(KeyError::NotFound { project: project.clone(), id: id.clone() });
+            return Err(KeyError::NotFound {
+                project: project.clone(),
+                id: id.clone(),
+            });
         };
-        let integrity = || KeyError::Integrity { project: project.clone(), id: id.clone() };
+        let integrity = || KeyError::Integrity {
+            project: project.clone(),
+            id: id.clone(),
+        };
         let bit_length = u32::try_from(bit_length).map_err(|_| integrity())?;
         let mut blob = nonce;
         blob.extend_from_slice(&wrapped);
-        let key = unwrap(&self.kek, &aad(project, id, &algorithm, bit_length), &blob).ok_or_else(integrity)?;
+        let key = unwrap(&self.kek, &aad(project, id, &algorithm, bit_length), &blob)
+            .ok_or_else(integrity)?;
         if key.len() as u64 * 8 != u64::from(bit_length) {
             return Err(integrity());
         }
@@ -226,7 +265,13 @@ impl KeyManager for EmbeddedKeyManager {
         Ok(key)
     }
 
-    async fn store_key(&self, project: &Project, key: &KeyBytes, algorithm: &str, bit_length: u32) -> Result<KeyId, KeyError> {
+    async fn store_key(
+        &self,
+        project: &Project,
+        key: &KeyBytes,
+        algorithm: &str,
+        bit_length: u32,
+    ) -> Result<KeyId, KeyError> {
         check_stored(key, algorithm, bit_length)?;
         let id = self.insert(project, key, algorithm, bit_length).await?;
         tracing::info!(backend = "embedded", %project, key_id = %id, algorithm, bit_length, "stored key");
@@ -243,28 +288,33 @@ impl KeyManager for EmbeddedKeyManager {
             .map_err(db("delete key"))?;
         tx.commit().await.map_err(db("delete key"))?;
         if done.rows_affected() == 0 {
-            return Err(KeyError::NotFound { project: project.clone(), id: id.clone() });
+            return Err(KeyError::NotFound {
+                project: project.clone(),
+                id: id.clone(),
+            });
         }
         tracing::info!(backend = "embedded", %project, key_id = %id, "deleted key");
         Ok(())
     }
 
     async fn exists(&self, project: &Project, id: &KeyId) -> Result<bool, KeyError> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM keys WHERE id = ? AND project = ?")
-            .bind(id.as_str())
-            .bind(project.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("look up key"))?;
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM keys WHERE id = ? AND project = ?")
+                .bind(id.as_str())
+                .bind(project.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("look up key"))?;
         Ok(found.is_some())
     }
 
     async fn list(&self, project: &Project) -> Result<Vec<KeyId>, KeyError> {
-        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM keys WHERE project = ? ORDER BY created_ms, rowid")
-            .bind(project.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("list keys"))?;
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM keys WHERE project = ? ORDER BY created_ms, rowid")
+                .bind(project.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("list keys"))?;
         ids.iter().map(|s| KeyId::parse(s)).collect()
     }
 }
@@ -278,7 +328,10 @@ fn io_cause(path: &Path, e: io::Error) -> String {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Length-prefixed fields, so no two (project, id, algorithm, bits) tuples
@@ -298,8 +351,15 @@ fn wrap(kek: &Kek, aad: &[u8], plain: &[u8]) -> Result<Vec<u8>, KeyError> {
     let mut nonce = [0u8; NONCE_LEN];
     openssl::rand::rand_bytes(&mut nonce).map_err(|e| KeyError::storage("wrap key", e))?;
     let mut tag = [0u8; TAG_LEN];
-    let ct = encrypt_aead(Cipher::aes_256_gcm(), &kek.0[..], Some(&nonce), aad, plain, &mut tag)
-        .map_err(|e| KeyError::storage("wrap key", e))?;
+    let ct = encrypt_aead(
+        Cipher::aes_256_gcm(),
+        &kek.0[..],
+        Some(&nonce),
+        aad,
+        plain,
+        &mut tag,
+    )
+    .map_err(|e| KeyError::storage("wrap key", e))?;
     let mut out = Vec::with_capacity(NONCE_LEN + ct.len() + TAG_LEN);
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&ct);
@@ -322,10 +382,15 @@ fn unwrap(kek: &Kek, aad: &[u8], blob: &[u8]) -> Option<KeyBytes> {
 /// The KEK and a description of where it came from (for messages).
 fn load_kek(config: &EmbeddedConfig, store_has_check: bool) -> Result<(Kek, String), KeyError> {
     if let Some(hex) = &config.kek_hex {
-        return Ok((parse_kek_hex(hex, "the configuration")?, "the configuration".into()));
+        return Ok((
+            parse_kek_hex(hex, "the configuration")?,
+            "the configuration".into(),
+        ));
     }
     if let Some(value) = std::env::var_os(KEK_ENV) {
-        let value = Zeroizing::new(value.into_string().map_err(|_| KeyError::invalid("key-encryption key", format!("{KEK_ENV} is not UTF-8")))?);
+        let value = Zeroizing::new(value.into_string().map_err(|_| {
+            KeyError::invalid("key-encryption key", format!("{KEK_ENV} is not UTF-8"))
+        })?);
         return Ok((parse_kek_hex(&value, KEK_ENV)?, KEK_ENV.into()));
     }
     let path = config.resolved_kek_path();
@@ -347,7 +412,12 @@ fn load_kek(config: &EmbeddedConfig, store_has_check: bool) -> Result<(Kek, Stri
 
 fn parse_kek_hex(text: &str, source: &str) -> Result<Kek, KeyError> {
     let text = text.trim();
-    let bad = || KeyError::invalid("key-encryption key", format!("{source} must hold exactly {} hex digits", KEK_LEN * 2));
+    let bad = || {
+        KeyError::invalid(
+            "key-encryption key",
+            format!("{source} must hold exactly {} hex digits", KEK_LEN * 2),
+        )
+    };
     if text.len() != KEK_LEN * 2 {
         return Err(bad());
     }
@@ -369,17 +439,30 @@ fn read_kek_file(path: &Path) -> Result<Kek, KekFileError> {
     let mut file = match fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(KekFileError::Missing),
-        Err(e) => return Err(KekFileError::Bad(KeyError::storage("read KEK file", io_cause(path, e)))),
+        Err(e) => {
+            return Err(KekFileError::Bad(KeyError::storage(
+                "read KEK file",
+                io_cause(path, e),
+            )))
+        }
     };
-    let meta = file.metadata().map_err(|e| KekFileError::Bad(KeyError::storage("read KEK file", io_cause(path, e))))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| KekFileError::Bad(KeyError::storage("read KEK file", io_cause(path, e))))?;
     if !meta.is_file() {
-        return Err(KekFileError::Bad(KeyError::invalid("KEK file", format!("{} is not a regular file", path.display()))));
+        return Err(KekFileError::Bad(KeyError::invalid(
+            "KEK file",
+            format!("{} is not a regular file", path.display()),
+        )));
     }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(KekFileError::Bad(KeyError::invalid(
             "KEK file",
-            format!("{} has mode {mode:03o}; group and others must have no access (chmod 600)", path.display()),
+            format!(
+                "{} has mode {mode:03o}; group and others must have no access (chmod 600)",
+                path.display()
+            ),
         )));
     }
     // 64 hex digits and a newline; anything much longer is not a KEK file.
@@ -412,10 +495,21 @@ fn create_kek_file(path: &Path) -> Result<Kek, KeyError> {
     }
     text.push('\n');
 
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "kek".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "kek".into());
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
     let written = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()
     })();
@@ -432,12 +526,17 @@ fn create_kek_file(path: &Path) -> Result<Kek, KeyError> {
             return match read_kek_file(path) {
                 Ok(k) => Ok(k),
                 Err(KekFileError::Bad(e)) => Err(e),
-                Err(KekFileError::Missing) => Err(KeyError::storage("create KEK file", format!("{} vanished", path.display()))),
+                Err(KekFileError::Missing) => Err(KeyError::storage(
+                    "create KEK file",
+                    format!("{} vanished", path.display()),
+                )),
             };
         }
         Err(e) => return Err(err(e)),
     }
-    fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(err)?;
+    fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err)?;
     tracing::info!(kek = %path.display(), "created a new key-encryption key file");
     Ok(Kek(kek))
 }

@@ -67,7 +67,9 @@ pub enum KeyError {
     },
     /// A stored key failed authentication: wrong KEK, a tampered row, or a
     /// row moved to another project or id.
-    #[error("key {id} of project {project} failed its integrity check (wrong KEK or tampered store)")]
+    #[error(
+        "key {id} of project {project} failed its integrity check (wrong KEK or tampered store)"
+    )]
     Integrity {
         /// The project that asked.
         project: Project,
@@ -101,15 +103,23 @@ impl KeyError {
             KeyError::Forbidden { .. } => ErrorKind::Forbidden,
             KeyError::Unavailable { .. } => ErrorKind::Unavailable,
             KeyError::Invalid { .. } => ErrorKind::Invalid,
-            KeyError::Integrity { .. } | KeyError::Storage { .. } | KeyError::Protocol { .. } => ErrorKind::Other,
+            KeyError::Integrity { .. } | KeyError::Storage { .. } | KeyError::Protocol { .. } => {
+                ErrorKind::Other
+            }
         }
     }
 
     pub(crate) fn invalid(what: &'static str, reason: impl Into<String>) -> Self {
-        KeyError::Invalid { what, reason: reason.into() }
+        KeyError::Invalid {
+            what,
+            reason: reason.into(),
+        }
     }
 
     pub(crate) fn storage(op: &'static str, cause: impl std::fmt::Display) -> Self {
-        KeyError::Storage { op, cause: cause.to_string() }
+        KeyError::Storage {
+            op,
+            cause: cause.to_string(),
+        }
     }
 }

@@ -31,7 +31,9 @@ mod types;
 use async_trait::async_trait;
 
 pub use barbican::BarbicanKeyManager;
-pub use config::{open_key_manager, BarbicanAuth, BarbicanConfig, EmbeddedConfig, KeyManagerConfig, KEK_ENV};
+pub use config::{
+    open_key_manager, BarbicanAuth, BarbicanConfig, EmbeddedConfig, KeyManagerConfig, KEK_ENV,
+};
 pub use embedded::EmbeddedKeyManager;
 pub use error::{ErrorKind, KeyError};
 pub use passphrase::{passphrase_hex, passphrase_legacy};
@@ -49,7 +51,12 @@ pub trait KeyManager: Send + Sync + std::fmt::Debug {
 
     /// Generates a new random key of `bit_length` bits (a multiple of 8) for
     /// `algorithm` (e.g. `"aes"`) inside the key manager and returns its id.
-    async fn create_key(&self, project: &Project, algorithm: &str, bit_length: u32) -> Result<KeyId, KeyError>;
+    async fn create_key(
+        &self,
+        project: &Project,
+        algorithm: &str,
+        bit_length: u32,
+    ) -> Result<KeyId, KeyError>;
 
     /// The bytes of key `id`, exactly as created or stored.
     async fn get_key(&self, project: &Project, id: &KeyId) -> Result<KeyBytes, KeyError>;

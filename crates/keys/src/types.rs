@@ -25,10 +25,16 @@ impl Project {
     pub fn new(id: impl Into<String>) -> Result<Self, KeyError> {
         let id = id.into();
         if id.is_empty() || id.len() > 255 {
-            return Err(KeyError::invalid("project id", format!("must be 1 to 255 bytes, got {}", id.len())));
+            return Err(KeyError::invalid(
+                "project id",
+                format!("must be 1 to 255 bytes, got {}", id.len()),
+            ));
         }
         if !id.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(KeyError::invalid("project id", "only printable ASCII without spaces is allowed"));
+            return Err(KeyError::invalid(
+                "project id",
+                "only printable ASCII without spaces is allowed",
+            ));
         }
         Ok(Project(id))
     }
@@ -135,7 +141,8 @@ impl KeyBytes {
     /// `len` bytes from OpenSSL's CSPRNG.
     pub fn random(len: usize) -> Result<Self, KeyError> {
         let mut bytes = Zeroizing::new(vec![0u8; len]);
-        openssl::rand::rand_bytes(&mut bytes).map_err(|e| KeyError::storage("random key generation", e))?;
+        openssl::rand::rand_bytes(&mut bytes)
+            .map_err(|e| KeyError::storage("random key generation", e))?;
         Ok(KeyBytes(bytes))
     }
 
@@ -173,14 +180,16 @@ impl fmt::Debug for KeyBytes {
 pub(crate) fn check_spec(algorithm: &str, bit_length: u32) -> Result<(), KeyError> {
     if algorithm.is_empty()
         || algorithm.len() > 64
-        || !algorithm.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        || !algorithm
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
         return Err(KeyError::invalid(
             "algorithm",
             format!("{algorithm:?} must be 1 to 64 ASCII letters, digits, '-' or '_'"),
         ));
     }
-    if bit_length == 0 || bit_length % 8 != 0 || bit_length > MAX_BIT_LENGTH {
+    if bit_length == 0 || !bit_length.is_multiple_of(8) || bit_length > MAX_BIT_LENGTH {
         return Err(KeyError::invalid(
             "bit length",
             format!("{bit_length} must be a positive multiple of 8 up to {MAX_BIT_LENGTH}"),
@@ -190,7 +199,11 @@ pub(crate) fn check_spec(algorithm: &str, bit_length: u32) -> Result<(), KeyErro
 }
 
 /// [`check_spec`] plus: the given bytes have exactly `bit_length` bits.
-pub(crate) fn check_stored(key: &KeyBytes, algorithm: &str, bit_length: u32) -> Result<(), KeyError> {
+pub(crate) fn check_stored(
+    key: &KeyBytes,
+    algorithm: &str,
+    bit_length: u32,
+) -> Result<(), KeyError> {
     check_spec(algorithm, bit_length)?;
     if key.len() as u64 * 8 != u64::from(bit_length) {
         return Err(KeyError::invalid(

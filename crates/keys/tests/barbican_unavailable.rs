@@ -18,7 +18,9 @@ const BACKOFF: Duration = Duration::from_millis(20);
 
 async fn client(port: u16) -> Arc<dyn KeyManager> {
     let config = KeyManagerConfig::Barbican(
-        BarbicanConfig::new(format!("http://127.0.0.1:{port}")).with_timeout(TIMEOUT).with_retries(RETRIES, BACKOFF),
+        BarbicanConfig::new(format!("http://127.0.0.1:{port}"))
+            .with_timeout(TIMEOUT)
+            .with_retries(RETRIES, BACKOFF),
     );
     rekey_keys::open_key_manager(&config).await.unwrap()
 }
@@ -65,7 +67,9 @@ async fn fixed_answer(status: &'static str, body: &'static str) -> (u16, Arc<Ato
                 let mut chunk = [0u8; 4096];
                 // Read the head, then whatever body Content-Length announces.
                 loop {
-                    let Ok(n) = sock.read(&mut chunk).await else { return };
+                    let Ok(n) = sock.read(&mut chunk).await else {
+                        return;
+                    };
                     if n == 0 {
                         return;
                     }
@@ -74,7 +78,10 @@ async fn fixed_answer(status: &'static str, body: &'static str) -> (u16, Arc<Ato
                         let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
                         let len = head
                             .lines()
-                            .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                            .find_map(|l| {
+                                l.strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
                             .unwrap_or(0);
                         if buf.len() >= end + 4 + len {
                             break;
@@ -105,16 +112,35 @@ async fn closed_port_is_unavailable() {
     let start = Instant::now();
     let err = km.get_key(&p, &some_id()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    assert!(err.to_string().to_lowercase().contains("refused"), "the cause says why: {err}");
+    assert!(
+        err.to_string().to_lowercase().contains("refused"),
+        "the cause says why: {err}"
+    );
     assert!(err.to_string().contains("3 attempts"), "it retried: {err}");
-    let err = km.store_key(&p, &KeyBytes::random(32).unwrap(), "aes", 256).await.unwrap_err();
+    let err = km
+        .store_key(&p, &KeyBytes::random(32).unwrap(), "aes", 256)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     let err = km.create_key(&p, "aes", 256).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    assert_eq!(km.list(&p).await.unwrap_err().kind(), ErrorKind::Unavailable);
-    assert_eq!(km.exists(&p, &some_id()).await.unwrap_err().kind(), ErrorKind::Unavailable);
-    assert_eq!(km.delete_key(&p, &some_id()).await.unwrap_err().kind(), ErrorKind::Unavailable);
-    assert!(start.elapsed() < bound() * 6, "six calls took {:?}", start.elapsed());
+    assert_eq!(
+        km.list(&p).await.unwrap_err().kind(),
+        ErrorKind::Unavailable
+    );
+    assert_eq!(
+        km.exists(&p, &some_id()).await.unwrap_err().kind(),
+        ErrorKind::Unavailable
+    );
+    assert_eq!(
+        km.delete_key(&p, &some_id()).await.unwrap_err().kind(),
+        ErrorKind::Unavailable
+    );
+    assert!(
+        start.elapsed() < bound() * 6,
+        "six calls took {:?}",
+        start.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -126,10 +152,23 @@ async fn silent_server_times_out_and_reads_are_retried() {
     let err = km.get_key(&p, &some_id()).await.unwrap_err();
     let took = start.elapsed();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    assert!(err.to_string().contains("timed out"), "the cause says why: {err}");
-    assert!(took >= TIMEOUT * (RETRIES + 1), "each attempt waited for the timeout: {took:?}");
-    assert!(took < bound(), "gave up within timeout and retries: {took:?}");
-    assert_eq!(accepted.load(Ordering::SeqCst), RETRIES as usize + 1, "one connection per attempt");
+    assert!(
+        err.to_string().contains("timed out"),
+        "the cause says why: {err}"
+    );
+    assert!(
+        took >= TIMEOUT * (RETRIES + 1),
+        "each attempt waited for the timeout: {took:?}"
+    );
+    assert!(
+        took < bound(),
+        "gave up within timeout and retries: {took:?}"
+    );
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        RETRIES as usize + 1,
+        "one connection per attempt"
+    );
 }
 
 #[tokio::test]
@@ -140,7 +179,10 @@ async fn silent_server_store_is_not_resent() {
     let km = client(port).await;
     let p = common::project("slowpost");
     let start = Instant::now();
-    let err = km.store_key(&p, &KeyBytes::random(32).unwrap(), "aes", 256).await.unwrap_err();
+    let err = km
+        .store_key(&p, &KeyBytes::random(32).unwrap(), "aes", 256)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(start.elapsed() < bound());
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "the POST was sent once");
@@ -148,18 +190,26 @@ async fn silent_server_store_is_not_resent() {
 
 #[tokio::test]
 async fn service_unavailable_is_retried_then_typed() {
-    let (port, requests) =
-        fixed_answer("503 Service Unavailable", r#"{"code": 503, "title": "Service Unavailable", "description": "db down"}"#)
-            .await;
+    let (port, requests) = fixed_answer(
+        "503 Service Unavailable",
+        r#"{"code": 503, "title": "Service Unavailable", "description": "db down"}"#,
+    )
+    .await;
     let km = client(port).await;
     let p = common::project("503");
     let err = km.get_key(&p, &some_id()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    assert!(err.to_string().contains("503") && err.to_string().contains("db down"), "{err}");
+    assert!(
+        err.to_string().contains("503") && err.to_string().contains("db down"),
+        "{err}"
+    );
     assert_eq!(requests.load(Ordering::SeqCst), RETRIES as usize + 1);
     // 503 means the request was not served, so even a POST is retried.
     requests.store(0, Ordering::SeqCst);
-    let err = km.store_key(&p, &KeyBytes::random(32).unwrap(), "aes", 256).await.unwrap_err();
+    let err = km
+        .store_key(&p, &KeyBytes::random(32).unwrap(), "aes", 256)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert_eq!(requests.load(Ordering::SeqCst), RETRIES as usize + 1);
 }
@@ -169,7 +219,10 @@ async fn internal_error_on_store_is_not_resent() {
     let (port, requests) = fixed_answer("500 Internal Server Error", "{}").await;
     let km = client(port).await;
     let p = common::project("500");
-    let err = km.store_key(&p, &KeyBytes::random(32).unwrap(), "aes", 256).await.unwrap_err();
+    let err = km
+        .store_key(&p, &KeyBytes::random(32).unwrap(), "aes", 256)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert_eq!(requests.load(Ordering::SeqCst), 1);
 }
@@ -183,11 +236,22 @@ async fn client_errors_map_to_kinds_without_retry() {
         ("400 Bad Request", ErrorKind::Invalid),
     ];
     for (status, kind) in cases {
-        let (port, requests) = fixed_answer(status, r#"{"code": 4, "title": "t", "description": "nope"}"#).await;
+        let (port, requests) = fixed_answer(
+            status,
+            r#"{"code": 4, "title": "t", "description": "nope"}"#,
+        )
+        .await;
         let km = client(port).await;
-        let err = km.get_key(&common::project("4xx"), &some_id()).await.unwrap_err();
+        let err = km
+            .get_key(&common::project("4xx"), &some_id())
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), kind, "{status}: {err}");
-        assert_eq!(requests.load(Ordering::SeqCst), 1, "{status} is not retried");
+        assert_eq!(
+            requests.load(Ordering::SeqCst),
+            1,
+            "{status} is not retried"
+        );
     }
 }
 
@@ -195,11 +259,31 @@ async fn client_errors_map_to_kinds_without_retry() {
 async fn garbage_answers_are_protocol_errors() {
     let (port, _) = fixed_answer("201 Created", "this is not json").await;
     let km = client(port).await;
-    let err = km.store_key(&common::project("garbage"), &KeyBytes::random(32).unwrap(), "aes", 256).await.unwrap_err();
+    let err = km
+        .store_key(
+            &common::project("garbage"),
+            &KeyBytes::random(32).unwrap(),
+            "aes",
+            256,
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Other, "{err}");
-    let (port, _) = fixed_answer("201 Created", r#"{"secret_ref": "http://x/v1/secrets/not-a-uuid"}"#).await;
+    let (port, _) = fixed_answer(
+        "201 Created",
+        r#"{"secret_ref": "http://x/v1/secrets/not-a-uuid"}"#,
+    )
+    .await;
     let km = client(port).await;
-    let err = km.store_key(&common::project("garbage"), &KeyBytes::random(32).unwrap(), "aes", 256).await.unwrap_err();
+    let err = km
+        .store_key(
+            &common::project("garbage"),
+            &KeyBytes::random(32).unwrap(),
+            "aes",
+            256,
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Other, "{err}");
 }
 

@@ -4,15 +4,30 @@ use rekey_keys::{BarbicanAuth, ErrorKind, KeyId, KeyManagerConfig, Project};
 
 #[test]
 fn embedded_from_toml_with_defaults() {
-    let c: KeyManagerConfig = toml::from_str("backend = \"embedded\"\ndb_path = \"/var/lib/rekey/keys.sqlite\"\n").unwrap();
-    let KeyManagerConfig::Embedded(e) = c else { panic!("not embedded") };
-    assert_eq!(e.db_path, std::path::Path::new("/var/lib/rekey/keys.sqlite"));
-    assert_eq!(e.resolved_kek_path(), std::path::Path::new("/var/lib/rekey/keys.kek"));
+    let c: KeyManagerConfig =
+        toml::from_str("backend = \"embedded\"\ndb_path = \"/var/lib/rekey/keys.sqlite\"\n")
+            .unwrap();
+    let KeyManagerConfig::Embedded(e) = c else {
+        panic!("not embedded")
+    };
+    assert_eq!(
+        e.db_path,
+        std::path::Path::new("/var/lib/rekey/keys.sqlite")
+    );
+    assert_eq!(
+        e.resolved_kek_path(),
+        std::path::Path::new("/var/lib/rekey/keys.kek")
+    );
     assert!(e.kek_hex.is_none());
 
-    let KeyManagerConfig::Embedded(e) = KeyManagerConfig::embedded_in("/data") else { panic!() };
+    let KeyManagerConfig::Embedded(e) = KeyManagerConfig::embedded_in("/data") else {
+        panic!()
+    };
     assert_eq!(e.db_path, std::path::Path::new("/data/keys.sqlite"));
-    assert_eq!(e.resolved_kek_path(), std::path::Path::new("/data/keys.kek"));
+    assert_eq!(
+        e.resolved_kek_path(),
+        std::path::Path::new("/data/keys.kek")
+    );
 }
 
 #[test]
@@ -21,13 +36,21 @@ fn barbican_from_toml() {
         "backend = \"barbican\"\nurl = \"http://127.0.0.1:9311\"\ntimeout_ms = 2500\nretries = 4\n[auth]\ntype = \"noauth\"\n",
     )
     .unwrap();
-    let KeyManagerConfig::Barbican(b) = c else { panic!("not barbican") };
+    let KeyManagerConfig::Barbican(b) = c else {
+        panic!("not barbican")
+    };
     assert_eq!(b.url, "http://127.0.0.1:9311");
-    assert_eq!((b.timeout_ms, b.retries, b.backoff_ms, b.order_timeout_ms), (2500, 4, 200, 30_000));
+    assert_eq!(
+        (b.timeout_ms, b.retries, b.backoff_ms, b.order_timeout_ms),
+        (2500, 4, 200, 30_000)
+    );
     assert!(matches!(b.auth, BarbicanAuth::Noauth));
 
-    let c: KeyManagerConfig = toml::from_str("backend = \"barbican\"\nurl = \"http://b:9311/v1\"\n").unwrap();
-    let KeyManagerConfig::Barbican(b) = c else { panic!() };
+    let c: KeyManagerConfig =
+        toml::from_str("backend = \"barbican\"\nurl = \"http://b:9311/v1\"\n").unwrap();
+    let KeyManagerConfig::Barbican(b) = c else {
+        panic!()
+    };
     assert_eq!((b.timeout_ms, b.retries), (10_000, 2), "defaults");
     assert!(matches!(b.auth, BarbicanAuth::Noauth), "noauth by default");
 }
@@ -41,7 +64,10 @@ fn bad_toml_is_rejected() {
         "backend = \"barbican\"\nurl = \"http://b\"\ntimeout = 3\n",
         "backend = \"barbican\"\nurl = \"http://b\"\n[auth]\ntype = \"token\"\n",
     ] {
-        assert!(toml::from_str::<KeyManagerConfig>(text).is_err(), "accepted: {text}");
+        assert!(
+            toml::from_str::<KeyManagerConfig>(text).is_err(),
+            "accepted: {text}"
+        );
     }
 }
 
@@ -51,7 +77,11 @@ fn key_ids_are_normalised_uuids() {
     assert_eq!(id.as_str(), "7c2a0a5e-4b9e-4f6a-9a57-6d1c6f1f2d10");
     assert_eq!(id.to_string().parse::<KeyId>().unwrap(), id);
     for bad in ["", "x", "7c2a0a5e-4b9e-4f6a-9a57", "../../v1/orders"] {
-        assert_eq!(KeyId::parse(bad).unwrap_err().kind(), ErrorKind::Invalid, "{bad:?}");
+        assert_eq!(
+            KeyId::parse(bad).unwrap_err().kind(),
+            ErrorKind::Invalid,
+            "{bad:?}"
+        );
     }
     let json = serde_json::to_string(&id).unwrap();
     assert_eq!(json, "\"7c2a0a5e-4b9e-4f6a-9a57-6d1c6f1f2d10\"");
@@ -62,6 +92,10 @@ fn key_ids_are_normalised_uuids() {
 fn project_ids_fit_a_header() {
     assert!(Project::new("d3bb7e5a1a8f4c0c9d6e0d0e1f2a3b4c").is_ok());
     for bad in ["", "has space", "new\nline", "é", &"p".repeat(256)] {
-        assert_eq!(Project::new(bad).unwrap_err().kind(), ErrorKind::Invalid, "{bad:?}");
+        assert_eq!(
+            Project::new(bad).unwrap_err().kind(),
+            ErrorKind::Invalid,
+            "{bad:?}"
+        );
     }
 }

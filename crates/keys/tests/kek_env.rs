@@ -16,15 +16,25 @@ async fn kek_from_environment() {
     let id = km.store_key(&p, &key, "aes", 256).await.unwrap();
     drop(km);
     assert!(dir.path().join("keys.sqlite").exists());
-    assert!(!dir.path().join("keys.kek").exists(), "a KEK from the environment makes no KEK file");
+    assert!(
+        !dir.path().join("keys.kek").exists(),
+        "a KEK from the environment makes no KEK file"
+    );
 
     std::env::set_var(KEK_ENV, "cd".repeat(32));
     let err = open_key_manager(&config).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
-    assert!(err.to_string().contains(KEK_ENV), "the message names the source: {err}");
+    assert!(
+        err.to_string().contains(KEK_ENV),
+        "the message names the source: {err}"
+    );
 
     std::env::set_var(KEK_ENV, "AB".repeat(32));
     let km = open_key_manager(&config).await.unwrap();
-    assert_eq!(km.get_key(&p, &id).await.unwrap(), key, "hex digits are case-insensitive");
+    assert_eq!(
+        km.get_key(&p, &id).await.unwrap(),
+        key,
+        "hex digits are case-insensitive"
+    );
     std::env::remove_var(KEK_ENV);
 }

@@ -60,17 +60,29 @@ async fn suite_logs_no_key_bytes() {
         let km = common::barbican().await;
         common::run_all(&*km, &seen).await;
     } else {
-        eprintln!("note: REKEY_BARBICAN_URL unset; this run checked the embedded store's logs only");
+        eprintln!(
+            "note: REKEY_BARBICAN_URL unset; this run checked the embedded store's logs only"
+        );
     }
 
     let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     let lines = log.lines().count();
-    assert!(log.contains("created key") && log.contains("stored key"), "the capture saw the suite's log lines");
+    assert!(
+        log.contains("created key") && log.contains("stored key"),
+        "the capture saw the suite's log lines"
+    );
     if barbican {
-        assert!(log.contains("barbican answered"), "the capture saw the Barbican client's lines");
+        assert!(
+            log.contains("barbican answered"),
+            "the capture saw the Barbican client's lines"
+        );
     }
     let keys = seen.all();
-    assert!(keys.len() > 50, "the suite handled many keys ({})", keys.len());
+    assert!(
+        keys.len() > 50,
+        "the suite handled many keys ({})",
+        keys.len()
+    );
     for key in &keys {
         for spelling in spellings(key) {
             // The legacy form of an all-zero key is short enough to match by
@@ -83,12 +95,17 @@ async fn suite_logs_no_key_bytes() {
             }
         }
     }
-    eprintln!("checked {} keys against {lines} captured log lines", keys.len());
+    eprintln!(
+        "checked {} keys against {lines} captured log lines",
+        keys.len()
+    );
 }
 
 #[test]
 fn debug_and_errors_are_redacted() {
-    let key = KeyBytes::from_slice(&[0x00, 0x00, 0x01, 0x0a, 0x10, 0x11, 0xde, 0xad, 0xbe, 0xef, 0x42, 0x42]);
+    let key = KeyBytes::from_slice(&[
+        0x00, 0x00, 0x01, 0x0a, 0x10, 0x11, 0xde, 0xad, 0xbe, 0xef, 0x42, 0x42,
+    ]);
     let debug = format!("{key:?} {:#?}", key);
     assert!(debug.contains("REDACTED"));
     for spelling in spellings(&key) {
@@ -99,7 +116,10 @@ fn debug_and_errors_are_redacted() {
     let project = Project::new("p").unwrap();
     let id = KeyId::parse("7c2a0a5e-4b9e-4f6a-9a57-6d1c6f1f2d10").unwrap();
     let errors = [
-        KeyError::NotFound { project: project.clone(), id: id.clone() },
+        KeyError::NotFound {
+            project: project.clone(),
+            id: id.clone(),
+        },
         KeyError::Integrity { project, id },
     ];
     for e in errors {
@@ -115,10 +135,18 @@ fn debug_and_errors_are_redacted() {
     )
     .unwrap();
     let shown = format!("{config:?}");
-    assert!(!shown.contains("secret-token") && shown.contains("REDACTED"), "{shown}");
-    let config: rekey_keys::KeyManagerConfig =
-        toml::from_str(&format!("backend = \"embedded\"\ndb_path = \"/d/keys.sqlite\"\nkek_hex = \"{}\"\n", "ab".repeat(32)))
-            .unwrap();
+    assert!(
+        !shown.contains("secret-token") && shown.contains("REDACTED"),
+        "{shown}"
+    );
+    let config: rekey_keys::KeyManagerConfig = toml::from_str(&format!(
+        "backend = \"embedded\"\ndb_path = \"/d/keys.sqlite\"\nkek_hex = \"{}\"\n",
+        "ab".repeat(32)
+    ))
+    .unwrap();
     let shown = format!("{config:?}");
-    assert!(!shown.contains(&"ab".repeat(32)) && shown.contains("REDACTED"), "{shown}");
+    assert!(
+        !shown.contains(&"ab".repeat(32)) && shown.contains("REDACTED"),
+        "{shown}"
+    );
 }

@@ -16,11 +16,15 @@ fn leading_zero_bytes_are_kept() {
 #[test]
 fn full_256_bit_key() {
     let key = KeyBytes::from_slice(&[
-        0x00, 0x00, 0x01, 0x0a, 0x10, 0x11, 0x2b, 0x3c, 0x4d, 0x5e, 0x6f, 0x70, 0x81, 0x92, 0xa3, 0xb4, 0xc5, 0xd6,
-        0xe7, 0xf8, 0x09, 0x0f, 0xf0, 0xff, 0x7f, 0x80, 0x01, 0x00, 0xde, 0xad, 0xbe, 0xef,
+        0x00, 0x00, 0x01, 0x0a, 0x10, 0x11, 0x2b, 0x3c, 0x4d, 0x5e, 0x6f, 0x70, 0x81, 0x92, 0xa3,
+        0xb4, 0xc5, 0xd6, 0xe7, 0xf8, 0x09, 0x0f, 0xf0, 0xff, 0x7f, 0x80, 0x01, 0x00, 0xde, 0xad,
+        0xbe, 0xef,
     ]);
     let hex = passphrase_hex(&key);
-    assert_eq!(hex.as_str(), "0000010a10112b3c4d5e6f708192a3b4c5d6e7f8090ff0ff7f800100deadbeef");
+    assert_eq!(
+        hex.as_str(),
+        "0000010a10112b3c4d5e6f708192a3b4c5d6e7f8090ff0ff7f800100deadbeef"
+    );
     assert_eq!(hex.len(), 64, "64 characters for 256 bits");
     assert!(!hex.ends_with('\n'));
     assert_eq!(
@@ -43,6 +47,10 @@ fn every_byte_value() {
 fn hex_is_lowercase_and_legacy_differs_only_with_small_bytes() {
     let key = KeyBytes::from_slice(&[0xAB, 0xCD, 0xEF, 0x10]);
     assert_eq!(passphrase_hex(&key).as_str(), "abcdef10");
-    assert_eq!(passphrase_legacy(&key).as_str(), "abcdef10", "no byte below 0x10: both forms agree");
+    assert_eq!(
+        passphrase_legacy(&key).as_str(),
+        "abcdef10",
+        "no byte below 0x10: both forms agree"
+    );
     assert_eq!(passphrase_hex(&KeyBytes::new(Vec::new())).as_str(), "");
 }

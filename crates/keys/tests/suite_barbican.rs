@@ -24,14 +24,21 @@ async fn key_ids_are_barbican_secrets_and_orders_are_cleaned_up() {
 
     let http = reqwest::Client::new();
     let payload = http
-        .get(format!("{}/v1/secrets/{id}/payload", url.trim_end_matches('/')))
+        .get(format!(
+            "{}/v1/secrets/{id}/payload",
+            url.trim_end_matches('/')
+        ))
         .header("X-Project-Id", p.as_str())
         .header("Accept", "application/octet-stream")
         .send()
         .await
         .unwrap();
     assert_eq!(payload.status(), 200);
-    assert_eq!(payload.bytes().await.unwrap().as_ref(), key.expose(), "Barbican's own API returns the same bytes");
+    assert_eq!(
+        payload.bytes().await.unwrap().as_ref(),
+        key.expose(),
+        "Barbican's own API returns the same bytes"
+    );
 
     let orders: serde_json::Value = http
         .get(format!("{}/v1/orders", url.trim_end_matches('/')))

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rekey_keys::{
-    BarbicanConfig, EmbeddedConfig, ErrorKind, KeyBytes, KeyError, KeyId, KeyManager, KeyManagerConfig, Project,
+    BarbicanConfig, EmbeddedConfig, ErrorKind, KeyBytes, KeyError, KeyId, KeyManager,
+    KeyManagerConfig, Project,
 };
 
 /// Every key bytes a suite run handled.
@@ -27,7 +28,11 @@ impl Seen {
 
 /// A project id no other test (or earlier run against the same Barbican) uses.
 pub fn project(tag: &str) -> Project {
-    Project::new(format!("rekey-test-{tag}-{}", uuid::Uuid::new_v4().simple())).unwrap()
+    Project::new(format!(
+        "rekey-test-{tag}-{}",
+        uuid::Uuid::new_v4().simple()
+    ))
+    .unwrap()
 }
 
 /// Random bytes that start with a zero byte, as os-brick's bug 1633518 needs.
@@ -64,7 +69,8 @@ pub fn barbican_url() -> String {
 /// A client for the real Barbican, checked to answer.
 pub async fn barbican() -> Arc<dyn KeyManager> {
     let url = barbican_url();
-    let config = KeyManagerConfig::Barbican(BarbicanConfig::new(&url).with_timeout(Duration::from_secs(30)));
+    let config =
+        KeyManagerConfig::Barbican(BarbicanConfig::new(&url).with_timeout(Duration::from_secs(30)));
     let km = rekey_keys::open_key_manager(&config).await.unwrap();
     if let Err(e) = km.list(&project("probe")).await {
         panic!("Barbican at {url} (REKEY_BARBICAN_URL) does not work: {e}. Start it with `scripts/barbican.sh start`");
@@ -74,7 +80,11 @@ pub async fn barbican() -> Arc<dyn KeyManager> {
 
 fn assert_kind(r: Result<impl std::fmt::Debug, KeyError>, kinds: &[ErrorKind], what: &str) {
     match r {
-        Err(e) => assert!(kinds.contains(&e.kind()), "{what}: expected {kinds:?}, got {:?}: {e}", e.kind()),
+        Err(e) => assert!(
+            kinds.contains(&e.kind()),
+            "{what}: expected {kinds:?}, got {:?}: {e}",
+            e.kind()
+        ),
         Ok(v) => panic!("{what}: expected an error of kind {kinds:?}, got Ok({v:?})"),
     }
 }
@@ -87,7 +97,11 @@ pub async fn create_get_delete(km: &dyn KeyManager, seen: &Seen) {
     let key = km.get_key(&p, &id).await.unwrap();
     seen.add(&key);
     assert_eq!(key.len(), 32);
-    assert_eq!(km.get_key(&p, &id).await.unwrap(), key, "a key reads back the same every time");
+    assert_eq!(
+        km.get_key(&p, &id).await.unwrap(),
+        key,
+        "a key reads back the same every time"
+    );
     assert!(km.exists(&p, &id).await.unwrap());
 
     let short = km.create_key(&p, "aes", 128).await.unwrap();
@@ -102,8 +116,9 @@ pub async fn create_get_delete(km: &dyn KeyManager, seen: &Seen) {
 pub async fn store_get_round_trips_exact_bytes(km: &dyn KeyManager, seen: &Seen) {
     let p = project("store");
     let fixed = KeyBytes::from_slice(&[
-        0x00, 0x00, 0x01, 0x0a, 0x10, 0x11, 0x00, 0xff, 0x7f, 0x80, 0x0f, 0xf0, 0x00, 0x00, 0x00, 0x01, 0x02, 0x03,
-        0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x00, 0x00,
+        0x00, 0x00, 0x01, 0x0a, 0x10, 0x11, 0x00, 0xff, 0x7f, 0x80, 0x0f, 0xf0, 0x00, 0x00, 0x00,
+        0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
+        0x00, 0x00,
     ]);
     let keys = [
         fixed,
@@ -117,7 +132,12 @@ pub async fn store_get_round_trips_exact_bytes(km: &dyn KeyManager, seen: &Seen)
         let bits = key.len() as u32 * 8;
         let id = km.store_key(&p, key, "aes", bits).await.unwrap();
         let back = km.get_key(&p, &id).await.unwrap();
-        assert_eq!(back.expose(), key.expose(), "bytes round-trip exactly ({} bytes)", key.len());
+        assert_eq!(
+            back.expose(),
+            key.expose(),
+            "bytes round-trip exactly ({} bytes)",
+            key.len()
+        );
         km.delete_key(&p, &id).await.unwrap();
     }
 }
@@ -131,10 +151,24 @@ pub async fn cross_project_access_is_denied(km: &dyn KeyManager, seen: &Seen) {
     let made = km.create_key(&owner, "aes", 256).await.unwrap();
 
     for target in [&id, &made] {
-        assert_kind(km.get_key(&other, target).await, DENIED, "another project reads the key");
-        assert!(!km.exists(&other, target).await.unwrap(), "another project sees the key");
-        assert_kind(km.delete_key(&other, target).await, DENIED, "another project deletes the key");
-        assert!(!km.list(&other).await.unwrap().contains(target), "another project lists the key");
+        assert_kind(
+            km.get_key(&other, target).await,
+            DENIED,
+            "another project reads the key",
+        );
+        assert!(
+            !km.exists(&other, target).await.unwrap(),
+            "another project sees the key"
+        );
+        assert_kind(
+            km.delete_key(&other, target).await,
+            DENIED,
+            "another project deletes the key",
+        );
+        assert!(
+            !km.list(&other).await.unwrap().contains(target),
+            "another project lists the key"
+        );
     }
     // The owner's keys survived the other project's attempts.
     assert_eq!(km.get_key(&owner, &id).await.unwrap(), key);
@@ -152,10 +186,22 @@ pub async fn deleted_key_is_gone(km: &dyn KeyManager, seen: &Seen) {
     seen.add(&km.get_key(&p, &keep).await.unwrap());
     km.delete_key(&p, &id).await.unwrap();
 
-    assert_kind(km.get_key(&p, &id).await, &[ErrorKind::NotFound], "get after delete");
+    assert_kind(
+        km.get_key(&p, &id).await,
+        &[ErrorKind::NotFound],
+        "get after delete",
+    );
     assert!(!km.exists(&p, &id).await.unwrap());
-    assert_eq!(km.list(&p).await.unwrap(), vec![keep.clone()], "only the other key is left");
-    assert_kind(km.delete_key(&p, &id).await, &[ErrorKind::NotFound], "second delete");
+    assert_eq!(
+        km.list(&p).await.unwrap(),
+        vec![keep.clone()],
+        "only the other key is left"
+    );
+    assert_kind(
+        km.delete_key(&p, &id).await,
+        &[ErrorKind::NotFound],
+        "second delete",
+    );
     km.delete_key(&p, &keep).await.unwrap();
     assert!(km.list(&p).await.unwrap().is_empty());
 }
@@ -163,14 +209,25 @@ pub async fn deleted_key_is_gone(km: &dyn KeyManager, seen: &Seen) {
 pub async fn unknown_key_is_not_found(km: &dyn KeyManager, _seen: &Seen) {
     let p = project("unknown");
     let id = KeyId::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
-    assert_kind(km.get_key(&p, &id).await, &[ErrorKind::NotFound], "get of an unknown id");
+    assert_kind(
+        km.get_key(&p, &id).await,
+        &[ErrorKind::NotFound],
+        "get of an unknown id",
+    );
     assert!(!km.exists(&p, &id).await.unwrap());
-    assert_kind(km.delete_key(&p, &id).await, &[ErrorKind::NotFound], "delete of an unknown id");
+    assert_kind(
+        km.delete_key(&p, &id).await,
+        &[ErrorKind::NotFound],
+        "delete of an unknown id",
+    );
 }
 
 pub async fn exists_and_list(km: &dyn KeyManager, seen: &Seen) {
     let p = project("list");
-    assert!(km.list(&p).await.unwrap().is_empty(), "a new project has no keys");
+    assert!(
+        km.list(&p).await.unwrap().is_empty(),
+        "a new project has no keys"
+    );
     let mut ids = Vec::new();
     for _ in 0..3 {
         let key = KeyBytes::random(32).unwrap();
@@ -230,14 +287,37 @@ pub async fn many_keys_are_distinct(km: &dyn KeyManager, seen: &Seen) {
 pub async fn invalid_input_is_refused(km: &dyn KeyManager, _seen: &Seen) {
     let p = project("invalid");
     for bits in [0, 7, 100, 1 << 20] {
-        assert_kind(km.create_key(&p, "aes", bits).await, &[ErrorKind::Invalid], "odd bit length");
+        assert_kind(
+            km.create_key(&p, "aes", bits).await,
+            &[ErrorKind::Invalid],
+            "odd bit length",
+        );
     }
-    assert_kind(km.create_key(&p, "", 256).await, &[ErrorKind::Invalid], "empty algorithm");
-    assert_kind(km.create_key(&p, "a e s", 256).await, &[ErrorKind::Invalid], "algorithm with spaces");
+    assert_kind(
+        km.create_key(&p, "", 256).await,
+        &[ErrorKind::Invalid],
+        "empty algorithm",
+    );
+    assert_kind(
+        km.create_key(&p, "a e s", 256).await,
+        &[ErrorKind::Invalid],
+        "algorithm with spaces",
+    );
     let key = KeyBytes::random(32).unwrap();
-    assert_kind(km.store_key(&p, &key, "aes", 128).await, &[ErrorKind::Invalid], "bit length not matching bytes");
-    assert_kind(km.store_key(&p, &KeyBytes::new(Vec::new()), "aes", 0).await, &[ErrorKind::Invalid], "empty key");
-    assert!(km.list(&p).await.unwrap().is_empty(), "nothing was stored by refused calls");
+    assert_kind(
+        km.store_key(&p, &key, "aes", 128).await,
+        &[ErrorKind::Invalid],
+        "bit length not matching bytes",
+    );
+    assert_kind(
+        km.store_key(&p, &KeyBytes::new(Vec::new()), "aes", 0).await,
+        &[ErrorKind::Invalid],
+        "empty key",
+    );
+    assert!(
+        km.list(&p).await.unwrap().is_empty(),
+        "nothing was stored by refused calls"
+    );
 }
 
 /// Every case, in order.

@@ -90,7 +90,7 @@ enum Engine {
     XtsEqualHalves,
     /// CBC with a per-sector IV, optionally ESSIV-encrypted.
     Cbc {
-        /// sha256(key), the ESSIV AES-256 key; `None` for plain64.
+        /// IVs are ESSIV (encrypted under sha256(key)) rather than plain64.
         essiv: bool,
     },
 }

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use rekey_luks::crypto::{CipherSpec, HashAlg};
 use rekey_luks::dump::DumpInfo;
-use rekey_luks::{FileIo, FormatOptions, PbkdfKind, PbkdfOptions, Secret, Version, Volume};
+use rekey_luks::{BlockIo, FileIo, FormatOptions, PbkdfKind, PbkdfOptions, Secret, Version, Volume};
 
 #[derive(Subcommand)]
 pub enum LuksCommand {
@@ -93,6 +93,44 @@ pub struct ProgressArgs {
     /// Progress as JSON lines on stdout instead of a bar.
     #[arg(long)]
     json: bool,
+}
+
+/// Where `rbd:POOL/IMAGE[@SNAP]` images live.
+#[derive(Args, Clone, Default)]
+pub struct CephArgs {
+    /// ceph.conf for `rbd:` images (default: $CEPH_CONF, then Ceph's search path).
+    #[arg(long, global = true)]
+    ceph_conf: Option<PathBuf>,
+    /// Ceph client name for `rbd:` images (default: admin).
+    #[arg(long, global = true)]
+    ceph_user: Option<String>,
+}
+
+thread_local! {
+    static CEPH: std::cell::RefCell<CephArgs> = std::cell::RefCell::new(CephArgs::default());
+}
+
+/// An image: a file or block device, or `rbd:POOL/IMAGE[@SNAP]` through librbd.
+type Image = Box<dyn BlockIo>;
+
+fn open_image(image: &Path, write: bool) -> Result<Image> {
+    let name = image.to_string_lossy();
+    if let Some(_spec) = name.strip_prefix("rbd:") {
+        #[cfg(feature = "rbd")]
+        {
+            let ceph = CEPH.with(|c| c.borrow().clone());
+            let io = rekey_storage::rbd::open_rbd_spec(&name, ceph.ceph_conf.as_deref(), ceph.ceph_user.as_deref())
+                .with_context(|| format!("cannot open {name}"))?;
+            if write && _spec.contains('@') {
+                bail!("{name} is a snapshot and cannot be written");
+            }
+            return Ok(io);
+        }
+        #[cfg(not(feature = "rbd"))]
+        bail!("{name}: this rekey was built without RBD support (cargo feature `rbd`)");
+    }
+    let io = if write { FileIo::open(image) } else { FileIo::open_read_only(image) };
+    Ok(Box::new(io.with_context(|| format!("cannot open {}", image.display()))?))
 }
 
 #[derive(Args, Clone)]
@@ -275,17 +313,15 @@ fn read_key_file(path: &Path) -> Result<Secret> {
     Ok(s)
 }
 
-fn open_volume(image: &Path) -> Result<Volume<FileIo>> {
-    let io = FileIo::open(image).with_context(|| format!("cannot open {}", image.display()))?;
-    Volume::open(io).with_context(|| format!("{}", image.display()))
+fn open_volume(image: &Path) -> Result<Volume<Image>> {
+    Volume::open(open_image(image, true)?).with_context(|| format!("{}", image.display()))
 }
 
-fn open_volume_ro(image: &Path) -> Result<Volume<FileIo>> {
-    let io = FileIo::open_read_only(image).with_context(|| format!("cannot open {}", image.display()))?;
-    Volume::open(io).with_context(|| format!("{}", image.display()))
+fn open_volume_ro(image: &Path) -> Result<Volume<Image>> {
+    Volume::open(open_image(image, false)?).with_context(|| format!("{}", image.display()))
 }
 
-fn refuse_last_slot(v: &Volume<FileIo>, slot: u32, batch: bool) -> Result<()> {
+fn refuse_last_slot(v: &Volume<Image>, slot: u32, batch: bool) -> Result<()> {
     let active = v.active_keyslots();
     if !batch && active.len() == 1 && active[0] == slot {
         bail!("keyslot {slot} is the last one; destroying it makes the volume unusable (use --batch-mode to force)");
@@ -293,7 +329,8 @@ fn refuse_last_slot(v: &Volume<FileIo>, slot: u32, batch: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn run(cmd: LuksCommand) -> Result<()> {
+pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
+    CEPH.with(|c| *c.borrow_mut() = ceph.clone());
     match cmd {
         LuksCommand::Format(a) => {
             let version = Version::parse(&a.kind)?;
@@ -315,6 +352,10 @@ pub fn run(cmd: LuksCommand) -> Result<()> {
                 keyslot: a.key_slot,
             };
             opts.validate()?;
+            let is_rbd = a.image.to_string_lossy().starts_with("rbd:");
+            if is_rbd && a.size.is_some() {
+                bail!("--size creates files only; create the RBD image with `rbd create`");
+            }
             let created = a.size.is_some() && !a.image.exists();
             if let Some(size) = a.size {
                 let f = OpenOptions::new()
@@ -325,8 +366,7 @@ pub fn run(cmd: LuksCommand) -> Result<()> {
                     .with_context(|| format!("cannot create {}", a.image.display()))?;
                 f.set_len(size).with_context(|| format!("cannot resize {}", a.image.display()))?;
             }
-            let result = FileIo::open(&a.image)
-                .with_context(|| format!("cannot open {}", a.image.display()))
+            let result = open_image(&a.image, true)
                 .and_then(|io| {
                     Volume::format(io, &opts, passphrase.expose(), None)
                         .with_context(|| format!("{}", a.image.display()))

@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// LUKS volume operations on an image file or block device.
     Luks {
+        #[command(flatten)]
+        ceph: luks_cmd::CephArgs,
         #[command(subcommand)]
         cmd: luks_cmd::LuksCommand,
     },
@@ -37,7 +39,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Luks { cmd } => luks_cmd::run(cmd),
+        Command::Luks { ceph, cmd } => luks_cmd::run(cmd, &ceph),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -226,8 +226,8 @@ pub enum KdfKind {
 /// Picks parameters that take about `target` on this machine, as cryptsetup does.
 ///
 /// PBKDF2: iterations per second of thread CPU time measured over a growing
-/// run (up to 0.5 s, less for short targets), scaled to `target`, at least
-/// 1000. Argon2: time cost 4 and memory grown from the minimum until a run
+/// run until one takes over half the target (at least 100 ms, at most
+/// 500 ms as in cryptsetup), scaled to `target`, at least 1000. Argon2: time cost 4 and memory grown from the minimum until a run
 /// takes 250 ms, then memory scaled towards `target` up to
 /// min(`max_memory_kib`, [`memory_limit_kib`], 4 GiB) and time cost beyond
 /// that; candidates are re-measured until within 95–110 % of `target`.
@@ -268,7 +268,7 @@ fn calibrate_pbkdf2(hash: HashAlg, target_ms: u32, key_len: usize) -> Result<Kdf
     // volume-key digest's 125 ms) needs less precision, so stop earlier there.
     let enough = Duration::from_millis(u64::from(target_ms / 2).clamp(100, 500));
     let mut out = Secret::zeroed(key_len);
-    let mut iterations: u32 = 1 << 15;
+    let mut iterations: u32 = 1 << 14;
     loop {
         let start = thread_cpu_time();
         pbkdf2(hash, iterations, b"foo", b"0123456789abcdef0123456789abcdef", out.as_mut())?;
@@ -282,13 +282,15 @@ fn calibrate_pbkdf2(hash: HashAlg, target_ms: u32, key_len: usize) -> Result<Kdf
             let iterations = (wanted as u32).max(PBKDF2_MIN_ITERATIONS);
             return Ok(KdfParams::Pbkdf2 { hash, iterations });
         }
-        // Grow faster while far from the threshold (cryptsetup's steps).
-        let ms = spent.as_millis();
-        let shift = if ms <= 62 { 4 } else if ms <= 125 { 3 } else if ms <= 250 { 2 } else { 1 };
-        iterations = iterations
-            .checked_shl(shift)
-            .filter(|&n| n >> shift == iterations && i32::try_from(n).is_ok())
-            .ok_or(CryptoError::InvalidParameter("PBKDF2 benchmark did not converge"))?;
+        // Aim a little past the threshold from what this run took (cryptsetup
+        // grows in fixed ×2…×16 steps, which can overshoot the threshold many
+        // times over and make a short calibration slow).
+        let factor = (enough.as_secs_f64() * 1.2 / spent.as_secs_f64().max(1e-4)).clamp(2.0, 16.0);
+        let next = f64::from(iterations) * factor;
+        if next > f64::from(i32::MAX) {
+            return Err(CryptoError::InvalidParameter("PBKDF2 benchmark did not converge"));
+        }
+        iterations = next as u32;
     }
 }
 

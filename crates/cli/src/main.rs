@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin_cmd;
 mod luks_cmd;
+mod serve_cmd;
 
 /// Exit code for "no keyslot opens with that passphrase" (as cryptsetup).
 const EXIT_WRONG_PASSPHRASE: u8 = 2;
@@ -26,6 +28,18 @@ enum Command {
         #[command(subcommand)]
         cmd: luks_cmd::LuksCommand,
     },
+    /// Run the Cinder v3 compatible volume service.
+    Serve(serve_cmd::ServeArgs),
+    /// Keys in the service's key manager (reads the data directory).
+    Key {
+        #[command(subcommand)]
+        cmd: admin_cmd::KeyCommand,
+    },
+    /// Volumes of the service (reads the data directory).
+    Volume {
+        #[command(subcommand)]
+        cmd: admin_cmd::VolumeCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -40,6 +54,9 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Luks { ceph, cmd } => luks_cmd::run(cmd, &ceph),
+        Command::Serve(args) => serve_cmd::run(args),
+        Command::Key { cmd } => admin_cmd::run_key(cmd),
+        Command::Volume { cmd } => admin_cmd::run_volume(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,78 @@
+//! Local admin commands that read the data directory directly (as root on
+//! the host, like reading Barbican with admin rights): `rekey key show`,
+//! `rekey volume path`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use crate::serve_cmd::resolve_config;
+
+#[derive(Args)]
+pub struct DataDirArgs {
+    /// Data directory of the service [default: ./rekey-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The service's TOML configuration (for a non-default key manager or database).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// Print a key's bytes as lowercase hex (= its os-brick passphrase).
+    Show {
+        /// Key id (the volume's encryption_key_id).
+        key_id: String,
+        /// Print exactly the passphrase, without a newline (for --key-file=-).
+        #[arg(long)]
+        passphrase: bool,
+        #[command(flatten)]
+        dir: DataDirArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum VolumeCommand {
+    /// Print where a volume's bytes live (the backing file for the file backend).
+    Path {
+        /// Volume id.
+        volume_id: String,
+        #[command(flatten)]
+        dir: DataDirArgs,
+    },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")
+}
+
+pub fn run_key(cmd: KeyCommand) -> Result<()> {
+    match cmd {
+        KeyCommand::Show { key_id, passphrase, dir } => {
+            let config = resolve_config(dir.config.as_ref(), dir.data_dir.as_ref())?;
+            let key = runtime()?.block_on(rekey_service::admin::key_bytes(&config, &key_id))?;
+            let pass = rekey_keys::passphrase_hex(&key);
+            let mut out = std::io::stdout().lock();
+            out.write_all(pass.as_bytes())?;
+            if !passphrase {
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
+            Ok(())
+        }
+    }
+}
+
+pub fn run_volume(cmd: VolumeCommand) -> Result<()> {
+    match cmd {
+        VolumeCommand::Path { volume_id, dir } => {
+            let config = resolve_config(dir.config.as_ref(), dir.data_dir.as_ref())?;
+            let loc = runtime()?.block_on(rekey_service::admin::volume_location(&config, &volume_id))?;
+            println!("{loc}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! `rekey serve`: the Cinder v3 compatible volume service.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use rekey_keys::{BarbicanConfig, KeyManagerConfig};
+use rekey_service::Config;
+use rekey_storage::BackendConfig;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (flags given here override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory: volumes, service database, embedded key store
+    /// [default: ./rekey-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8776].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// sqlx database URL [default: sqlite://DATA_DIR/rekey.sqlite].
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Where volume keys live.
+    #[arg(long, value_enum)]
+    key_manager: Option<KeyManagerKind>,
+    /// Barbican endpoint (implies --key-manager barbican).
+    #[arg(long)]
+    barbican_url: Option<String>,
+    /// Volume backend.
+    #[arg(long, value_enum)]
+    backend: Option<BackendKind>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KeyManagerKind {
+    /// SQLite key store in the data directory.
+    Embedded,
+    /// OpenStack Barbican (needs --barbican-url or a config file url).
+    Barbican,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendKind {
+    /// One sparse file per volume under DATA_DIR/volumes.
+    File,
+}
+
+/// Config file (if any) with the command-line flags applied on top.
+pub fn resolve_config(config: Option<&PathBuf>, data_dir: Option<&PathBuf>) -> Result<Config> {
+    let mut c = match config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(d) = data_dir {
+        c.data_dir = d.clone();
+    }
+    Ok(c)
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let mut config = resolve_config(args.config.as_ref(), args.data_dir.as_ref())?;
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(u) = args.database_url {
+        config.database_url = Some(u);
+    }
+    match (args.key_manager, args.barbican_url) {
+        (Some(KeyManagerKind::Embedded), Some(_)) => bail!("--barbican-url needs --key-manager barbican"),
+        (Some(KeyManagerKind::Embedded), None) => config.key_manager = Some(KeyManagerConfig::embedded_in(&config.data_dir)),
+        (_, Some(url)) => config.key_manager = Some(KeyManagerConfig::Barbican(BarbicanConfig::new(url))),
+        (Some(KeyManagerKind::Barbican), None) => {
+            if !matches!(config.key_manager, Some(KeyManagerConfig::Barbican(_))) {
+                bail!("--key-manager barbican needs --barbican-url (or [key_manager] url in the config file)");
+            }
+        }
+        (None, None) => {}
+    }
+    if let Some(BackendKind::File) = args.backend {
+        config.backend = Some(BackendConfig::File { data_dir: config.data_dir.clone() });
+    }
+    init_logging();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    rt.block_on(async move {
+        let data_dir = config.data_dir.clone();
+        let svc = rekey_service::open(config).await?;
+        rekey_service::serve(
+            svc,
+            |addr| {
+                use std::io::Write;
+                println!("rekey: listening on http://{addr}/v3 (data in {})", data_dir.display());
+                let _ = std::io::stdout().flush();
+            },
+            shutdown_signal(),
+        )
+        .await?;
+        Ok(())
+    })
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REKEY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

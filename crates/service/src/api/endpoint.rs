@@ -1,0 +1,169 @@
+//! Routing as a pure function: method + path → [`Endpoint`].
+//!
+//! Both `/v3/...` and `/v3/{project_id}/...` are accepted: after `/v3`, a
+//! first segment that is not one of our collections is the project id.
+
+use axum::http::Method;
+
+use super::error::ApiError;
+
+/// Every operation the API serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `GET /`: all versions.
+    Versions,
+    /// `GET /v3`, `GET /v3/`: the v3 version document.
+    V3Version,
+    /// `GET /volumes`.
+    ListVolumes,
+    /// `GET /volumes/detail`.
+    ListVolumesDetail,
+    /// `POST /volumes`.
+    CreateVolume,
+    /// `GET /volumes/{id}`.
+    ShowVolume(String),
+    /// `PUT /volumes/{id}`.
+    UpdateVolume(String),
+    /// `DELETE /volumes/{id}`.
+    DeleteVolume(String),
+    /// `GET /volumes/{id}/encryption`.
+    VolumeEncryption(String),
+    /// `GET /types`.
+    ListTypes,
+    /// `POST /types`.
+    CreateType,
+    /// `GET /types/{id}`.
+    ShowType(String),
+    /// `PUT /types/{id}`.
+    UpdateType(String),
+    /// `DELETE /types/{id}`.
+    DeleteType(String),
+    /// `GET /types/{id}/extra_specs`.
+    ListExtraSpecs(String),
+    /// `POST /types/{id}/extra_specs`.
+    SetExtraSpecs(String),
+    /// `GET /types/{id}/extra_specs/{key}`.
+    ShowExtraSpec(String, String),
+    /// `PUT /types/{id}/extra_specs/{key}`.
+    UpdateExtraSpec(String, String),
+    /// `DELETE /types/{id}/extra_specs/{key}`.
+    DeleteExtraSpec(String, String),
+    /// `GET /types/{id}/encryption`.
+    ShowEncryption(String),
+    /// `POST /types/{id}/encryption`.
+    CreateEncryption(String),
+    /// `GET /types/{id}/encryption/{key}`: one field of the encryption.
+    ShowEncryptionSpec(String, String),
+    /// `PUT /types/{id}/encryption/{encryption_id}`.
+    UpdateEncryption(String),
+    /// `DELETE /types/{id}/encryption/{encryption_id}`.
+    DeleteEncryption(String),
+}
+
+/// Collections that can follow `/v3/` directly (so are not project ids).
+const COLLECTIONS: &[&str] = &["volumes", "types"];
+
+/// A routed request: the endpoint and the project named in the path, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// What to do.
+    pub endpoint: Endpoint,
+    /// `{project_id}` from `/v3/{project_id}/...`.
+    pub path_project: Option<String>,
+}
+
+impl Route {
+    /// Routes `method path` (path without the query string).
+    pub fn parse(method: &Method, path: &str) -> Result<Route, ApiError> {
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let route = |endpoint| Ok(Route { endpoint, path_project: None });
+        match segs.as_slice() {
+            [] => return only(method, &[Method::GET]).and_then(|_| route(Endpoint::Versions)),
+            ["v3"] => return only(method, &[Method::GET]).and_then(|_| route(Endpoint::V3Version)),
+            ["v3", rest @ ..] => {
+                let (project, rest) = match rest {
+                    [first, tail @ ..] if !COLLECTIONS.contains(first) => (Some((*first).to_owned()), tail),
+                    _ => (None, rest),
+                };
+                let endpoint = resource(method, rest)?;
+                Ok(Route { endpoint, path_project: project })
+            }
+            _ => Err(ApiError::not_found_path()),
+        }
+    }
+}
+
+fn only(method: &Method, allowed: &[Method]) -> Result<(), ApiError> {
+    if allowed.contains(method) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_method())
+    }
+}
+
+fn resource(m: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
+    use Endpoint::*;
+    let s = |x: &&str| (*x).to_owned();
+    let e = match (segs, m) {
+        (["volumes"], &Method::GET) => ListVolumes,
+        (["volumes"], &Method::POST) => CreateVolume,
+        (["volumes", "detail"], &Method::GET) => ListVolumesDetail,
+        (["volumes", id], &Method::GET) => ShowVolume(s(id)),
+        (["volumes", id], &Method::PUT) => UpdateVolume(s(id)),
+        (["volumes", id], &Method::DELETE) => DeleteVolume(s(id)),
+        (["volumes", id, "encryption"], &Method::GET) => VolumeEncryption(s(id)),
+        (["types"], &Method::GET) => ListTypes,
+        (["types"], &Method::POST) => CreateType,
+        (["types", id], &Method::GET) => ShowType(s(id)),
+        (["types", id], &Method::PUT) => UpdateType(s(id)),
+        (["types", id], &Method::DELETE) => DeleteType(s(id)),
+        (["types", id, "extra_specs"], &Method::GET) => ListExtraSpecs(s(id)),
+        (["types", id, "extra_specs"], &Method::POST) => SetExtraSpecs(s(id)),
+        (["types", id, "extra_specs", k], &Method::GET) => ShowExtraSpec(s(id), s(k)),
+        (["types", id, "extra_specs", k], &Method::PUT) => UpdateExtraSpec(s(id), s(k)),
+        (["types", id, "extra_specs", k], &Method::DELETE) => DeleteExtraSpec(s(id), s(k)),
+        (["types", id, "encryption"], &Method::GET) => ShowEncryption(s(id)),
+        (["types", id, "encryption"], &Method::POST) => CreateEncryption(s(id)),
+        (["types", id, "encryption", k], &Method::GET) => ShowEncryptionSpec(s(id), s(k)),
+        (["types", id, "encryption", _], &Method::PUT) => UpdateEncryption(s(id)),
+        (["types", id, "encryption", _], &Method::DELETE) => DeleteEncryption(s(id)),
+        // A known path with another method.
+        (["volumes"] | ["volumes", _] | ["volumes", _, "encryption"], _)
+        | (["types"] | ["types", _] | ["types", _, "extra_specs"] | ["types", _, "extra_specs", _], _)
+        | (["types", _, "encryption"] | ["types", _, "encryption", _], _) => return Err(ApiError::bad_method()),
+        _ => return Err(ApiError::not_found_path()),
+    };
+    Ok(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(m: Method, p: &str) -> Route {
+        Route::parse(&m, p).unwrap()
+    }
+
+    #[test]
+    fn with_and_without_project() {
+        assert_eq!(r(Method::GET, "/v3/volumes/detail").endpoint, Endpoint::ListVolumesDetail);
+        let x = r(Method::GET, "/v3/p1/volumes/detail");
+        assert_eq!(x.endpoint, Endpoint::ListVolumesDetail);
+        assert_eq!(x.path_project.as_deref(), Some("p1"));
+        assert_eq!(r(Method::DELETE, "/v3/p1/volumes/abc").endpoint, Endpoint::DeleteVolume("abc".into()));
+        assert_eq!(r(Method::GET, "/v3/").endpoint, Endpoint::V3Version);
+        assert_eq!(r(Method::GET, "/").endpoint, Endpoint::Versions);
+        assert_eq!(
+            r(Method::PUT, "/v3/types/t/encryption/e").endpoint,
+            Endpoint::UpdateEncryption("t".into())
+        );
+    }
+
+    #[test]
+    fn unknown_paths_and_methods() {
+        assert_eq!(Route::parse(&Method::GET, "/v2/volumes").unwrap_err().status, 404);
+        assert_eq!(Route::parse(&Method::GET, "/v3/p/snapshots").unwrap_err().status, 404);
+        assert_eq!(Route::parse(&Method::PATCH, "/v3/volumes/x").unwrap_err().status, 405);
+        assert_eq!(Route::parse(&Method::POST, "/").unwrap_err().status, 405);
+    }
+}

@@ -1,0 +1,565 @@
+//! Block Storage v3 REST API. One handler routes with the pure
+//! [`endpoint::Route::parse`], extracts identity, microversion and body,
+//! validates their shape, and calls a domain function; errors become Cinder
+//! bodies in [`error`].
+
+pub mod endpoint;
+pub mod error;
+pub mod views;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::model::Caller;
+use crate::service::{CreateVolume, EncryptionSpec, Service, VolumeFilter, DB_MAX_INT};
+use endpoint::{Endpoint, Route};
+use error::ApiError;
+use views::{MAX_VERSION, MIN_VERSION};
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 1 << 20;
+
+/// The API as an axum router.
+pub fn router(svc: Arc<Service>) -> Router {
+    Router::new()
+        .fallback(dispatch)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(svc)
+}
+
+type Reply = Result<(StatusCode, Value), ApiError>;
+
+async fn dispatch(State(svc): State<Arc<Service>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let request_id = format!("req-{}", uuid::Uuid::new_v4());
+    let base = base_url(&headers);
+    let mv = microversion(&headers);
+    let mut resp = match (Route::parse(&method, uri.path()), mv) {
+        (Err(e), _) | (_, Err(e)) => e.into_response(),
+        (Ok(route), Ok(mv)) => match handle(&svc, route, &uri, &headers, &body, &base, mv).await {
+            Ok(Handled::Json(status, Value::Null)) => status.into_response(),
+            Ok(Handled::Json(status, v)) => (status, axum::Json(v)).into_response(),
+            Ok(Handled::Raw(r)) => r,
+            Err(e) => e.into_response(),
+        },
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert("x-openstack-request-id", v);
+    }
+    let mv = mv_or_min(&headers);
+    if let Ok(v) = HeaderValue::from_str(&format!("volume {}.{}", mv.0, mv.1)) {
+        h.insert("openstack-api-version", v);
+    }
+    h.insert("vary", HeaderValue::from_static("OpenStack-API-Version"));
+    tracing::debug!(%method, path = uri.path(), status = resp.status().as_u16(), %request_id, "request");
+    resp
+}
+
+enum Handled {
+    Json(StatusCode, Value),
+    Raw(Response),
+}
+
+impl From<(StatusCode, Value)> for Handled {
+    fn from((s, v): (StatusCode, Value)) -> Self {
+        Handled::Json(s, v)
+    }
+}
+
+/// `http://host:port` as the client addressed us (for links).
+fn base_url(headers: &HeaderMap) -> String {
+    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+    format!("http://{host}")
+}
+
+/// The microversion the client asked for (`OpenStack-API-Version: volume 3.X`).
+fn microversion(headers: &HeaderMap) -> Result<(u32, u32), ApiError> {
+    let raw = headers
+        .get("openstack-api-version")
+        .or_else(|| headers.get("x-openstack-volume-api-version"))
+        .map(|v| v.to_str().unwrap_or("").trim().to_owned());
+    let Some(raw) = raw else { return Ok(MIN_VERSION) };
+    let v = raw.strip_prefix("volume").map(str::trim).unwrap_or(&raw);
+    if v.eq_ignore_ascii_case("latest") {
+        return Ok(MAX_VERSION);
+    }
+    let parsed = v.split_once('.').and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)));
+    match parsed {
+        Some(mv) if (MIN_VERSION..=MAX_VERSION).contains(&mv) => Ok(mv),
+        Some(_) => Err(ApiError::not_acceptable(format!(
+            "Version {v} is not supported by the API. Minimum is {}.{} and maximum is {}.{}.",
+            MIN_VERSION.0, MIN_VERSION.1, MAX_VERSION.0, MAX_VERSION.1
+        ))),
+        None => Err(ApiError::bad_request(format!("API Version String {v} is of invalid format. Must be of format MajorNum.MinorNum."))),
+    }
+}
+
+fn mv_or_min(headers: &HeaderMap) -> (u32, u32) {
+    microversion(headers).unwrap_or(MIN_VERSION)
+}
+
+/// Identity under noauth, as Cinder's middleware reads it: `X-Auth-Token:
+/// user:project`, a token without a colon is both; else `X-Project-Id`
+/// (+ `X-User-Id`). Every noauth caller may do admin-only operations, but
+/// volumes stay scoped to the caller's project. `None` = no identity at all.
+fn caller(headers: &HeaderMap, path_project: Option<&str>) -> Result<Option<Caller>, ApiError> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty());
+    let (user, project) = match (get("x-auth-token"), get("x-project-id")) {
+        (Some(tok), _) => match tok.split_once(':') {
+            Some((u, p)) => (u.to_owned(), p.to_owned()),
+            None => (tok.to_owned(), tok.to_owned()),
+        },
+        (None, Some(p)) => (get("x-user-id").unwrap_or(p).to_owned(), p.to_owned()),
+        (None, None) => return Ok(None),
+    };
+    if rekey_keys::Project::new(project.clone()).is_err() {
+        return Err(ApiError::bad_request("Malformed project id in the auth token"));
+    }
+    if let Some(pp) = path_project {
+        if pp != project {
+            return Err(ApiError::forbidden(format!(
+                "Project {pp} in the URL does not match the caller's project {project}."
+            )));
+        }
+    }
+    Ok(Some(Caller { user, project, admin: true }))
+}
+
+/// Parses a JSON body into `T`; Cinder's messages for the failures.
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("Missing request body."));
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|_| ApiError::bad_request("Malformed request body"))?;
+    serde_json::from_value(value).map_err(|e| ApiError::bad_request(format!("Invalid input received: {e}")))
+}
+
+fn query(uri: &Uri) -> Vec<(String, String)> {
+    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri).map(|q| q.0).unwrap_or_default()
+}
+
+fn truthy(v: &str) -> bool {
+    matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on" | "y" | "t")
+}
+
+/// A size as Cinder accepts it: a positive integer or a string of digits.
+fn parse_size(v: &Value) -> Result<u64, ApiError> {
+    let n = match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => Some(s.parse::<u64>().unwrap_or(u64::MAX)),
+        _ => None,
+    };
+    match n {
+        Some(n) if (1..=DB_MAX_INT).contains(&n) => Ok(n),
+        _ => Err(ApiError::bad_request(format!(
+            "Invalid input received: size must be an integer between 1 and {DB_MAX_INT}, got {v}"
+        ))),
+    }
+}
+
+/// Extra-spec values: strings, or scalars Cinder stringifies.
+fn spec_value(v: &Value) -> Result<String, ApiError> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Bool(b) => Ok(if *b { "True" } else { "False" }.into()),
+        Value::Number(n) => Ok(n.to_string()),
+        _ => Err(ApiError::bad_request(format!("Invalid input received: extra spec value {v} must be a string"))),
+    }
+}
+
+fn specs(map: BTreeMap<String, Value>) -> Result<BTreeMap<String, String>, ApiError> {
+    map.into_iter().map(|(k, v)| Ok((k, spec_value(&v)?))).collect()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VolumeCreateBody {
+    volume: VolumeCreate,
+    #[serde(rename = "OS-SCH-HNT:scheduler_hints", default)]
+    _hints: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VolumeCreate {
+    #[serde(default)]
+    size: Option<Value>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    display_description: Option<String>,
+    #[serde(default)]
+    volume_type: Option<String>,
+    #[serde(default)]
+    source_volid: Option<String>,
+    #[serde(default)]
+    snapshot_id: Option<String>,
+    #[serde(default)]
+    backup_id: Option<String>,
+    #[serde(rename = "imageRef", default)]
+    image_ref: Option<String>,
+    #[serde(default)]
+    availability_zone: Option<String>,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    consistencygroup_id: Option<String>,
+    #[serde(default)]
+    group_id: Option<String>,
+    #[serde(default)]
+    multiattach: Option<bool>,
+    #[serde(default)]
+    scheduler_hints: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VolumeUpdateBody {
+    volume: VolumeUpdate,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VolumeUpdate {
+    #[serde(default, with = "double_option")]
+    name: Option<Option<String>>,
+    #[serde(default, with = "double_option")]
+    display_name: Option<Option<String>>,
+    #[serde(default, with = "double_option")]
+    description: Option<Option<String>>,
+    #[serde(default, with = "double_option")]
+    display_description: Option<Option<String>>,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+/// Tells a missing field (`None`) from an explicit `null` (`Some(None)`).
+mod double_option {
+    use serde::{Deserialize, Deserializer};
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypeBody {
+    volume_type: TypeFields,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypeFields {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(rename = "os-volume-type-access:is_public", default)]
+    access_is_public: Option<Value>,
+    #[serde(default)]
+    is_public: Option<Value>,
+    #[serde(default)]
+    extra_specs: Option<BTreeMap<String, Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecsBody {
+    extra_specs: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EncryptionBody {
+    encryption: EncryptionFields,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EncryptionFields {
+    #[serde(default)]
+    provider: Option<String>,
+    #[serde(default)]
+    cipher: Option<String>,
+    #[serde(default)]
+    key_size: Option<Value>,
+    #[serde(default)]
+    control_location: Option<String>,
+}
+
+fn bool_value(v: &Option<Value>) -> Result<Option<bool>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) if matches!(s.to_ascii_lowercase().as_str(), "true" | "false") => Ok(Some(truthy(s))),
+        Some(v) => Err(ApiError::bad_request(format!("Invalid input received: {v} is not a boolean"))),
+    }
+}
+
+fn encryption_spec(f: EncryptionFields) -> Result<EncryptionSpec, ApiError> {
+    let key_size = match &f.key_size {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            parse_size(v)
+                .ok()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| ApiError::bad_request(format!("Invalid input received: key_size {v} is not a positive integer")))?,
+        ),
+    };
+    Ok(EncryptionSpec { provider: f.provider, cipher: f.cipher, key_size, control_location: f.control_location })
+}
+
+async fn handle(
+    svc: &Arc<Service>,
+    route: Route,
+    uri: &Uri,
+    headers: &HeaderMap,
+    bytes: &Bytes,
+    base: &str,
+    mv: (u32, u32),
+) -> Result<Handled, ApiError> {
+    use Endpoint::*;
+    let ok = |v: Value| Ok(Handled::Json(StatusCode::OK, v));
+    match &route.endpoint {
+        Versions => return ok(views::versions(base)),
+        V3Version => return ok(views::version(base)),
+        _ => {}
+    }
+    let Some(who) = caller(headers, route.path_project.as_deref())? else {
+        // Cinder's noauth handshake: no identity at all gets a fake admin token.
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        r.headers_mut().insert("x-auth-token", HeaderValue::from_static("admin:admin"));
+        if let Ok(v) = HeaderValue::from_str(&format!("{base}/v3/admin")) {
+            r.headers_mut().insert("x-server-management-url", v);
+        }
+        return Ok(Handled::Raw(r));
+    };
+    let create_encryption = matches!(route.endpoint, CreateEncryption(_));
+    let r: Reply = match route.endpoint {
+        Versions | V3Version => unreachable!("answered above"),
+        CreateVolume => create_volume(svc, &who, bytes, base, mv).await,
+        ListVolumes | ListVolumesDetail => {
+            let mut f = VolumeFilter::default();
+            for (k, v) in query(uri) {
+                match k.as_str() {
+                    "name" | "display_name" => f.name = Some(v),
+                    "status" => f.status = Some(v),
+                    "all_tenants" => f.all_tenants = truthy(&v),
+                    _ => {}
+                }
+            }
+            let vols = svc.list_volumes(&who, &f).await?;
+            let detail = route.endpoint == ListVolumesDetail;
+            let mut out = Vec::with_capacity(vols.len());
+            for v in &vols {
+                out.push(if detail { detail_view(svc, base, v, mv).await? } else { views::volume_summary(base, v) });
+            }
+            Ok((StatusCode::OK, json!({ "volumes": out })))
+        }
+        ShowVolume(id) => {
+            let v = svc.get_volume(&who, &id).await?;
+            Ok((StatusCode::OK, json!({ "volume": detail_view(svc, base, &v, mv).await? })))
+        }
+        UpdateVolume(id) => {
+            let b: VolumeUpdateBody = body(bytes)?;
+            let u = crate::service::UpdateVolume {
+                name: b.volume.name.or(b.volume.display_name),
+                description: b.volume.description.or(b.volume.display_description),
+                metadata: b.volume.metadata,
+            };
+            let v = svc.update_volume(&who, &id, u).await?;
+            Ok((StatusCode::OK, json!({ "volume": detail_view(svc, base, &v, mv).await? })))
+        }
+        DeleteVolume(id) => {
+            let force = query(uri).iter().any(|(k, v)| k == "force" && truthy(v));
+            let job = svc.delete_volume(&who, &id, force).await?;
+            crate::engine::spawn(svc.clone(), job);
+            Ok((StatusCode::ACCEPTED, Value::Null))
+        }
+        VolumeEncryption(id) => {
+            let (v, e) = svc.volume_encryption(&who, &id).await?;
+            Ok((StatusCode::OK, views::volume_encryption(&v, e.as_ref())))
+        }
+        ListTypes => {
+            let types = svc.list_types().await?;
+            Ok((StatusCode::OK, json!({ "volume_types": types.iter().map(views::volume_type).collect::<Vec<_>>() })))
+        }
+        CreateType => {
+            let b: TypeBody = body(bytes)?;
+            let f = b.volume_type;
+            let name = f.name.ok_or_else(|| ApiError::bad_request("Invalid input received: name is required"))?;
+            let public = bool_value(&f.access_is_public)?.or(bool_value(&f.is_public)?).unwrap_or(true);
+            let t = svc.create_type(name, f.description, public, specs(f.extra_specs.unwrap_or_default())?).await?;
+            Ok((StatusCode::OK, json!({ "volume_type": views::volume_type(&t) })))
+        }
+        ShowType(id) => Ok((StatusCode::OK, json!({ "volume_type": views::volume_type(&svc.get_type(&id).await?) }))),
+        UpdateType(id) => {
+            let b: TypeBody = body(bytes)?;
+            let f = b.volume_type;
+            if f.extra_specs.is_some() {
+                return Err(ApiError::bad_request("Invalid input received: extra_specs are set through /extra_specs"));
+            }
+            let public = bool_value(&f.is_public)?.or(bool_value(&f.access_is_public)?);
+            let t = svc.update_type(&id, f.name, f.description, public).await?;
+            Ok((StatusCode::OK, json!({ "volume_type": views::volume_type(&t) })))
+        }
+        DeleteType(id) => svc.delete_type(&id).await.map(|()| (StatusCode::ACCEPTED, Value::Null)).map_err(Into::into),
+        ListExtraSpecs(id) => Ok((StatusCode::OK, json!({ "extra_specs": svc.get_type(&id).await?.extra_specs }))),
+        SetExtraSpecs(id) => {
+            let b: SpecsBody = body(bytes)?;
+            let s = specs(b.extra_specs)?;
+            svc.set_extra_specs(&id, s.clone()).await?;
+            Ok((StatusCode::OK, json!({ "extra_specs": s })))
+        }
+        ShowExtraSpec(id, key) => {
+            let t = svc.get_type(&id).await?;
+            match t.extra_specs.get(&key) {
+                Some(v) => Ok((StatusCode::OK, json!({ key: v }))),
+                None => Err(crate::error::ServiceError::not_found("Volume type extra spec", key).into()),
+            }
+        }
+        UpdateExtraSpec(id, key) => {
+            let b: BTreeMap<String, Value> = body(bytes)?;
+            if b.len() != 1 || !b.contains_key(&key) {
+                return Err(ApiError::bad_request("Request body and URI mismatch"));
+            }
+            let s = specs(b)?;
+            svc.set_extra_specs(&id, s.clone()).await?;
+            Ok((StatusCode::OK, json!(s)))
+        }
+        DeleteExtraSpec(id, key) => {
+            svc.delete_extra_spec(&id, &key).await?;
+            Ok((StatusCode::ACCEPTED, Value::Null))
+        }
+        ShowEncryption(id) => match svc.get_encryption(&id).await? {
+            Some(e) => Ok((StatusCode::OK, views::encryption(&e))),
+            None => Ok((StatusCode::OK, json!({}))),
+        },
+        ShowEncryptionSpec(id, key) => {
+            let e = svc
+                .get_encryption(&id)
+                .await?
+                .ok_or_else(|| crate::error::ServiceError::not_found("Volume type encryption for type", id.clone()))?;
+            let view = views::encryption(&e);
+            match view.get(&key) {
+                Some(v) => Ok((StatusCode::OK, json!({ key: v }))),
+                None => Err(crate::error::ServiceError::not_found("Volume type encryption spec", key).into()),
+            }
+        }
+        CreateEncryption(id) | UpdateEncryption(id) => {
+            let b: EncryptionBody = body(bytes)?;
+            let e = svc.put_encryption(&id, encryption_spec(b.encryption)?, create_encryption).await?;
+            Ok((StatusCode::OK, json!({ "encryption": views::encryption(&e) })))
+        }
+        DeleteEncryption(id) => {
+            svc.delete_encryption(&id).await?;
+            Ok((StatusCode::ACCEPTED, Value::Null))
+        }
+    };
+    r.map(Handled::from)
+}
+
+async fn detail_view(svc: &Service, base: &str, v: &crate::model::Volume, mv: (u32, u32)) -> Result<Value, ApiError> {
+    let (t, enc) = svc.type_of(v).await?;
+    Ok(views::volume_detail(base, v, t.as_ref().map(|t| t.name.as_str()), enc, mv))
+}
+
+async fn create_volume(svc: &Arc<Service>, who: &Caller, bytes: &Bytes, base: &str, mv: (u32, u32)) -> Reply {
+    let b: VolumeCreateBody = body(bytes)?;
+    let v = b.volume;
+    let unsupported = [
+        ("snapshot_id", v.snapshot_id.is_some()),
+        ("backup_id", v.backup_id.is_some()),
+        ("imageRef", v.image_ref.is_some()),
+        ("consistencygroup_id", v.consistencygroup_id.is_some()),
+        ("group_id", v.group_id.is_some()),
+        ("multiattach", v.multiattach == Some(true)),
+    ];
+    if let Some((field, _)) = unsupported.iter().find(|(_, set)| *set) {
+        return Err(ApiError::bad_request(format!("Invalid input received: {field} is not supported by this service yet")));
+    }
+    let _ = (&v.availability_zone, &v.scheduler_hints);
+    let size_gb = match &v.size {
+        None | Some(Value::Null) => None,
+        Some(s) => Some(parse_size(s)?),
+    };
+    if size_gb.is_none() && v.source_volid.is_none() {
+        return Err(ApiError::bad_request("Invalid input received: size is required"));
+    }
+    let req = CreateVolume {
+        size_gb,
+        name: v.name.or(v.display_name),
+        description: v.description.or(v.display_description),
+        volume_type: v.volume_type,
+        source_volid: v.source_volid,
+        metadata: v.metadata.unwrap_or_default(),
+    };
+    let (vol, job) = svc.create_volume(who, req).await?;
+    crate::engine::spawn(svc.clone(), job);
+    Ok((StatusCode::ACCEPTED, json!({ "volume": detail_view(svc, base, &vol, mv).await? })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hdrs(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn noauth_identity_rules() {
+        let c = caller(&hdrs(&[("x-auth-token", "u:p")]), None).unwrap().unwrap();
+        assert_eq!((c.user.as_str(), c.project.as_str()), ("u", "p"));
+        let c = caller(&hdrs(&[("x-auth-token", "notused")]), None).unwrap().unwrap();
+        assert_eq!((c.user.as_str(), c.project.as_str()), ("notused", "notused"));
+        let c = caller(&hdrs(&[("x-project-id", "p2"), ("x-user-id", "u2")]), None).unwrap().unwrap();
+        assert_eq!((c.user.as_str(), c.project.as_str()), ("u2", "p2"));
+        assert!(caller(&hdrs(&[]), None).unwrap().is_none());
+        assert_eq!(caller(&hdrs(&[("x-auth-token", "u:p")]), Some("other")).unwrap_err().status, 403);
+        assert!(caller(&hdrs(&[("x-auth-token", "u:p")]), Some("p")).unwrap().is_some());
+    }
+
+    #[test]
+    fn microversions() {
+        assert_eq!(microversion(&hdrs(&[])).unwrap(), (3, 0));
+        assert_eq!(microversion(&hdrs(&[("openstack-api-version", "volume 3.64")])).unwrap(), (3, 64));
+        assert_eq!(microversion(&hdrs(&[("openstack-api-version", "volume latest")])).unwrap(), MAX_VERSION);
+        assert_eq!(microversion(&hdrs(&[("openstack-api-version", "volume 3.99")])).unwrap_err().status, 406);
+        assert_eq!(microversion(&hdrs(&[("openstack-api-version", "volume x")])).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size(&json!(1)).unwrap(), 1);
+        assert_eq!(parse_size(&json!("10")).unwrap(), 10);
+        for bad in [json!(0), json!(-1), json!(1.5), json!("1e3"), json!(true), json!(1e30), json!("99999999999999999999999")] {
+            assert_eq!(parse_size(&bad).unwrap_err().status, 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn bodies() {
+        assert_eq!(body::<VolumeCreateBody>(&Bytes::from_static(b"{")).unwrap_err().message, "Malformed request body");
+        let e = body::<VolumeCreateBody>(&Bytes::from_static(br#"{"volume": {"size": 1, "colour": "red"}}"#)).unwrap_err();
+        assert!(e.message.contains("colour"), "{}", e.message);
+        assert!(body::<VolumeCreateBody>(&Bytes::from_static(br#"{"volume": {"size": 1, "name": null}}"#)).is_ok());
+    }
+}

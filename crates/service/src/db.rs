@@ -1,0 +1,651 @@
+//! Persistence: volumes, types, jobs and the key-deletion queue in SQL.
+//!
+//! The SQL is kept portable to PostgreSQL: `$N` placeholders numbered in
+//! order of appearance (SQLite accepts them too), `BIGINT`/`TEXT` columns,
+//! `ON CONFLICT` rather than `INSERT OR ...`, no SQLite-only functions. The
+//! driver is SQLite today; the functions take a connection so callers can
+//! group several into one transaction, which is how a job's step and the
+//! state change it records commit together.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+
+use crate::error::{db, Result, ServiceError};
+use crate::model::{now_iso, Encryption, Job, JobKind, Provider, Volume, VolumeType, DEFAULT_TYPE_NAME};
+
+/// A connection inside or outside a transaction.
+pub type Conn = SqliteConnection;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS volume_types (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    description TEXT,
+    is_public   BIGINT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS type_extra_specs (
+    type_id    TEXT NOT NULL,
+    spec_key   TEXT NOT NULL,
+    spec_value TEXT NOT NULL,
+    PRIMARY KEY (type_id, spec_key)
+);
+CREATE TABLE IF NOT EXISTS encryption_types (
+    type_id          TEXT PRIMARY KEY,
+    encryption_id    TEXT NOT NULL,
+    provider         TEXT NOT NULL,
+    cipher           TEXT,
+    key_size         BIGINT,
+    control_location TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT
+);
+CREATE TABLE IF NOT EXISTS volumes (
+    id                TEXT PRIMARY KEY,
+    project_id        TEXT NOT NULL,
+    user_id           TEXT NOT NULL,
+    name              TEXT,
+    description       TEXT,
+    size_gb           BIGINT NOT NULL,
+    status            TEXT NOT NULL,
+    volume_type_id    TEXT NOT NULL,
+    source_volid      TEXT,
+    encryption_key_id TEXT UNIQUE,
+    metadata          TEXT NOT NULL,
+    created_at        TEXT NOT NULL,
+    updated_at        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS volumes_by_project ON volumes (project_id, created_at);
+CREATE TABLE IF NOT EXISTS jobs (
+    id          TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    volume_id   TEXT NOT NULL UNIQUE,
+    project_id  TEXT NOT NULL,
+    source_id   TEXT,
+    step        TEXT NOT NULL,
+    old_key_id  TEXT,
+    new_key_id  TEXT,
+    old_slot    BIGINT,
+    new_slot    BIGINT,
+    attempts    BIGINT NOT NULL,
+    last_error  TEXT,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_source ON jobs (source_id);
+CREATE TABLE IF NOT EXISTS key_deletions (
+    key_id     TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    attempts   BIGINT NOT NULL,
+    last_error TEXT,
+    created_at TEXT NOT NULL
+);
+";
+
+/// Opens (creating and migrating) the database at `url`.
+pub async fn open(url: &str) -> Result<SqlitePool> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|e| ServiceError::Config(format!("database_url {url:?}: {e}")))?;
+    if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ServiceError::Config(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let options = options
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(30))
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await
+        .map_err(|e| ServiceError::Config(format!("cannot open database {url:?}: {e}")))?;
+    let mut tx = pool.begin().await.map_err(db("migrate"))?;
+    sqlx::raw_sql(SCHEMA).execute(&mut *tx).await.map_err(db("migrate"))?;
+    sqlx::query(
+        "INSERT INTO volume_types (id, name, description, is_public, created_at) VALUES ($1, $2, $3, 1, $4)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(DEFAULT_TYPE_NAME)
+    .bind("Default Volume Type")
+    .bind(now_iso())
+    .execute(&mut *tx)
+    .await
+    .map_err(db("migrate"))?;
+    tx.commit().await.map_err(db("migrate"))?;
+    Ok(pool)
+}
+
+// ---- volume types --------------------------------------------------------
+
+fn type_from_row(r: &SqliteRow) -> VolumeType {
+    VolumeType {
+        id: r.get("id"),
+        name: r.get("name"),
+        description: r.get("description"),
+        is_public: r.get::<i64, _>("is_public") != 0,
+        extra_specs: BTreeMap::new(),
+    }
+}
+
+async fn load_specs(c: &mut Conn, t: &mut VolumeType) -> Result<()> {
+    let rows = sqlx::query("SELECT spec_key, spec_value FROM type_extra_specs WHERE type_id = $1")
+        .bind(&t.id)
+        .fetch_all(&mut *c)
+        .await
+        .map_err(db("read extra specs"))?;
+    t.extra_specs = rows.iter().map(|r| (r.get("spec_key"), r.get("spec_value"))).collect();
+    Ok(())
+}
+
+/// A type by id.
+pub async fn get_type(c: &mut Conn, id: &str) -> Result<Option<VolumeType>> {
+    let row = sqlx::query("SELECT * FROM volume_types WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(db("read volume type"))?;
+    let Some(row) = row else { return Ok(None) };
+    let mut t = type_from_row(&row);
+    load_specs(c, &mut t).await?;
+    Ok(Some(t))
+}
+
+/// A type by id, or else by name (volume create accepts either).
+pub async fn find_type(c: &mut Conn, id_or_name: &str) -> Result<Option<VolumeType>> {
+    if let Some(t) = get_type(c, id_or_name).await? {
+        return Ok(Some(t));
+    }
+    let row = sqlx::query("SELECT * FROM volume_types WHERE name = $1")
+        .bind(id_or_name)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(db("read volume type"))?;
+    let Some(row) = row else { return Ok(None) };
+    let mut t = type_from_row(&row);
+    load_specs(c, &mut t).await?;
+    Ok(Some(t))
+}
+
+/// Every type, by name.
+pub async fn list_types(c: &mut Conn) -> Result<Vec<VolumeType>> {
+    let rows = sqlx::query("SELECT * FROM volume_types ORDER BY name")
+        .fetch_all(&mut *c)
+        .await
+        .map_err(db("list volume types"))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let mut t = type_from_row(r);
+        load_specs(c, &mut t).await?;
+        out.push(t);
+    }
+    Ok(out)
+}
+
+/// Inserts a type and its extra specs; `Conflict` on a duplicate name.
+pub async fn insert_type(c: &mut Conn, t: &VolumeType) -> Result<()> {
+    let done = sqlx::query(
+        "INSERT INTO volume_types (id, name, description, is_public, created_at) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&t.id)
+    .bind(&t.name)
+    .bind(&t.description)
+    .bind(i64::from(t.is_public))
+    .bind(now_iso())
+    .execute(&mut *c)
+    .await
+    .map_err(db("create volume type"))?;
+    if done.rows_affected() == 0 {
+        return Err(ServiceError::Conflict(format!("Volume Type {} already exists.", t.name)));
+    }
+    set_specs(c, &t.id, &t.extra_specs).await
+}
+
+/// Updates name/description/is_public.
+pub async fn update_type(c: &mut Conn, t: &VolumeType) -> Result<()> {
+    let clash: Option<String> = sqlx::query_scalar("SELECT id FROM volume_types WHERE name = $1 AND id <> $2")
+        .bind(&t.name)
+        .bind(&t.id)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(db("update volume type"))?;
+    if clash.is_some() {
+        return Err(ServiceError::Conflict(format!("Volume Type {} already exists.", t.name)));
+    }
+    sqlx::query("UPDATE volume_types SET name = $1, description = $2, is_public = $3 WHERE id = $4")
+        .bind(&t.name)
+        .bind(&t.description)
+        .bind(i64::from(t.is_public))
+        .bind(&t.id)
+        .execute(&mut *c)
+        .await
+        .map_err(db("update volume type"))?;
+    Ok(())
+}
+
+/// Sets (adds or replaces) extra specs.
+pub async fn set_specs(c: &mut Conn, type_id: &str, specs: &BTreeMap<String, String>) -> Result<()> {
+    for (k, v) in specs {
+        sqlx::query(
+            "INSERT INTO type_extra_specs (type_id, spec_key, spec_value) VALUES ($1, $2, $3)
+             ON CONFLICT (type_id, spec_key) DO UPDATE SET spec_value = excluded.spec_value",
+        )
+        .bind(type_id)
+        .bind(k)
+        .bind(v)
+        .execute(&mut *c)
+        .await
+        .map_err(db("set extra spec"))?;
+    }
+    Ok(())
+}
+
+/// Deletes one extra spec; false if it was not there.
+pub async fn delete_spec(c: &mut Conn, type_id: &str, key: &str) -> Result<bool> {
+    let r = sqlx::query("DELETE FROM type_extra_specs WHERE type_id = $1 AND spec_key = $2")
+        .bind(type_id)
+        .bind(key)
+        .execute(&mut *c)
+        .await
+        .map_err(db("delete extra spec"))?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// Deletes a type with its specs and encryption.
+pub async fn delete_type(c: &mut Conn, type_id: &str) -> Result<()> {
+    for q in [
+        "DELETE FROM type_extra_specs WHERE type_id = $1",
+        "DELETE FROM encryption_types WHERE type_id = $1",
+        "DELETE FROM volume_types WHERE id = $1",
+    ] {
+        sqlx::query(q).bind(type_id).execute(&mut *c).await.map_err(db("delete volume type"))?;
+    }
+    Ok(())
+}
+
+/// Whether any volume uses the type.
+pub async fn type_in_use(c: &mut Conn, type_id: &str) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM volumes WHERE volume_type_id = $1")
+        .bind(type_id)
+        .fetch_one(&mut *c)
+        .await
+        .map_err(db("count volumes of type"))?;
+    Ok(n > 0)
+}
+
+// ---- encryption types ----------------------------------------------------
+
+/// The encryption of a type, if it has one.
+pub async fn get_encryption(c: &mut Conn, type_id: &str) -> Result<Option<Encryption>> {
+    let row = sqlx::query("SELECT * FROM encryption_types WHERE type_id = $1")
+        .bind(type_id)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(db("read encryption type"))?;
+    row.map(|r| {
+        let provider: String = r.get("provider");
+        Ok(Encryption {
+            volume_type_id: r.get("type_id"),
+            encryption_id: r.get("encryption_id"),
+            provider: Provider::parse(&provider)?,
+            cipher: r.get("cipher"),
+            key_size: r.get::<Option<i64>, _>("key_size").and_then(|k| u32::try_from(k).ok()),
+            control_location: r.get("control_location"),
+            created_at: r.get("created_at"),
+            updated_at: r.get("updated_at"),
+        })
+    })
+    .transpose()
+}
+
+/// Inserts or replaces the encryption of a type.
+pub async fn put_encryption(c: &mut Conn, e: &Encryption) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO encryption_types (type_id, encryption_id, provider, cipher, key_size, control_location, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (type_id) DO UPDATE SET provider = excluded.provider, cipher = excluded.cipher,
+             key_size = excluded.key_size, control_location = excluded.control_location, updated_at = excluded.updated_at",
+    )
+    .bind(&e.volume_type_id)
+    .bind(&e.encryption_id)
+    .bind(e.provider.as_str())
+    .bind(&e.cipher)
+    .bind(e.key_size.map(i64::from))
+    .bind(&e.control_location)
+    .bind(&e.created_at)
+    .bind(&e.updated_at)
+    .execute(&mut *c)
+    .await
+    .map_err(db("write encryption type"))?;
+    Ok(())
+}
+
+/// Removes the encryption of a type.
+pub async fn delete_encryption(c: &mut Conn, type_id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM encryption_types WHERE type_id = $1")
+        .bind(type_id)
+        .execute(&mut *c)
+        .await
+        .map_err(db("delete encryption type"))?;
+    Ok(())
+}
+
+// ---- volumes -------------------------------------------------------------
+
+fn volume_from_row(r: &SqliteRow) -> Volume {
+    let metadata: String = r.get("metadata");
+    Volume {
+        id: r.get("id"),
+        project_id: r.get("project_id"),
+        user_id: r.get("user_id"),
+        name: r.get("name"),
+        description: r.get("description"),
+        size_gb: u64::try_from(r.get::<i64, _>("size_gb")).unwrap_or(0),
+        status: r.get("status"),
+        volume_type_id: r.get("volume_type_id"),
+        source_volid: r.get("source_volid"),
+        encryption_key_id: r.get("encryption_key_id"),
+        metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+    }
+}
+
+/// A volume by id, whatever its project.
+pub async fn get_volume(c: &mut Conn, id: &str) -> Result<Option<Volume>> {
+    let row = sqlx::query("SELECT * FROM volumes WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(db("read volume"))?;
+    Ok(row.as_ref().map(volume_from_row))
+}
+
+/// Volumes of `project` (all projects when `None`), oldest first, filtered.
+pub async fn list_volumes(
+    c: &mut Conn,
+    project: Option<&str>,
+    name: Option<&str>,
+    status: Option<&str>,
+) -> Result<Vec<Volume>> {
+    let rows = sqlx::query(
+        "SELECT * FROM volumes WHERE ($1 IS NULL OR project_id = $1) AND ($2 IS NULL OR name = $2)
+         AND ($3 IS NULL OR status = $3) ORDER BY created_at, id",
+    )
+    .bind(project)
+    .bind(name)
+    .bind(status)
+    .fetch_all(&mut *c)
+    .await
+    .map_err(db("list volumes"))?;
+    Ok(rows.iter().map(volume_from_row).collect())
+}
+
+/// Inserts a new volume record.
+pub async fn insert_volume(c: &mut Conn, v: &Volume) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO volumes (id, project_id, user_id, name, description, size_gb, status, volume_type_id,
+             source_volid, encryption_key_id, metadata, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(&v.id)
+    .bind(&v.project_id)
+    .bind(&v.user_id)
+    .bind(&v.name)
+    .bind(&v.description)
+    .bind(i64::try_from(v.size_gb).unwrap_or(i64::MAX))
+    .bind(&v.status)
+    .bind(&v.volume_type_id)
+    .bind(&v.source_volid)
+    .bind(&v.encryption_key_id)
+    .bind(serde_json::to_string(&v.metadata).unwrap_or_else(|_| "{}".into()))
+    .bind(&v.created_at)
+    .bind(&v.updated_at)
+    .execute(&mut *c)
+    .await
+    .map_err(db("create volume"))?;
+    Ok(())
+}
+
+/// Updates name, description and metadata.
+pub async fn update_volume_info(c: &mut Conn, v: &Volume) -> Result<()> {
+    sqlx::query("UPDATE volumes SET name = $1, description = $2, metadata = $3, updated_at = $4 WHERE id = $5")
+        .bind(&v.name)
+        .bind(&v.description)
+        .bind(serde_json::to_string(&v.metadata).unwrap_or_else(|_| "{}".into()))
+        .bind(now_iso())
+        .bind(&v.id)
+        .execute(&mut *c)
+        .await
+        .map_err(db("update volume"))?;
+    Ok(())
+}
+
+/// Sets a volume's status.
+pub async fn set_status(c: &mut Conn, id: &str, status: &str) -> Result<()> {
+    sqlx::query("UPDATE volumes SET status = $1, updated_at = $2 WHERE id = $3")
+        .bind(status)
+        .bind(now_iso())
+        .bind(id)
+        .execute(&mut *c)
+        .await
+        .map_err(db("set volume status"))?;
+    Ok(())
+}
+
+/// Sets the key that opens a volume.
+pub async fn set_key(c: &mut Conn, id: &str, key_id: Option<&str>) -> Result<()> {
+    sqlx::query("UPDATE volumes SET encryption_key_id = $1, updated_at = $2 WHERE id = $3")
+        .bind(key_id)
+        .bind(now_iso())
+        .bind(id)
+        .execute(&mut *c)
+        .await
+        .map_err(db("set volume key"))?;
+    Ok(())
+}
+
+/// Marks `id` deleting if it may be deleted: in a final state and not the
+/// source of a clone in progress. One statement, so it cannot race a clone
+/// that is being admitted. Returns false if the volume was not in such a state.
+pub async fn claim_for_delete(c: &mut Conn, id: &str, force: bool) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE volumes SET status = 'deleting', updated_at = $1 WHERE id = $2
+         AND (status IN ('available', 'error', 'error_deleting') OR ($3 = 1 AND status <> 'deleting' AND status <> 'creating'))
+         AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.source_id = $2)
+         AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.volume_id = $2)",
+    )
+    .bind(now_iso())
+    .bind(id)
+    .bind(i64::from(force))
+    .execute(&mut *c)
+    .await
+    .map_err(db("claim volume for delete"))?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Whether a clone of `id` is in progress.
+pub async fn is_being_cloned(c: &mut Conn, id: &str) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE source_id = $1")
+        .bind(id)
+        .fetch_one(&mut *c)
+        .await
+        .map_err(db("read jobs"))?;
+    Ok(n > 0)
+}
+
+/// Removes a volume record.
+pub async fn delete_volume(c: &mut Conn, id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM volumes WHERE id = $1")
+        .bind(id)
+        .execute(&mut *c)
+        .await
+        .map_err(db("delete volume"))?;
+    Ok(())
+}
+
+// ---- jobs ----------------------------------------------------------------
+
+fn job_from_row(r: &SqliteRow) -> Result<Job> {
+    let kind: String = r.get("kind");
+    let slot = |col: &str| r.get::<Option<i64>, _>(col).and_then(|s| u32::try_from(s).ok());
+    Ok(Job {
+        id: r.get("id"),
+        kind: JobKind::parse(&kind).ok_or_else(|| ServiceError::Internal(format!("unknown job kind {kind:?}")))?,
+        volume_id: r.get("volume_id"),
+        project_id: r.get("project_id"),
+        source_id: r.get("source_id"),
+        step: r.get("step"),
+        old_key_id: r.get("old_key_id"),
+        new_key_id: r.get("new_key_id"),
+        old_slot: slot("old_slot"),
+        new_slot: slot("new_slot"),
+        attempts: u32::try_from(r.get::<i64, _>("attempts")).unwrap_or(u32::MAX),
+    })
+}
+
+/// Inserts a job.
+pub async fn insert_job(c: &mut Conn, j: &Job) -> Result<()> {
+    let now = now_iso();
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, volume_id, project_id, source_id, step, old_key_id, new_key_id, old_slot, new_slot,
+             attempts, last_error, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, NULL, $11, $12)",
+    )
+    .bind(&j.id)
+    .bind(j.kind.as_str())
+    .bind(&j.volume_id)
+    .bind(&j.project_id)
+    .bind(&j.source_id)
+    .bind(&j.step)
+    .bind(&j.old_key_id)
+    .bind(&j.new_key_id)
+    .bind(j.old_slot.map(i64::from))
+    .bind(j.new_slot.map(i64::from))
+    .bind(&now)
+    .bind(&now)
+    .execute(&mut *c)
+    .await
+    .map_err(db("create job"))?;
+    Ok(())
+}
+
+/// Records a job's progress: its next step and what the finished steps made.
+pub async fn save_job(c: &mut Conn, j: &Job) -> Result<()> {
+    sqlx::query(
+        "UPDATE jobs SET step = $1, old_key_id = $2, new_key_id = $3, old_slot = $4, new_slot = $5, attempts = $6,
+             updated_at = $7 WHERE id = $8",
+    )
+    .bind(&j.step)
+    .bind(&j.old_key_id)
+    .bind(&j.new_key_id)
+    .bind(j.old_slot.map(i64::from))
+    .bind(j.new_slot.map(i64::from))
+    .bind(i64::from(j.attempts))
+    .bind(now_iso())
+    .bind(&j.id)
+    .execute(&mut *c)
+    .await
+    .map_err(db("save job"))?;
+    Ok(())
+}
+
+/// Records why a job failed.
+pub async fn job_failed(c: &mut Conn, id: &str, error: &str) -> Result<()> {
+    sqlx::query("UPDATE jobs SET attempts = attempts + 1, last_error = $1, updated_at = $2 WHERE id = $3")
+        .bind(error)
+        .bind(now_iso())
+        .bind(id)
+        .execute(&mut *c)
+        .await
+        .map_err(db("save job"))?;
+    Ok(())
+}
+
+/// Removes a finished job.
+pub async fn delete_job(c: &mut Conn, id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM jobs WHERE id = $1").bind(id).execute(&mut *c).await.map_err(db("finish job"))?;
+    Ok(())
+}
+
+/// Every unfinished job, oldest first.
+pub async fn list_jobs(c: &mut Conn) -> Result<Vec<Job>> {
+    let rows = sqlx::query("SELECT * FROM jobs ORDER BY created_at, id")
+        .fetch_all(&mut *c)
+        .await
+        .map_err(db("list jobs"))?;
+    rows.iter().map(job_from_row).collect()
+}
+
+// ---- key deletion queue --------------------------------------------------
+
+/// Queues a key for deletion (idempotent).
+pub async fn queue_key_deletion(c: &mut Conn, key_id: &str, project_id: &str, reason: &str) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO key_deletions (key_id, project_id, reason, attempts, last_error, created_at)
+         VALUES ($1, $2, $3, 0, NULL, $4) ON CONFLICT DO NOTHING",
+    )
+    .bind(key_id)
+    .bind(project_id)
+    .bind(reason)
+    .bind(now_iso())
+    .execute(&mut *c)
+    .await
+    .map_err(db("queue key deletion"))?;
+    Ok(())
+}
+
+/// Queued key deletions: (key id, project id, attempts).
+pub async fn pending_key_deletions(c: &mut Conn) -> Result<Vec<(String, String, u32)>> {
+    let rows = sqlx::query("SELECT key_id, project_id, attempts FROM key_deletions ORDER BY created_at")
+        .fetch_all(&mut *c)
+        .await
+        .map_err(db("list key deletions"))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get("key_id"), r.get("project_id"), u32::try_from(r.get::<i64, _>("attempts")).unwrap_or(0)))
+        .collect())
+}
+
+/// Drops a done key deletion.
+pub async fn key_deleted(c: &mut Conn, key_id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM key_deletions WHERE key_id = $1")
+        .bind(key_id)
+        .execute(&mut *c)
+        .await
+        .map_err(db("finish key deletion"))?;
+    Ok(())
+}
+
+/// Records a failed key deletion attempt.
+pub async fn key_deletion_failed(c: &mut Conn, key_id: &str, error: &str) -> Result<()> {
+    sqlx::query("UPDATE key_deletions SET attempts = attempts + 1, last_error = $1 WHERE key_id = $2")
+        .bind(error)
+        .bind(key_id)
+        .execute(&mut *c)
+        .await
+        .map_err(db("record key deletion failure"))?;
+    Ok(())
+}
+
+/// The project that owns a key this service knows (a volume's key, a key a
+/// job made, or one queued for deletion).
+pub async fn key_project(c: &mut Conn, key_id: &str) -> Result<Option<String>> {
+    sqlx::query_scalar(
+        "SELECT project_id FROM volumes WHERE encryption_key_id = $1
+         UNION SELECT project_id FROM jobs WHERE old_key_id = $1 OR new_key_id = $1
+         UNION SELECT project_id FROM key_deletions WHERE key_id = $1",
+    )
+    .bind(key_id)
+    .fetch_optional(&mut *c)
+    .await
+    .map_err(db("find key owner"))
+}

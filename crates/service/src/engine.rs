@@ -1,0 +1,477 @@
+//! The operation engine: persisted jobs that survive crashes.
+//!
+//! A job row names the volume it works on and its next step. Each step does
+//! its action (storage, key manager, LUKS header), then records the result
+//! and the next step in ONE transaction with the state change it implies.
+//! Every action is safe to run again when a crash hits between the action and
+//! its record, so on start the engine simply resumes every job at its
+//! recorded step.
+//!
+//! The clone job is the rekey flow of DESIGN.md:
+//!
+//! | step                  | action                                  | recorded with it                         |
+//! |-----------------------|-----------------------------------------|------------------------------------------|
+//! | `clone_data`          | backend clone (+ extend)                | next step                                |
+//! | `interim_key`         | store a copy of the source's key        | volume key = interim                     |
+//! | `new_key`             | 1. new key-manager secret               | job.new_key_id                           |
+//! | `add_keyslot`         | 2. keyslot for the new passphrase       | slots                                    |
+//! | `persist`             | —                                       | 3. volume key = new, old pending removal |
+//! | `destroy_old_keyslot` | 4. wipe the old keyslot                 | volume available, interim key queued     |
+//! | (key-deletion queue)  | 5. delete the interim key, retried      | queue row removed                        |
+//!
+//! Until `persist` the volume's recorded key is the interim copy, whose
+//! keyslot is still there; from `persist` on it is the new key, whose keyslot
+//! was written and flushed before. So the recorded key always opens the
+//! volume. A failure before `persist` marks the volume `error` and queues the
+//! new key for deletion (the recorded interim key still opens the volume); a
+//! failure after it never deletes the new key (Cinder's bug) and leaves the
+//! job to be retried.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rekey_keys::{passphrase_hex, ErrorKind as KeyErrorKind, KeyId, Project};
+use rekey_luks::{FormatOptions, PbkdfOptions, Volume as LuksVolume};
+use zeroize::Zeroizing;
+
+use crate::db;
+use crate::error::{Result, ServiceError};
+use crate::fault;
+use crate::model::{status, Encryption, Job, JobKind, RekeyMode, Volume};
+use crate::service::Service;
+
+const GIB: u64 = 1 << 30;
+/// Key-manager algorithm for volume keys (Cinder asks for the cipher's family).
+const KEY_ALGORITHM: &str = "aes";
+/// Attempts at a step after `persist` before the volume is marked `error`
+/// (the job stays and resumes at the next start).
+const LATE_STEP_ATTEMPTS: u32 = 4;
+/// How often the key-deletion queue is looked at without being woken.
+const KEY_GC_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The step a new job starts at.
+pub(crate) fn first_step(kind: JobKind) -> &'static str {
+    match kind {
+        JobKind::Create => "allocate",
+        JobKind::Clone => "clone_data",
+        JobKind::Delete => "delete_data",
+    }
+}
+
+const DONE: &str = "done";
+
+/// Starts running `job` in the background.
+pub fn spawn(svc: Arc<Service>, job: Job) {
+    tokio::spawn(run(svc, job));
+}
+
+/// Resumes every unfinished job (called once at start) and starts the
+/// key-deletion worker.
+pub async fn recover(svc: &Arc<Service>) -> Result<usize> {
+    let jobs = {
+        let mut c = svc.conn().await?;
+        db::list_jobs(&mut c).await?
+    };
+    let n = jobs.len();
+    for job in jobs {
+        tracing::info!(job = %job.id, kind = job.kind.as_str(), volume = %job.volume_id, step = %job.step, "resuming job");
+        spawn(svc.clone(), job);
+    }
+    tokio::spawn(key_gc(svc.clone()));
+    Ok(n)
+}
+
+async fn run(svc: Arc<Service>, mut job: Job) {
+    let mut late_failures = 0;
+    loop {
+        if job.step == DONE {
+            return;
+        }
+        let step = job.step.clone();
+        match run_step(&svc, &mut job).await {
+            Ok(()) => {}
+            Err(e) if is_late(&job, &step) => {
+                late_failures += 1;
+                tracing::warn!(job = %job.id, volume = %job.volume_id, %step, error = %e, attempt = late_failures, "step failed; will retry");
+                if let Err(e2) = record_failure(&svc, &job, &e.to_string(), late_failures >= LATE_STEP_ATTEMPTS).await {
+                    tracing::error!(job = %job.id, error = %e2, "cannot record failure");
+                }
+                if late_failures >= LATE_STEP_ATTEMPTS {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(250 << late_failures)).await;
+            }
+            Err(e) => {
+                tracing::error!(job = %job.id, volume = %job.volume_id, %step, error = %e, "job failed; rolling back");
+                if let Err(e2) = roll_back(&svc, &job).await {
+                    tracing::error!(job = %job.id, error = %e2, "cannot record the failed job");
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Steps after which the recorded key is the new one: never rolled back.
+fn is_late(job: &Job, step: &str) -> bool {
+    job.kind == JobKind::Clone && step == "destroy_old_keyslot"
+}
+
+async fn record_failure(svc: &Service, job: &Job, error: &str, give_up: bool) -> Result<()> {
+    let mut tx = svc.tx().await?;
+    db::job_failed(&mut tx, &job.id, error).await?;
+    if give_up {
+        db::set_status(&mut tx, &job.volume_id, status::ERROR).await?;
+    }
+    tx.commit().await.map_err(crate::error::db("commit"))
+}
+
+/// A job failed before its point of no return: the volume ends `error`
+/// (`error_deleting` for a delete) and keeps the key its record names; a new
+/// key the record does not name is queued for deletion.
+async fn roll_back(svc: &Service, job: &Job) -> Result<()> {
+    let mut tx = svc.tx().await?;
+    let vol = db::get_volume(&mut tx, &job.volume_id).await?;
+    if let (Some(new), Some(v)) = (&job.new_key_id, &vol) {
+        if v.encryption_key_id.as_deref() != Some(new.as_str()) {
+            db::queue_key_deletion(&mut tx, new, &job.project_id, "new key of a failed rekey").await?;
+        }
+    }
+    let st = if job.kind == JobKind::Delete { status::ERROR_DELETING } else { status::ERROR };
+    db::set_status(&mut tx, &job.volume_id, st).await?;
+    db::delete_job(&mut tx, &job.id).await?;
+    tx.commit().await.map_err(crate::error::db("commit"))?;
+    svc.key_gc.notify_one();
+    Ok(())
+}
+
+/// What a step needs to know about its volume.
+struct Target {
+    vol: Volume,
+    enc: Option<Encryption>,
+    mode: RekeyMode,
+}
+
+async fn target(svc: &Service, job: &Job) -> Result<Target> {
+    let mut c = svc.conn().await?;
+    let vol = db::get_volume(&mut c, &job.volume_id)
+        .await?
+        .ok_or_else(|| ServiceError::not_found("Volume", job.volume_id.clone()))?;
+    let enc = db::get_encryption(&mut c, &vol.volume_type_id).await?;
+    let vtype = db::get_type(&mut c, &vol.volume_type_id).await?;
+    let mode = match vtype {
+        Some(t) => svc.rekey_mode(&t)?,
+        None => svc.config.rekey.default_mode,
+    };
+    Ok(Target { vol, enc, mode })
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ServiceError::Internal(format!("blocking task: {e}")))?
+}
+
+fn project(job: &Job) -> Result<Project> {
+    Project::new(job.project_id.clone()).map_err(ServiceError::from)
+}
+
+fn key_id(s: Option<&str>, what: &str) -> Result<KeyId> {
+    let s = s.ok_or_else(|| ServiceError::Internal(format!("job has no {what}")))?;
+    KeyId::parse(s).map_err(ServiceError::from)
+}
+
+async fn passphrase(svc: &Service, job: &Job, id: &KeyId) -> Result<Zeroizing<String>> {
+    let key = svc.keys.get_key(&project(job)?, id).await?;
+    Ok(passphrase_hex(&key))
+}
+
+/// Commits `job`'s new step (plus whatever `tx` already holds), with the
+/// fault-injection points around the commit.
+async fn commit(mut tx: sqlx::Transaction<'static, sqlx::Sqlite>, job: &Job, done_step: &str) -> Result<()> {
+    if job.step == DONE {
+        db::set_status(&mut tx, &job.volume_id, status::AVAILABLE).await?;
+        db::delete_job(&mut tx, &job.id).await?;
+    } else {
+        db::save_job(&mut tx, job).await?;
+    }
+    fault::point(done_step).await;
+    tx.commit().await.map_err(crate::error::db("commit"))?;
+    fault::point(&format!("{done_step}.recorded")).await;
+    Ok(())
+}
+
+async fn run_step(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
+    let step = job.step.clone();
+    match (job.kind, step.as_str()) {
+        (JobKind::Create, "allocate") => allocate(svc, job).await,
+        (JobKind::Create, "format") => format(svc, job).await,
+        (JobKind::Clone, "clone_data") => clone_data(svc, job).await,
+        (JobKind::Clone, "interim_key") => interim_key(svc, job).await,
+        (JobKind::Clone, "new_key") => new_key(svc, job).await,
+        (JobKind::Clone, "add_keyslot") => add_keyslot(svc, job).await,
+        (JobKind::Clone, "persist") => persist(svc, job).await,
+        (JobKind::Clone, "destroy_old_keyslot") => destroy_old_keyslot(svc, job).await,
+        (JobKind::Delete, "delete_data") => delete_data(svc, job).await,
+        (kind, step) => Err(ServiceError::Internal(format!("job {} ({}) at unknown step {step:?}", job.id, kind.as_str()))),
+    }
+}
+
+// ---- create --------------------------------------------------------------
+
+async fn allocate(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
+    let t = target(svc, job).await?;
+    let (backend, id, size) = (svc.backend.clone(), job.volume_id.clone(), t.vol.size_gb * GIB);
+    blocking(move || {
+        // A crash may have left the file of an earlier attempt: start over.
+        if backend.exists(&id)? {
+            backend.delete(&id)?;
+        }
+        backend.create(&id, size)?;
+        Ok(())
+    })
+    .await?;
+    let mut tx;
+    match &t.enc {
+        Some(enc) => {
+            let key = svc.keys.create_key(&project(job)?, KEY_ALGORITHM, enc.key_size()).await?;
+            job.new_key_id = Some(key.to_string());
+            job.step = "format".into();
+            tx = svc.tx().await?;
+            db::set_key(&mut tx, &job.volume_id, Some(key.as_str())).await?;
+        }
+        None => {
+            job.step = DONE.into();
+            tx = svc.tx().await?;
+        }
+    }
+    commit(tx, job, "allocate").await
+}
+
+/// LUKS options for an encryption type. Keyslots for key-manager keys use the
+/// minimal KDF: the passphrase is 256 bits of full entropy, which no KDF
+/// strengthening changes (see docs/service.md).
+fn format_options(enc: &Encryption) -> Result<FormatOptions> {
+    let cipher = rekey_luks::crypto::CipherSpec::parse(enc.cipher())
+        .map_err(|e| ServiceError::invalid(format!("cipher {:?}: {e}", enc.cipher())))?;
+    Ok(FormatOptions {
+        version: enc.provider.version(),
+        cipher,
+        key_size_bits: enc.key_size(),
+        pbkdf: PbkdfOptions::minimal(),
+        ..FormatOptions::default()
+    })
+}
+
+async fn format(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
+    let t = target(svc, job).await?;
+    let enc = t.enc.ok_or_else(|| ServiceError::Internal("format step for an unencrypted volume".into()))?;
+    let opts = format_options(&enc)?;
+    let pass = passphrase(svc, job, &key_id(job.new_key_id.as_deref(), "key")?).await?;
+    let (backend, id) = (svc.backend.clone(), job.volume_id.clone());
+    blocking(move || {
+        let io = backend.open(&id)?;
+        LuksVolume::format(io, &opts, pass.as_bytes(), None)?;
+        Ok(())
+    })
+    .await?;
+    job.step = DONE.into();
+    commit(svc.tx().await?, job, "format").await
+}
+
+// ---- clone + rekey -------------------------------------------------------
+
+async fn clone_data(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
+    let t = target(svc, job).await?;
+    let src = job.source_id.clone().ok_or_else(|| ServiceError::Internal("clone job without source".into()))?;
+    let (backend, id, size) = (svc.backend.clone(), job.volume_id.clone(), t.vol.size_gb * GIB);
+    let kind = blocking(move || {
+        if backend.exists(&id)? {
+            backend.delete(&id)?;
+        }
+        let kind = backend.clone_volume(&src, &id)?;
+        if backend.size(&id)? < size {
+            backend.extend(&id, size)?;
+        }
+        Ok(kind)
+    })
+    .await?;
+    tracing::debug!(volume = %job.volume_id, clone = %kind, "cloned data");
+    job.step = if t.enc.is_some() { "interim_key" } else { DONE }.into();
+    commit(svc.tx().await?, job, "clone_data").await
+}
+
+/// The clone's own copy of the source's key (same bytes, new id): what opens
+/// the clone until the rekey, so no two volume records share a key id.
+async fn interim_key(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
+    let t = target(svc, job).await?;
+    if t.enc.is_none() {
+        return Err(ServiceError::Internal("interim key for an unencrypted volume".into()));
+    }
+    let src_key = {
+        let mut c = svc.conn().await?;
+        let src = job.source_id.as_deref().unwrap_or_default();
+        let s = db::get_volume(&mut c, src).await?.ok_or_else(|| ServiceError::not_found("Volume", src))?;
+        key_id(s.encryption_key_id.as_deref(), "source key")?
+    };
+    let p = project(job)?;
+    let bytes = svc.keys.get_key(&p, &src_key).await?;
+    let interim = svc.keys.store_key(&p, &bytes, KEY_ALGORITHM, (bytes.len() * 8) as u32).await?;
+    drop(bytes);
+    job.old_key_id = Some(interim.to_string());
+    job.step = if t.mode == RekeyMode::None { DONE } else { "new_key" }.into();
+    let mut tx = svc.tx().await?;
+    db::set_key(&mut tx, &job.volume_id, Some(interim.as_str())).await?;
+    commit(tx, job, "interim_key").await
+}
+
+/// Step 1: a new secret in the key manager.
+async fn new_key(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
+    let t = target(svc, job).await?;
+    let enc = t.enc.ok_or_else(|| ServiceError::Internal("rekey of an unencrypted volume".into()))?;
+    let key = svc.keys.create_key(&project(job)?, KEY_ALGORITHM, enc.key_size()).await?;
+    job.new_key_id = Some(key.to_string());
+    job.step = "add_keyslot".into();
+    commit(svc.tx().await?, job, "new_key").await
+}
+
+/// Step 2: a keyslot for the new passphrase; the old keyslot stays.
+async fn add_keyslot(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
+    let old = passphrase(svc, job, &key_id(job.old_key_id.as_deref(), "old key")?).await?;
+    let new = passphrase(svc, job, &key_id(job.new_key_id.as_deref(), "new key")?).await?;
+    let (backend, id) = (svc.backend.clone(), job.volume_id.clone());
+    let (old_slot, new_slot) = blocking(move || {
+        let mut v = LuksVolume::open(backend.open(&id)?)?;
+        let (old_slot, vk) = v.unlock(old.as_bytes(), None)?;
+        // Resumed after a crash that followed the write: the slot is there.
+        let new_slot = match v.unlock(new.as_bytes(), None) {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == rekey_luks::ErrorKind::WrongPassphrase => {
+                v.add_keyslot_with_key(&vk, new.as_bytes(), None, &PbkdfOptions::minimal())?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok((old_slot, new_slot))
+    })
+    .await?;
+    job.old_slot = Some(old_slot);
+    job.new_slot = Some(new_slot);
+    job.step = "persist".into();
+    commit(svc.tx().await?, job, "add_keyslot").await
+}
+
+/// Step 3: the database now names the new key; the old one is pending removal.
+async fn persist(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
+    let new = job.new_key_id.clone().ok_or_else(|| ServiceError::Internal("persist without new key".into()))?;
+    job.step = "destroy_old_keyslot".into();
+    let mut tx = svc.tx().await?;
+    db::set_key(&mut tx, &job.volume_id, Some(&new)).await?;
+    commit(tx, job, "persist").await
+}
+
+/// Step 4: wipe the old keyslot; the volume is ready; the interim key goes to
+/// the deletion queue (step 5) in the same transaction.
+async fn destroy_old_keyslot(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
+    let new = passphrase(svc, job, &key_id(job.new_key_id.as_deref(), "new key")?).await?;
+    let (old_slot, new_slot) = match (job.old_slot, job.new_slot) {
+        (Some(o), Some(n)) if o != n => (o, n),
+        _ => return Err(ServiceError::Internal("destroy step without two distinct keyslots".into())),
+    };
+    let (backend, id) = (svc.backend.clone(), job.volume_id.clone());
+    blocking(move || {
+        let mut v = LuksVolume::open(backend.open(&id)?)?;
+        // Never wipe the slot that opens with the new key.
+        v.unlock(new.as_bytes(), Some(new_slot))?;
+        if v.active_keyslots().contains(&old_slot) {
+            v.destroy_keyslot(old_slot)?;
+        }
+        Ok(())
+    })
+    .await?;
+    job.step = DONE.into();
+    let mut tx = svc.tx().await?;
+    if let Some(old) = &job.old_key_id {
+        db::queue_key_deletion(&mut tx, old, &job.project_id, "interim key of a rekeyed clone").await?;
+    }
+    commit(tx, job, "destroy_old_keyslot").await?;
+    svc.key_gc.notify_one();
+    Ok(())
+}
+
+// ---- delete --------------------------------------------------------------
+
+async fn delete_data(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
+    let t = target(svc, job).await?;
+    let (backend, id) = (svc.backend.clone(), job.volume_id.clone());
+    blocking(move || {
+        if backend.exists(&id)? {
+            backend.delete(&id)?;
+        }
+        Ok(())
+    })
+    .await?;
+    fault::point("delete_data").await;
+    let mut tx = svc.tx().await?;
+    if let Some(k) = &t.vol.encryption_key_id {
+        db::queue_key_deletion(&mut tx, k, &job.project_id, "key of a deleted volume").await?;
+    }
+    db::delete_volume(&mut tx, &job.volume_id).await?;
+    db::delete_job(&mut tx, &job.id).await?;
+    tx.commit().await.map_err(crate::error::db("commit"))?;
+    job.step = DONE.into();
+    svc.key_gc.notify_one();
+    Ok(())
+}
+
+// ---- step 5: the key-deletion queue --------------------------------------
+
+/// Deletes queued keys; failures are logged and retried with backoff, never
+/// fatal, so no key is orphaned for good.
+async fn key_gc(svc: Arc<Service>) {
+    let mut round: u64 = 0;
+    loop {
+        if let Err(e) = key_gc_pass(&svc, round).await {
+            tracing::warn!(error = %e, "key deletion pass failed");
+        }
+        round = round.wrapping_add(1);
+        tokio::select! {
+            _ = svc.key_gc.notified() => {}
+            _ = tokio::time::sleep(KEY_GC_INTERVAL) => {}
+        }
+    }
+}
+
+async fn key_gc_pass(svc: &Service, round: u64) -> Result<()> {
+    let pending = {
+        let mut c = svc.conn().await?;
+        db::pending_key_deletions(&mut c).await?
+    };
+    for (key, project, attempts) in pending {
+        // Exponential backoff in passes: after n failures, every 2^n-th pass.
+        if attempts > 0 && round % (1u64 << attempts.min(6)) != 0 {
+            continue;
+        }
+        let result = match (Project::new(project.clone()), KeyId::parse(&key)) {
+            (Ok(p), Ok(k)) => match svc.keys.delete_key(&p, &k).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == KeyErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e.to_string()),
+            },
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(%key, error = %e, "unusable key id in deletion queue; dropping it");
+                Ok(())
+            }
+        };
+        let mut c = svc.conn().await?;
+        match result {
+            Ok(()) => {
+                fault::point("delete_interim_key").await;
+                db::key_deleted(&mut c, &key).await?;
+                tracing::info!(%key, %project, "deleted key");
+            }
+            Err(e) => {
+                tracing::warn!(%key, %project, error = %e, attempts = attempts + 1, "key deletion failed; will retry");
+                db::key_deletion_failed(&mut c, &key, &e).await?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,560 @@
+//! The domain layer: what the API asks for, in terms of volumes, types and
+//! keys. Validates meaning (not syntax: the API did that), writes the records
+//! and the job that will do the slow work in one transaction, and hands the
+//! job to the engine.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rekey_keys::{KeyManager, Project};
+use rekey_storage::Backend;
+use sqlx::SqlitePool;
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::db;
+use crate::error::{Result, ServiceError};
+use crate::model::{
+    now_iso, status, Caller, Encryption, Job, JobKind, Provider, RekeyMode, Volume, VolumeType, DEFAULT_TYPE_NAME,
+    REKEY_MODE_SPEC,
+};
+
+/// Cinder's bound on integer fields (sizes): `DB_MAX_INT`.
+pub const DB_MAX_INT: u64 = 0x7FFF_FFFF;
+
+/// Whether this build can re-encrypt a clone under a new volume key
+/// (`rekey:mode=volume-key`). Needs the engine's re-encryption, which has
+/// not landed; until then such types are refused with a 400.
+pub const VOLUME_KEY_MODE_AVAILABLE: bool = false;
+
+/// The running service: database, key manager, backend, configuration.
+#[derive(Debug)]
+pub struct Service {
+    pub(crate) db: SqlitePool,
+    pub(crate) keys: Arc<dyn KeyManager>,
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) config: Config,
+    /// Wakes the key-deletion worker.
+    pub(crate) key_gc: Notify,
+}
+
+/// A volume-create request, already parsed.
+#[derive(Debug, Clone, Default)]
+pub struct CreateVolume {
+    /// Size in GiB; from the source when cloning and absent.
+    pub size_gb: Option<u64>,
+    /// Name.
+    pub name: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Type id or name.
+    pub volume_type: Option<String>,
+    /// Clone source.
+    pub source_volid: Option<String>,
+    /// Metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A volume-update request.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateVolume {
+    /// New name.
+    pub name: Option<Option<String>>,
+    /// New description.
+    pub description: Option<Option<String>>,
+    /// New metadata (replaces).
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// Volume list filters.
+#[derive(Debug, Clone, Default)]
+pub struct VolumeFilter {
+    /// Exact name.
+    pub name: Option<String>,
+    /// Exact status.
+    pub status: Option<String>,
+    /// Every project's volumes (admin).
+    pub all_tenants: bool,
+}
+
+/// An encryption-type request (create or update).
+#[derive(Debug, Clone, Default)]
+pub struct EncryptionSpec {
+    /// Provider name.
+    pub provider: Option<String>,
+    /// Cipher.
+    pub cipher: Option<String>,
+    /// Key size in bits.
+    pub key_size: Option<u32>,
+    /// `front-end` or `back-end`.
+    pub control_location: Option<String>,
+}
+
+impl Service {
+    /// Assembles a service from its parts (see [`crate::open`]).
+    pub fn new(db: SqlitePool, keys: Arc<dyn KeyManager>, backend: Arc<dyn Backend>, config: Config) -> Self {
+        Service { db, keys, backend, config, key_gc: Notify::new() }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A write transaction. SQLite: `BEGIN IMMEDIATE`, so two transactions
+    /// that read then write never deadlock on the lock upgrade (they queue
+    /// on the busy timeout instead). PostgreSQL would use a plain `BEGIN`.
+    pub(crate) async fn tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.db.begin_with("BEGIN IMMEDIATE").await.map_err(crate::error::db("begin"))
+    }
+
+    pub(crate) async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>> {
+        self.db.acquire().await.map_err(crate::error::db("connect"))
+    }
+
+    // ---- volumes ---------------------------------------------------------
+
+    /// Admits a volume create (or clone): checks it, records the volume as
+    /// `creating` together with its job, and returns the record. The caller
+    /// starts the job with [`crate::engine::spawn`].
+    pub async fn create_volume(&self, caller: &Caller, req: CreateVolume) -> Result<(Volume, Job)> {
+        Project::new(caller.project.clone()).map_err(|e| ServiceError::invalid(e.to_string()))?;
+        let mut tx = self.tx().await?;
+        let source = match &req.source_volid {
+            Some(src) => {
+                let s = db::get_volume(&mut tx, src)
+                    .await?
+                    .filter(|s| s.project_id == caller.project)
+                    .ok_or_else(|| ServiceError::not_found("Volume", src.clone()))?;
+                if s.status != status::AVAILABLE {
+                    return Err(ServiceError::invalid(format!(
+                        "Invalid volume: Source volume {src} status must be available, but is {}.",
+                        s.status
+                    )));
+                }
+                Some(s)
+            }
+            None => None,
+        };
+        let vtype = match (&req.volume_type, &source) {
+            (Some(t), _) => db::find_type(&mut tx, t)
+                .await?
+                .ok_or_else(|| ServiceError::not_found("Volume type", t.clone()))?,
+            (None, Some(s)) => db::get_type(&mut tx, &s.volume_type_id)
+                .await?
+                .ok_or_else(|| ServiceError::not_found("Volume type", s.volume_type_id.clone()))?,
+            (None, None) => db::find_type(&mut tx, DEFAULT_TYPE_NAME)
+                .await?
+                .ok_or_else(|| ServiceError::not_found("Volume type", DEFAULT_TYPE_NAME))?,
+        };
+        let enc = db::get_encryption(&mut tx, &vtype.id).await?;
+        let mode = self.rekey_mode(&vtype)?;
+        let size_gb = match (req.size_gb, &source) {
+            (Some(n), Some(s)) if n < s.size_gb => {
+                return Err(ServiceError::invalid(format!(
+                    "Invalid input received: Volume size {n}GB cannot be smaller than the source volume size {}GB.",
+                    s.size_gb
+                )))
+            }
+            (Some(n), _) => n,
+            (None, Some(s)) => s.size_gb,
+            (None, None) => return Err(ServiceError::invalid("Invalid input received: size is required")),
+        };
+        self.check_size(size_gb)?;
+        if let Some(s) = &source {
+            let src_enc = db::get_encryption(&mut tx, &s.volume_type_id).await?;
+            if src_enc.is_some() != enc.is_some()
+                || src_enc.as_ref().map(|e| (e.provider, e.cipher(), e.key_size()))
+                    != enc.as_ref().map(|e| (e.provider, e.cipher(), e.key_size()))
+            {
+                return Err(ServiceError::invalid(
+                    "Invalid input received: a clone must have the same encryption as its source volume",
+                ));
+            }
+        }
+        if source.is_some() && enc.is_some() && mode == RekeyMode::VolumeKey && !VOLUME_KEY_MODE_AVAILABLE {
+            return Err(volume_key_unavailable());
+        }
+        let now = now_iso();
+        let vol = Volume {
+            id: uuid::Uuid::new_v4().to_string(),
+            project_id: caller.project.clone(),
+            user_id: caller.user.clone(),
+            name: req.name,
+            description: req.description,
+            size_gb,
+            status: status::CREATING.into(),
+            volume_type_id: vtype.id.clone(),
+            source_volid: source.as_ref().map(|s| s.id.clone()),
+            encryption_key_id: None,
+            metadata: req.metadata,
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        let job = Job {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind: if source.is_some() { JobKind::Clone } else { JobKind::Create },
+            volume_id: vol.id.clone(),
+            project_id: vol.project_id.clone(),
+            source_id: vol.source_volid.clone(),
+            step: crate::engine::first_step(if source.is_some() { JobKind::Clone } else { JobKind::Create }).into(),
+            old_key_id: None,
+            new_key_id: None,
+            old_slot: None,
+            new_slot: None,
+            attempts: 0,
+        };
+        db::insert_volume(&mut tx, &vol).await?;
+        db::insert_job(&mut tx, &job).await?;
+        tx.commit().await.map_err(crate::error::db("commit"))?;
+        Ok((vol, job))
+    }
+
+    fn check_size(&self, size_gb: u64) -> Result<()> {
+        if size_gb == 0 || size_gb > DB_MAX_INT {
+            return Err(ServiceError::invalid(format!(
+                "Invalid input received: size must be an integer between 1 and {DB_MAX_INT}, not {size_gb}"
+            )));
+        }
+        if size_gb > self.config.max_volume_size_gb {
+            return Err(ServiceError::OverLimit(format!(
+                "VolumeSizeExceedsLimit: Requested volume size {size_gb}G is larger than maximum allowed limit {}G.",
+                self.config.max_volume_size_gb
+            )));
+        }
+        Ok(())
+    }
+
+    /// The rekey mode of a type (extra spec, else the configured default).
+    pub(crate) fn rekey_mode(&self, t: &VolumeType) -> Result<RekeyMode> {
+        match t.extra_specs.get(REKEY_MODE_SPEC) {
+            Some(m) => m.parse(),
+            None => Ok(self.config.rekey.default_mode),
+        }
+    }
+
+    /// A volume of the caller's project (another project's is "not found").
+    pub async fn get_volume(&self, caller: &Caller, id: &str) -> Result<Volume> {
+        let mut c = self.conn().await?;
+        db::get_volume(&mut c, id)
+            .await?
+            .filter(|v| v.project_id == caller.project)
+            .ok_or_else(|| ServiceError::not_found("Volume", id))
+    }
+
+    /// Volumes visible to the caller.
+    pub async fn list_volumes(&self, caller: &Caller, f: &VolumeFilter) -> Result<Vec<Volume>> {
+        if f.all_tenants && !caller.admin {
+            return Err(ServiceError::Forbidden("Policy doesn't allow all_tenants.".into()));
+        }
+        let project = (!f.all_tenants).then_some(caller.project.as_str());
+        let mut c = self.conn().await?;
+        db::list_volumes(&mut c, project, f.name.as_deref(), f.status.as_deref()).await
+    }
+
+    /// Renames, re-describes or replaces metadata.
+    pub async fn update_volume(&self, caller: &Caller, id: &str, u: UpdateVolume) -> Result<Volume> {
+        let mut tx = self.tx().await?;
+        let mut v = db::get_volume(&mut tx, id)
+            .await?
+            .filter(|v| v.project_id == caller.project)
+            .ok_or_else(|| ServiceError::not_found("Volume", id))?;
+        if let Some(n) = u.name {
+            v.name = n;
+        }
+        if let Some(d) = u.description {
+            v.description = d;
+        }
+        if let Some(m) = u.metadata {
+            v.metadata = m;
+        }
+        db::update_volume_info(&mut tx, &v).await?;
+        tx.commit().await.map_err(crate::error::db("commit"))?;
+        Ok(v)
+    }
+
+    /// Admits a delete: marks the volume `deleting` and records the job.
+    pub async fn delete_volume(&self, caller: &Caller, id: &str, force: bool) -> Result<Job> {
+        let mut tx = self.tx().await?;
+        let v = db::get_volume(&mut tx, id)
+            .await?
+            .filter(|v| v.project_id == caller.project)
+            .ok_or_else(|| ServiceError::not_found("Volume", id))?;
+        if db::is_being_cloned(&mut tx, id).await? {
+            return Err(ServiceError::invalid(format!(
+                "Invalid volume: Volume {id} is the source of a clone in progress; delete it when the clone is done."
+            )));
+        }
+        if !db::claim_for_delete(&mut tx, id, force).await? {
+            return Err(ServiceError::invalid(format!(
+                "Invalid volume: Volume status must be available or error or error_restoring or error_extending \
+                 or error_managing and must not be migrating, attached, belong to a group, have snapshots, \
+                 awaiting a transfer, or be disassociated from snapshots after volume transfer. (status: {})",
+                v.status
+            )));
+        }
+        let job = Job {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind: JobKind::Delete,
+            volume_id: id.to_owned(),
+            project_id: v.project_id.clone(),
+            source_id: None,
+            step: crate::engine::first_step(JobKind::Delete).into(),
+            old_key_id: None,
+            new_key_id: None,
+            old_slot: None,
+            new_slot: None,
+            attempts: 0,
+        };
+        db::insert_job(&mut tx, &job).await?;
+        tx.commit().await.map_err(crate::error::db("commit"))?;
+        Ok(job)
+    }
+
+    /// Encryption metadata of a volume, as os-brick asks for it.
+    pub async fn volume_encryption(&self, caller: &Caller, id: &str) -> Result<(Volume, Option<Encryption>)> {
+        let v = self.get_volume(caller, id).await?;
+        let mut c = self.conn().await?;
+        let enc = db::get_encryption(&mut c, &v.volume_type_id).await?;
+        Ok((v, enc))
+    }
+
+    /// The type record of a volume and whether the type is encrypted, for views.
+    pub async fn type_of(&self, v: &Volume) -> Result<(Option<VolumeType>, bool)> {
+        let mut c = self.conn().await?;
+        let t = db::get_type(&mut c, &v.volume_type_id).await?;
+        let enc = db::get_encryption(&mut c, &v.volume_type_id).await?.is_some();
+        Ok((t, enc))
+    }
+
+    // ---- volume types ----------------------------------------------------
+
+    /// Creates a type.
+    pub async fn create_type(
+        &self,
+        name: String,
+        description: Option<String>,
+        is_public: bool,
+        extra_specs: BTreeMap<String, String>,
+    ) -> Result<VolumeType> {
+        check_name("name", &name)?;
+        check_specs(&extra_specs)?;
+        let t = VolumeType { id: uuid::Uuid::new_v4().to_string(), name, description, is_public, extra_specs };
+        let mut tx = self.tx().await?;
+        db::insert_type(&mut tx, &t).await?;
+        tx.commit().await.map_err(crate::error::db("commit"))?;
+        Ok(t)
+    }
+
+    /// A type by id (or name, as Cinder's lookups allow).
+    pub async fn get_type(&self, id: &str) -> Result<VolumeType> {
+        let mut c = self.conn().await?;
+        db::get_type(&mut c, id).await?.ok_or_else(|| ServiceError::not_found("Volume type", id))
+    }
+
+    /// Every type.
+    pub async fn list_types(&self) -> Result<Vec<VolumeType>> {
+        let mut c = self.conn().await?;
+        db::list_types(&mut c).await
+    }
+
+    /// Updates name, description, visibility.
+    pub async fn update_type(
+        &self,
+        id: &str,
+        name: Option<String>,
+        description: Option<String>,
+        is_public: Option<bool>,
+    ) -> Result<VolumeType> {
+        let mut tx = self.tx().await?;
+        let mut t = db::get_type(&mut tx, id).await?.ok_or_else(|| ServiceError::not_found("Volume type", id))?;
+        if let Some(n) = name {
+            check_name("name", &n)?;
+            t.name = n;
+        }
+        if description.is_some() {
+            t.description = description;
+        }
+        if let Some(p) = is_public {
+            t.is_public = p;
+        }
+        db::update_type(&mut tx, &t).await?;
+        tx.commit().await.map_err(crate::error::db("commit"))?;
+        Ok(t)
+    }
+
+    /// Deletes a type no volume uses.
+    pub async fn delete_type(&self, id: &str) -> Result<()> {
+        let mut tx = self.tx().await?;
+        let t = db::get_type(&mut tx, id).await?.ok_or_else(|| ServiceError::not_found("Volume type", id))?;
+        if t.name == DEFAULT_TYPE_NAME {
+            return Err(ServiceError::invalid("Invalid volume type: the default volume type cannot be deleted."));
+        }
+        if db::type_in_use(&mut tx, id).await? {
+            return Err(ServiceError::invalid(format!("Volume Type {id} deletion is not allowed with volumes present with the type.")));
+        }
+        db::delete_type(&mut tx, id).await?;
+        tx.commit().await.map_err(crate::error::db("commit"))
+    }
+
+    /// Adds or replaces extra specs; returns all of them.
+    pub async fn set_extra_specs(&self, id: &str, specs: BTreeMap<String, String>) -> Result<BTreeMap<String, String>> {
+        check_specs(&specs)?;
+        let mut tx = self.tx().await?;
+        db::get_type(&mut tx, id).await?.ok_or_else(|| ServiceError::not_found("Volume type", id))?;
+        if specs.contains_key(REKEY_MODE_SPEC) && db::type_in_use(&mut tx, id).await? {
+            return Err(ServiceError::invalid(format!(
+                "Invalid volume type: {REKEY_MODE_SPEC} cannot change while volumes of type {id} exist."
+            )));
+        }
+        db::set_specs(&mut tx, id, &specs).await?;
+        let t = db::get_type(&mut tx, id).await?.ok_or_else(|| ServiceError::not_found("Volume type", id))?;
+        tx.commit().await.map_err(crate::error::db("commit"))?;
+        Ok(t.extra_specs)
+    }
+
+    /// Deletes one extra spec.
+    pub async fn delete_extra_spec(&self, id: &str, key: &str) -> Result<()> {
+        let mut tx = self.tx().await?;
+        db::get_type(&mut tx, id).await?.ok_or_else(|| ServiceError::not_found("Volume type", id))?;
+        if key == REKEY_MODE_SPEC && db::type_in_use(&mut tx, id).await? {
+            return Err(ServiceError::invalid(format!(
+                "Invalid volume type: {REKEY_MODE_SPEC} cannot change while volumes of type {id} exist."
+            )));
+        }
+        if !db::delete_spec(&mut tx, id, key).await? {
+            return Err(ServiceError::not_found("Volume type extra spec", key));
+        }
+        tx.commit().await.map_err(crate::error::db("commit"))
+    }
+
+    // ---- encryption types ------------------------------------------------
+
+    /// The encryption of a type (`None` if unencrypted).
+    pub async fn get_encryption(&self, type_id: &str) -> Result<Option<Encryption>> {
+        let mut c = self.conn().await?;
+        db::get_type(&mut c, type_id).await?.ok_or_else(|| ServiceError::not_found("Volume type", type_id))?;
+        db::get_encryption(&mut c, type_id).await
+    }
+
+    /// Creates (`create = true`) or updates the encryption of a type; both
+    /// refused while volumes of the type exist.
+    pub async fn put_encryption(&self, type_id: &str, spec: EncryptionSpec, create: bool) -> Result<Encryption> {
+        let mut tx = self.tx().await?;
+        db::get_type(&mut tx, type_id).await?.ok_or_else(|| ServiceError::not_found("Volume type", type_id))?;
+        if db::type_in_use(&mut tx, type_id).await? {
+            return Err(ServiceError::invalid(format!(
+                "Invalid volume type: Cannot {} encryption specs. Volume type in use.",
+                if create { "create" } else { "update" }
+            )));
+        }
+        let existing = db::get_encryption(&mut tx, type_id).await?;
+        let now = now_iso();
+        let enc = match (existing, create) {
+            (Some(_), true) => {
+                return Err(ServiceError::invalid(format!(
+                    "Invalid volume type: Volume type encryption for type {type_id} already exists."
+                )))
+            }
+            (None, false) => return Err(ServiceError::not_found("Volume type encryption for type", type_id)),
+            (None, true) => {
+                let provider = spec
+                    .provider
+                    .as_deref()
+                    .ok_or_else(|| ServiceError::invalid("Invalid input received: provider is required"))?;
+                let control_location = spec.control_location.unwrap_or_else(|| "front-end".into());
+                Encryption {
+                    volume_type_id: type_id.to_owned(),
+                    encryption_id: uuid::Uuid::new_v4().to_string(),
+                    provider: Provider::parse(provider)?,
+                    cipher: spec.cipher,
+                    key_size: spec.key_size,
+                    control_location,
+                    created_at: now,
+                    updated_at: None,
+                }
+            }
+            (Some(mut e), false) => {
+                if let Some(p) = spec.provider.as_deref() {
+                    e.provider = Provider::parse(p)?;
+                }
+                if spec.cipher.is_some() {
+                    e.cipher = spec.cipher;
+                }
+                if spec.key_size.is_some() {
+                    e.key_size = spec.key_size;
+                }
+                if let Some(c) = spec.control_location {
+                    e.control_location = c;
+                }
+                e.updated_at = Some(now);
+                e
+            }
+        };
+        check_encryption(&enc)?;
+        db::put_encryption(&mut tx, &enc).await?;
+        tx.commit().await.map_err(crate::error::db("commit"))?;
+        Ok(enc)
+    }
+
+    /// Removes the encryption of a type no volume uses.
+    pub async fn delete_encryption(&self, type_id: &str) -> Result<()> {
+        let mut tx = self.tx().await?;
+        db::get_type(&mut tx, type_id).await?.ok_or_else(|| ServiceError::not_found("Volume type", type_id))?;
+        if db::get_encryption(&mut tx, type_id).await?.is_none() {
+            return Err(ServiceError::not_found("Volume type encryption for type", type_id));
+        }
+        if db::type_in_use(&mut tx, type_id).await? {
+            return Err(ServiceError::invalid("Invalid volume type: Cannot delete encryption specs. Volume type in use."));
+        }
+        db::delete_encryption(&mut tx, type_id).await?;
+        tx.commit().await.map_err(crate::error::db("commit"))
+    }
+}
+
+fn volume_key_unavailable() -> ServiceError {
+    ServiceError::invalid(format!(
+        "Invalid volume type: {REKEY_MODE_SPEC}=volume-key needs re-encryption, which this build does not have yet; \
+         use keyslot"
+    ))
+}
+
+fn check_name(what: &str, s: &str) -> Result<()> {
+    if s.trim().is_empty() || s.len() > 255 {
+        return Err(ServiceError::invalid(format!("Invalid input received: {what} must be 1 to 255 characters")));
+    }
+    Ok(())
+}
+
+fn check_specs(specs: &BTreeMap<String, String>) -> Result<()> {
+    for (k, v) in specs {
+        if k.is_empty() || k.len() > 255 || v.len() > 255 {
+            return Err(ServiceError::invalid("Invalid input received: extra spec keys and values must be 1 to 255 characters"));
+        }
+    }
+    if let Some(m) = specs.get(REKEY_MODE_SPEC) {
+        if m.parse::<RekeyMode>()? == RekeyMode::VolumeKey && !VOLUME_KEY_MODE_AVAILABLE {
+            return Err(volume_key_unavailable());
+        }
+    }
+    Ok(())
+}
+
+fn check_encryption(e: &Encryption) -> Result<()> {
+    if !matches!(e.control_location.as_str(), "front-end" | "back-end") {
+        return Err(ServiceError::invalid(format!(
+            "Invalid input received: control_location must be front-end or back-end, not {:?}",
+            e.control_location
+        )));
+    }
+    let cipher = rekey_luks::crypto::CipherSpec::parse(e.cipher())
+        .map_err(|err| ServiceError::invalid(format!("Invalid input received: cipher {:?}: {err}", e.cipher())))?;
+    let bits = e.key_size();
+    if bits % 8 != 0 || !cipher.valid_key_len(bits as usize / 8) {
+        return Err(ServiceError::invalid(format!(
+            "Invalid input received: key_size {bits} does not fit cipher {}",
+            e.cipher()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,7 @@
+//! API tests: the real `rekey serve`, driven by the real OpenStack clients.
+//! Needs REKEY_CLIENTS_VENV (from scripts/clients.sh) and cryptsetup.
+
+mod bad_input;
+mod crash;
+mod flows;
+mod harness;

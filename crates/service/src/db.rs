@@ -106,7 +106,9 @@ pub async fn open(url: &str) -> Result<SqlitePool> {
         .connect_with(options)
         .await
         .map_err(|e| ServiceError::Config(format!("cannot open database {url:?}: {e}")))?;
-    let mut tx = pool.begin().await.map_err(db("migrate"))?;
+    // IMMEDIATE: take the write lock up front, so a migration racing the
+    // running service (an admin command) waits instead of failing busy.
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db("migrate"))?;
     sqlx::raw_sql(SCHEMA).execute(&mut *tx).await.map_err(db("migrate"))?;
     sqlx::query(
         "INSERT INTO volume_types (id, name, description, is_public, created_at) VALUES ($1, $2, $3, 1, $4)

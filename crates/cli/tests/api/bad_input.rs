@@ -82,8 +82,8 @@ fn another_projects_source_is_not_found_and_not_cloned() {
 #[test]
 fn deleting_a_volume_being_cloned_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    // Hold every clone for 3 s after its new key is recorded.
-    let srv = Server::start(&dir.path().join("data"), &[("REKEY_STALL_AT", "new_key.recorded:3000")]);
+    // Hold every clone for 10 s after its new key is recorded.
+    let srv = Server::start(&dir.path().join("data"), &[("REKEY_STALL_AT", "new_key.recorded:10000")]);
     srv.create_type("LUKS", Some("luks2"), &[]);
     let src = srv.create_volume(json!({"volume": {"size": 1, "volume_type": "LUKS"}}));
     let src_id = src["id"].as_str().unwrap();

@@ -40,9 +40,11 @@ impl<'a> Reader<'a> {
     }
 
     /// A NUL-padded text field; must be valid UTF-8 up to the first NUL.
+    /// As cryptsetup does, the last byte is taken as the terminator whatever
+    /// it holds, so a field is at most `n - 1` characters.
     pub(crate) fn cstr(&mut self, n: usize, what: &str) -> Result<String> {
-        let raw = self.take(n)?;
-        let end = raw.iter().position(|&b| b == 0).unwrap_or(n);
+        let raw = &self.take(n)?[..n - 1];
+        let end = raw.iter().position(|&b| b == 0).unwrap_or(n - 1);
         std::str::from_utf8(&raw[..end])
             .map(str::to_string)
             .map_err(|_| Error::header(format!("{what} is not valid text")))

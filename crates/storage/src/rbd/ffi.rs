@@ -59,6 +59,21 @@ struct SnapInfo {
     name: *const c_char,
 }
 
+/// `rbd_encryption_luks{1,2}_format_options_t` (identical layouts); librbd
+/// reads only the passphrase when loading.
+#[repr(C)]
+struct LuksOptions {
+    alg: c_int,
+    passphrase: *const c_char,
+    passphrase_size: usize,
+}
+
+/// `rbd_encryption_format_t`.
+const RBD_ENCRYPTION_FORMAT_LUKS1: c_int = 0;
+const RBD_ENCRYPTION_FORMAT_LUKS2: c_int = 1;
+/// `rbd_encryption_algorithm_t` AES-256 (ignored by `rbd_encryption_load`).
+const RBD_ENCRYPTION_ALGORITHM_AES256: c_int = 1;
+
 #[link(name = "rados")]
 extern "C" {
     fn rados_create2(
@@ -69,6 +84,13 @@ extern "C" {
     ) -> c_int;
     fn rados_conf_read_file(cluster: rados_t, path: *const c_char) -> c_int;
     fn rados_conf_set(cluster: rados_t, option: *const c_char, value: *const c_char) -> c_int;
+    fn rados_conf_get(
+        cluster: rados_t,
+        option: *const c_char,
+        buf: *mut c_char,
+        len: usize,
+    ) -> c_int;
+    fn rados_conf_parse_env(cluster: rados_t, var: *const c_char) -> c_int;
     fn rados_connect(cluster: rados_t) -> c_int;
     fn rados_shutdown(cluster: rados_t);
     fn rados_ioctx_create(
@@ -154,6 +176,12 @@ extern "C" {
         opts: rbd_image_options_t,
     ) -> c_int;
     fn rbd_flatten(image: rbd_image_t) -> c_int;
+    fn rbd_encryption_load(
+        image: rbd_image_t,
+        format: c_int,
+        opts: *mut c_void,
+        opts_size: usize,
+    ) -> c_int;
 
     fn rbd_snap_create(image: rbd_image_t, name: *const c_char) -> c_int;
     fn rbd_snap_remove(image: rbd_image_t, name: *const c_char) -> c_int;
@@ -237,15 +265,20 @@ unsafe impl Send for Cluster {}
 // SAFETY: as above; no method mutates the handle's configuration after connect.
 unsafe impl Sync for Cluster {}
 
-impl Cluster {
+/// A cluster handle that has read its configuration but is not connected
+/// yet: options may still be read and changed.
+pub(crate) struct Unconnected {
+    handle: rados_t,
+}
+
+impl Unconnected {
     /// Creates a handle for `client.<user>`, reads `conf` (None: `$CEPH_CONF`
-    /// or Ceph's default search), applies `options` over it and connects.
-    /// The step that failed is named in the error.
-    pub(crate) fn connect(
+    /// or Ceph's default search), then `$CEPH_ARGS` over it, as every Ceph
+    /// client does.
+    pub(crate) fn new(
         conf: Option<&Path>,
         user: &str,
-        options: &[(&str, String)],
-    ) -> Result<Cluster, (&'static str, io::Error)> {
+    ) -> Result<Unconnected, (&'static str, io::Error)> {
         let cluster_name = cstring("ceph").map_err(|e| ("create", e))?;
         let name = cstring(&format!("client.{user}")).map_err(|e| ("create", e))?;
         let mut handle: rados_t = ptr::null_mut();
@@ -253,7 +286,7 @@ impl Cluster {
         check(unsafe { rados_create2(&mut handle, cluster_name.as_ptr(), name.as_ptr(), 0) })
             .map_err(|e| ("create", e))?;
         // From here on `Drop` shuts the handle down on every error path.
-        let cluster = Cluster { handle };
+        let cluster = Unconnected { handle };
         let path = match conf {
             Some(p) => Some(cstring(&p.to_string_lossy()).map_err(|e| ("read config", e))?),
             None => None,
@@ -262,18 +295,48 @@ impl Cluster {
         // SAFETY: the handle is valid and not connected; path is NULL or a live CString.
         check(unsafe { rados_conf_read_file(cluster.handle, path_ptr) })
             .map_err(|e| ("read config", e))?;
-        for (key, value) in options {
-            let (k, v) = (
-                cstring(key).map_err(|e| ("set option", e))?,
-                cstring(value).map_err(|e| ("set option", e))?,
-            );
-            // SAFETY: valid, unconnected handle; both strings live across the call.
-            check(unsafe { rados_conf_set(cluster.handle, k.as_ptr(), v.as_ptr()) })
-                .map_err(|e| ("set option", e))?;
-        }
-        // SAFETY: valid handle, configured above, connected once.
-        check(unsafe { rados_connect(cluster.handle) }).map_err(|e| ("connect", e))?;
+        // SAFETY: valid, unconnected handle; NULL selects $CEPH_ARGS.
+        check(unsafe { rados_conf_parse_env(cluster.handle, ptr::null()) })
+            .map_err(|e| ("read CEPH_ARGS", e))?;
         Ok(cluster)
+    }
+
+    /// The current value of a configuration option, as text.
+    pub(crate) fn get(&self, key: &str) -> io::Result<String> {
+        let k = cstring(key)?;
+        let mut buf = vec![0u8; 256];
+        // SAFETY: valid handle; `buf` is writable for its length and librados
+        // NUL-terminates what it writes (ENAMETOOLONG if it does not fit).
+        check(unsafe {
+            rados_conf_get(self.handle, k.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        })?;
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+    }
+
+    /// Sets a configuration option.
+    pub(crate) fn set(&self, key: &str, value: &str) -> io::Result<()> {
+        let (k, v) = (cstring(key)?, cstring(value)?);
+        // SAFETY: valid, unconnected handle; both strings live across the call.
+        check(unsafe { rados_conf_set(self.handle, k.as_ptr(), v.as_ptr()) })
+    }
+
+    /// Connects; the handle is consumed either way.
+    pub(crate) fn connect(self) -> io::Result<Cluster> {
+        // SAFETY: valid handle, configured, connected once.
+        check(unsafe { rados_connect(self.handle) })?;
+        let handle = self.handle;
+        // Ownership of the handle moves to the Cluster; skip our Drop.
+        std::mem::forget(self);
+        Ok(Cluster { handle })
+    }
+}
+
+impl Drop for Unconnected {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from rados_create2 and is released once;
+        // rados_shutdown is the release call for unconnected handles too.
+        unsafe { rados_shutdown(self.handle) };
     }
 }
 
@@ -504,6 +567,31 @@ impl Image {
         // SAFETY: open handle, valid destination ioctx and options; the name
         // lives across the call.
         check(unsafe { rbd_copy3(self.handle, ioctx.handle, dest.as_ptr(), opts.0) })
+    }
+
+    /// Loads librbd's own LUKS encryption with `passphrase`: from now on
+    /// this handle reads and writes plaintext and reports the size without
+    /// the header. Fails (EPERM, or EINVAL for a non-LUKS image) when librbd
+    /// does not accept the header or the passphrase.
+    pub(crate) fn encryption_load(&self, luks2: bool, passphrase: &[u8]) -> io::Result<()> {
+        let mut opts = LuksOptions {
+            alg: RBD_ENCRYPTION_ALGORITHM_AES256,
+            passphrase: passphrase.as_ptr().cast(),
+            passphrase_size: passphrase.len(),
+        };
+        let format = if luks2 { RBD_ENCRYPTION_FORMAT_LUKS2 } else { RBD_ENCRYPTION_FORMAT_LUKS1 };
+        // SAFETY: open handle; `opts` is a live struct with the C layout of
+        // rbd_encryption_luks{1,2}_format_options_t, its size passed along,
+        // and its passphrase pointer/length describe `passphrase`, which
+        // outlives the call (librbd copies it).
+        check(unsafe {
+            rbd_encryption_load(
+                self.handle,
+                format,
+                (&mut opts as *mut LuksOptions).cast(),
+                std::mem::size_of::<LuksOptions>(),
+            )
+        })
     }
 
     /// Copies the parent's data into this clone and detaches it.

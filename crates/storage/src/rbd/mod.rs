@@ -31,10 +31,10 @@ mod ffi;
 
 use std::collections::HashMap;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ffi::{Cluster, Image, IoCtx};
+use ffi::{Image, IoCtx, Unconnected};
 
 use crate::config::RbdConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -58,6 +58,7 @@ const ENOTCONN: i32 = 107;
 const ESHUTDOWN: i32 = 108;
 const EROFS: i32 = 30;
 const ENOTEMPTY: i32 = 39;
+const EPERM: i32 = 1;
 
 /// Volumes as RBD images in one pool.
 pub struct RbdBackend {
@@ -111,18 +112,56 @@ fn index_object(snap_id: &str) -> String {
     format!("{INDEX_PREFIX}{snap_id}")
 }
 
-/// librados options bounding how long an unreachable cluster can block us.
-fn timeout_options(config: &RbdConfig) -> Vec<(&'static str, String)> {
-    let connect = config.connect_timeout_secs.max(1).to_string();
-    let op = config.op_timeout_secs.max(1).to_string();
-    vec![
-        ("client_mount_timeout", connect.clone()),
-        ("rados_mon_op_timeout", connect),
-        ("rados_osd_op_timeout", op),
-    ]
+/// A bound on how long librados may wait, in seconds. `exact` bounds come
+/// from explicit settings; otherwise a shorter value already in ceph.conf or
+/// `$CEPH_ARGS` is kept (an operator may always ask for less, never for
+/// unbounded).
+#[derive(Debug, Clone, Copy)]
+struct Bound {
+    secs: u32,
+    exact: bool,
+}
+
+impl Bound {
+    fn exact(secs: u32) -> Self {
+        Bound { secs: secs.max(1), exact: true }
+    }
+
+    fn at_most(secs: u32) -> Self {
+        Bound { secs: secs.max(1), exact: false }
+    }
+
+    /// Sets `key` to this bound (or keeps a shorter configured value);
+    /// returns the effective seconds.
+    fn apply(self, cluster: &Unconnected, key: &str) -> io::Result<f64> {
+        if !self.exact {
+            let current = cluster.get(key).ok().and_then(|v| v.trim().parse::<f64>().ok());
+            if let Some(c) = current.filter(|&c| c > 0.0 && c <= f64::from(self.secs)) {
+                return Ok(c);
+            }
+        }
+        cluster.set(key, &self.secs.to_string())?;
+        Ok(f64::from(self.secs))
+    }
 }
 
 fn connect(config: &RbdConfig) -> Result<Arc<IoCtx>> {
+    connect_bounded(
+        config,
+        Bound::exact(config.connect_timeout_secs),
+        Bound::exact(config.op_timeout_secs),
+    )
+}
+
+/// Connects and opens the pool, with `client_mount_timeout` and
+/// `rados_mon_op_timeout` bounded by `connect_bound` and
+/// `rados_osd_op_timeout` by `op_bound`, so an unreachable cluster fails
+/// instead of hanging.
+fn connect_bounded(
+    config: &RbdConfig,
+    connect_bound: Bound,
+    op_bound: Bound,
+) -> Result<Arc<IoCtx>> {
     if config.pool.is_empty() || config.pool.contains(['/', '@', '\0']) {
         return Err(Error::new(
             ErrorKind::InvalidArgument,
@@ -136,23 +175,36 @@ fn connect(config: &RbdConfig) -> Result<Arc<IoCtx>> {
             std::env::var("CEPH_CONF").unwrap_or_else(|_| "Ceph's default ceph.conf".to_owned())
         }
     };
-    let cluster = Cluster::connect(config.ceph_conf.as_deref(), user, &timeout_options(config))
-        .map_err(|(step, e)| {
-            let kind = match step {
-                "read config" => ErrorKind::InvalidArgument,
-                "connect" => ErrorKind::Unavailable,
-                _ => ErrorKind::Io,
-            };
-            let msg = match step {
-                "connect" => format!(
-                    "cannot connect to the Ceph cluster of {conf_desc} as client.{user} \
-                     (waited up to {} s)",
-                    config.connect_timeout_secs
-                ),
-                step => format!("cannot {step} for the Ceph cluster of {conf_desc}"),
-            };
-            Error::io(msg, e).with_kind(kind)
-        })?;
+    let step_error = |step: &str, e: io::Error| {
+        let kind = match step {
+            "read config" | "read CEPH_ARGS" => ErrorKind::InvalidArgument,
+            _ => ErrorKind::Io,
+        };
+        Error::io(format!("cannot {step} for the Ceph cluster of {conf_desc}"), e).with_kind(kind)
+    };
+    let unconnected = Unconnected::new(config.ceph_conf.as_deref(), user)
+        .map_err(|(step, e)| step_error(step, e))?;
+    let mut waited = 0.0f64;
+    for (key, bound) in [
+        ("client_mount_timeout", connect_bound),
+        ("rados_mon_op_timeout", connect_bound),
+        ("rados_osd_op_timeout", op_bound),
+    ] {
+        let secs = bound.apply(&unconnected, key).map_err(|e| step_error("set option", e))?;
+        if key == "client_mount_timeout" {
+            waited = secs;
+        }
+    }
+    let cluster = unconnected.connect().map_err(|e| {
+        Error::io(
+            format!(
+                "cannot connect to the Ceph cluster of {conf_desc} as client.{user} \
+                 (waited up to {waited} s)"
+            ),
+            e,
+        )
+        .with_kind(ErrorKind::Unavailable)
+    })?;
     IoCtx::new(Arc::new(cluster), &config.pool).map_err(|e| {
         if errno(&e) == ENOENT {
             Error::io(format!("pool {} does not exist", config.pool), e)
@@ -796,34 +848,54 @@ impl std::str::FromStr for RbdSpec {
     }
 }
 
+/// How a command-line client reaches the cluster of an `rbd:` spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RbdClientOptions {
+    /// ceph.conf to read; `None`: `$CEPH_CONF`, then Ceph's search path.
+    pub ceph_conf: Option<PathBuf>,
+    /// Client name without `client.`; `None`: `admin`.
+    pub ceph_user: Option<String>,
+    /// Bound on connecting and monitor requests. `None`: 10 s, or less if
+    /// ceph.conf / `$CEPH_ARGS` set `client_mount_timeout` lower.
+    pub connect_timeout_secs: Option<u32>,
+    /// Bound on each OSD request. `None`: 30 s, or less if ceph.conf /
+    /// `$CEPH_ARGS` set `rados_osd_op_timeout` lower. A stalled write then
+    /// fails after about twice this (librbd retries once).
+    pub op_timeout_secs: Option<u32>,
+}
+
+/// Which LUKS version librbd should expect when loading its encryption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RbdLuksFormat {
+    /// LUKS1 (`rbd encryption format … luks1`).
+    Luks1,
+    /// LUKS2 (`rbd encryption format … luks2`).
+    Luks2,
+}
+
 /// Opens any RBD image (`rbd:POOL/IMAGE`, read-write) or snapshot
 /// (`rbd:POOL/IMAGE@SNAP`, read-only) as a [`BlockIo`], for the CLI.
-/// `ceph_conf` None uses `$CEPH_CONF`; `ceph_user` None is `admin`.
+/// `ceph_conf` None uses `$CEPH_CONF`; `ceph_user` None is `admin`; the
+/// timeouts are [`RbdClientOptions`]' defaults.
 pub fn open_rbd_spec(
     spec: &str,
     ceph_conf: Option<&Path>,
     ceph_user: Option<&str>,
 ) -> Result<Box<dyn BlockIo>> {
+    let options = RbdClientOptions {
+        ceph_conf: ceph_conf.map(Path::to_path_buf),
+        ceph_user: ceph_user.map(str::to_owned),
+        ..RbdClientOptions::default()
+    };
+    open_rbd_spec_with(spec, &options)
+}
+
+/// [`open_rbd_spec`] with explicit client options (timeouts).
+pub fn open_rbd_spec_with(spec: &str, options: &RbdClientOptions) -> Result<Box<dyn BlockIo>> {
     (|| {
-        let spec: RbdSpec = spec.parse()?;
-        let mut config = RbdConfig::new(spec.pool.clone());
-        config.ceph_conf = ceph_conf.map(Path::to_path_buf);
-        if let Some(user) = ceph_user {
-            config.ceph_user = user.to_owned();
-        }
-        let ioctx = connect(&config)?;
-        let image = Image::open(&ioctx, &spec.image, spec.snap.as_deref(), spec.snap.is_some())
-            .map_err(|e| {
-                rbd_error(
-                    format!(
-                        "cannot open {}/{}{}",
-                        spec.pool,
-                        spec.image,
-                        spec.snap.as_deref().map(|s| format!("@{s}")).unwrap_or_default()
-                    ),
-                    e,
-                )
-            })?;
+        let (spec, image) = open_spec_image(spec, options)?;
         let io = RbdIo::new(image);
         Ok(if spec.snap.is_some() {
             Box::new(ReadOnly(io)) as Box<dyn BlockIo>
@@ -832,6 +904,104 @@ pub fn open_rbd_spec(
         })
     })()
     .map_err(|e: Error| e.context(NAME, "open_rbd_spec", ""))
+}
+
+/// Opens an `rbd:` image through librbd's own LUKS support
+/// (`rbd_encryption_load`, what `rbd encryption load` and QEMU's librbd
+/// driver use): the [`BlockIo`] reads and writes plaintext, decrypted by
+/// librbd, and its size excludes the header.
+///
+/// This is an independent check of headers written by the rekey engine:
+/// `InvalidArgument` when librbd does not accept the header, or when
+/// `passphrase` opens none of its keyslots.
+pub fn open_rbd_spec_decrypted(
+    spec: &str,
+    options: &RbdClientOptions,
+    format: RbdLuksFormat,
+    passphrase: &[u8],
+) -> Result<Box<dyn BlockIo>> {
+    (|| {
+        let (spec, image) = open_spec_image(spec, options)?;
+        load_encryption(&image, &spec.to_string(), format, passphrase)?;
+        let io = RbdIo::new(image);
+        Ok(if spec.snap.is_some() {
+            Box::new(ReadOnly(io)) as Box<dyn BlockIo>
+        } else {
+            Box::new(io)
+        })
+    })()
+    .map_err(|e: Error| e.context(NAME, "open_rbd_spec_decrypted", ""))
+}
+
+impl RbdBackend {
+    /// Opens volume `id` through librbd's own LUKS support, as
+    /// [`open_rbd_spec_decrypted`] does: plaintext I/O decrypted by librbd,
+    /// `InvalidArgument` when librbd rejects the header or the passphrase.
+    pub fn open_decrypted(
+        &self,
+        id: &str,
+        format: RbdLuksFormat,
+        passphrase: &[u8],
+    ) -> Result<Box<dyn BlockIo>> {
+        (|| {
+            validate_id(id)?;
+            let image = self.open_image(id, None, false)?;
+            load_encryption(&image, &volume_image(id), format, passphrase)?;
+            Ok(Box::new(RbdIo::new(image)) as Box<dyn BlockIo>)
+        })()
+        .map_err(|e: Error| e.context(NAME, "open_decrypted", id))
+    }
+}
+
+fn load_encryption(
+    image: &Image,
+    name: &str,
+    format: RbdLuksFormat,
+    passphrase: &[u8],
+) -> Result<()> {
+    image.encryption_load(format == RbdLuksFormat::Luks2, passphrase).map_err(|e| match errno(&e) {
+        EPERM => Error::io(format!("librbd: the passphrase opens no keyslot of {name}"), e)
+            .with_kind(ErrorKind::InvalidArgument),
+        EINVAL => Error::io(
+            format!("librbd does not accept the encryption header of {name} as {format:?}"),
+            e,
+        )
+        .with_kind(ErrorKind::InvalidArgument),
+        _ => rbd_error(format!("librbd cannot load the encryption of {name}"), e),
+    })
+}
+
+impl std::fmt::Display for RbdSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.pool, self.image)?;
+        if let Some(s) = &self.snap {
+            write!(f, "@{s}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses `spec`, connects with bounded timeouts and opens the image
+/// (read-only at a snapshot).
+fn open_spec_image(spec: &str, options: &RbdClientOptions) -> Result<(RbdSpec, Image)> {
+    let spec: RbdSpec = spec.parse()?;
+    let mut config = RbdConfig::new(spec.pool.clone());
+    config.ceph_conf.clone_from(&options.ceph_conf);
+    if let Some(user) = &options.ceph_user {
+        config.ceph_user.clone_from(user);
+    }
+    let bound = |explicit: Option<u32>, default: u32| match explicit {
+        Some(s) => Bound::exact(s),
+        None => Bound::at_most(default),
+    };
+    let ioctx = connect_bounded(
+        &config,
+        bound(options.connect_timeout_secs, config.connect_timeout_secs),
+        bound(options.op_timeout_secs, config.op_timeout_secs),
+    )?;
+    let image = Image::open(&ioctx, &spec.image, spec.snap.as_deref(), spec.snap.is_some())
+        .map_err(|e| rbd_error(format!("cannot open {spec}"), e))?;
+    Ok((spec, image))
 }
 
 #[cfg(test)]

@@ -87,8 +87,8 @@ impl PbkdfOptions {
 
     /// Range checks that need no benchmark.
     pub fn check(&self) -> Result<()> {
-        if let Some(l) = self.parallel.filter(|l| !(1..=16).contains(l)) {
-            return Err(Error::InvalidArgument(format!("--pbkdf-parallel {l} out of range 1..16")));
+        if self.parallel == Some(0) {
+            return Err(Error::InvalidArgument("--pbkdf-parallel must be at least 1".into()));
         }
         match (self.kind, self.force_iterations) {
             (Some(PbkdfKind::Pbkdf2), Some(it)) if it < MIN_PBKDF2_ITERATIONS => Err(
@@ -109,10 +109,8 @@ impl PbkdfOptions {
     /// Concrete parameters for a keyslot holding a `key_len`-byte key.
     pub fn resolve(&self, default_kind: PbkdfKind, key_len: usize) -> Result<KdfParams> {
         let kind = self.kind.unwrap_or(default_kind);
-        let lanes = self.parallel.unwrap_or_else(default_lanes);
-        if !(1..=16).contains(&lanes) {
-            return Err(Error::InvalidArgument(format!("--pbkdf-parallel {lanes} out of range 1..16")));
-        }
+        // cryptsetup caps lanes at four, silently, even when asked for more.
+        let lanes = self.parallel.unwrap_or_else(default_lanes).min(MAX_ARGON2_LANES);
         let limit = kdf::memory_limit_kib().min(u32::MAX as u64) as u32;
         let memory = self.memory_kib.unwrap_or(DEFAULT_ARGON2_MEMORY_KIB.min(limit));
         if kind != PbkdfKind::Pbkdf2 && (memory < 8 * lanes || memory > 4 << 20) {

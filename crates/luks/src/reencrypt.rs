@@ -404,10 +404,13 @@ fn convert<IO: BlockIo>(
     }
     progress(pos, size);
 
-    // One reader thread prefetches the next hotzone while this one converts
-    // and writes the current: at most three hotzones in memory.
+    // Three stages overlap: a reader prefetches hotzone N+1 while hotzone N
+    // is converted here and a writer commits hotzone N-1 (record, flush,
+    // data, flush — in that order, one hotzone at a time, which is what the
+    // record protocol needs). At most four hotzones are in memory.
     std::thread::scope(|s| -> Result<()> {
         let (tx, rx) = mpsc::sync_channel::<(u64, std::io::Result<Secret>)>(1);
+        let (wtx, wrx) = mpsc::sync_channel::<(u64, Vec<u8>, Secret)>(1);
         let start = pos;
         s.spawn(move || {
             let mut p = start;
@@ -422,41 +425,56 @@ fn convert<IO: BlockIo>(
                 p += len;
             }
         });
-        for (p, buf) in rx {
-            let mut buf = buf.map_err(Error::io("read", p))?;
-            let len = buf.len() as u64;
-            let mut hashes = vec![0u8; (len / UNIT) as usize * HASH_LEN];
-            let per = round_up(len.div_ceil(threads as u64), sector) as usize;
-            std::thread::scope(|cs| -> Result<()> {
-                let jobs: Vec<_> = buf
-                    .as_mut()
-                    .chunks_mut(per)
-                    .zip(hashes.chunks_mut(per / UNIT as usize * HASH_LEN))
-                    .enumerate()
-                    .map(|(i, (chunk, hs))| {
-                        let at = p + (i * per) as u64;
-                        cs.spawn(move || -> Result<()> {
-                            old.cipher().decrypt(chunk, sector as usize, old.iv_at(at))?;
-                            new.cipher().encrypt(chunk, sector as usize, new.iv_at(at))?;
-                            unit_hashes(chunk, hs);
-                            Ok(())
+        let data_offset = old.data_offset();
+        let writer = s.spawn(move || -> Result<()> {
+            for (p, rec, buf) in wrx {
+                let slot = Record::decode(&rec).map(|r| r.seq % 2).unwrap_or(0);
+                volume::write(io, st.area.0 + slot * rec_len, &rec)?;
+                volume::flush(io)?;
+                volume::write(io, data_offset + p, buf.expose())?;
+                volume::flush(io)?;
+                progress(p + buf.len() as u64, size);
+            }
+            Ok(())
+        });
+        let converted = (|| -> Result<()> {
+            for (p, buf) in rx {
+                let mut buf = buf.map_err(Error::io("read", p))?;
+                let len = buf.len() as u64;
+                let mut hashes = vec![0u8; (len / UNIT) as usize * HASH_LEN];
+                let per = round_up(len.div_ceil(threads as u64), sector) as usize;
+                std::thread::scope(|cs| -> Result<()> {
+                    let jobs: Vec<_> = buf
+                        .as_mut()
+                        .chunks_mut(per)
+                        .zip(hashes.chunks_mut(per / UNIT as usize * HASH_LEN))
+                        .enumerate()
+                        .map(|(i, (chunk, hs))| {
+                            let at = p + (i * per) as u64;
+                            cs.spawn(move || -> Result<()> {
+                                old.cipher().decrypt(chunk, sector as usize, old.iv_at(at))?;
+                                new.cipher().encrypt(chunk, sector as usize, new.iv_at(at))?;
+                                unit_hashes(chunk, hs);
+                                Ok(())
+                            })
                         })
-                    })
-                    .collect();
-                for j in jobs {
-                    j.join().expect("crypto worker panicked")?;
+                        .collect();
+                    for j in jobs {
+                        j.join().expect("crypto worker panicked")?;
+                    }
+                    Ok(())
+                })?;
+                seq += 1;
+                let rec = Record { seq, offset: p, len, hashes }.encode();
+                if wtx.send((p, rec, buf)).is_err() {
+                    break; // the writer failed; its error is reported below
                 }
-                Ok(())
-            })?;
-            seq += 1;
-            let rec = Record { seq, offset: p, len, hashes }.encode();
-            volume::write(io, st.area.0 + (seq % 2) * rec_len, &rec)?;
-            volume::flush(io)?;
-            volume::write(io, old.data_offset() + p, buf.expose())?;
-            volume::flush(io)?;
-            progress(p + len, size);
-        }
-        Ok(())
+            }
+            Ok(())
+        })();
+        drop(wtx);
+        let written = writer.join().expect("writer panicked");
+        converted.and(written)
     })
 }
 

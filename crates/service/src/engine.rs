@@ -40,9 +40,9 @@ use crate::fault;
 use crate::model::{status, Encryption, Job, JobKind, RekeyMode, Volume};
 use crate::service::Service;
 
-const GIB: u64 = 1 << 30;
+pub(crate) const GIB: u64 = 1 << 30;
 /// Key-manager algorithm for volume keys (Cinder asks for the cipher's family).
-const KEY_ALGORITHM: &str = "aes";
+pub(crate) const KEY_ALGORITHM: &str = "aes";
 /// Attempts at a step after `persist` before the volume is marked `error`
 /// (the job stays and resumes at the next start).
 const LATE_STEP_ATTEMPTS: u32 = 4;
@@ -55,10 +55,11 @@ pub(crate) fn first_step(kind: JobKind) -> &'static str {
         JobKind::Create => "allocate",
         JobKind::Clone => "clone_data",
         JobKind::Delete => "delete_data",
+        kind => crate::paths::first_step(kind),
     }
 }
 
-const DONE: &str = "done";
+pub(crate) const DONE: &str = "done";
 
 /// Starts running `job` in the background.
 pub fn spawn(svc: Arc<Service>, job: Job) {
@@ -114,7 +115,7 @@ async fn run(svc: Arc<Service>, mut job: Job) {
 
 /// Steps after which the recorded key is the new one: never rolled back.
 fn is_late(job: &Job, step: &str) -> bool {
-    job.kind == JobKind::Clone && step == "destroy_old_keyslot"
+    job.kind.rekeys() && step == "destroy_old_keyslot"
 }
 
 async fn record_failure(svc: &Service, job: &Job, error: &str, give_up: bool) -> Result<()> {
@@ -137,8 +138,15 @@ async fn roll_back(svc: &Service, job: &Job) -> Result<()> {
             db::queue_key_deletion(&mut tx, new, &job.project_id, "new key of a failed rekey").await?;
         }
     }
+    // An interim key the record does not name opens nothing the service knows.
+    if let (Some(old), Some(v)) = (&job.old_key_id, &vol) {
+        if v.encryption_key_id.as_deref() != Some(old.as_str()) {
+            db::queue_key_deletion(&mut tx, old, &job.project_id, "interim key of a failed job").await?;
+        }
+    }
     let st = if job.kind == JobKind::Delete { status::ERROR_DELETING } else { status::ERROR };
     db::set_status(&mut tx, &job.volume_id, st).await?;
+    crate::paths::on_roll_back(&mut tx, job).await?;
     db::delete_job(&mut tx, &job.id).await?;
     tx.commit().await.map_err(crate::error::db("commit"))?;
     svc.key_gc.notify_one();
@@ -146,13 +154,13 @@ async fn roll_back(svc: &Service, job: &Job) -> Result<()> {
 }
 
 /// What a step needs to know about its volume.
-struct Target {
-    vol: Volume,
-    enc: Option<Encryption>,
-    mode: RekeyMode,
+pub(crate) struct Target {
+    pub(crate) vol: Volume,
+    pub(crate) enc: Option<Encryption>,
+    pub(crate) mode: RekeyMode,
 }
 
-async fn target(svc: &Service, job: &Job) -> Result<Target> {
+pub(crate) async fn target(svc: &Service, job: &Job) -> Result<Target> {
     let mut c = svc.conn().await?;
     let vol = db::get_volume(&mut c, &job.volume_id)
         .await?
@@ -166,29 +174,30 @@ async fn target(svc: &Service, job: &Job) -> Result<Target> {
     Ok(Target { vol, enc, mode })
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| ServiceError::Internal(format!("blocking task: {e}")))?
 }
 
-fn project(job: &Job) -> Result<Project> {
+pub(crate) fn project(job: &Job) -> Result<Project> {
     Project::new(job.project_id.clone()).map_err(ServiceError::from)
 }
 
-fn key_id(s: Option<&str>, what: &str) -> Result<KeyId> {
+pub(crate) fn key_id(s: Option<&str>, what: &str) -> Result<KeyId> {
     let s = s.ok_or_else(|| ServiceError::Internal(format!("job has no {what}")))?;
     KeyId::parse(s).map_err(ServiceError::from)
 }
 
-async fn passphrase(svc: &Service, job: &Job, id: &KeyId) -> Result<Zeroizing<String>> {
+pub(crate) async fn passphrase(svc: &Service, job: &Job, id: &KeyId) -> Result<Zeroizing<String>> {
     let key = svc.keys.get_key(&project(job)?, id).await?;
     Ok(passphrase_hex(&key))
 }
 
 /// Commits `job`'s new step (plus whatever `tx` already holds), with the
 /// fault-injection points around the commit.
-async fn commit(mut tx: sqlx::Transaction<'static, sqlx::Sqlite>, job: &Job, done_step: &str) -> Result<()> {
+pub(crate) async fn commit(mut tx: sqlx::Transaction<'static, sqlx::Sqlite>, job: &Job, done_step: &str) -> Result<()> {
     if job.step == DONE {
         db::set_status(&mut tx, &job.volume_id, status::AVAILABLE).await?;
+        crate::paths::on_done(&mut tx, job).await?;
         db::delete_job(&mut tx, &job.id).await?;
     } else {
         db::save_job(&mut tx, job).await?;
@@ -206,11 +215,13 @@ async fn run_step(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
         (JobKind::Create, "format") => format(svc, job).await,
         (JobKind::Clone, "clone_data") => clone_data(svc, job).await,
         (JobKind::Clone, "interim_key") => interim_key(svc, job).await,
-        (JobKind::Clone, "new_key") => new_key(svc, job).await,
-        (JobKind::Clone, "add_keyslot") => add_keyslot(svc, job).await,
-        (JobKind::Clone, "persist") => persist(svc, job).await,
-        (JobKind::Clone, "destroy_old_keyslot") => destroy_old_keyslot(svc, job).await,
+        // Every path that makes or hands over a volume ends in these steps.
+        (k, "new_key") if k.rekeys() => new_key(svc, job).await,
+        (k, "add_keyslot") if k.rekeys() => add_keyslot(svc, job).await,
+        (k, "persist") if k.rekeys() => persist(svc, job).await,
+        (k, "destroy_old_keyslot") if k.rekeys() => destroy_old_keyslot(svc, job).await,
         (JobKind::Delete, "delete_data") => delete_data(svc, job).await,
+        (k, _) if crate::paths::handles(k) => crate::paths::run_step(svc, job).await,
         (kind, step) => Err(ServiceError::Internal(format!("job {} ({}) at unknown step {step:?}", job.id, kind.as_str()))),
     }
 }
@@ -446,7 +457,7 @@ async fn key_gc_pass(svc: &Service, round: u64) -> Result<()> {
     };
     for (key, project, attempts) in pending {
         // Exponential backoff in passes: after n failures, every 2^n-th pass.
-        if attempts > 0 && round % (1u64 << attempts.min(6)) != 0 {
+        if attempts > 0 && !round.is_multiple_of(1u64 << attempts.min(6)) {
             continue;
         }
         let result = match (Project::new(project.clone()), KeyId::parse(&key)) {

@@ -215,6 +215,16 @@ pub enum JobKind {
     Clone,
     /// Deleting a volume and its key.
     Delete,
+    /// Taking snapshot `volume_id` (a snapshot id) of volume `source_id`.
+    Snapshot,
+    /// A volume made from snapshot `source_id`, then rekeyed.
+    FromSnapshot,
+    /// Backing up volume `source_id` as backup `volume_id` (a backup id).
+    Backup,
+    /// Restoring backup `source_id` onto volume `volume_id`, then rekeying it.
+    Restore,
+    /// Accepting transfer `source_id` of volume `volume_id`, then rekeying it.
+    Accept,
 }
 
 impl JobKind {
@@ -224,7 +234,16 @@ impl JobKind {
             JobKind::Create => "create",
             JobKind::Clone => "clone",
             JobKind::Delete => "delete",
+            JobKind::Snapshot => "snapshot",
+            JobKind::FromSnapshot => "from_snapshot",
+            JobKind::Backup => "backup",
+            JobKind::Restore => "restore",
+            JobKind::Accept => "accept",
         }
+    }
+    /// Whether the job ends in the rekey steps (`new_key` … `destroy_old_keyslot`).
+    pub fn rekeys(self) -> bool {
+        matches!(self, JobKind::Clone | JobKind::FromSnapshot | JobKind::Restore | JobKind::Accept)
     }
     /// From the stored spelling.
     pub fn parse(s: &str) -> Option<Self> {
@@ -232,6 +251,11 @@ impl JobKind {
             "create" => Some(JobKind::Create),
             "clone" => Some(JobKind::Clone),
             "delete" => Some(JobKind::Delete),
+            "snapshot" => Some(JobKind::Snapshot),
+            "from_snapshot" => Some(JobKind::FromSnapshot),
+            "backup" => Some(JobKind::Backup),
+            "restore" => Some(JobKind::Restore),
+            "accept" => Some(JobKind::Accept),
             _ => None,
         }
     }

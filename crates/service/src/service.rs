@@ -550,7 +550,7 @@ fn check_encryption(e: &Encryption) -> Result<()> {
     let cipher = rekey_luks::crypto::CipherSpec::parse(e.cipher())
         .map_err(|err| ServiceError::invalid(format!("Invalid input received: cipher {:?}: {err}", e.cipher())))?;
     let bits = e.key_size();
-    if bits % 8 != 0 || !cipher.valid_key_len(bits as usize / 8) {
+    if !bits.is_multiple_of(8) || !cipher.valid_key_len(bits as usize / 8) {
         return Err(ServiceError::invalid(format!(
             "Invalid input received: key_size {bits} does not fit cipher {}",
             e.cipher()

@@ -78,8 +78,8 @@ impl Route {
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let route = |endpoint| Ok(Route { endpoint, path_project: None });
         match segs.as_slice() {
-            [] => return only(method, &[Method::GET]).and_then(|_| route(Endpoint::Versions)),
-            ["v3"] => return only(method, &[Method::GET]).and_then(|_| route(Endpoint::V3Version)),
+            [] => only(method, &[Method::GET]).and_then(|_| route(Endpoint::Versions)),
+            ["v3"] => only(method, &[Method::GET]).and_then(|_| route(Endpoint::V3Version)),
             ["v3", rest @ ..] => {
                 let (project, rest) = match rest {
                     [first, tail @ ..] if !COLLECTIONS.contains(first) => (Some((*first).to_owned()), tail),

@@ -631,7 +631,8 @@ impl Backend for RbdBackend {
         (|| {
             validate_id(id)?;
             let image = self.open_image(id, None, false)?;
-            Ok(Box::new(RbdIo::new(image)) as Box<dyn BlockIo>)
+            let name = format!("{}/{}", self.config.pool, volume_image(id));
+            Ok(Box::new(RbdIo::new(image, name)) as Box<dyn BlockIo>)
         })()
         .map_err(|e: Error| e.context(NAME, "open", id))
     }
@@ -694,7 +695,9 @@ impl Backend for RbdBackend {
                         e
                     }
                 })?;
-            Ok(Box::new(ReadOnly(RbdIo::new(image))) as Box<dyn BlockIo>)
+            let name =
+                format!("{}/{}@{}", self.config.pool, volume_image(&vol), snapshot_name(snap_id));
+            Ok(Box::new(ReadOnly(RbdIo::new(image, name))) as Box<dyn BlockIo>)
         })()
         .map_err(|e: Error| e.context(NAME, "open_snapshot", snap_id))
     }
@@ -734,14 +737,33 @@ impl Drop for BusyGuard<'_> {
 /// volumes, not from sharing one handle.
 pub struct RbdIo {
     image: Mutex<Image>,
+    /// `POOL/IMAGE[@SNAP]`, for error messages.
+    name: String,
 }
 
 /// Largest single librbd request: librbd returns lengths as C ints in places.
 const MAX_IO: usize = 1 << 30;
 
 impl RbdIo {
-    fn new(image: Image) -> Self {
-        RbdIo { image: Mutex::new(image) }
+    fn new(image: Image, name: String) -> Self {
+        RbdIo { image: Mutex::new(image), name }
+    }
+
+    /// Says which image a stalled request was for and why it failed,
+    /// keeping the I/O error kind; other errors pass through unchanged.
+    fn explain(&self, op: &str, e: io::Error) -> io::Error {
+        if errno(&e) == ETIMEDOUT {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "RBD {op} on {}: the Ceph cluster did not answer within the OSD op \
+                     timeout (OSD down or unreachable)",
+                    self.name
+                ),
+            )
+        } else {
+            e
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Image> {
@@ -752,10 +774,28 @@ impl RbdIo {
 
 impl BlockIo for RbdIo {
     fn size(&self) -> io::Result<u64> {
-        self.lock().size()
+        self.lock().size().map_err(|e| self.explain("stat", e))
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.read_inner(buf, offset).map_err(|e| self.explain("read", e))
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.write_inner(buf, offset).map_err(|e| self.explain("write", e))
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.lock().flush().map_err(|e| self.explain("flush", e))
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> io::Result<bool> {
+        self.discard_inner(offset, len).map_err(|e| self.explain("discard", e))
+    }
+}
+
+impl RbdIo {
+    fn read_inner(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let image = self.lock();
         let size = image.size()?;
         if offset.checked_add(buf.len() as u64).is_none_or(|end| end > size) {
@@ -773,7 +813,7 @@ impl BlockIo for RbdIo {
         Ok(())
     }
 
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+    fn write_inner(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let image = self.lock();
         let size = image.size()?;
         if offset.checked_add(buf.len() as u64).is_none_or(|end| end > size) {
@@ -791,11 +831,7 @@ impl BlockIo for RbdIo {
         Ok(())
     }
 
-    fn flush(&self) -> io::Result<()> {
-        self.lock().flush()
-    }
-
-    fn discard(&self, offset: u64, len: u64) -> io::Result<bool> {
+    fn discard_inner(&self, offset: u64, len: u64) -> io::Result<bool> {
         let image = self.lock();
         let mut pos = offset;
         let end =
@@ -896,7 +932,7 @@ pub fn open_rbd_spec(
 pub fn open_rbd_spec_with(spec: &str, options: &RbdClientOptions) -> Result<Box<dyn BlockIo>> {
     (|| {
         let (spec, image) = open_spec_image(spec, options)?;
-        let io = RbdIo::new(image);
+        let io = RbdIo::new(image, spec.to_string());
         Ok(if spec.snap.is_some() {
             Box::new(ReadOnly(io)) as Box<dyn BlockIo>
         } else {
@@ -923,7 +959,7 @@ pub fn open_rbd_spec_decrypted(
     (|| {
         let (spec, image) = open_spec_image(spec, options)?;
         load_encryption(&image, &spec.to_string(), format, passphrase)?;
-        let io = RbdIo::new(image);
+        let io = RbdIo::new(image, spec.to_string());
         Ok(if spec.snap.is_some() {
             Box::new(ReadOnly(io)) as Box<dyn BlockIo>
         } else {
@@ -947,7 +983,8 @@ impl RbdBackend {
             validate_id(id)?;
             let image = self.open_image(id, None, false)?;
             load_encryption(&image, &volume_image(id), format, passphrase)?;
-            Ok(Box::new(RbdIo::new(image)) as Box<dyn BlockIo>)
+            let name = format!("{}/{}", self.config.pool, volume_image(id));
+            Ok(Box::new(RbdIo::new(image, name)) as Box<dyn BlockIo>)
         })()
         .map_err(|e: Error| e.context(NAME, "open_decrypted", id))
     }

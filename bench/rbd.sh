@@ -73,30 +73,30 @@ cow_clone=(); cow_total=(); full_clone=(); full_total=(); rekey_t=()
 for i in $(seq "$REPS"); do
   # Copy-on-write, as RbdBackend::clone_volume.
   t0=$(now)
-  rbd snap create "$POOL/bench-src@clone-cow$i" >/dev/null
+  rbd snap create --no-progress "$POOL/bench-src@clone-cow$i"
   rbd snap protect "$POOL/bench-src@clone-cow$i"
   rbd clone "$POOL/bench-src@clone-cow$i" "$POOL/bench-cow$i.tmp"
   rbd rename "$POOL/bench-cow$i.tmp" "$POOL/bench-cow$i"
   t1=$(now)
-  $R luks change-key -d k1 --new-key-file k2 "${KDF[@]}" "rbd:$POOL/bench-cow$i" >/dev/null
+  $R luks change-key -d k1 --new-key-file k2 "${KDF[@]}" "rbd:$POOL/bench-cow$i" >/dev/null 2>&1
   t2=$(now)
   cow_clone+=($(( t1 - t0 ))); cow_total+=($(( t2 - t0 ))); rekey_t+=($(( t2 - t1 )))
   # Full copy, as RbdBackend with full_copy_clones = true.
   t0=$(now)
-  rbd snap create "$POOL/bench-src@clone-full$i" >/dev/null
+  rbd snap create --no-progress "$POOL/bench-src@clone-full$i"
   rbd cp --no-progress "$POOL/bench-src@clone-full$i" "$POOL/bench-full$i.tmp"
   rbd rename "$POOL/bench-full$i.tmp" "$POOL/bench-full$i"
   rbd snap rm --no-progress "$POOL/bench-src@clone-full$i"
   t1=$(now)
-  $R luks change-key -d k1 --new-key-file k2 "${KDF[@]}" "rbd:$POOL/bench-full$i" >/dev/null
+  $R luks change-key -d k1 --new-key-file k2 "${KDF[@]}" "rbd:$POOL/bench-full$i" >/dev/null 2>&1
   t2=$(now)
   full_clone+=($(( t1 - t0 ))); full_total+=($(( t2 - t0 ))); rekey_t+=($(( t2 - t1 )))
   # Both clones open with the new key only, and the source still with its own.
   for c in "bench-cow$i" "bench-full$i"; do
-    $R luks test-key -d k2 "rbd:$POOL/$c" >/dev/null
+    $R luks test-key -d k2 "rbd:$POOL/$c" >/dev/null 2>&1
     if $R luks test-key -d k1 "rbd:$POOL/$c" >/dev/null 2>&1; then echo "ERROR: $c still opens with the source key"; exit 1; fi
   done
-  $R luks test-key -d k1 "rbd:$POOL/bench-src" >/dev/null
+  $R luks test-key -d k1 "rbd:$POOL/bench-src" >/dev/null 2>&1
   rbd rm --no-progress "$POOL/bench-cow$i"; rbd snap unprotect "$POOL/bench-src@clone-cow$i"
   rbd snap rm --no-progress "$POOL/bench-src@clone-cow$i"; rbd rm --no-progress "$POOL/bench-full$i"
 done

@@ -46,7 +46,7 @@ scripts/clients.sh > "$REKEY_TEST_DIR/clients.log" 2>&1 &
 clients_pid=$!
 
 step "build (once)"
-cargo build --workspace --all-targets --features rekey-storage/rbd
+cargo build --workspace --all-targets --features rekey-cli/rbd
 
 step "start Ceph"
 eval "$(scripts/ceph.sh start | grep '^export ')"
@@ -58,5 +58,5 @@ REKEY_CLIENTS_VENV=$(scripts/clients.sh --path)
 export REKEY_CLIENTS_VENV
 
 step "tests"
-cargo nextest run --workspace --features rekey-storage/rbd --no-fail-fast
+cargo nextest run --workspace --features rekey-cli/rbd --no-fail-fast
 step "done"

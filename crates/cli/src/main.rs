@@ -71,7 +71,15 @@ fn report(e: &anyhow::Error) -> ExitCode {
             return ExitCode::SUCCESS;
         }
     }
-    let msg = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
+    // Some errors already print their cause; show each message once.
+    let mut parts: Vec<String> = Vec::new();
+    for c in e.chain() {
+        let m = c.to_string();
+        if !parts.last().is_some_and(|p| p.ends_with(&m)) {
+            parts.push(m);
+        }
+    }
+    let msg = parts.join(": ");
     eprintln!("rekey: {msg}");
     match e.downcast_ref::<rekey_luks::Error>() {
         Some(le) if le.kind() == rekey_luks::ErrorKind::WrongPassphrase => ExitCode::from(EXIT_WRONG_PASSPHRASE),

@@ -349,6 +349,28 @@ async fn add_keyslot(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
     let old = passphrase(svc, job, &key_id(job.old_key_id.as_deref(), "old key")?).await?;
     let new = passphrase(svc, job, &key_id(job.new_key_id.as_deref(), "new key")?).await?;
     let (backend, id) = (svc.backend.clone(), job.volume_id.clone());
+    if target(svc, job).await?.mode == RekeyMode::VolumeKey {
+        // volume-key mode: re-encrypt the data under a fresh volume key; the
+        // only keyslot left opens with the new passphrase. Resumable.
+        let new_slot = blocking(move || {
+            use rekey_luks::reencrypt::{self, ReencryptOptions};
+            let v = LuksVolume::open(backend.open(&id)?)?;
+            let opts = ReencryptOptions { pbkdf: PbkdfOptions::minimal(), ..Default::default() };
+            let (old_b, new_b) = (old.as_bytes(), new.as_bytes());
+            if reencrypt::in_progress(&v) {
+                return Ok(reencrypt::resume(v, old_b, Some(new_b), &opts, &|_, _| {})?.1.keyslot);
+            }
+            match v.unlock(new_b, None) {
+                Ok((s, _)) if v.unlock(old_b, None).is_err() => Ok(s), // finished before a crash
+                _ => Ok(reencrypt::reencrypt(v, old_b, Some(new_b), &opts, &|_, _| {})?.1.keyslot),
+            }
+        })
+        .await?;
+        job.old_slot = None;
+        job.new_slot = Some(new_slot);
+        job.step = "persist".into();
+        return commit(svc.tx().await?, job, "add_keyslot").await;
+    }
     let (old_slot, new_slot) = blocking(move || {
         let mut v = LuksVolume::open(backend.open(&id)?)?;
         let (old_slot, vk) = v.unlock(old.as_bytes(), None)?;
@@ -383,7 +405,9 @@ async fn persist(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
 async fn destroy_old_keyslot(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
     let new = passphrase(svc, job, &key_id(job.new_key_id.as_deref(), "new key")?).await?;
     let (old_slot, new_slot) = match (job.old_slot, job.new_slot) {
-        (Some(o), Some(n)) if o != n => (o, n),
+        (Some(o), Some(n)) if o != n => (Some(o), n),
+        // volume-key mode: re-encryption already destroyed every old keyslot.
+        (None, Some(n)) => (None, n),
         _ => return Err(ServiceError::Internal("destroy step without two distinct keyslots".into())),
     };
     let (backend, id) = (svc.backend.clone(), job.volume_id.clone());
@@ -391,7 +415,7 @@ async fn destroy_old_keyslot(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
         let mut v = LuksVolume::open(backend.open(&id)?)?;
         // Never wipe the slot that opens with the new key.
         v.unlock(new.as_bytes(), Some(new_slot))?;
-        if v.active_keyslots().contains(&old_slot) {
+        if let Some(old_slot) = old_slot.filter(|s| v.active_keyslots().contains(s)) {
             v.destroy_keyslot(old_slot)?;
         }
         Ok(())

@@ -23,9 +23,8 @@ use crate::model::{
 pub const DB_MAX_INT: u64 = 0x7FFF_FFFF;
 
 /// Whether this build can re-encrypt a clone under a new volume key
-/// (`rekey:mode=volume-key`). Needs the engine's re-encryption, which has
-/// not landed; until then such types are refused with a 400.
-pub const VOLUME_KEY_MODE_AVAILABLE: bool = false;
+/// (`rekey:mode=volume-key`, LUKS2 volumes).
+pub const VOLUME_KEY_MODE_AVAILABLE: bool = true;
 
 /// The running service: database, key manager, backend, configuration.
 #[derive(Debug)]
@@ -172,8 +171,16 @@ impl Service {
                 ));
             }
         }
-        if source.is_some() && enc.is_some() && mode == RekeyMode::VolumeKey && !VOLUME_KEY_MODE_AVAILABLE {
-            return Err(volume_key_unavailable());
+        if source.is_some() && mode == RekeyMode::VolumeKey {
+            if !VOLUME_KEY_MODE_AVAILABLE {
+                return Err(volume_key_unavailable());
+            }
+            if enc.as_ref().is_some_and(|e| e.provider.version() == rekey_luks::Version::Luks1) {
+                return Err(ServiceError::invalid(format!(
+                    "Invalid volume type: {REKEY_MODE_SPEC}=volume-key re-encrypts LUKS2 volumes only; \
+                     use encryption provider luks2, or rekey:mode=keyslot"
+                )));
+            }
         }
         let now = now_iso();
         let vol = Volume {

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
-struct Flow {
-    srv: Server,
+pub(crate) struct Flow {
+    pub(crate) srv: Server,
     _dir: tempfile::TempDir,
 }
 
@@ -18,7 +18,7 @@ impl Flow {
         let srv = Server::start(&dir.path().join("data"), &[]);
         Flow { srv, _dir: dir }
     }
-    fn data(&self) -> &std::path::Path {
+    pub(crate) fn data(&self) -> &std::path::Path {
         &self.srv.data_dir
     }
 }
@@ -37,7 +37,7 @@ fn json_out(out: &std::process::Output) -> serde_json::Value {
 /// create`, plaintext written through the engine, clone via `cinder create
 /// --source-volid` (or `openstack volume create --source`). Returns
 /// (flow, source id, clone id).
-fn encrypted_flow(provider: &str, rekey_mode: Option<&str>, clone_with_openstack: bool) -> (Flow, String, String) {
+pub(crate) fn encrypted_flow(provider: &str, rekey_mode: Option<&str>, clone_with_openstack: bool) -> (Flow, String, String) {
     let f = Flow::start();
     let mut args = vec!["volume", "type", "create"];
     let prop;
@@ -83,7 +83,7 @@ fn encrypted_flow(provider: &str, rekey_mode: Option<&str>, clone_with_openstack
     (f, src_id, clone_id)
 }
 
-fn check_rekeyed(f: &Flow, src_id: &str, clone_id: &str, version: &str) {
+pub(crate) fn check_rekeyed(f: &Flow, src_id: &str, clone_id: &str, version: &str) {
     let (src, clone) = (f.srv.volume(src_id), f.srv.volume(clone_id));
     let src_key = src["encryption_key_id"].as_str().unwrap();
     let clone_key = clone["encryption_key_id"].as_str().expect("clone key id");

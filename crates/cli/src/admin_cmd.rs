@@ -36,6 +36,15 @@ pub enum KeyCommand {
 
 #[derive(Subcommand)]
 pub enum VolumeCommand {
+    /// Report volumes that share a key id, a passphrase or a volume key
+    /// (keyed fingerprints only, never keys), with the fix for each group.
+    Audit {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDirArgs,
+    },
     /// Print where a volume's bytes live (the backing file for the file backend).
     Path {
         /// Volume id.
@@ -68,11 +77,43 @@ pub fn run_key(cmd: KeyCommand) -> Result<()> {
 
 pub fn run_volume(cmd: VolumeCommand) -> Result<()> {
     match cmd {
+        VolumeCommand::Audit { json, dir } => {
+            let config = resolve_config(dir.config.as_ref(), dir.data_dir.as_ref())?;
+            let report = runtime()?.block_on(rekey_service::admin::audit(&config))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_audit(&report);
+            }
+            Ok(())
+        }
         VolumeCommand::Path { volume_id, dir } => {
             let config = resolve_config(dir.config.as_ref(), dir.data_dir.as_ref())?;
             let loc = runtime()?.block_on(rekey_service::admin::volume_location(&config, &volume_id))?;
             println!("{loc}");
             Ok(())
         }
+    }
+}
+
+fn print_audit(r: &rekey_service::paths::audit::AuditReport) {
+    println!("{} volumes, {} encrypted and unlocked", r.volumes, r.encrypted);
+    for k in &r.shared_key_ids {
+        println!("shared key id {}: {}", k.key_id, k.records.join(", "));
+    }
+    for (what, groups) in [("passphrase", &r.shared_passphrases), ("volume key", &r.shared_volume_keys)] {
+        for g in groups.iter() {
+            println!("shared {what} {}: {}", g.fingerprint, g.volumes.join(", "));
+            println!("  fix: {}", g.fix);
+        }
+    }
+    for x in &r.extra_keyslots {
+        println!("volume {} has {} keyslots {:?}", x.volume, x.keyslots.len(), x.keyslots);
+    }
+    for e in &r.errors {
+        println!("cannot check volume {}: {}", e.volume, e.error);
+    }
+    if r.is_clean() {
+        println!("no shared keys: every volume is independent");
     }
 }

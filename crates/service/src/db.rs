@@ -110,6 +110,7 @@ pub async fn open(url: &str) -> Result<SqlitePool> {
     // running service (an admin command) waits instead of failing busy.
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db("migrate"))?;
     sqlx::raw_sql(SCHEMA).execute(&mut *tx).await.map_err(db("migrate"))?;
+    sqlx::raw_sql(crate::paths::db::SCHEMA).execute(&mut *tx).await.map_err(db("migrate"))?;
     sqlx::query(
         "INSERT INTO volume_types (id, name, description, is_public, created_at) VALUES ($1, $2, $3, 1, $4)
          ON CONFLICT DO NOTHING",
@@ -644,7 +645,9 @@ pub async fn key_project(c: &mut Conn, key_id: &str) -> Result<Option<String>> {
     sqlx::query_scalar(
         "SELECT project_id FROM volumes WHERE encryption_key_id = $1
          UNION SELECT project_id FROM jobs WHERE old_key_id = $1 OR new_key_id = $1
-         UNION SELECT project_id FROM key_deletions WHERE key_id = $1",
+         UNION SELECT project_id FROM key_deletions WHERE key_id = $1
+         UNION SELECT project_id FROM snapshots WHERE encryption_key_id = $1
+         UNION SELECT project_id FROM backups WHERE encryption_key_id = $1",
     )
     .bind(key_id)
     .fetch_optional(&mut *c)

@@ -16,6 +16,7 @@ mod engine;
 mod error;
 pub mod fault;
 pub mod model;
+pub mod paths;
 mod service;
 
 use std::sync::Arc;
@@ -77,6 +78,13 @@ pub mod admin {
         let keys = rekey_keys::open_key_manager(&config.key_manager()).await?;
         let project = rekey_keys::Project::new(project)?;
         Ok(keys.get_key(&project, &id).await?)
+    }
+
+    /// The key-independence audit over the data directory (see
+    /// [`crate::paths::audit`]).
+    pub async fn audit(config: &Config) -> Result<crate::paths::audit::AuditReport> {
+        let svc = crate::open(config.clone()).await?;
+        crate::paths::audit::run(&svc).await
     }
 
     /// Where volume `volume_id` lives (a path for the file backend).

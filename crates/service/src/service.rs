@@ -217,7 +217,7 @@ impl Service {
         Ok((vol, job))
     }
 
-    fn check_size(&self, size_gb: u64) -> Result<()> {
+    pub(crate) fn check_size(&self, size_gb: u64) -> Result<()> {
         if size_gb == 0 || size_gb > DB_MAX_INT {
             return Err(ServiceError::invalid(format!(
                 "Invalid input received: size must be an integer between 1 and {DB_MAX_INT}, not {size_gb}"

@@ -6,3 +6,5 @@ mod crash;
 mod flows;
 mod harness;
 mod volume_key;
+mod paths;
+mod audit;

@@ -58,10 +58,12 @@ pub enum Endpoint {
     UpdateEncryption(String),
     /// `DELETE /types/{id}/encryption/{encryption_id}`.
     DeleteEncryption(String),
+    /// Snapshots, backups, transfers and the audit (`super::paths`).
+    Paths(super::paths::PathsEndpoint),
 }
 
 /// Collections that can follow `/v3/` directly (so are not project ids).
-const COLLECTIONS: &[&str] = &["volumes", "types"];
+const COLLECTIONS: &[&str] = &["volumes", "types", "snapshots", "backups", "volume-transfers", "os-volume-transfer", "os-rekey"];
 
 /// A routed request: the endpoint and the project named in the path, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +133,7 @@ fn resource(m: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
         (["volumes"] | ["volumes", _] | ["volumes", _, "encryption"], _)
         | (["types"] | ["types", _] | ["types", _, "extra_specs"] | ["types", _, "extra_specs", _], _)
         | (["types", _, "encryption"] | ["types", _, "encryption", _], _) => return Err(ApiError::bad_method()),
-        _ => return Err(ApiError::not_found_path()),
+        _ => return super::paths::resource(m, segs).map(Paths),
     };
     Ok(e)
 }
@@ -162,7 +164,7 @@ mod tests {
     #[test]
     fn unknown_paths_and_methods() {
         assert_eq!(Route::parse(&Method::GET, "/v2/volumes").unwrap_err().status, 404);
-        assert_eq!(Route::parse(&Method::GET, "/v3/p/snapshots").unwrap_err().status, 404);
+        assert_eq!(Route::parse(&Method::GET, "/v3/p/snapshotz").unwrap_err().status, 404);
         assert_eq!(Route::parse(&Method::PATCH, "/v3/volumes/x").unwrap_err().status, 405);
         assert_eq!(Route::parse(&Method::POST, "/").unwrap_err().status, 405);
     }

@@ -5,6 +5,7 @@
 
 pub mod endpoint;
 pub mod error;
+pub mod paths;
 pub mod views;
 
 use std::collections::BTreeMap;
@@ -385,6 +386,9 @@ async fn handle(
         }
         DeleteVolume(id) => {
             let force = query(uri).iter().any(|(k, v)| k == "force" && truthy(v));
+            let cascade = query(uri).iter().any(|(k, v)| k == "cascade" && truthy(v));
+            svc.get_volume(&who, &id).await?;
+            svc.delete_volume_snapshots(&who, &id, cascade).await?;
             let job = svc.delete_volume(&who, &id, force).await?;
             crate::engine::spawn(svc.clone(), job);
             Ok((StatusCode::ACCEPTED, Value::Null))
@@ -468,6 +472,7 @@ async fn handle(
             svc.delete_encryption(&id).await?;
             Ok((StatusCode::ACCEPTED, Value::Null))
         }
+        Paths(e) => paths::handle(svc, &who, e, uri, bytes, base, mv).await,
     };
     r.map(Handled::from)
 }
@@ -480,9 +485,16 @@ async fn detail_view(svc: &Service, base: &str, v: &crate::model::Volume, mv: (u
 async fn create_volume(svc: &Arc<Service>, who: &Caller, bytes: &Bytes, base: &str, mv: (u32, u32)) -> Reply {
     let b: VolumeCreateBody = body(bytes)?;
     let v = b.volume;
+    if v.backup_id.is_some() && mv < (3, 47) {
+        return Err(ApiError::bad_request("Invalid input received: backup_id needs microversion 3.47 or later"));
+    }
+    let sources = [v.source_volid.is_some(), v.snapshot_id.is_some(), v.backup_id.is_some()];
+    if sources.iter().filter(|s| **s).count() > 1 {
+        return Err(ApiError::bad_request(
+            "Invalid input received: only one of source_volid, snapshot_id and backup_id may be given",
+        ));
+    }
     let unsupported = [
-        ("snapshot_id", v.snapshot_id.is_some()),
-        ("backup_id", v.backup_id.is_some()),
         ("imageRef", v.image_ref.is_some()),
         ("consistencygroup_id", v.consistencygroup_id.is_some()),
         ("group_id", v.group_id.is_some()),
@@ -496,7 +508,7 @@ async fn create_volume(svc: &Arc<Service>, who: &Caller, bytes: &Bytes, base: &s
         None | Some(Value::Null) => None,
         Some(s) => Some(parse_size(s)?),
     };
-    if size_gb.is_none() && v.source_volid.is_none() {
+    if size_gb.is_none() && !sources.iter().any(|s| *s) {
         return Err(ApiError::bad_request("Invalid input received: size is required"));
     }
     let req = CreateVolume {
@@ -507,7 +519,11 @@ async fn create_volume(svc: &Arc<Service>, who: &Caller, bytes: &Bytes, base: &s
         source_volid: v.source_volid,
         metadata: v.metadata.unwrap_or_default(),
     };
-    let (vol, job) = svc.create_volume(who, req).await?;
+    let (vol, job) = match (v.snapshot_id, v.backup_id) {
+        (Some(snap), _) => svc.create_volume_from_snapshot(who, req, &snap).await?,
+        (_, Some(backup)) => svc.create_volume_from_backup(who, req, &backup).await?,
+        _ => svc.create_volume(who, req).await?,
+    };
     crate::engine::spawn(svc.clone(), job);
     Ok((StatusCode::ACCEPTED, json!({ "volume": detail_view(svc, base, &vol, mv).await? })))
 }

@@ -1,0 +1,435 @@
+//! `/snapshots`, `/backups`, `/volume-transfers` (and the older
+//! `/os-volume-transfer`) and the admin audit `GET /os-rekey/audit`: routing,
+//! bodies and views. Handlers only parse and call the domain
+//! (`crate::paths`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::http::{Method, StatusCode, Uri};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::error::ApiError;
+use super::{body, query, truthy, Reply};
+use crate::model::Caller;
+use crate::paths::{Backup, Snapshot, Transfer};
+use crate::service::Service;
+
+/// Operations of this module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathsEndpoint {
+    /// `GET /snapshots[/detail]`.
+    ListSnapshots(bool),
+    /// `POST /snapshots`.
+    CreateSnapshot,
+    /// `GET /snapshots/{id}`.
+    ShowSnapshot(String),
+    /// `PUT /snapshots/{id}`.
+    UpdateSnapshot(String),
+    /// `DELETE /snapshots/{id}`.
+    DeleteSnapshot(String),
+    /// `GET /backups[/detail]`.
+    ListBackups(bool),
+    /// `POST /backups`.
+    CreateBackup,
+    /// `GET /backups/{id}`.
+    ShowBackup(String),
+    /// `DELETE /backups/{id}`.
+    DeleteBackup(String),
+    /// `POST /backups/{id}/restore`.
+    RestoreBackup(String),
+    /// `GET /volume-transfers[/detail]`.
+    ListTransfers(bool),
+    /// `POST /volume-transfers`.
+    CreateTransfer,
+    /// `GET /volume-transfers/{id}`.
+    ShowTransfer(String),
+    /// `DELETE /volume-transfers/{id}`.
+    DeleteTransfer(String),
+    /// `POST /volume-transfers/{id}/accept`.
+    AcceptTransfer(String),
+    /// `GET /os-rekey/audit`: the key-independence audit (admin).
+    Audit,
+}
+
+/// Routes the path segments after `/v3[/{project}]`.
+pub(super) fn resource(m: &Method, segs: &[&str]) -> Result<PathsEndpoint, ApiError> {
+    use PathsEndpoint::*;
+    let s = |x: &&str| (*x).to_owned();
+    let e = match (segs, m) {
+        (["snapshots"], &Method::GET) => ListSnapshots(false),
+        (["snapshots", "detail"], &Method::GET) => ListSnapshots(true),
+        (["snapshots"], &Method::POST) => CreateSnapshot,
+        (["snapshots", id], &Method::GET) => ShowSnapshot(s(id)),
+        (["snapshots", id], &Method::PUT) => UpdateSnapshot(s(id)),
+        (["snapshots", id], &Method::DELETE) => DeleteSnapshot(s(id)),
+        (["backups"], &Method::GET) => ListBackups(false),
+        (["backups", "detail"], &Method::GET) => ListBackups(true),
+        (["backups"], &Method::POST) => CreateBackup,
+        (["backups", id], &Method::GET) => ShowBackup(s(id)),
+        (["backups", id], &Method::DELETE) => DeleteBackup(s(id)),
+        (["backups", id, "restore"], &Method::POST) => RestoreBackup(s(id)),
+        ([t], &Method::GET) if is_transfers(t) => ListTransfers(false),
+        ([t, "detail"], &Method::GET) if is_transfers(t) => ListTransfers(true),
+        ([t], &Method::POST) if is_transfers(t) => CreateTransfer,
+        ([t, id], &Method::GET) if is_transfers(t) => ShowTransfer(s(id)),
+        ([t, id], &Method::DELETE) if is_transfers(t) => DeleteTransfer(s(id)),
+        ([t, id, "accept"], &Method::POST) if is_transfers(t) => AcceptTransfer(s(id)),
+        (["os-rekey", "audit"], &Method::GET) => Audit,
+        (["snapshots"] | ["snapshots", _] | ["backups"] | ["backups", _] | ["backups", _, "restore"], _) => {
+            return Err(ApiError::bad_method())
+        }
+        ([t] | [t, _] | [t, _, "accept"], _) if is_transfers(t) => return Err(ApiError::bad_method()),
+        _ => return Err(ApiError::not_found_path()),
+    };
+    Ok(e)
+}
+
+fn is_transfers(seg: &str) -> bool {
+    seg == "volume-transfers" || seg == "os-volume-transfer"
+}
+
+/// `true`/`false` as JSON or as Cinder's strings.
+fn flag(v: &Option<Value>, what: &str) -> Result<bool, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(s)) if matches!(s.to_ascii_lowercase().as_str(), "true" | "false" | "0" | "1" | "yes" | "no") => {
+            Ok(truthy(s))
+        }
+        Some(v) => Err(ApiError::bad_request(format!("Invalid input received: {what} {v} is not a boolean"))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotBody {
+    snapshot: SnapshotFields,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotFields {
+    #[serde(default)]
+    volume_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    display_description: Option<String>,
+    #[serde(default)]
+    force: Option<Value>,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupBody {
+    backup: BackupFields,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupFields {
+    volume_id: String,
+    #[serde(default)]
+    container: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    incremental: Option<Value>,
+    #[serde(default)]
+    force: Option<Value>,
+    #[serde(default)]
+    snapshot_id: Option<String>,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    availability_zone: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreBody {
+    restore: RestoreFields,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreFields {
+    #[serde(default)]
+    volume_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferBody {
+    transfer: TransferFields,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferFields {
+    volume_id: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    no_snapshots: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcceptBody {
+    accept: AcceptFields,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcceptFields {
+    auth_key: String,
+}
+
+/// Handles one of this module's endpoints.
+pub(super) async fn handle(
+    svc: &Arc<Service>,
+    who: &Caller,
+    e: PathsEndpoint,
+    uri: &Uri,
+    bytes: &Bytes,
+    base: &str,
+    mv: (u32, u32),
+) -> Reply {
+    use PathsEndpoint::*;
+    let all_tenants = query(uri).iter().any(|(k, v)| k == "all_tenants" && truthy(v));
+    let q_volume = query(uri).into_iter().find(|(k, _)| k == "volume_id").map(|(_, v)| v);
+    match e {
+        ListSnapshots(detail) => {
+            let snaps = svc.list_snapshots(who, all_tenants, q_volume.as_deref()).await?;
+            let out: Vec<Value> = snaps.iter().map(|s| snapshot_view(base, s, mv, detail)).collect();
+            Ok((StatusCode::OK, json!({ "snapshots": out })))
+        }
+        CreateSnapshot => {
+            let b: SnapshotBody = body(bytes)?;
+            let f = b.snapshot;
+            let volume_id = f.volume_id.ok_or_else(|| ApiError::bad_request("Invalid input received: volume_id is required"))?;
+            let req = crate::paths::snapshots::CreateSnapshot {
+                volume_id,
+                name: f.name.or(f.display_name),
+                description: f.description.or(f.display_description),
+                force: flag(&f.force, "force")?,
+                metadata: f.metadata.unwrap_or_default(),
+            };
+            let (s, job) = svc.create_snapshot(who, req).await?;
+            crate::engine::spawn(svc.clone(), job);
+            Ok((StatusCode::ACCEPTED, json!({ "snapshot": snapshot_view(base, &s, mv, true) })))
+        }
+        ShowSnapshot(id) => Ok((StatusCode::OK, json!({ "snapshot": snapshot_view(base, &svc.get_snapshot(who, &id).await?, mv, true) }))),
+        UpdateSnapshot(id) => {
+            let b: SnapshotBody = body(bytes)?;
+            let f = b.snapshot;
+            if f.volume_id.is_some() || f.force.is_some() {
+                return Err(ApiError::bad_request("Invalid input received: only name, description and metadata can be updated"));
+            }
+            let name = f.name.or(f.display_name).map(Some);
+            let desc = f.description.or(f.display_description).map(Some);
+            let s = svc.update_snapshot(who, &id, name, desc, f.metadata).await?;
+            Ok((StatusCode::OK, json!({ "snapshot": snapshot_view(base, &s, mv, true) })))
+        }
+        DeleteSnapshot(id) => {
+            svc.delete_snapshot(who, &id).await?;
+            Ok((StatusCode::ACCEPTED, Value::Null))
+        }
+        ListBackups(detail) => {
+            let list = svc.list_backups(who, all_tenants, q_volume.as_deref()).await?;
+            let mut out = Vec::with_capacity(list.len());
+            for b in &list {
+                out.push(backup_view(svc, base, b, mv, detail).await?);
+            }
+            Ok((StatusCode::OK, json!({ "backups": out })))
+        }
+        CreateBackup => {
+            let b: BackupBody = body(bytes)?;
+            let f = b.backup;
+            if f.snapshot_id.is_some() {
+                return Err(ApiError::bad_request("Invalid input received: backups of snapshots are not supported; back up the volume"));
+            }
+            let _ = (&f.container, &f.availability_zone);
+            let req = crate::paths::backups::CreateBackup {
+                volume_id: f.volume_id,
+                name: f.name,
+                description: f.description,
+                incremental: flag(&f.incremental, "incremental")?,
+                force: flag(&f.force, "force")?,
+                metadata: f.metadata.unwrap_or_default(),
+            };
+            let (bk, job) = svc.create_backup(who, req).await?;
+            crate::engine::spawn(svc.clone(), job);
+            Ok((StatusCode::ACCEPTED, json!({ "backup": {"id": bk.id, "name": bk.name, "links": links(base, &bk.project_id, "backups", &bk.id)} })))
+        }
+        ShowBackup(id) => {
+            let b = svc.get_backup(who, &id).await?;
+            Ok((StatusCode::OK, json!({ "backup": backup_view(svc, base, &b, mv, true).await? })))
+        }
+        DeleteBackup(id) => {
+            svc.delete_backup(who, &id).await?;
+            Ok((StatusCode::ACCEPTED, Value::Null))
+        }
+        RestoreBackup(id) => {
+            let b: RestoreBody = body(bytes)?;
+            let (vol, job) = svc.restore_backup(who, &id, b.restore.volume_id.as_deref(), b.restore.name).await?;
+            crate::engine::spawn(svc.clone(), job);
+            Ok((StatusCode::ACCEPTED, json!({ "restore": {"backup_id": id, "volume_id": vol.id, "volume_name": vol.name} })))
+        }
+        ListTransfers(detail) => {
+            let list = svc.list_transfers(who, all_tenants).await?;
+            let out: Vec<Value> = list.iter().map(|t| transfer_view(base, t, None, mv, detail)).collect();
+            Ok((StatusCode::OK, json!({ "transfers": out })))
+        }
+        CreateTransfer => {
+            let b: TransferBody = body(bytes)?;
+            let f = b.transfer;
+            let no_snapshots = flag(&f.no_snapshots, "no_snapshots")?;
+            if no_snapshots && mv < (3, 55) {
+                return Err(ApiError::bad_request("Invalid input received: no_snapshots needs microversion 3.55 or later"));
+            }
+            let (t, auth_key) = svc.create_transfer(who, &f.volume_id, f.name, no_snapshots, mv).await?;
+            Ok((StatusCode::ACCEPTED, json!({ "transfer": transfer_view(base, &t, Some(auth_key.as_str()), mv, true) })))
+        }
+        ShowTransfer(id) => {
+            let t = svc.get_transfer(who, &id).await?;
+            Ok((StatusCode::OK, json!({ "transfer": transfer_view(base, &t, None, mv, true) })))
+        }
+        DeleteTransfer(id) => {
+            svc.delete_transfer(who, &id).await?;
+            Ok((StatusCode::ACCEPTED, Value::Null))
+        }
+        AcceptTransfer(id) => {
+            let b: AcceptBody = body(bytes)?;
+            let (t, vol, job) = svc.accept_transfer(who, &id, &b.accept.auth_key, mv).await?;
+            crate::engine::spawn(svc.clone(), job);
+            Ok((
+                StatusCode::ACCEPTED,
+                json!({ "transfer": {"id": t.id, "name": t.name, "volume_id": vol.id, "links": links(base, &vol.project_id, "os-volume-transfer", &t.id)} }),
+            ))
+        }
+        Audit => {
+            if !who.admin {
+                return Err(ApiError::forbidden("Policy doesn't allow the audit."));
+            }
+            let report = crate::paths::audit::run(svc).await?;
+            Ok((StatusCode::OK, json!({ "audit": report })))
+        }
+    }
+}
+
+fn links(base: &str, project: &str, kind: &str, id: &str) -> Value {
+    json!([
+        {"rel": "self", "href": format!("{base}/v3/{project}/{kind}/{id}")},
+        {"rel": "bookmark", "href": format!("{base}/{project}/{kind}/{id}")}
+    ])
+}
+
+fn snapshot_view(base: &str, s: &Snapshot, mv: (u32, u32), detail: bool) -> Value {
+    let mut m = Map::new();
+    let mut put = |k: &str, v: Value| {
+        m.insert(k.to_owned(), v);
+    };
+    put("id", json!(s.id));
+    put("name", json!(s.name));
+    put("description", json!(s.description));
+    put("status", json!(s.status));
+    put("size", json!(s.size_gb));
+    put("volume_id", json!(s.volume_id));
+    put("metadata", json!(s.metadata));
+    put("created_at", json!(s.created_at));
+    put("updated_at", json!(s.updated_at));
+    put("links", links(base, &s.project_id, "snapshots", &s.id));
+    if detail {
+        put("os-extended-snapshot-attributes:progress", json!(if s.status == "available" { "100%" } else { "0%" }));
+        put("os-extended-snapshot-attributes:project_id", json!(s.project_id));
+    }
+    if mv >= (3, 14) {
+        put("group_snapshot_id", Value::Null);
+    }
+    if mv >= (3, 41) {
+        put("user_id", json!(s.user_id));
+    }
+    if mv >= (3, 65) {
+        put("consumes_quota", json!(true));
+    }
+    Value::Object(m)
+}
+
+async fn backup_view(svc: &Service, base: &str, b: &Backup, mv: (u32, u32), detail: bool) -> Result<Value, ApiError> {
+    if !detail {
+        return Ok(json!({"id": b.id, "name": b.name, "links": links(base, &b.project_id, "backups", &b.id)}));
+    }
+    let dependents = svc.backup_has_dependents(&b.id).await?;
+    let mut v = json!({
+        "id": b.id,
+        "name": b.name,
+        "description": b.description,
+        "status": b.status,
+        "availability_zone": "nova",
+        "volume_id": b.volume_id,
+        "snapshot_id": null,
+        "size": b.size_gb,
+        "object_count": b.object_count,
+        "container": "rekey-backups",
+        "is_incremental": b.parent_id.is_some(),
+        "has_dependent_backups": dependents,
+        "fail_reason": b.fail_reason,
+        "created_at": b.created_at,
+        "updated_at": b.updated_at,
+        "data_timestamp": b.created_at,
+        "links": links(base, &b.project_id, "backups", &b.id),
+    });
+    if mv >= (3, 18) {
+        v["os-backup-project-attr:project_id"] = json!(b.project_id);
+    }
+    if mv >= (3, 43) {
+        v["metadata"] = json!({});
+    }
+    if mv >= (3, 56) {
+        v["user_id"] = json!(b.user_id);
+    }
+    if mv >= (3, 64) {
+        v["encryption_key_id"] = json!(b.encryption_key_id);
+    }
+    Ok(v)
+}
+
+fn transfer_view(base: &str, t: &Transfer, auth_key: Option<&str>, mv: (u32, u32), detail: bool) -> Value {
+    let mut v = json!({
+        "id": t.id,
+        "name": t.name,
+        "volume_id": t.volume_id,
+        "links": links(base, &t.project_id, "os-volume-transfer", &t.id),
+    });
+    if detail {
+        v["created_at"] = json!(t.created_at);
+    }
+    if let Some(k) = auth_key {
+        v["auth_key"] = json!(k);
+    }
+    if mv >= (3, 55) {
+        v["no_snapshots"] = json!(t.no_snapshots);
+    }
+    if mv >= (3, 57) && detail {
+        v["source_project_id"] = json!(t.project_id);
+        v["destination_project_id"] = Value::Null;
+        v["accepted"] = json!(false);
+    }
+    v
+}
+

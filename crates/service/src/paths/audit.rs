@@ -1,0 +1,217 @@
+//! The key-independence audit: for every encrypted volume, unlock it with its
+//! own key and report
+//!
+//! - key ids that more than one record (volume, snapshot, backup) names;
+//! - passphrases that open more than one volume (volumes whose keys have the
+//!   same bytes under different ids: Cinder's clone-by-copy);
+//! - groups of volumes that share a volume (master) key — a keyslot rekey
+//!   does not change it, so anyone who held one volume's key and header can
+//!   decrypt the others — each with the fix: re-encrypt under a new volume
+//!   key (`rekey:mode=volume-key`).
+//!
+//! Keys are compared by keyed fingerprints, HMAC-SHA256 under a secret kept
+//! in the data directory (`audit.secret`, made on first use), never raw: the
+//! report can be shared without helping anyone guess a key. Memory is one
+//! fingerprint per volume; time is one fast-KDF unlock per volume.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use hmac::{Hmac, Mac};
+use rekey_keys::{passphrase_hex, KeyId, Project};
+use rekey_luks::Volume as LuksVolume;
+use serde::Serialize;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::error::{Result, ServiceError};
+use crate::service::Service;
+
+const SECRET_FILE: &str = "audit.secret";
+
+/// The audit's findings.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct AuditReport {
+    /// Volumes looked at.
+    pub volumes: usize,
+    /// Of which encrypted (and unlocked).
+    pub encrypted: usize,
+    /// Key ids named by more than one record.
+    pub shared_key_ids: Vec<SharedKeyId>,
+    /// Groups of volumes that open with the same passphrase.
+    pub shared_passphrases: Vec<Group>,
+    /// Groups of volumes that share a volume key.
+    pub shared_volume_keys: Vec<Group>,
+    /// Volumes with more than one active keyslot (another passphrase may open them).
+    pub extra_keyslots: Vec<ExtraKeyslots>,
+    /// Volumes that could not be checked, and why.
+    pub errors: Vec<AuditError>,
+}
+
+impl AuditReport {
+    /// True when no two volumes share anything.
+    pub fn is_clean(&self) -> bool {
+        self.shared_key_ids.is_empty()
+            && self.shared_passphrases.is_empty()
+            && self.shared_volume_keys.is_empty()
+            && self.errors.is_empty()
+    }
+}
+
+/// A key id named by several records.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SharedKeyId {
+    /// The key id.
+    pub key_id: String,
+    /// `volume:<id>`, `snapshot:<id>`, `backup:<id>`.
+    pub records: Vec<String>,
+}
+
+/// Volumes sharing one secret.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Group {
+    /// Keyed fingerprint (HMAC-SHA256, first 16 bytes, hex) of the shared secret.
+    pub fingerprint: String,
+    /// The volumes, sorted.
+    pub volumes: Vec<String>,
+    /// What to do about it.
+    pub fix: String,
+}
+
+/// A volume with more than one keyslot.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ExtraKeyslots {
+    /// The volume.
+    pub volume: String,
+    /// Its active keyslots.
+    pub keyslots: Vec<u32>,
+}
+
+/// A volume the audit could not check.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AuditError {
+    /// The volume.
+    pub volume: String,
+    /// Why.
+    pub error: String,
+}
+
+/// The per-installation fingerprint secret, created on first use.
+fn secret(data_dir: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    let path = data_dir.join(SECRET_FILE);
+    match std::fs::read(&path) {
+        Ok(b) if b.len() == 32 => return Ok(Zeroizing::new(b)),
+        Ok(_) => return Err(ServiceError::Config(format!("{} is not 32 bytes", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ServiceError::Config(format!("{}: {e}", path.display()))),
+    }
+    let fresh = rekey_luks::Secret::random(32);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    match opts.open(&path) {
+        Ok(mut f) => {
+            f.write_all(fresh.expose()).and_then(|()| f.sync_all()).map_err(|e| ServiceError::Config(format!("{}: {e}", path.display())))?;
+            Ok(Zeroizing::new(fresh.expose().to_vec()))
+        }
+        // Another process made it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => secret(data_dir),
+        Err(e) => Err(ServiceError::Config(format!("{}: {e}", path.display()))),
+    }
+}
+
+fn fingerprint(secret: &[u8], domain: &str, data: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(domain.as_bytes());
+    mac.update(&[0]);
+    mac.update(data);
+    hex::encode(&mac.finalize().into_bytes()[..16])
+}
+
+fn groups(map: BTreeMap<String, Vec<String>>, fix: impl Fn(&[String]) -> String) -> Vec<Group> {
+    let mut out: Vec<Group> = map
+        .into_iter()
+        .filter(|(_, v)| v.len() > 1)
+        .map(|(fingerprint, mut volumes)| {
+            volumes.sort();
+            let fix = fix(&volumes);
+            Group { fingerprint, volumes, fix }
+        })
+        .collect();
+    out.sort_by(|a, b| a.volumes.cmp(&b.volumes));
+    out
+}
+
+/// Runs the audit over every volume of every project.
+pub async fn run(svc: &Service) -> Result<AuditReport> {
+    let secret = secret(&svc.config().data_dir)?;
+    let (vols, recorded) = {
+        let mut c = svc.conn().await?;
+        (crate::db::list_volumes(&mut c, None, None, None).await?, super::db::all_recorded_keys(&mut c).await?)
+    };
+    let mut report = AuditReport { volumes: vols.len(), ..AuditReport::default() };
+
+    let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (key, kind, id) in recorded {
+        by_key.entry(key).or_default().push(format!("{kind}:{id}"));
+    }
+    report.shared_key_ids = by_key
+        .into_iter()
+        .filter(|(_, r)| r.len() > 1)
+        .map(|(key_id, mut records)| {
+            records.sort();
+            SharedKeyId { key_id, records }
+        })
+        .collect();
+
+    let mut by_pass: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut by_vk: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for v in vols {
+        let Some(key) = v.encryption_key_id.clone() else { continue };
+        if v.status != crate::model::status::AVAILABLE {
+            continue;
+        }
+        let checked: Result<(String, String, Vec<u32>)> = async {
+            let bytes = svc.keys.get_key(&Project::new(v.project_id.clone())?, &KeyId::parse(&key)?).await?;
+            let pass = passphrase_hex(&bytes);
+            let pfp = fingerprint(&secret, "passphrase", pass.as_bytes());
+            let (backend, id, secret) = (svc.backend.clone(), v.id.clone(), secret.clone());
+            let (vfp, slots) = crate::engine::blocking(move || {
+                let lv = LuksVolume::open(backend.open(&id)?)?;
+                let (_, vk) = lv.unlock(pass.as_bytes(), None)?;
+                Ok((fingerprint(&secret, "volume-key", vk.expose()), lv.active_keyslots()))
+            })
+            .await?;
+            Ok((pfp, vfp, slots))
+        }
+        .await;
+        match checked {
+            Ok((pfp, vfp, slots)) => {
+                report.encrypted += 1;
+                by_pass.entry(pfp).or_default().push(v.id.clone());
+                by_vk.entry(vfp).or_default().push(v.id.clone());
+                if slots.len() > 1 {
+                    report.extra_keyslots.push(ExtraKeyslots { volume: v.id.clone(), keyslots: slots });
+                }
+            }
+            Err(e) => report.errors.push(AuditError { volume: v.id.clone(), error: e.to_string() }),
+        }
+    }
+    report.shared_passphrases = groups(by_pass, |vs| {
+        format!(
+            "give each volume but {} its own key: clone it with rekey:mode=keyslot or volume-key (a keyslot rekey)",
+            vs[0]
+        )
+    });
+    report.shared_volume_keys = groups(by_vk, |vs| {
+        format!(
+            "re-encrypt every volume but {} under a new volume key (rekey:mode=volume-key, or `rekey luks reencrypt \
+             --key-file <(rekey key show KEY --passphrase) --new-key-file NEW VOLUME_PATH` with the service stopped, \
+             then record NEW's key id); a keyslot rekey alone leaves the volume key shared",
+            vs[0]
+        )
+    });
+    Ok(report)
+}

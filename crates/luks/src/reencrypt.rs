@@ -364,10 +364,18 @@ impl Record {
     }
 }
 
+/// Truncated SHA-256 of one unit. RustCrypto's `sha2` (SHA-NI where the CPU
+/// has it): OpenSSL 3's one-shot `SHA256()` fetches the algorithm on every
+/// call, which costs more than hashing 512 bytes.
+fn unit_hash(unit: &[u8]) -> [u8; HASH_LEN] {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(unit);
+    d[..HASH_LEN].try_into().expect("16 of 32 bytes")
+}
+
 fn unit_hashes(buf: &[u8], out: &mut [u8]) {
     for (unit, h) in buf.chunks(UNIT as usize).zip(out.chunks_mut(HASH_LEN)) {
-        let d = openssl::sha::sha256(unit);
-        h.copy_from_slice(&d[..HASH_LEN]);
+        h.copy_from_slice(&unit_hash(unit));
     }
 }
 
@@ -487,7 +495,7 @@ fn repair<IO: BlockIo>(old: &crate::data::Decrypted<&IO>, new: &crate::data::Dec
     for (i, chunk) in buf.as_mut().chunks_mut(sector as usize).enumerate() {
         let done = chunk.chunks(UNIT as usize).enumerate().all(|(u, unit)| {
             let idx = (i * (sector / UNIT) as usize + u) * HASH_LEN;
-            openssl::sha::sha256(unit)[..HASH_LEN] == r.hashes[idx..idx + HASH_LEN]
+            unit_hash(unit)[..] == r.hashes[idx..idx + HASH_LEN]
         });
         if !done {
             // A sector is written whole or not at all at the device's unit;
@@ -498,7 +506,7 @@ fn repair<IO: BlockIo>(old: &crate::data::Decrypted<&IO>, new: &crate::data::Dec
                 .enumerate()
                 .map(|(u, unit)| {
                     let idx = (i * (sector / UNIT) as usize + u) * HASH_LEN;
-                    openssl::sha::sha256(unit)[..HASH_LEN] == r.hashes[idx..idx + HASH_LEN]
+                    unit_hash(unit)[..] == r.hashes[idx..idx + HASH_LEN]
                 })
                 .collect();
             if units_new.iter().any(|&n| n) {

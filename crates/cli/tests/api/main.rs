@@ -8,3 +8,4 @@ mod harness;
 mod volume_key;
 mod paths;
 mod audit;
+mod paths_faults;

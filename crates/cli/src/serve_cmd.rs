@@ -33,6 +33,15 @@ pub struct ServeArgs {
     /// Volume backend.
     #[arg(long, value_enum)]
     backend: Option<BackendKind>,
+    /// RBD pool for volumes (implies --backend rbd).
+    #[arg(long)]
+    rbd_pool: Option<String>,
+    /// ceph.conf for the RBD backend (default: $CEPH_CONF, then Ceph's search path).
+    #[arg(long)]
+    ceph_conf: Option<PathBuf>,
+    /// Ceph client name for the RBD backend (default: admin).
+    #[arg(long)]
+    ceph_user: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -47,6 +56,8 @@ enum KeyManagerKind {
 enum BackendKind {
     /// One sparse file per volume under DATA_DIR/volumes.
     File,
+    /// Ceph RBD images `volume-<id>` in --rbd-pool, through librbd.
+    Rbd,
 }
 
 /// Config file (if any) with the command-line flags applied on top.
@@ -80,8 +91,31 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         (None, None) => {}
     }
-    if let Some(BackendKind::File) = args.backend {
-        config.backend = Some(BackendConfig::File { data_dir: config.data_dir.clone() });
+    let rbd_flags = args.rbd_pool.is_some() || args.ceph_conf.is_some() || args.ceph_user.is_some();
+    match (args.backend, rbd_flags) {
+        (Some(BackendKind::File), true) => bail!("--rbd-pool, --ceph-conf and --ceph-user need --backend rbd"),
+        (Some(BackendKind::File), false) => {
+            config.backend = Some(BackendConfig::File { data_dir: config.data_dir.clone() });
+        }
+        (Some(BackendKind::Rbd), _) | (None, true) => {
+            let mut rbd = match config.backend.take() {
+                Some(BackendConfig::Rbd(r)) => r,
+                _ => rekey_storage::RbdConfig::new(
+                    args.rbd_pool.clone().context("--backend rbd needs --rbd-pool (or [backend] pool in the config file)")?,
+                ),
+            };
+            if let Some(p) = args.rbd_pool {
+                rbd.pool = p;
+            }
+            if let Some(c) = args.ceph_conf {
+                rbd.ceph_conf = Some(c);
+            }
+            if let Some(u) = args.ceph_user {
+                rbd.ceph_user = u;
+            }
+            config.backend = Some(BackendConfig::Rbd(rbd));
+        }
+        (None, false) => {}
     }
     init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;

@@ -12,3 +12,4 @@ mod harness;
 mod librbd_luks;
 mod outage;
 mod roundtrip;
+mod service;

@@ -134,7 +134,11 @@ async fn roll_back(svc: &Service, job: &Job) -> Result<()> {
     let mut tx = svc.tx().await?;
     let vol = db::get_volume(&mut tx, &job.volume_id).await?;
     if let (Some(new), Some(v)) = (&job.new_key_id, &vol) {
-        if v.encryption_key_id.as_deref() != Some(new.as_str()) {
+        // Once add_keyslot has started, the volume may already need the new
+        // key (a half-finished volume-key re-encryption holds data under
+        // it): keep it, leaked at worst, rather than lose data.
+        let may_be_needed = job.step == "add_keyslot" || job.new_slot.is_some();
+        if v.encryption_key_id.as_deref() != Some(new.as_str()) && !may_be_needed {
             db::queue_key_deletion(&mut tx, new, &job.project_id, "new key of a failed rekey").await?;
         }
     }

@@ -444,16 +444,14 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
                 hotzone: a.hotzone_mib.checked_mul(1 << 20).context("--hotzone-mib too large")?,
                 ..Default::default()
             };
-            let (report, bar) = progress_reporter(a.progress, "reencrypt");
             let new_ref = new.as_ref().map(|n| n.expose());
-            let result = if a.resume {
-                reencrypt::resume(v, pass.expose(), new_ref, &opts, &report)
-            } else {
-                reencrypt::reencrypt(v, pass.expose(), new_ref, &opts, &report)
-            };
-            if let Some(b) = bar {
-                b.finish_and_clear();
-            }
+            let result = with_progress(a.progress, "reencrypt", |report| {
+                if a.resume {
+                    reencrypt::resume(v, pass.expose(), new_ref, &opts, report)
+                } else {
+                    reencrypt::reencrypt(v, pass.expose(), new_ref, &opts, report)
+                }
+            });
             let (_, rep) = result.with_context(|| format!("{}", a.image.display()))?;
             if a.progress.json {
                 println!("{}", serde_json::json!({"op": "reencrypt", "result": rep}));
@@ -474,24 +472,14 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
                 .write(true)
                 .open(&a.output)
                 .with_context(|| format!("cannot create {}", a.output.display()))?;
-            let (report, bar) = progress_reporter(a.progress, "export");
-            let r = rekey_luks::transfer::export(&d, &out, &report);
-            if let Some(b) = bar {
-                b.finish_and_clear();
-            }
-            r?;
+            with_progress(a.progress, "export", |report| rekey_luks::transfer::export(&d, &out, report))?;
             Ok(())
         }
         LuksCommand::Import(a) => {
             let v = open_volume(&a.image)?;
             let d = v.decrypted(read_key_file(&a.key_file)?.expose())?;
             let input = std::fs::File::open(&a.input).with_context(|| format!("cannot open {}", a.input.display()))?;
-            let (report, bar) = progress_reporter(a.progress, "import");
-            let r = rekey_luks::transfer::import(&input, &d, &report);
-            if let Some(b) = bar {
-                b.finish_and_clear();
-            }
-            r?;
+            with_progress(a.progress, "import", |report| rekey_luks::transfer::import(&input, &d, report))?;
             Ok(())
         }
         LuksCommand::KillSlot(a) => {
@@ -544,6 +532,16 @@ fn progress_reporter(args: ProgressArgs, what: &'static str) -> (impl Fn(u64, u6
         }
     };
     (f, bar)
+}
+
+/// Runs `f` with a progress reporter, clearing the bar afterwards.
+fn with_progress<T>(args: ProgressArgs, what: &'static str, f: impl FnOnce(&(dyn Fn(u64, u64) + Sync)) -> T) -> T {
+    let (report, bar) = progress_reporter(args, what);
+    let r = f(&report);
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    r
 }
 
 fn hex(b: &[u8]) -> String {

@@ -50,7 +50,8 @@ fn malformed_and_invalid_create_requests() {
     let bogus = "00000000-0000-0000-0000-000000000000";
     let b = format!(r#"{{"volume": {{"source_volid": "{bogus}"}}}}"#);
     expect_error(post(b.as_bytes()), 404, "itemNotFound", bogus);
-    expect_error(post(br#"{"volume": {"size": 1, "snapshot_id": "x"}}"#), 400, "badRequest", "snapshot_id");
+    // Snapshots exist now: an unknown one is Cinder's 404, not a 400.
+    expect_error(post(br#"{"volume": {"size": 1, "snapshot_id": "x"}}"#), 404, "itemNotFound", "Snapshot x");
     assert_eq!(srv.volume_count(PROJECT), 0, "a rejected request left a volume record");
     assert_eq!(files_in(&srv.data_dir), 0, "a rejected request left a backing file");
 

@@ -26,6 +26,11 @@
 //! new key for deletion (the recorded interim key still opens the volume); a
 //! failure after it never deletes the new key (Cinder's bug) and leaves the
 //! job to be retried.
+//!
+//! An in-place rekey of an existing volume (the `os-rekey` action, kinds
+//! `rekey_keyslot` and `rekey_volume_key`) starts at `new_key` with the
+//! volume's own key as the old one; its mode is the one asked for, not the
+//! volume type's, and the old key is queued for deletion at the end.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +60,8 @@ pub(crate) fn first_step(kind: JobKind) -> &'static str {
         JobKind::Create => "allocate",
         JobKind::Clone => "clone_data",
         JobKind::Delete => "delete_data",
+        // An in-place rekey: the volume's own key is the old one.
+        JobKind::RekeyKeyslot | JobKind::RekeyVolumeKey => "new_key",
         kind => crate::paths::first_step(kind),
     }
 }
@@ -148,7 +155,13 @@ async fn roll_back(svc: &Service, job: &Job) -> Result<()> {
             db::queue_key_deletion(&mut tx, old, &job.project_id, "interim key of a failed job").await?;
         }
     }
-    let st = if job.kind == JobKind::Delete { status::ERROR_DELETING } else { status::ERROR };
+    let st = match job.kind {
+        JobKind::Delete => status::ERROR_DELETING,
+        // An in-place rekey that failed before touching the volume leaves it
+        // as it was: its recorded key still opens it.
+        JobKind::RekeyKeyslot | JobKind::RekeyVolumeKey if job.step == "new_key" => status::AVAILABLE,
+        _ => status::ERROR,
+    };
     db::set_status(&mut tx, &job.volume_id, st).await?;
     crate::paths::on_roll_back(&mut tx, job).await?;
     db::delete_job(&mut tx, &job.id).await?;
@@ -171,9 +184,10 @@ pub(crate) async fn target(svc: &Service, job: &Job) -> Result<Target> {
         .ok_or_else(|| ServiceError::not_found("Volume", job.volume_id.clone()))?;
     let enc = db::get_encryption(&mut c, &vol.volume_type_id).await?;
     let vtype = db::get_type(&mut c, &vol.volume_type_id).await?;
-    let mode = match vtype {
-        Some(t) => svc.rekey_mode(&t)?,
-        None => svc.config.rekey.default_mode,
+    let mode = match (job.kind.forced_mode(), vtype) {
+        (Some(forced), _) => forced,
+        (None, Some(t)) => svc.rekey_mode(&t)?,
+        (None, None) => svc.config.rekey.default_mode,
     };
     Ok(Target { vol, enc, mode })
 }
@@ -428,7 +442,8 @@ async fn destroy_old_keyslot(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
     job.step = DONE.into();
     let mut tx = svc.tx().await?;
     if let Some(old) = &job.old_key_id {
-        db::queue_key_deletion(&mut tx, old, &job.project_id, "interim key of a rekeyed clone").await?;
+        let why = if job.kind.forced_mode().is_some() { "previous key of a rekeyed volume" } else { "interim key of a rekeyed clone" };
+        db::queue_key_deletion(&mut tx, old, &job.project_id, why).await?;
     }
     commit(tx, job, "destroy_old_keyslot").await?;
     svc.key_gc.notify_one();

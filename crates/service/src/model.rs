@@ -79,6 +79,8 @@ pub mod status {
     pub const DELETING: &str = "deleting";
     /// Deletion failed.
     pub const ERROR_DELETING: &str = "error_deleting";
+    /// Being rekeyed in place (`os-rekey`), or moved by a transfer accept.
+    pub const MAINTENANCE: &str = "maintenance";
 }
 
 /// A volume record.
@@ -225,6 +227,11 @@ pub enum JobKind {
     Restore,
     /// Accepting transfer `source_id` of volume `volume_id`, then rekeying it.
     Accept,
+    /// Rekeying an existing volume in place (`os-rekey` action), keyslot mode.
+    RekeyKeyslot,
+    /// Rekeying an existing volume in place (`os-rekey` action), re-encrypting
+    /// it under a new volume key.
+    RekeyVolumeKey,
 }
 
 impl JobKind {
@@ -239,11 +246,38 @@ impl JobKind {
             JobKind::Backup => "backup",
             JobKind::Restore => "restore",
             JobKind::Accept => "accept",
+            JobKind::RekeyKeyslot => "rekey_keyslot",
+            JobKind::RekeyVolumeKey => "rekey_volume_key",
         }
     }
     /// Whether the job ends in the rekey steps (`new_key` … `destroy_old_keyslot`).
     pub fn rekeys(self) -> bool {
-        matches!(self, JobKind::Clone | JobKind::FromSnapshot | JobKind::Restore | JobKind::Accept)
+        matches!(
+            self,
+            JobKind::Clone
+                | JobKind::FromSnapshot
+                | JobKind::Restore
+                | JobKind::Accept
+                | JobKind::RekeyKeyslot
+                | JobKind::RekeyVolumeKey
+        )
+    }
+    /// The rekey mode an in-place rekey job asked for (it overrides the
+    /// volume type's `rekey:mode`).
+    pub fn forced_mode(self) -> Option<RekeyMode> {
+        match self {
+            JobKind::RekeyKeyslot => Some(RekeyMode::Keyslot),
+            JobKind::RekeyVolumeKey => Some(RekeyMode::VolumeKey),
+            _ => None,
+        }
+    }
+    /// The in-place rekey job for `mode` (none for `RekeyMode::None`).
+    pub fn rekey(mode: RekeyMode) -> Option<Self> {
+        match mode {
+            RekeyMode::Keyslot => Some(JobKind::RekeyKeyslot),
+            RekeyMode::VolumeKey => Some(JobKind::RekeyVolumeKey),
+            RekeyMode::None => None,
+        }
     }
     /// From the stored spelling.
     pub fn parse(s: &str) -> Option<Self> {
@@ -256,6 +290,8 @@ impl JobKind {
             "backup" => Some(JobKind::Backup),
             "restore" => Some(JobKind::Restore),
             "accept" => Some(JobKind::Accept),
+            "rekey_keyslot" => Some(JobKind::RekeyKeyslot),
+            "rekey_volume_key" => Some(JobKind::RekeyVolumeKey),
             _ => None,
         }
     }

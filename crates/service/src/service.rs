@@ -280,6 +280,64 @@ impl Service {
         Ok(v)
     }
 
+    /// Admits an in-place rekey (`os-rekey`): the volume gets a new key (and,
+    /// in volume-key mode, a new volume key with every sector re-encrypted);
+    /// its old key is deleted at the end. Marks it `maintenance` and records
+    /// the job.
+    pub async fn rekey_volume(&self, caller: &Caller, id: &str, mode: RekeyMode) -> Result<Job> {
+        let kind = JobKind::rekey(mode).ok_or_else(|| {
+            ServiceError::invalid("Invalid input received: os-rekey mode must be keyslot or volume-key")
+        })?;
+        let mut tx = self.tx().await?;
+        let v = db::get_volume(&mut tx, id)
+            .await?
+            .filter(|v| v.project_id == caller.project)
+            .ok_or_else(|| ServiceError::not_found("Volume", id))?;
+        let enc = db::get_encryption(&mut tx, &v.volume_type_id).await?;
+        let (Some(enc), Some(key)) = (enc, v.encryption_key_id.clone()) else {
+            return Err(ServiceError::invalid(format!("Invalid volume: volume {id} is not encrypted; there is no key to rekey.")));
+        };
+        if v.status != status::AVAILABLE {
+            return Err(ServiceError::invalid(format!(
+                "Invalid volume: Volume status must be available to rekey, but is {}.",
+                v.status
+            )));
+        }
+        if db::is_being_cloned(&mut tx, id).await? {
+            return Err(ServiceError::invalid(format!(
+                "Invalid volume: a clone, snapshot or backup of volume {id} is in progress; rekey it when that is done."
+            )));
+        }
+        if mode == RekeyMode::VolumeKey {
+            if !VOLUME_KEY_MODE_AVAILABLE {
+                return Err(volume_key_unavailable());
+            }
+            if enc.provider.version() == rekey_luks::Version::Luks1 {
+                return Err(ServiceError::invalid(format!(
+                    "Invalid volume: volume-key mode re-encrypts LUKS2 volumes only, and volume {id} is LUKS1; \
+                     rekey it with mode keyslot"
+                )));
+            }
+        }
+        let job = Job {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind,
+            volume_id: id.to_owned(),
+            project_id: v.project_id.clone(),
+            source_id: None,
+            step: crate::engine::first_step(kind).into(),
+            old_key_id: Some(key),
+            new_key_id: None,
+            old_slot: None,
+            new_slot: None,
+            attempts: 0,
+        };
+        db::set_status(&mut tx, id, status::MAINTENANCE).await?;
+        db::insert_job(&mut tx, &job).await?;
+        tx.commit().await.map_err(crate::error::db("commit"))?;
+        Ok(job)
+    }
+
     /// Admits a delete: marks the volume `deleting` and records the job.
     pub async fn delete_volume(&self, caller: &Caller, id: &str, force: bool) -> Result<Job> {
         let mut tx = self.tx().await?;

@@ -158,13 +158,13 @@ impl Server {
         v["volumes"].as_array().map(Vec::len).unwrap_or(0)
     }
 
-    /// Polls until the volume leaves `creating`/`deleting`; returns its record.
+    /// Polls until the volume leaves `creating`/`deleting`/`maintenance`; returns its record.
     pub fn wait_settled(&self, id: &str) -> Value {
         let start = Instant::now();
         loop {
             let v = self.volume(id);
             let st = v["status"].as_str().unwrap_or("").to_owned();
-            if st != "creating" && st != "deleting" {
+            if !matches!(st.as_str(), "creating" | "deleting" | "maintenance") {
                 return v;
             }
             assert!(start.elapsed() < Duration::from_secs(60), "volume {id} stuck in {st}");
@@ -286,6 +286,23 @@ pub fn cryptsetup_opens(path: &Path, pass: &[u8]) -> bool {
         Some(2) => false,
         other => panic!("cryptsetup open --test-passphrase {}: unexpected exit {other:?}", path.display()),
     }
+}
+
+/// The volume key, hex, as `cryptsetup luksDump --dump-volume-key` shows it.
+pub fn volume_key_hex(path: &std::path::Path, pass: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let kf = dir.path().join("k");
+    std::fs::write(&kf, pass).unwrap();
+    let out = std::process::Command::new("cryptsetup")
+        .args(["luksDump", "--batch-mode", "--dump-volume-key", "--key-file"])
+        .arg(&kf)
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let start = text.find("MK dump:").expect("MK dump line");
+    text[start + 8..].split_whitespace().take_while(|t| t.len() == 2).collect()
 }
 
 /// Active keyslots according to `cryptsetup luksDump`.

@@ -4,22 +4,6 @@
 use crate::flows::{check_rekeyed, encrypted_flow};
 use crate::harness::*;
 
-fn volume_key_hex(path: &std::path::Path, pass: &[u8]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let kf = dir.path().join("k");
-    std::fs::write(&kf, pass).unwrap();
-    let out = std::process::Command::new("cryptsetup")
-        .args(["luksDump", "--batch-mode", "--dump-volume-key", "--key-file"])
-        .arg(&kf)
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let start = text.find("MK dump:").expect("MK dump line");
-    text[start + 8..].split_whitespace().take_while(|t| t.len() == 2).collect()
-}
-
 #[test]
 fn volume_key_mode_clone_shares_no_volume_key_with_its_source() {
     let (f, src_id, clone_id) = encrypted_flow("luks2", Some("volume-key"), false);

@@ -28,6 +28,8 @@ pub enum Endpoint {
     DeleteVolume(String),
     /// `GET /volumes/{id}/encryption`.
     VolumeEncryption(String),
+    /// `POST /volumes/{id}/action`: one action (only `os-rekey` is known).
+    VolumeAction(String),
     /// `GET /types`.
     ListTypes,
     /// `POST /types`.
@@ -114,6 +116,7 @@ fn resource(m: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
         (["volumes", id], &Method::PUT) => UpdateVolume(s(id)),
         (["volumes", id], &Method::DELETE) => DeleteVolume(s(id)),
         (["volumes", id, "encryption"], &Method::GET) => VolumeEncryption(s(id)),
+        (["volumes", id, "action"], &Method::POST) => VolumeAction(s(id)),
         (["types"], &Method::GET) => ListTypes,
         (["types"], &Method::POST) => CreateType,
         (["types", id], &Method::GET) => ShowType(s(id)),
@@ -130,7 +133,7 @@ fn resource(m: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
         (["types", id, "encryption", _], &Method::PUT) => UpdateEncryption(s(id)),
         (["types", id, "encryption", _], &Method::DELETE) => DeleteEncryption(s(id)),
         // A known path with another method.
-        (["volumes"] | ["volumes", _] | ["volumes", _, "encryption"], _)
+        (["volumes"] | ["volumes", _] | ["volumes", _, "encryption" | "action"], _)
         | (["types"] | ["types", _] | ["types", _, "extra_specs"] | ["types", _, "extra_specs", _], _)
         | (["types", _, "encryption"] | ["types", _, "encryption", _], _) => return Err(ApiError::bad_method()),
         _ => return super::paths::resource(m, segs).map(Paths),

@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::model::Caller;
+use crate::model::{Caller, RekeyMode};
 use crate::service::{CreateVolume, EncryptionSpec, Service, VolumeFilter, DB_MAX_INT};
 use endpoint::{Endpoint, Route};
 use error::ApiError;
@@ -393,6 +393,7 @@ async fn handle(
             crate::engine::spawn(svc.clone(), job);
             Ok((StatusCode::ACCEPTED, Value::Null))
         }
+        VolumeAction(id) => volume_action(svc, &who, &id, bytes).await,
         VolumeEncryption(id) => {
             let (v, e) = svc.volume_encryption(&who, &id).await?;
             Ok((StatusCode::OK, views::volume_encryption(&v, e.as_ref())))
@@ -475,6 +476,43 @@ async fn handle(
         Paths(e) => paths::handle(svc, &who, e, uri, bytes, base, mv).await,
     };
     r.map(Handled::from)
+}
+
+/// `POST /volumes/{id}/action` with `{"os-rekey": {"mode": "volume-key"|"keyslot"}}`
+/// (`mode` defaults to `volume-key`, the fix the audit names for a shared
+/// volume key): 202 and the volume goes `maintenance` until rekeyed.
+async fn volume_action(svc: &Arc<Service>, who: &Caller, id: &str, bytes: &Bytes) -> Reply {
+    let actions: serde_json::Map<String, Value> = body(bytes)?;
+    let mut it = actions.into_iter();
+    let (name, args) = match (it.next(), it.next()) {
+        (Some(one), None) => one,
+        _ => return Err(ApiError::bad_request("Invalid input received: the body must name exactly one action")),
+    };
+    match name.as_str() {
+        "os-rekey" => {
+            let a: RekeyAction = match args {
+                Value::Null => RekeyAction::default(),
+                v => serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("Invalid input received: os-rekey: {e}")))?,
+            };
+            let mode = match a.mode.as_deref() {
+                None => RekeyMode::VolumeKey,
+                Some(m) => m.parse::<RekeyMode>().map_err(|_| {
+                    ApiError::bad_request(format!("Invalid input received: os-rekey mode must be keyslot or volume-key, not {m:?}"))
+                })?,
+            };
+            let job = svc.rekey_volume(who, id, mode).await?;
+            crate::engine::spawn(svc.clone(), job);
+            Ok((StatusCode::ACCEPTED, Value::Null))
+        }
+        other => Err(ApiError::bad_request(format!("There is no such action: {other}"))),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RekeyAction {
+    #[serde(default)]
+    mode: Option<String>,
 }
 
 async fn detail_view(svc: &Service, base: &str, v: &crate::model::Volume, mv: (u32, u32)) -> Result<Value, ApiError> {

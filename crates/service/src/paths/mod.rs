@@ -39,7 +39,9 @@ pub(crate) fn first_step(kind: JobKind) -> &'static str {
         JobKind::Restore => "restore_key",
         JobKind::Accept => "accept_move",
         // The engine's own kinds never get here.
-        JobKind::Create | JobKind::Clone | JobKind::Delete => crate::engine::DONE,
+        JobKind::Create | JobKind::Clone | JobKind::Delete | JobKind::RekeyKeyslot | JobKind::RekeyVolumeKey => {
+            crate::engine::DONE
+        }
     }
 }
 

@@ -29,7 +29,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::config::{BarbicanAuth, BarbicanConfig};
 use crate::error::KeyError;
-use crate::types::{check_spec, check_stored, KeyBytes, KeyId, Project, MAX_BIT_LENGTH};
+use crate::types::{check_name, check_spec, check_stored, KeyBytes, KeyId, Project, MAX_BIT_LENGTH};
 use crate::KeyManager;
 
 const OCTET_STREAM: &str = "application/octet-stream";
@@ -60,6 +60,8 @@ impl fmt::Debug for BarbicanKeyManager {
 
 #[derive(Serialize)]
 struct NewSecret<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
     payload: &'a str,
     payload_content_type: &'static str,
     payload_content_encoding: &'static str,
@@ -77,6 +79,8 @@ struct NewOrder<'a> {
 
 #[derive(Serialize)]
 struct OrderMeta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
     algorithm: &'a str,
     bit_length: u32,
     payload_content_type: &'static str,
@@ -101,8 +105,15 @@ struct Order {
 }
 
 #[derive(Deserialize)]
+struct SecretEntry {
+    secret_ref: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct SecretList {
-    secrets: Vec<SecretRef>,
+    secrets: Vec<SecretEntry>,
     total: Option<usize>,
 }
 
@@ -225,6 +236,7 @@ impl BarbicanKeyManager {
     async fn create_order(
         &self,
         project: &Project,
+        name: Option<&str>,
         algorithm: &str,
         bit_length: u32,
     ) -> Result<KeyId, KeyError> {
@@ -232,6 +244,7 @@ impl BarbicanKeyManager {
         let body = serde_json::to_vec(&NewOrder {
             kind: "key",
             meta: OrderMeta {
+                name,
                 algorithm,
                 bit_length,
                 payload_content_type: OCTET_STREAM,
@@ -340,14 +353,16 @@ impl KeyManager for BarbicanKeyManager {
         "barbican"
     }
 
-    async fn create_key(
+    async fn create_named_key(
         &self,
         project: &Project,
+        name: Option<&str>,
         algorithm: &str,
         bit_length: u32,
     ) -> Result<KeyId, KeyError> {
         check_spec(algorithm, bit_length)?;
-        let order = self.create_order(project, algorithm, bit_length).await?;
+        name.map(check_name).transpose()?;
+        let order = self.create_order(project, name, algorithm, bit_length).await?;
         let result = self.wait_order(project, &order).await;
         self.delete_order(project, &order).await;
         let id = result?;
@@ -398,19 +413,22 @@ impl KeyManager for BarbicanKeyManager {
         Ok(KeyBytes::new(std::mem::take(&mut *key)))
     }
 
-    async fn store_key(
+    async fn store_named_key(
         &self,
         project: &Project,
+        name: Option<&str>,
         key: &KeyBytes,
         algorithm: &str,
         bit_length: u32,
     ) -> Result<KeyId, KeyError> {
         const OP: &str = "store key";
         check_stored(key, algorithm, bit_length)?;
+        name.map(check_name).transpose()?;
         let payload =
             Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(key.expose()));
         let body = Zeroizing::new(
             serde_json::to_vec(&NewSecret {
+                name,
                 payload: &payload,
                 payload_content_type: OCTET_STREAM,
                 payload_content_encoding: "base64",
@@ -475,10 +493,35 @@ impl KeyManager for BarbicanKeyManager {
     }
 
     async fn list(&self, project: &Project) -> Result<Vec<KeyId>, KeyError> {
+        let all = self.list_page_all(project, None).await?;
+        Ok(all.into_iter().map(|(id, _)| id).collect())
+    }
+
+    async fn find_named(&self, project: &Project, name: &str) -> Result<Option<KeyId>, KeyError> {
+        check_name(name)?;
+        // Barbican filters by exact name; the name's characters need no escaping.
+        let found = self.list_page_all(project, Some(name)).await?;
+        Ok(found.into_iter().find(|(_, n)| n.as_deref() == Some(name)).map(|(id, _)| id))
+    }
+
+    async fn list_named(&self, project: &Project, prefix: &str) -> Result<Vec<(KeyId, String)>, KeyError> {
+        let all = self.list_page_all(project, None).await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(id, n)| n.filter(|n| n.starts_with(prefix)).map(|n| (id, n)))
+            .collect())
+    }
+}
+
+impl BarbicanKeyManager {
+    /// Every secret of `project` (with the given name, if any) as (id, name),
+    /// page by page.
+    async fn list_page_all(&self, project: &Project, name: Option<&str>) -> Result<Vec<(KeyId, Option<String>)>, KeyError> {
         const OP: &str = "list keys";
-        let mut ids = Vec::new();
+        let filter = name.map(|n| format!("&name={n}")).unwrap_or_default();
+        let mut out = Vec::new();
         loop {
-            let path = format!("/v1/secrets?limit={PAGE}&offset={}", ids.len());
+            let path = format!("/v1/secrets?limit={PAGE}&offset={}{filter}", out.len());
             let (resp, _) = self
                 .send(OP, project, Method::GET, &path, JSON, None)
                 .await?;
@@ -486,10 +529,10 @@ impl KeyManager for BarbicanKeyManager {
             let page: SecretList = json(resp, OP).await?;
             let n = page.secrets.len();
             for s in page.secrets {
-                ids.push(ref_uuid(&s.secret_ref, "secrets", OP)?);
+                out.push((ref_uuid(&s.secret_ref, "secrets", OP)?, s.name));
             }
-            if n < PAGE || page.total.is_some_and(|t| ids.len() >= t) {
-                return Ok(ids);
+            if n < PAGE || page.total.is_some_and(|t| out.len() >= t) {
+                return Ok(out);
             }
         }
     }

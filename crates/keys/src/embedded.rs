@@ -29,7 +29,7 @@ use zeroize::Zeroizing;
 
 use crate::config::{EmbeddedConfig, KEK_ENV};
 use crate::error::KeyError;
-use crate::types::{check_spec, check_stored, KeyBytes, KeyId, Project};
+use crate::types::{check_name, check_spec, check_stored, KeyBytes, KeyId, Project};
 use crate::KeyManager;
 
 const KEK_LEN: usize = 32;
@@ -116,6 +116,22 @@ impl EmbeddedKeyManager {
             .execute(&mut *tx)
             .await
             .map_err(db("migrate"))?;
+        // Key names came after version 1's first release: an additive column.
+        let has_name: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info('keys') WHERE name = 'name'")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("migrate"))?;
+        if has_name == 0 {
+            sqlx::query("ALTER TABLE keys ADD COLUMN name TEXT")
+                .execute(&mut *tx)
+                .await
+                .map_err(db("migrate"))?;
+        }
+        sqlx::query("CREATE INDEX IF NOT EXISTS keys_by_name ON keys (project, name)")
+            .execute(&mut *tx)
+            .await
+            .map_err(db("migrate"))?;
         sqlx::query("INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?)")
             .bind(SCHEMA_VERSION.as_bytes())
             .execute(&mut *tx)
@@ -184,6 +200,7 @@ impl EmbeddedKeyManager {
     async fn insert(
         &self,
         project: &Project,
+        name: Option<&str>,
         key: &KeyBytes,
         algorithm: &str,
         bit_length: u32,
@@ -197,10 +214,11 @@ impl EmbeddedKeyManager {
         let (nonce, wrapped) = blob.split_at(NONCE_LEN);
         let mut tx = self.pool.begin().await.map_err(db("store key"))?;
         sqlx::query(
-            "INSERT INTO keys (id, project, algorithm, bit_length, nonce, wrapped, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO keys (id, project, name, algorithm, bit_length, nonce, wrapped, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id.as_str())
         .bind(project.as_str())
+        .bind(name)
         .bind(algorithm)
         .bind(i64::from(bit_length))
         .bind(nonce)
@@ -220,15 +238,17 @@ impl KeyManager for EmbeddedKeyManager {
         "embedded"
     }
 
-    async fn create_key(
+    async fn create_named_key(
         &self,
         project: &Project,
+        name: Option<&str>,
         algorithm: &str,
         bit_length: u32,
     ) -> Result<KeyId, KeyError> {
         check_spec(algorithm, bit_length)?;
+        name.map(check_name).transpose()?;
         let key = KeyBytes::random(bit_length as usize / 8)?;
-        let id = self.insert(project, &key, algorithm, bit_length).await?;
+        let id = self.insert(project, name, &key, algorithm, bit_length).await?;
         tracing::info!(backend = "embedded", %project, key_id = %id, algorithm, bit_length, "created key");
         Ok(id)
     }
@@ -265,15 +285,17 @@ impl KeyManager for EmbeddedKeyManager {
         Ok(key)
     }
 
-    async fn store_key(
+    async fn store_named_key(
         &self,
         project: &Project,
+        name: Option<&str>,
         key: &KeyBytes,
         algorithm: &str,
         bit_length: u32,
     ) -> Result<KeyId, KeyError> {
         check_stored(key, algorithm, bit_length)?;
-        let id = self.insert(project, key, algorithm, bit_length).await?;
+        name.map(check_name).transpose()?;
+        let id = self.insert(project, name, key, algorithm, bit_length).await?;
         tracing::info!(backend = "embedded", %project, key_id = %id, algorithm, bit_length, "stored key");
         Ok(id)
     }
@@ -316,6 +338,33 @@ impl KeyManager for EmbeddedKeyManager {
                 .await
                 .map_err(db("list keys"))?;
         ids.iter().map(|s| KeyId::parse(s)).collect()
+    }
+
+    async fn find_named(&self, project: &Project, name: &str) -> Result<Option<KeyId>, KeyError> {
+        check_name(name)?;
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM keys WHERE project = ? AND name = ? ORDER BY created_ms, rowid LIMIT 1",
+        )
+        .bind(project.as_str())
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("find key"))?;
+        id.map(|s| KeyId::parse(&s)).transpose()
+    }
+
+    async fn list_named(&self, project: &Project, prefix: &str) -> Result<Vec<(KeyId, String)>, KeyError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, name FROM keys WHERE project = ? AND name IS NOT NULL ORDER BY created_ms, rowid",
+        )
+        .bind(project.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("list keys"))?;
+        rows.into_iter()
+            .filter(|(_, n)| n.starts_with(prefix))
+            .map(|(id, n)| Ok((KeyId::parse(&id)?, n)))
+            .collect()
     }
 }
 

@@ -56,6 +56,21 @@ pub trait KeyManager: Send + Sync + std::fmt::Debug {
         project: &Project,
         algorithm: &str,
         bit_length: u32,
+    ) -> Result<KeyId, KeyError> {
+        self.create_named_key(project, None, algorithm, bit_length).await
+    }
+
+    /// [`KeyManager::create_key`], with a name the key can be found by
+    /// ([`KeyManager::find_named`]) should the caller crash before it records
+    /// the id: the service names every key after the job step that makes it,
+    /// so a re-run step reuses the key instead of leaving an orphan. Names
+    /// are 1 to 200 ASCII letters, digits, `.`, `_`, `:` or `-`.
+    async fn create_named_key(
+        &self,
+        project: &Project,
+        name: Option<&str>,
+        algorithm: &str,
+        bit_length: u32,
     ) -> Result<KeyId, KeyError>;
 
     /// The bytes of key `id`, exactly as created or stored.
@@ -69,7 +84,27 @@ pub trait KeyManager: Send + Sync + std::fmt::Debug {
         key: &KeyBytes,
         algorithm: &str,
         bit_length: u32,
+    ) -> Result<KeyId, KeyError> {
+        self.store_named_key(project, None, key, algorithm, bit_length).await
+    }
+
+    /// [`KeyManager::store_key`] with a name, as [`KeyManager::create_named_key`].
+    async fn store_named_key(
+        &self,
+        project: &Project,
+        name: Option<&str>,
+        key: &KeyBytes,
+        algorithm: &str,
+        bit_length: u32,
     ) -> Result<KeyId, KeyError>;
+
+    /// The key `project` owns under `name` (the oldest, should there be
+    /// several), or `None`.
+    async fn find_named(&self, project: &Project, name: &str) -> Result<Option<KeyId>, KeyError>;
+
+    /// Every named key `project` owns whose name starts with `prefix`, as
+    /// (id, name), oldest first.
+    async fn list_named(&self, project: &Project, prefix: &str) -> Result<Vec<(KeyId, String)>, KeyError>;
 
     /// Deletes key `id`; afterwards it can never be read again.
     async fn delete_key(&self, project: &Project, id: &KeyId) -> Result<(), KeyError>;

@@ -176,6 +176,22 @@ impl fmt::Debug for KeyBytes {
     }
 }
 
+/// Checks a key name (see [`crate::KeyManager::create_named_key`]).
+pub(crate) fn check_name(name: &str) -> Result<(), KeyError> {
+    if name.is_empty()
+        || name.len() > 200
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    {
+        return Err(KeyError::invalid(
+            "name",
+            format!("{name:?} must be 1 to 200 ASCII letters, digits, '.', '_', ':' or '-'"),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks an algorithm name and a bit length before they reach a backend.
 pub(crate) fn check_spec(algorithm: &str, bit_length: u32) -> Result<(), KeyError> {
     if algorithm.is_empty()

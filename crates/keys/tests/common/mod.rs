@@ -251,6 +251,41 @@ pub async fn exists_and_list(km: &dyn KeyManager, seen: &Seen) {
     }
 }
 
+/// Named keys are found again by name (what lets a re-run step reuse the
+/// key an interrupted run made), only in their own project, and listed by
+/// prefix; a bad name is refused before anything is stored.
+pub async fn named_keys_are_found_by_name(km: &dyn KeyManager, seen: &Seen) {
+    let (p, other) = (project("named"), project("named-other"));
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let (n1, n2) = (format!("rekey-job-{tag}-new"), format!("rekey-job-{tag}-interim"));
+    assert_eq!(km.find_named(&p, &n1).await.unwrap(), None, "nothing under a fresh name");
+    let a = km.create_named_key(&p, Some(&n1), "aes", 256).await.unwrap();
+    seen.add(&km.get_key(&p, &a).await.unwrap());
+    let bytes = KeyBytes::random(64).unwrap();
+    seen.add(&bytes);
+    let b = km.store_named_key(&p, Some(&n2), &bytes, "aes", 512).await.unwrap();
+    let unnamed = km.create_key(&p, "aes", 256).await.unwrap();
+    seen.add(&km.get_key(&p, &unnamed).await.unwrap());
+    assert_eq!(km.find_named(&p, &n1).await.unwrap(), Some(a.clone()));
+    assert_eq!(km.find_named(&p, &n2).await.unwrap(), Some(b.clone()));
+    assert_eq!(km.get_key(&p, &b).await.unwrap(), bytes);
+    assert_eq!(km.find_named(&other, &n1).await.unwrap(), None, "another project's name is not found");
+    let mut listed = km.list_named(&p, &format!("rekey-job-{tag}-")).await.unwrap();
+    listed.sort_by(|x, y| x.1.cmp(&y.1));
+    assert_eq!(listed, vec![(b.clone(), n2.clone()), (a.clone(), n1.clone())], "named keys by prefix, unnamed ones left out");
+    assert!(km.list_named(&p, "nothing-like-it").await.unwrap().is_empty());
+    for bad in ["", "has space", "semi;colon", "a/b", &"x".repeat(201)] {
+        assert_kind(km.create_named_key(&p, Some(bad), "aes", 256).await, &[ErrorKind::Invalid], "bad name");
+        assert_kind(km.find_named(&p, bad).await, &[ErrorKind::Invalid], "bad name lookup");
+    }
+    assert_eq!(km.list(&p).await.unwrap().len(), 3, "a refused name stores nothing");
+    km.delete_key(&p, &a).await.unwrap();
+    assert_eq!(km.find_named(&p, &n1).await.unwrap(), None, "a deleted key is not found by name");
+    for id in [&b, &unnamed] {
+        km.delete_key(&p, id).await.unwrap();
+    }
+}
+
 pub async fn list_pages_past_one_hundred(km: &dyn KeyManager, seen: &Seen) {
     let p = project("paging");
     let mut ids = HashSet::new();
@@ -329,6 +364,7 @@ pub async fn run_all(km: &dyn KeyManager, seen: &Seen) {
     unknown_key_is_not_found(km, seen).await;
     exists_and_list(km, seen).await;
     list_pages_past_one_hundred(km, seen).await;
+    named_keys_are_found_by_name(km, seen).await;
     many_keys_are_distinct(km, seen).await;
     invalid_input_is_refused(km, seen).await;
 }
@@ -345,6 +381,7 @@ macro_rules! suite_tests {
             unknown_key_is_not_found,
             exists_and_list,
             list_pages_past_one_hundred,
+            named_keys_are_found_by_name,
             many_keys_are_distinct,
             invalid_input_is_refused);
     };

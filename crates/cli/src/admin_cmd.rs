@@ -110,10 +110,13 @@ fn print_audit(r: &rekey_service::paths::audit::AuditReport) {
     for x in &r.extra_keyslots {
         println!("volume {} has {} keyslots {:?}", x.volume, x.keyslots.len(), x.keyslots);
     }
+    for k in &r.unreferenced_keys {
+        println!("unreferenced key {} of project {} ({}): nothing names it; delete it", k.key_id, k.project, k.name);
+    }
     for e in &r.errors {
         println!("cannot check volume {}: {}", e.volume, e.error);
     }
     if r.is_clean() {
-        println!("no shared keys: every volume is independent");
+        println!("no shared keys, no unreferenced keys: every volume is independent");
     }
 }

@@ -111,7 +111,9 @@ impl EmbeddedKeyManager {
                 KeyError::storage("open database", format!("{}: {e}", db_path.display()))
             })?;
 
-        let mut tx = pool.begin().await.map_err(db("migrate"))?;
+        // IMMEDIATE: a read-then-write transaction in WAL mode would fail at once
+        // (not wait) if the running service wrote in between.
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db("migrate"))?;
         sqlx::raw_sql(SCHEMA)
             .execute(&mut *tx)
             .await

@@ -138,14 +138,20 @@ async fn record_failure(svc: &Service, job: &Job, error: &str, give_up: bool) ->
 /// (`error_deleting` for a delete) and keeps the key its record names; a new
 /// key the record does not name is queued for deletion.
 async fn roll_back(svc: &Service, job: &Job) -> Result<()> {
+    // Keys the job made but never recorded (a step failed between making a
+    // key and recording it). Looked up before the transaction: a network call.
+    let unrecorded = unrecorded_job_keys(svc, job).await.unwrap_or_else(|e| {
+        tracing::warn!(job = %job.id, error = %e, "cannot list the failed job's keys; the audit will show any left");
+        Vec::new()
+    });
     let mut tx = svc.tx().await?;
     let vol = db::get_volume(&mut tx, &job.volume_id).await?;
+    // Once add_keyslot has started, the volume may already need the new key
+    // (a half-finished volume-key re-encryption holds data under it): keep
+    // it, leaked at worst, rather than lose data.
+    let keep_new = job.step == "add_keyslot" || job.new_slot.is_some();
     if let (Some(new), Some(v)) = (&job.new_key_id, &vol) {
-        // Once add_keyslot has started, the volume may already need the new
-        // key (a half-finished volume-key re-encryption holds data under
-        // it): keep it, leaked at worst, rather than lose data.
-        let may_be_needed = job.step == "add_keyslot" || job.new_slot.is_some();
-        if v.encryption_key_id.as_deref() != Some(new.as_str()) && !may_be_needed {
+        if v.encryption_key_id.as_deref() != Some(new.as_str()) && !keep_new {
             db::queue_key_deletion(&mut tx, new, &job.project_id, "new key of a failed rekey").await?;
         }
     }
@@ -154,6 +160,12 @@ async fn roll_back(svc: &Service, job: &Job) -> Result<()> {
         if v.encryption_key_id.as_deref() != Some(old.as_str()) {
             db::queue_key_deletion(&mut tx, old, &job.project_id, "interim key of a failed job").await?;
         }
+    }
+    for k in unrecorded {
+        if keep_new && job.new_key_id.as_deref() == Some(k.as_str()) {
+            continue;
+        }
+        db::queue_key_deletion(&mut tx, &k, &job.project_id, "unrecorded key of a failed job").await?;
     }
     let st = match job.kind {
         JobKind::Delete => status::ERROR_DELETING,
@@ -210,6 +222,66 @@ pub(crate) async fn passphrase(svc: &Service, job: &Job, id: &KeyId) -> Result<Z
     Ok(passphrase_hex(&key))
 }
 
+// ---- keys the jobs make ----------------------------------------------------
+
+/// Every key the service makes is named `rekey-job-<job id>-<tag>`, so that a
+/// step re-run after a crash finds the key its interrupted run made instead
+/// of making another (which would leave the first one orphaned), a rolled-back
+/// job's unrecorded keys can be found and deleted, and the audit can tell the
+/// service's keys from anything else in a Barbican project.
+pub(crate) const KEY_NAME_PREFIX: &str = "rekey-job-";
+
+/// The name of the key `job_id` makes at `tag`.
+pub(crate) fn key_name(job_id: &str, tag: &str) -> String {
+    format!("{KEY_NAME_PREFIX}{job_id}-{tag}")
+}
+
+/// The job id a service key's name carries (`None` for other names).
+pub(crate) fn key_name_job(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix(KEY_NAME_PREFIX)?;
+    // A job id is a UUID: 36 characters.
+    rest.get(..36).filter(|_| rest.as_bytes().get(36) == Some(&b'-'))
+}
+
+/// A fresh key for `job`'s step `tag`, or the one an interrupted run of the
+/// same step already made.
+pub(crate) async fn job_new_key(svc: &Service, job: &Job, tag: &str, bits: u32) -> Result<KeyId> {
+    let p = project(job)?;
+    let name = key_name(&job.id, tag);
+    if let Some(id) = svc.keys.find_named(&p, &name).await? {
+        tracing::info!(job = %job.id, key = %id, %tag, "reusing the key an interrupted step made");
+        return Ok(id);
+    }
+    Ok(svc.keys.create_named_key(&p, Some(&name), KEY_ALGORITHM, bits).await?)
+}
+
+/// A copy (same bytes, new id, in `job`'s project) of key `from` of project
+/// `from_project`, for `job`'s step `tag`; or the copy an interrupted run of
+/// the same step already made. No two records ever share a key id.
+pub(crate) async fn job_copy_key(svc: &Service, job: &Job, tag: &str, from_project: &Project, from: &str) -> Result<String> {
+    let p = project(job)?;
+    let name = key_name(&job.id, tag);
+    if let Some(id) = svc.keys.find_named(&p, &name).await? {
+        tracing::info!(job = %job.id, key = %id, %tag, "reusing the key copy an interrupted step made");
+        return Ok(id.to_string());
+    }
+    let bytes = svc.keys.get_key(from_project, &key_id(Some(from), "source key")?).await?;
+    let id = svc.keys.store_named_key(&p, Some(&name), &bytes, KEY_ALGORITHM, (bytes.len() * 8) as u32).await?;
+    Ok(id.to_string())
+}
+
+/// The keys `job` made that no record names: what a roll-back deletes.
+async fn unrecorded_job_keys(svc: &Service, job: &Job) -> Result<Vec<String>> {
+    let made = svc.keys.list_named(&project(job)?, &key_name(&job.id, "")).await?;
+    if made.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut c = svc.conn().await?;
+    let recorded: std::collections::HashSet<String> =
+        crate::paths::db::all_recorded_keys(&mut c).await?.into_iter().map(|(k, _, _)| k).collect();
+    Ok(made.into_iter().map(|(id, _)| id.to_string()).filter(|id| !recorded.contains(id)).collect())
+}
+
 /// Commits `job`'s new step (plus whatever `tx` already holds), with the
 /// fault-injection points around the commit.
 pub(crate) async fn commit(mut tx: sqlx::Transaction<'static, sqlx::Sqlite>, job: &Job, done_step: &str) -> Result<()> {
@@ -261,7 +333,7 @@ async fn allocate(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
     let mut tx;
     match &t.enc {
         Some(enc) => {
-            let key = svc.keys.create_key(&project(job)?, KEY_ALGORITHM, enc.key_size()).await?;
+            let key = job_new_key(svc, job, "volume", enc.key_size()).await?;
             job.new_key_id = Some(key.to_string());
             job.step = "format".into();
             tx = svc.tx().await?;
@@ -339,13 +411,10 @@ async fn interim_key(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
         let mut c = svc.conn().await?;
         let src = job.source_id.as_deref().unwrap_or_default();
         let s = db::get_volume(&mut c, src).await?.ok_or_else(|| ServiceError::not_found("Volume", src))?;
-        key_id(s.encryption_key_id.as_deref(), "source key")?
+        s.encryption_key_id.ok_or_else(|| ServiceError::Internal("job has no source key".into()))?
     };
-    let p = project(job)?;
-    let bytes = svc.keys.get_key(&p, &src_key).await?;
-    let interim = svc.keys.store_key(&p, &bytes, KEY_ALGORITHM, (bytes.len() * 8) as u32).await?;
-    drop(bytes);
-    job.old_key_id = Some(interim.to_string());
+    let interim = job_copy_key(svc, job, "interim", &project(job)?, &src_key).await?;
+    job.old_key_id = Some(interim.clone());
     job.step = if t.mode == RekeyMode::None { DONE } else { "new_key" }.into();
     let mut tx = svc.tx().await?;
     db::set_key(&mut tx, &job.volume_id, Some(interim.as_str())).await?;
@@ -356,7 +425,7 @@ async fn interim_key(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
 async fn new_key(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
     let t = target(svc, job).await?;
     let enc = t.enc.ok_or_else(|| ServiceError::Internal("rekey of an unencrypted volume".into()))?;
-    let key = svc.keys.create_key(&project(job)?, KEY_ALGORITHM, enc.key_size()).await?;
+    let key = job_new_key(svc, job, "new", enc.key_size()).await?;
     job.new_key_id = Some(key.to_string());
     job.step = "add_keyslot".into();
     commit(svc.tx().await?, job, "new_key").await

@@ -11,8 +11,7 @@ use crate::harness::*;
 use crate::paths::Env;
 
 fn audit_cli(e: &Env) -> Value {
-    let out = rekey(&["volume", "audit", "--json", "--data-dir", e.data().to_str().unwrap()]);
-    serde_json::from_str(&out).expect("audit JSON")
+    audit_json(e.data())
 }
 
 fn sorted(v: &Value) -> Vec<Vec<String>> {
@@ -50,6 +49,7 @@ fn audit_reports_exactly_the_mode_none_groups() {
     assert_eq!(r["volumes"], 5);
     assert_eq!(r["encrypted"], 5);
     assert_eq!(r["shared_key_ids"], json!([]), "no two records share a key id");
+    assert_eq!(r["unreferenced_keys"], json!([]), "every key the service made is named by a record");
     assert_eq!(sorted(&r["shared_passphrases"]), vec![group.clone()]);
     assert_eq!(sorted(&r["shared_volume_keys"]), vec![group.clone()]);
     let fix = r["shared_volume_keys"][0]["fix"].as_str().unwrap();

@@ -81,6 +81,7 @@ fn check_after_restart(srv: &Server, s: &Setup, point: &str) {
         }
         other => panic!("{point}: clone ended {other}"),
     }
+    assert_no_orphan_keys(&srv.data_dir, point);
 }
 
 fn crash_at(point: &str, provider: &str) {
@@ -179,5 +180,6 @@ fn crash_during_in_place_volume_key_rekey() {
             assert_eq!(cryptsetup_keyslots(&path), 1, "{what}: old keyslot left");
         }
         assert_eq!(read_plaintext(&path, &pass, 1 << 20)[2], pattern(9), "{what}: plaintext");
+        assert_no_orphan_keys(&srv.data_dir, &what);
     }
 }

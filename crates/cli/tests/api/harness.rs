@@ -288,6 +288,18 @@ pub fn cryptsetup_opens(path: &Path, pass: &[u8]) -> bool {
     }
 }
 
+/// `rekey volume audit --json` of a data directory.
+pub fn audit_json(data_dir: &Path) -> Value {
+    let out = rekey(&["volume", "audit", "--json", "--data-dir", data_dir.to_str().unwrap()]);
+    serde_json::from_str(&out).expect("audit JSON")
+}
+
+/// No key the service made is left without a record naming it.
+pub fn assert_no_orphan_keys(data_dir: &Path, what: &str) {
+    let r = audit_json(data_dir);
+    assert_eq!(r["unreferenced_keys"], serde_json::json!([]), "{what}: orphan keys");
+}
+
 /// The volume key, hex, as `cryptsetup luksDump --dump-volume-key` shows it.
 pub fn volume_key_hex(path: &std::path::Path, pass: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap();

@@ -45,6 +45,9 @@ pub struct AuditReport {
     pub shared_volume_keys: Vec<Group>,
     /// Volumes with more than one active keyslot (another passphrase may open them).
     pub extra_keyslots: Vec<ExtraKeyslots>,
+    /// Keys the service made (named `rekey-job-…`) that no volume, snapshot,
+    /// backup, running job or deletion queue entry names: orphans.
+    pub unreferenced_keys: Vec<UnreferencedKey>,
     /// Volumes that could not be checked, and why.
     pub errors: Vec<AuditError>,
 }
@@ -55,6 +58,7 @@ impl AuditReport {
         self.shared_key_ids.is_empty()
             && self.shared_passphrases.is_empty()
             && self.shared_volume_keys.is_empty()
+            && self.unreferenced_keys.is_empty()
             && self.errors.is_empty()
     }
 }
@@ -86,6 +90,17 @@ pub struct ExtraKeyslots {
     pub volume: String,
     /// Its active keyslots.
     pub keyslots: Vec<u32>,
+}
+
+/// A key of the service's that nothing refers to.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UnreferencedKey {
+    /// The project that owns it.
+    pub project: String,
+    /// Its id.
+    pub key_id: String,
+    /// Its name: the job and step that made it.
+    pub name: String,
 }
 
 /// A volume the audit could not check.
@@ -199,6 +214,7 @@ pub async fn run(svc: &Service) -> Result<AuditReport> {
             Err(e) => report.errors.push(AuditError { volume: v.id.clone(), error: e.to_string() }),
         }
     }
+    report.unreferenced_keys = unreferenced_keys(svc).await?;
     report.shared_passphrases = groups(by_pass, |vs| {
         format!(
             "give each volume but {} its own key: clone it with rekey:mode=keyslot or volume-key (a keyslot rekey)",
@@ -214,4 +230,31 @@ pub async fn run(svc: &Service) -> Result<AuditReport> {
         )
     });
     Ok(report)
+}
+
+/// Keys the service made that nothing names any more (see
+/// [`AuditReport::unreferenced_keys`]). A key of a job still running is not
+/// one: the job records it at its next step.
+async fn unreferenced_keys(svc: &Service) -> Result<Vec<UnreferencedKey>> {
+    use std::collections::HashSet;
+    let (projects, referenced, live_jobs) = {
+        let mut c = svc.conn().await?;
+        let mut referenced: HashSet<String> = super::db::all_recorded_keys(&mut c).await?.into_iter().map(|(k, _, _)| k).collect();
+        referenced.extend(crate::db::pending_key_deletions(&mut c).await?.into_iter().map(|(k, _, _)| k));
+        let jobs = crate::db::list_jobs(&mut c).await?;
+        referenced.extend(jobs.iter().flat_map(|j| [j.old_key_id.clone(), j.new_key_id.clone()]).flatten());
+        let live: HashSet<String> = jobs.into_iter().map(|j| j.id).collect();
+        (super::db::known_projects(&mut c).await?, referenced, live)
+    };
+    let mut out = Vec::new();
+    for p in projects {
+        let project = Project::new(p.clone())?;
+        for (id, name) in svc.keys.list_named(&project, crate::engine::KEY_NAME_PREFIX).await? {
+            let running = crate::engine::key_name_job(&name).is_some_and(|j| live_jobs.contains(j));
+            if !running && !referenced.contains(id.as_str()) {
+                out.push(UnreferencedKey { project: p.clone(), key_id: id.to_string(), name });
+            }
+        }
+    }
+    Ok(out)
 }

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use super::db::{self as pdb, Backup};
 use super::repo::Repo;
-use super::snapshots::{copy_key, new_job, new_volume};
+use super::snapshots::{new_job, new_volume};
+use crate::engine::job_copy_key;
 use crate::db;
 use crate::engine::{self, blocking, commit, project, DONE, GIB};
 use crate::error::{ErrorKind, Result, ServiceError};
@@ -247,7 +248,7 @@ pub(crate) async fn backup_key(svc: &Arc<Service>, job: &mut Job) -> Result<()> 
     job.step = "backup_data".into();
     match (&v.encryption_key_id, &b.encryption_key_id) {
         (Some(k), None) => {
-            let copy = copy_key(svc, &project(job)?, k).await?;
+            let copy = job_copy_key(svc, job, "backup", &project(job)?, k).await?;
             tx = svc.tx().await?;
             pdb::set_backup_key(&mut tx, &b.id, Some(&copy)).await?;
         }
@@ -283,7 +284,7 @@ async fn job_backup(svc: &Service, job: &Job) -> Result<Backup> {
 pub(crate) async fn restore_key(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
     let b = job_backup(svc, job).await?;
     if let (Some(k), None) = (&b.encryption_key_id, &job.old_key_id) {
-        job.old_key_id = Some(copy_key(svc, &project(job)?, k).await?);
+        job.old_key_id = Some(job_copy_key(svc, job, "interim", &project(job)?, k).await?);
     }
     job.step = "restore_data".into();
     commit(svc.tx().await?, job, "restore_key").await

@@ -511,6 +511,19 @@ pub(crate) async fn move_volume(c: &mut Conn, id: &str, project: &str, user: &st
     Ok(())
 }
 
+/// Every project the service has a record of (volumes, snapshots, backups,
+/// jobs, queued key deletions).
+pub(crate) async fn known_projects(c: &mut Conn) -> Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT project_id FROM volumes UNION SELECT project_id FROM snapshots
+         UNION SELECT project_id FROM backups UNION SELECT project_id FROM jobs
+         UNION SELECT project_id FROM key_deletions ORDER BY 1",
+    )
+    .fetch_all(&mut *c)
+    .await
+    .map_err(db("list projects"))
+}
+
 /// Every key id a record names (volumes, snapshots, backups): for the audit
 /// and for tests that look for orphans.
 pub(crate) async fn all_recorded_keys(c: &mut Conn) -> Result<Vec<(String, String, String)>> {

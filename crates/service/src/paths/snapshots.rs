@@ -13,7 +13,7 @@ use rekey_keys::Project;
 
 use super::db::{self as pdb, Snapshot};
 use crate::db;
-use crate::engine::{self, blocking, commit, key_id, project, DONE, GIB, KEY_ALGORITHM};
+use crate::engine::{self, blocking, commit, job_copy_key, project, DONE, GIB};
 use crate::error::{Result, ServiceError};
 use crate::model::{now_iso, status, Caller, Job, JobKind, RekeyMode, Volume};
 use crate::service::{CreateVolume, Service, VOLUME_KEY_MODE_AVAILABLE};
@@ -298,14 +298,6 @@ pub(crate) async fn new_volume(
     Ok((vol, job))
 }
 
-/// Copies the key `from` (in `job`'s project) under a new id: the same bytes,
-/// so no two records ever share a key id.
-pub(crate) async fn copy_key(svc: &Service, p: &Project, from: &str) -> Result<String> {
-    let bytes = svc.keys.get_key(p, &key_id(Some(from), "source key")?).await?;
-    let id = svc.keys.store_key(p, &bytes, KEY_ALGORITHM, (bytes.len() * 8) as u32).await?;
-    Ok(id.to_string())
-}
-
 // ---- snapshot job --------------------------------------------------------
 
 async fn snapshot_and_volume(svc: &Service, job: &Job) -> Result<(Snapshot, Volume)> {
@@ -321,7 +313,7 @@ async fn snapshot_and_volume(svc: &Service, job: &Job) -> Result<(Snapshot, Volu
 pub(crate) async fn snapshot_key(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
     let (mut s, v) = snapshot_and_volume(svc, job).await?;
     if let (Some(k), None) = (&v.encryption_key_id, &s.encryption_key_id) {
-        s.encryption_key_id = Some(copy_key(svc, &project(job)?, k).await?);
+        s.encryption_key_id = Some(job_copy_key(svc, job, "snapshot", &project(job)?, k).await?);
     }
     job.step = "snapshot_data".into();
     let mut tx = svc.tx().await?;
@@ -377,7 +369,7 @@ pub(crate) async fn interim_key(svc: &Arc<Service>, job: &mut Job) -> Result<()>
         let s = pdb::get_snapshot(&mut c, sid).await?.ok_or_else(|| ServiceError::not_found("Snapshot", sid))?;
         s.encryption_key_id.ok_or_else(|| ServiceError::Internal(format!("snapshot {sid} of an encrypted volume has no key")))?
     };
-    let interim = copy_key(svc, &project(job)?, &snap_key).await?;
+    let interim = job_copy_key(svc, job, "interim", &project(job)?, &snap_key).await?;
     job.old_key_id = Some(interim.clone());
     job.step = if t.mode == RekeyMode::None { DONE } else { "new_key" }.into();
     let mut tx = svc.tx().await?;

@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 
 use super::db::{self as pdb, Transfer};
 use crate::db;
-use crate::engine::{commit, key_id, project, DONE, KEY_ALGORITHM};
+use crate::engine::{commit, job_copy_key, DONE};
 use crate::error::{Result, ServiceError};
 use crate::model::{now_iso, status, Caller, Job, JobKind, RekeyMode, Volume};
 use crate::service::Service;
@@ -200,26 +200,17 @@ pub(crate) async fn accept_move(svc: &Arc<Service>, job: &mut Job) -> Result<()>
         (t, v, snaps)
     };
     let donor = Project::new(v.project_id.clone())?;
-    let recipient = project(job)?;
     let user = t.destination_user_id.clone().unwrap_or_else(|| job.project_id.clone());
     // Copies of the donor's keys, made in the recipient's project.
-    let copy = |k: String| {
-        let (donor, recipient) = (donor.clone(), recipient.clone());
-        async move {
-            let bytes = svc.keys.get_key(&donor, &key_id(Some(&k), "donor key")?).await?;
-            let id = svc.keys.store_key(&recipient, &bytes, KEY_ALGORITHM, (bytes.len() * 8) as u32).await?;
-            Ok::<_, ServiceError>(id.to_string())
-        }
-    };
     let interim = match &v.encryption_key_id {
-        Some(k) => Some(copy(k.clone()).await?),
+        Some(k) => Some(job_copy_key(svc, job, "interim", &donor, k).await?),
         None => None,
     };
     let mut moved_snaps = Vec::with_capacity(snaps.len());
     for mut s in snaps {
         let old = s.encryption_key_id.clone();
         if let Some(k) = &old {
-            s.encryption_key_id = Some(copy(k.clone()).await?);
+            s.encryption_key_id = Some(job_copy_key(svc, job, &format!("snapshot-{}", s.id), &donor, k).await?);
         }
         s.project_id = job.project_id.clone();
         s.user_id = user.clone();

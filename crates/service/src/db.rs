@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS volumes (
     status            TEXT NOT NULL,
     volume_type_id    TEXT NOT NULL,
     source_volid      TEXT,
+    snapshot_id       TEXT,
     encryption_key_id TEXT UNIQUE,
     metadata          TEXT NOT NULL,
     created_at        TEXT NOT NULL,
@@ -111,6 +112,15 @@ pub async fn open(url: &str) -> Result<SqlitePool> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db("migrate"))?;
     sqlx::raw_sql(SCHEMA).execute(&mut *tx).await.map_err(db("migrate"))?;
     sqlx::raw_sql(crate::paths::db::SCHEMA).execute(&mut *tx).await.map_err(db("migrate"))?;
+    // Added after the first release: a column databases made before lack.
+    let has_snapshot_id: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info('volumes') WHERE name = 'snapshot_id'")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("migrate"))?;
+    if has_snapshot_id == 0 {
+        sqlx::query("ALTER TABLE volumes ADD COLUMN snapshot_id TEXT").execute(&mut *tx).await.map_err(db("migrate"))?;
+    }
     sqlx::query(
         "INSERT INTO volume_types (id, name, description, is_public, created_at) VALUES ($1, $2, $3, 1, $4)
          ON CONFLICT DO NOTHING",
@@ -355,6 +365,7 @@ fn volume_from_row(r: &SqliteRow) -> Volume {
         status: r.get("status"),
         volume_type_id: r.get("volume_type_id"),
         source_volid: r.get("source_volid"),
+        snapshot_id: r.get("snapshot_id"),
         encryption_key_id: r.get("encryption_key_id"),
         metadata: serde_json::from_str(&metadata).unwrap_or_default(),
         created_at: r.get("created_at"),
@@ -396,8 +407,8 @@ pub async fn list_volumes(
 pub async fn insert_volume(c: &mut Conn, v: &Volume) -> Result<()> {
     sqlx::query(
         "INSERT INTO volumes (id, project_id, user_id, name, description, size_gb, status, volume_type_id,
-             source_volid, encryption_key_id, metadata, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             source_volid, snapshot_id, encryption_key_id, metadata, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(&v.id)
     .bind(&v.project_id)
@@ -408,6 +419,7 @@ pub async fn insert_volume(c: &mut Conn, v: &Volume) -> Result<()> {
     .bind(&v.status)
     .bind(&v.volume_type_id)
     .bind(&v.source_volid)
+    .bind(&v.snapshot_id)
     .bind(&v.encryption_key_id)
     .bind(serde_json::to_string(&v.metadata).unwrap_or_else(|_| "{}".into()))
     .bind(&v.created_at)

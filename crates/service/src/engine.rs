@@ -24,8 +24,8 @@
 //! was written and flushed before. So the recorded key always opens the
 //! volume. A failure before `persist` marks the volume `error` and queues the
 //! new key for deletion (the recorded interim key still opens the volume); a
-//! failure after it never deletes the new key (Cinder's bug) and leaves the
-//! job to be retried.
+//! failure at `persist` or after it never deletes the new key (Cinder's bug)
+//! and leaves the job to be retried.
 //!
 //! An in-place rekey of an existing volume (the `os-rekey` action, kinds
 //! `rekey_keyslot` and `rekey_volume_key`) starts at `new_key` with the
@@ -120,9 +120,12 @@ async fn run(svc: Arc<Service>, mut job: Job) {
     }
 }
 
-/// Steps after which the recorded key is the new one: never rolled back.
+/// Steps that are only ever retried, never rolled back: `persist` (once
+/// `add_keyslot` is recorded the volume may open only with the new key — a
+/// volume-key re-encryption destroyed the old keyslots — so the record must
+/// move forward to it) and everything after it (the recorded key is the new one).
 fn is_late(job: &Job, step: &str) -> bool {
-    job.kind.rekeys() && step == "destroy_old_keyslot"
+    job.kind.rekeys() && matches!(step, "persist" | "destroy_old_keyslot")
 }
 
 async fn record_failure(svc: &Service, job: &Job, error: &str, give_up: bool) -> Result<()> {

@@ -104,6 +104,8 @@ pub struct Volume {
     pub volume_type_id: String,
     /// The volume this was cloned from.
     pub source_volid: Option<String>,
+    /// The snapshot it was made from.
+    pub snapshot_id: Option<String>,
     /// The key-manager secret that opens this volume (encrypted only).
     pub encryption_key_id: Option<String>,
     /// User metadata.

@@ -193,6 +193,7 @@ impl Service {
             status: status::CREATING.into(),
             volume_type_id: vtype.id.clone(),
             source_volid: source.as_ref().map(|s| s.id.clone()),
+            snapshot_id: None,
             encryption_key_id: None,
             metadata: req.metadata,
             created_at: now.clone(),

@@ -168,6 +168,7 @@ fn volume_from_snapshot_gets_its_own_key_and_the_snapshot_time_data() {
     let vol = json_ok(&e.srv.openstack(&["volume", "create", "--snapshot", "snap", "fromsnap", "-f", "json"]));
     let vol = wait_volume(&e.srv, PROJECT, vol["id"].as_str().unwrap());
     assert_eq!(vol["status"], "available", "{vol}");
+    assert_eq!(vol["snapshot_id"], snap_id.as_str(), "the volume names the snapshot it came from");
     assert_ne!(vol["encryption_key_id"], src_key.as_str());
     check_own_key(e.data(), &vol, &[("source", &src_pass)], &pattern(7));
 

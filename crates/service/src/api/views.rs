@@ -73,7 +73,7 @@ pub fn volume_detail(base: &str, v: &Volume, type_name: Option<&str>, type_encry
     put("created_at", json!(v.created_at));
     put("updated_at", json!(v.updated_at));
     put("volume_type", json!(type_name));
-    put("snapshot_id", Value::Null);
+    put("snapshot_id", json!(v.snapshot_id));
     put("source_volid", json!(v.source_volid));
     put("user_id", json!(v.user_id));
     put("multiattach", json!(false));

@@ -287,6 +287,7 @@ pub(crate) async fn new_volume(
         status: status::CREATING.into(),
         volume_type_id: vtype.id.clone(),
         source_volid: None,
+        snapshot_id: (kind == JobKind::FromSnapshot).then(|| source_id.to_owned()),
         encryption_key_id: None,
         metadata: req.metadata,
         created_at: now.clone(),

@@ -68,6 +68,24 @@ pub(crate) fn first_step(kind: JobKind) -> &'static str {
 
 pub(crate) const DONE: &str = "done";
 
+/// A new job of `kind` on `volume_id`, at its first step.
+pub(crate) fn new_job(kind: JobKind, volume_id: &str, project: &str, source: Option<&str>) -> Job {
+    Job {
+        id: uuid::Uuid::new_v4().to_string(),
+        kind,
+        volume_id: volume_id.to_owned(),
+        project_id: project.to_owned(),
+        source_id: source.map(str::to_owned),
+        step: first_step(kind).into(),
+        old_key_id: None,
+        new_key_id: None,
+        old_slot: None,
+        new_slot: None,
+        attempts: 0,
+    }
+}
+
+
 /// Starts running `job` in the background.
 pub fn spawn(svc: Arc<Service>, job: Job) {
     tokio::spawn(run(svc, job));

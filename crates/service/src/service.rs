@@ -199,19 +199,8 @@ impl Service {
             created_at: now.clone(),
             updated_at: now,
         };
-        let job = Job {
-            id: uuid::Uuid::new_v4().to_string(),
-            kind: if source.is_some() { JobKind::Clone } else { JobKind::Create },
-            volume_id: vol.id.clone(),
-            project_id: vol.project_id.clone(),
-            source_id: vol.source_volid.clone(),
-            step: crate::engine::first_step(if source.is_some() { JobKind::Clone } else { JobKind::Create }).into(),
-            old_key_id: None,
-            new_key_id: None,
-            old_slot: None,
-            new_slot: None,
-            attempts: 0,
-        };
+        let kind = if source.is_some() { JobKind::Clone } else { JobKind::Create };
+        let job = crate::engine::new_job(kind, &vol.id, &vol.project_id, vol.source_volid.as_deref());
         db::insert_volume(&mut tx, &vol).await?;
         db::insert_job(&mut tx, &job).await?;
         tx.commit().await.map_err(crate::error::db("commit"))?;
@@ -320,19 +309,7 @@ impl Service {
                 )));
             }
         }
-        let job = Job {
-            id: uuid::Uuid::new_v4().to_string(),
-            kind,
-            volume_id: id.to_owned(),
-            project_id: v.project_id.clone(),
-            source_id: None,
-            step: crate::engine::first_step(kind).into(),
-            old_key_id: Some(key),
-            new_key_id: None,
-            old_slot: None,
-            new_slot: None,
-            attempts: 0,
-        };
+        let job = Job { old_key_id: Some(key), ..crate::engine::new_job(kind, id, &v.project_id, None) };
         db::set_status(&mut tx, id, status::MAINTENANCE).await?;
         db::insert_job(&mut tx, &job).await?;
         tx.commit().await.map_err(crate::error::db("commit"))?;
@@ -359,19 +336,7 @@ impl Service {
                 v.status
             )));
         }
-        let job = Job {
-            id: uuid::Uuid::new_v4().to_string(),
-            kind: JobKind::Delete,
-            volume_id: id.to_owned(),
-            project_id: v.project_id.clone(),
-            source_id: None,
-            step: crate::engine::first_step(JobKind::Delete).into(),
-            old_key_id: None,
-            new_key_id: None,
-            old_slot: None,
-            new_slot: None,
-            attempts: 0,
-        };
+        let job = crate::engine::new_job(JobKind::Delete, id, &v.project_id, None);
         db::insert_job(&mut tx, &job).await?;
         tx.commit().await.map_err(crate::error::db("commit"))?;
         Ok(job)

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use super::db::{self as pdb, Backup};
 use super::repo::Repo;
-use super::snapshots::{new_job, new_volume};
-use crate::engine::job_copy_key;
+use super::snapshots::new_volume;
+use crate::engine::{job_copy_key, new_job};
 use crate::db;
 use crate::engine::{self, blocking, commit, project, DONE, GIB};
 use crate::error::{ErrorKind, Result, ServiceError};

@@ -13,7 +13,7 @@ use rekey_keys::Project;
 
 use super::db::{self as pdb, Snapshot};
 use crate::db;
-use crate::engine::{self, blocking, commit, job_copy_key, project, DONE, GIB};
+use crate::engine::{self, blocking, commit, job_copy_key, new_job, project, DONE, GIB};
 use crate::error::{Result, ServiceError};
 use crate::model::{now_iso, status, Caller, Job, JobKind, RekeyMode, Volume};
 use crate::service::{CreateVolume, Service, VOLUME_KEY_MODE_AVAILABLE};
@@ -31,22 +31,6 @@ pub struct CreateSnapshot {
     pub force: bool,
     /// Metadata.
     pub metadata: BTreeMap<String, String>,
-}
-
-pub(crate) fn new_job(kind: JobKind, volume_id: &str, project: &str, source: Option<&str>) -> Job {
-    Job {
-        id: uuid::Uuid::new_v4().to_string(),
-        kind,
-        volume_id: volume_id.to_owned(),
-        project_id: project.to_owned(),
-        source_id: source.map(str::to_owned),
-        step: engine::first_step(kind).into(),
-        old_key_id: None,
-        new_key_id: None,
-        old_slot: None,
-        new_slot: None,
-        attempts: 0,
-    }
 }
 
 impl Service {

@@ -178,7 +178,7 @@ impl Service {
             return Err(ServiceError::invalid(format!("Invalid transfer: transfer {id} has already been accepted.")));
         }
         db::set_status(&mut tx, &v.id, ACCEPTING).await?;
-        let job = super::snapshots::new_job(JobKind::Accept, &v.id, &caller.project, Some(id));
+        let job = crate::engine::new_job(JobKind::Accept, &v.id, &caller.project, Some(id));
         db::insert_job(&mut tx, &job).await?;
         tx.commit().await.map_err(crate::error::db("commit"))?;
         Ok((t, v, job))

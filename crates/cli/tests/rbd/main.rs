@@ -11,5 +11,6 @@
 mod harness;
 mod librbd_luks;
 mod outage;
+mod paths;
 mod roundtrip;
 mod service;

@@ -3,82 +3,11 @@
 //! source's, while the parent's header stays untouched.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::harness::*;
-
-struct Serve {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Serve {
-    fn start(conf: &Path, data: &Path) -> Serve {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let listen = format!("127.0.0.1:{port}");
-        let child = rekey_cmd()
-            .args(["serve", "--backend", "rbd", "--rbd-pool", "rbd", "--ceph-conf", s(conf), "--data-dir", s(data)])
-            .args(["--listen", &listen])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start rekey serve");
-        let srv = Serve { child, port };
-        let t0 = Instant::now();
-        while srv.api("GET", "/", None).0 == 0 {
-            assert!(t0.elapsed() < Duration::from_secs(60), "rekey serve --backend rbd did not come up");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        srv
-    }
-
-    /// (status, JSON body); status 0 = no answer.
-    fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        require_tool("curl", "curl");
-        let url = format!("http://127.0.0.1:{}{path}", self.port);
-        let mut c = Command::new("curl");
-        c.args(["-s", "-m", "30", "-o", "-", "-w", "\n%{http_code}", "-X", method, &url])
-            .args(["-H", "X-Auth-Token: user:proj", "-H", "OpenStack-API-Version: volume 3.64"])
-            .args(["-H", "Content-Type: application/json"]);
-        if let Some(b) = body {
-            c.args(["-d", &b.to_string()]);
-        }
-        let out = c.output().expect("curl");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(Value::Null))
-    }
-
-    fn settled(&self, id: &str) -> Value {
-        let t0 = Instant::now();
-        loop {
-            let (st, v) = self.api("GET", &format!("/v3/volumes/{id}"), None);
-            assert_eq!(st, 200, "{v}");
-            if v["volume"]["status"] != "creating" {
-                return v["volume"].clone();
-            }
-            assert!(t0.elapsed() < Duration::from_secs(120), "volume {id} stuck in creating");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-fn passphrase_file(data: &Path, key_id: &str, to: &Path) {
-    let out = rekey_cmd().args(["key", "show", key_id, "--passphrase", "--data-dir", s(data)]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
-    std::fs::write(to, text.trim_end()).unwrap();
-}
 
 fn header(conf: &Path, image: &str) -> Vec<u8> {
     let io = rekey_storage::open_rbd_spec(&format!("rbd:rbd/{image}"), Some(conf), None).unwrap();

@@ -1,0 +1,230 @@
+//! `rekey serve --backend rbd`, through the HTTP API: a volume made from a
+//! snapshot, a backup restored to a new volume, onto an existing volume and
+//! with `backup_id` in a volume create. Each result is checked on the image
+//! itself (`rbd export`, then cryptsetup): it opens with its own key, not
+//! with the source's, the snapshot's or the backup's; it holds the source's
+//! plaintext of the snapshot/backup time; and the source is intact.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+/// Plaintext written into the source before the snapshot/backup, and after.
+const PLAIN_LEN: usize = 4 * MIB as usize;
+
+/// A running service on the shared cluster, with a scratch directory.
+struct Env {
+    srv: Serve,
+    dir: tempfile::TempDir,
+}
+
+/// A volume as the API shows it, with its key's passphrase in a file.
+struct Vol {
+    id: String,
+    key_id: String,
+    key: PathBuf,
+}
+
+impl Env {
+    fn start() -> Env {
+        require_tool("cryptsetup", "cryptsetup-bin");
+        let conf = ceph_conf();
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Serve::start(&conf, &dir.path().join("data"));
+        Env { srv, dir }
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The passphrase of key `key_id`, in a file named after it.
+    fn key_file(&self, key_id: &str) -> PathBuf {
+        let p = self.file(&format!("{key_id}.key"));
+        self.srv.passphrase_file(key_id, &p);
+        p
+    }
+
+    fn vol(&self, v: &Value) -> Vol {
+        let id = v["id"].as_str().expect("volume id").to_owned();
+        let key_id = v["encryption_key_id"].as_str().unwrap_or_else(|| panic!("volume {id} has no key: {v}")).to_owned();
+        let key = self.key_file(&key_id);
+        Vol { id, key_id, key }
+    }
+
+    /// The volume's current view.
+    fn show(&self, id: &str) -> Value {
+        let (st, v) = self.srv.api("GET", &format!("/v3/{PROJECT}/volumes/{id}"), None);
+        assert_eq!(st, 200, "{v}");
+        v["volume"].clone()
+    }
+
+    /// `rbd export` of the volume's image (or of `@snap` of it) to a file.
+    fn export(&self, id: &str, snap: Option<&str>) -> PathBuf {
+        let image = match snap {
+            Some(s) => format!("volume-{id}@{s}"),
+            None => format!("volume-{id}"),
+        };
+        let to = self.file(&format!("{image}.img"));
+        rbd_export(&self.srv.conf, &image, &to);
+        to
+    }
+
+    /// An available 1 GiB volume of `vtype` holding `plain` at offset 0.
+    fn source(&self, vtype: &str, plain: &[u8]) -> Vol {
+        let v = self.srv.create_volume(json!({"size": 1, "volume_type": vtype, "name": "src"}));
+        let src = self.vol(&v);
+        self.srv.write_plaintext(&src.id, &src.key, plain);
+        src
+    }
+
+    /// The checks every made volume must pass, on its exported image: opens
+    /// with its own key and with none of `foreign`, one keyslot left, and
+    /// `want` as its plaintext. Returns the image's volume key (hex).
+    fn check_made(&self, vol: &Vol, what: &str, foreign: &[(&str, &Path)], want: &[u8]) -> String {
+        let img = self.export(&vol.id, None);
+        assert!(cryptsetup_opens(&img, &vol.key), "the {what} must open with its own key");
+        for (whose, key) in foreign {
+            assert_ne!(std::fs::read(key).unwrap(), std::fs::read(&vol.key).unwrap(), "the {what} has the {whose}'s key bytes");
+            assert!(!cryptsetup_opens(&img, key), "the {what} must NOT open with the {whose}'s key");
+        }
+        assert_eq!(cryptsetup_keyslots(&img), 1, "the {what}'s interim keyslot must be gone");
+        assert_same(&plaintext_of(&img, &vol.key, want.len()), want, &format!("plaintext of the {what}"));
+        cryptsetup_volume_key(&img, &vol.key)
+    }
+
+    /// The source opens with its own key and holds `want`; returns its volume key.
+    fn check_source(&self, src: &Vol, want: &[u8]) -> String {
+        assert_eq!(self.show(&src.id)["status"], "available");
+        assert_eq!(self.show(&src.id)["encryption_key_id"], src.key_id.as_str(), "the source's key changed");
+        let img = self.export(&src.id, None);
+        assert!(cryptsetup_opens(&img, &src.key), "the source must still open with its own key");
+        assert_same(&plaintext_of(&img, &src.key, want.len()), want, "the source's current plaintext");
+        cryptsetup_volume_key(&img, &src.key)
+    }
+}
+
+/// Snapshot, change the source, make a volume from the snapshot.
+fn from_snapshot(provider: &str, mode: Option<&str>) {
+    let e = Env::start();
+    e.srv.create_encrypted_type("T", provider, mode);
+    let (then, now) = (data(11, PLAIN_LEN), data(12, PLAIN_LEN));
+    let src = e.source("T", &then);
+
+    let s = e.srv.post(&format!("/v3/{PROJECT}/snapshots"), json!({"snapshot": {"volume_id": src.id, "name": "snap"}}), 202);
+    let snap_id = s["snapshot"]["id"].as_str().unwrap().to_owned();
+    let snap = e.srv.settled_as("snapshot", &snap_id, &["creating"]);
+    assert_eq!(snap["status"], "available", "{snap}");
+    let snaps = rbd(&e.srv.conf, &["snap", "ls", &format!("{POOL}/volume-{}", src.id)]).ok();
+    assert!(snaps.stdout.contains(&format!("snapshot-{snap_id}")), "the snapshot must be an RBD snapshot: {}", snaps.stdout);
+    // After the snapshot the source changes: the new volume must not see it.
+    e.srv.write_plaintext(&src.id, &src.key, &now);
+
+    let v = e.srv.create_volume(json!({"size": 1, "snapshot_id": snap_id, "name": "fromsnap"}));
+    let made = e.vol(&v);
+    assert_ne!(made.key_id, src.key_id);
+    let made_vk = e.check_made(&made, "volume from the snapshot", &[("source", &src.key)], &then);
+
+    // The parent: the volume is intact with its current data, and the
+    // snapshot still holds the old data under the source's key.
+    let src_vk = e.check_source(&src, &now);
+    let snap_img = e.export(&src.id, Some(&format!("snapshot-{snap_id}")));
+    assert!(cryptsetup_opens(&snap_img, &src.key), "the snapshot must still open with the source's key");
+    assert!(!cryptsetup_opens(&snap_img, &made.key), "the snapshot must NOT open with the new volume's key");
+    assert_same(&plaintext_of(&snap_img, &src.key, then.len()), &then, "the snapshot's plaintext");
+    match mode {
+        Some("volume-key") => assert_ne!(made_vk, src_vk, "volume-key mode must give the new volume its own volume key"),
+        // keyslot mode (the default) re-wraps the same volume key under a new passphrase.
+        _ => assert_eq!(made_vk, src_vk, "keyslot mode keeps the volume key"),
+    }
+
+    e.srv.delete_volume(&made.id);
+    let (st, b) = e.srv.api("DELETE", &format!("/v3/{PROJECT}/snapshots/{snap_id}"), None);
+    assert_eq!(st, 202, "{b}");
+    let t0 = std::time::Instant::now();
+    while e.srv.api("GET", &format!("/v3/{PROJECT}/snapshots/{snap_id}"), None).0 != 404 {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(60), "snapshot not deleted");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    e.srv.delete_volume(&src.id);
+}
+
+#[test]
+fn api_volume_from_snapshot_on_rbd_gets_its_own_key_and_the_snapshot_time_data() {
+    from_snapshot("luks", None);
+}
+
+#[test]
+fn api_volume_from_snapshot_on_rbd_in_volume_key_mode_gets_its_own_volume_key() {
+    from_snapshot("luks2", Some("volume-key"));
+}
+
+#[test]
+fn api_backup_restore_on_rbd_to_new_existing_and_by_backup_id_rekeys() {
+    let e = Env::start();
+    e.srv.create_encrypted_type("T", "luks2", None);
+    let (then, now, other) = (data(21, PLAIN_LEN), data(22, PLAIN_LEN), data(23, PLAIN_LEN));
+    let src = e.source("T", &then);
+
+    let b = e.srv.post(&format!("/v3/{PROJECT}/backups"), json!({"backup": {"volume_id": src.id, "name": "b"}}), 202);
+    let backup_id = b["backup"]["id"].as_str().unwrap().to_owned();
+    let b = e.srv.settled_as("backup", &backup_id, &["creating"]);
+    assert_eq!(b["status"], "available", "{b}");
+    let backup_key_id = b["encryption_key_id"].as_str().expect("the backup keeps its own key copy").to_owned();
+    assert_ne!(backup_key_id, src.key_id);
+    let backup_key = e.key_file(&backup_key_id);
+    // After the backup the source changes: restores must not see it.
+    e.srv.write_plaintext(&src.id, &src.key, &now);
+    let foreign = [("source", src.key.as_path()), ("backup", backup_key.as_path())];
+    let src_vk = e.check_source(&src, &now);
+
+    // 1. Restore to a new volume.
+    let r = e.srv.post(&format!("/v3/{PROJECT}/backups/{backup_id}/restore"), json!({"restore": {}}), 202);
+    let new_id = r["restore"]["volume_id"].as_str().unwrap().to_owned();
+    let v = e.srv.settled(&new_id);
+    assert_eq!(v["status"], "available", "{v}");
+    let restored = e.vol(&v);
+    let vk = e.check_made(&restored, "volume restored from the backup", &foreign, &then);
+    assert_eq!(vk, src_vk, "keyslot mode (the default) keeps the backed-up volume key");
+
+    // 2. Restore onto an existing volume with data of its own.
+    let t = e.srv.create_volume(json!({"size": 1, "volume_type": "T", "name": "target"}));
+    let target = e.vol(&t);
+    e.srv.write_plaintext(&target.id, &target.key, &other);
+    let r = e.srv.post(&format!("/v3/{PROJECT}/backups/{backup_id}/restore"), json!({"restore": {"volume_id": target.id}}), 202);
+    assert_eq!(r["restore"]["volume_id"], target.id.as_str());
+    let t = e.srv.settled(&target.id);
+    assert_eq!(t["status"], "available", "{t}");
+    let after = e.vol(&t);
+    assert_ne!(after.key_id, target.key_id, "a restore onto a volume gives it a new key");
+    let mut foreign_t = foreign.to_vec();
+    foreign_t.push(("target's old", target.key.as_path()));
+    e.check_made(&after, "existing volume the backup was restored onto", &foreign_t, &then);
+
+    // 3. POST /volumes with backup_id: refused below 3.47, a rekeyed volume from 3.47 on.
+    let body = json!({"volume": {"size": 1, "backup_id": backup_id, "name": "frombackup"}});
+    let (st, err) = e.srv.api_at("3.46", "POST", &format!("/v3/{PROJECT}/volumes"), Some(body.clone()));
+    assert_eq!(st, 400, "backup_id below 3.47: {err}");
+    let (st, v) = e.srv.api_at("3.47", "POST", &format!("/v3/{PROJECT}/volumes"), Some(body));
+    assert_eq!(st, 202, "{v}");
+    let v = e.srv.settled(v["volume"]["id"].as_str().unwrap());
+    assert_eq!(v["status"], "available", "{v}");
+    let fb = e.vol(&v);
+    e.check_made(&fb, "volume created from the backup", &foreign, &then);
+
+    // Every result has its own key; the source is untouched; the backup is usable again.
+    let keys = [&src.key_id, &backup_key_id, &restored.key_id, &after.key_id, &fb.key_id];
+    for (i, a) in keys.iter().enumerate() {
+        assert!(keys[i + 1..].iter().all(|b| b != a), "key ids must all differ: {keys:?}");
+    }
+    e.check_source(&src, &now);
+    assert_eq!(e.srv.settled_as("backup", &backup_id, &["restoring"])["status"], "available");
+
+    for id in [&restored.id, &after.id, &fb.id, &src.id] {
+        e.srv.delete_volume(id);
+    }
+    let (st, b) = e.srv.api("DELETE", &format!("/v3/{PROJECT}/backups/{backup_id}"), None);
+    assert_eq!(st, 202, "{b}");
+}

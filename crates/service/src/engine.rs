@@ -129,7 +129,7 @@ async fn run(svc: Arc<Service>, mut job: Job) {
             }
             Err(e) => {
                 tracing::error!(job = %job.id, volume = %job.volume_id, %step, error = %e, "job failed; rolling back");
-                if let Err(e2) = roll_back(&svc, &job).await {
+                if let Err(e2) = roll_back(&svc, &job, &e.to_string()).await {
                     tracing::error!(job = %job.id, error = %e2, "cannot record the failed job");
                 }
                 return;
@@ -158,7 +158,7 @@ async fn record_failure(svc: &Service, job: &Job, error: &str, give_up: bool) ->
 /// A job failed before its point of no return: the volume ends `error`
 /// (`error_deleting` for a delete) and keeps the key its record names; a new
 /// key the record does not name is queued for deletion.
-async fn roll_back(svc: &Service, job: &Job) -> Result<()> {
+async fn roll_back(svc: &Service, job: &Job, error: &str) -> Result<()> {
     // Keys the job made but never recorded (a step failed between making a
     // key and recording it). Looked up before the transaction: a network call.
     let unrecorded = unrecorded_job_keys(svc, job).await.unwrap_or_else(|e| {
@@ -196,7 +196,7 @@ async fn roll_back(svc: &Service, job: &Job) -> Result<()> {
         _ => status::ERROR,
     };
     db::set_status(&mut tx, &job.volume_id, st).await?;
-    crate::paths::on_roll_back(&mut tx, job).await?;
+    crate::paths::on_roll_back(&mut tx, job, error).await?;
     db::delete_job(&mut tx, &job.id).await?;
     tx.commit().await.map_err(crate::error::db("commit"))?;
     svc.key_gc.notify_one();

@@ -90,14 +90,14 @@ pub(crate) async fn on_done(c: &mut Conn, job: &Job) -> Result<()> {
     Ok(())
 }
 
-/// Recorded with a job's roll-back, in the same transaction.
-pub(crate) async fn on_roll_back(c: &mut Conn, job: &Job) -> Result<()> {
+/// Recorded with a job's roll-back (which failed with `error`), in the same transaction.
+pub(crate) async fn on_roll_back(c: &mut Conn, job: &Job, error: &str) -> Result<()> {
     match job.kind {
         JobKind::Snapshot => {
             db::set_snapshot_status(c, &job.volume_id, "error").await?;
         }
         JobKind::Backup => {
-            db::set_backup_status(c, &job.volume_id, "error", Some("backup failed; see the service log")).await?;
+            db::set_backup_status(c, &job.volume_id, "error", Some(&format!("backup failed: {error}"))).await?;
             if let Some(v) = &job.source_id {
                 crate::db::set_status(c, v, crate::model::status::AVAILABLE).await?;
             }

@@ -247,11 +247,12 @@ impl Drop for Serve {
 impl Serve {
     /// Serves pool `rbd` of the cluster of `conf`, data in `data`.
     pub fn start(conf: &Path, data: &Path) -> Serve {
-        Serve::start_with(conf, data, &[], None)
+        Serve::start_with(conf, data, &[], &[], None)
     }
 
-    /// As [`Serve::start`], with more arguments and the log (stderr) to `log`.
-    pub fn start_with(conf: &Path, data: &Path, extra: &[&str], log: Option<&Path>) -> Serve {
+    /// As [`Serve::start`], with more arguments and environment, and the
+    /// log (stderr) to `log`.
+    pub fn start_with(conf: &Path, data: &Path, extra: &[&str], env: &[(&str, &str)], log: Option<&Path>) -> Serve {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let listen = format!("127.0.0.1:{port}");
         let stderr = match log {
@@ -262,6 +263,7 @@ impl Serve {
             .args(["serve", "--backend", "rbd", "--rbd-pool", POOL, "--ceph-conf", s(conf)])
             .args(["--data-dir", s(data), "--listen", &listen])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -439,11 +441,6 @@ impl PrivateCluster {
             String::from_utf8_lossy(&out.stderr)
         );
         cluster
-    }
-
-    /// A directory that lives as long as the cluster.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     fn osd_pid(&self) -> String {

@@ -1,14 +1,18 @@
-//! Ceph stops answering in the middle of `rekey luks reencrypt`: the command
-//! fails within its timeout with a clear error, and once Ceph is back
-//! `--resume` finishes with the plaintext intact.
+//! Ceph stops answering in the middle of an operation: `rekey luks
+//! reencrypt` fails within its timeout with a clear error, and once Ceph is
+//! back `--resume` finishes with the plaintext intact; a clone or backup in
+//! `rekey serve --backend rbd` ends `error` within its timeout while the API
+//! keeps answering, and succeeds once Ceph is back.
 //!
-//! Runs on a private cluster (own directory and ports, started with
+//! Each test runs on a private cluster (own directory and ports, started with
 //! scripts/ceph.sh) so pausing its OSD disturbs no other test.
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
 
 use crate::harness::*;
 
@@ -111,4 +115,146 @@ fn osd_stopped_mid_reencrypt_fails_in_bounded_time_then_resume_completes() {
     let r = rekey_luks(&conf, &["reencrypt", "--resume", "-d", s(&key), &spec]);
     assert_eq!(r.code, 1, "nothing left to resume: {}", r.stderr);
     drop(img);
+}
+
+/// Polls volume/backup `id` through the API until its status leaves `busy`.
+/// Every poll must be answered with a 200 (never a hang, never a 5xx);
+/// `guard` bounds the whole wait.
+fn settles_while_down(srv: &Serve, kind: &str, id: &str, busy: &[&str], guard: Duration) -> (Value, Duration) {
+    let path = format!("/v3/{PROJECT}/{kind}s/{id}");
+    let t0 = Instant::now();
+    loop {
+        let (st, v) = srv.api("GET", &path, None);
+        assert_eq!(st, 200, "GET {path} while the OSD is stopped must answer 200, got {st}: {v}");
+        let status = v[kind]["status"].as_str().unwrap_or("").to_owned();
+        if !busy.contains(&status.as_str()) {
+            return (v[kind].clone(), t0.elapsed());
+        }
+        assert!(t0.elapsed() < guard, "{kind} {id} still {status} {:?} after the OSD stopped: hangs", t0.elapsed());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The log lines of `rekey serve` that name `id`.
+fn log_lines_of(log: &std::path::Path, id: &str) -> String {
+    let text = std::fs::read_to_string(log).unwrap();
+    text.lines().filter(|l| l.contains(id)).collect::<Vec<_>>().join("\n")
+}
+
+/// Ceph stops answering while `rekey serve --backend rbd` clones and backs
+/// up a volume: each operation ends `error` within its timeout, the API keeps
+/// answering, the log says why, and once Ceph is back the source is intact
+/// and the same operations succeed.
+#[test]
+fn osd_stopped_during_service_clone_and_backup_fails_cleanly_then_retries_succeed() {
+    require_tool("rbd", "ceph-common");
+    require_tool("cryptsetup", "cryptsetup-bin");
+    let cluster = PrivateCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("rekey.toml");
+    std::fs::write(
+        &config,
+        "[backend]\ntype = \"rbd\"\npool = \"rbd\"\nconnect_timeout_secs = 5\nop_timeout_secs = 5\n",
+    )
+    .unwrap();
+    let log = dir.path().join("serve.log");
+    let srv = Serve::start_with(
+        &cluster.conf,
+        &dir.path().join("data"),
+        &["--config", s(&config)],
+        &[("REKEY_STALL_AT", "interim_key.recorded:3000")],
+        Some(&log),
+    );
+
+    srv.create_encrypted_type("T", "luks2", None);
+    let v = srv.create_volume(json!({"size": 1, "volume_type": "T", "name": "src"}));
+    let src_id = v["id"].as_str().unwrap().to_owned();
+    let src_key_id = v["encryption_key_id"].as_str().unwrap().to_owned();
+    let src_key = dir.path().join("src.key");
+    srv.passphrase_file(&src_key_id, &src_key);
+    let plain = data(31, 4 * MIB as usize);
+    srv.write_plaintext(&src_id, &src_key, &plain);
+
+    // A clone, caught mid-way: its data is cloned on Ceph and its interim
+    // key recorded (the volume names a key), the rekey steps are still to
+    // come. The job pauses there (REKEY_STALL_AT) while the OSD is stopped.
+    let c = srv.post(&format!("/v3/{PROJECT}/volumes"), json!({"volume": {"size": 1, "source_volid": src_id, "name": "c1"}}), 202);
+    let failed_clone = c["volume"]["id"].as_str().unwrap().to_owned();
+    let t0 = Instant::now();
+    loop {
+        let (st, v) = srv.api("GET", &format!("/v3/{PROJECT}/volumes/{failed_clone}"), None);
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["volume"]["status"], "creating", "the clone must still be in progress: {v}");
+        if v["volume"]["encryption_key_id"].is_string() {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "the clone never reached its interim key: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(rbd(&cluster.conf, &["info", &format!("{POOL}/volume-{failed_clone}")]).code == 0, "the clone's data is on Ceph");
+    cluster.signal_osd("-STOP");
+    // With 5 s op timeouts a failing job needs a few timeouts at most.
+    let guard = Duration::from_secs(120);
+    let (clone, took) = settles_while_down(&srv, "volume", &failed_clone, &["creating"], guard);
+    assert_eq!(clone["status"], "error", "a clone while Ceph is down must fail: {clone}");
+    eprintln!("clone failed {took:?} after the OSD stopped");
+    assert_eq!(srv.settled(&src_id)["status"], "available", "the source must be usable again");
+
+    // A backup: admitted, then error with a reason; the volume is available again.
+    let b = srv.post(&format!("/v3/{PROJECT}/backups"), json!({"backup": {"volume_id": src_id, "name": "b1"}}), 202);
+    let failed_backup = b["backup"]["id"].as_str().unwrap().to_owned();
+    let (backup, took) = settles_while_down(&srv, "backup", &failed_backup, &["creating"], guard);
+    assert_eq!(backup["status"], "error", "a backup while Ceph is down must fail: {backup}");
+    let reason = backup["fail_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("timed out") && reason.contains(&format!("volume-{src_id}")),
+        "a failed backup says Ceph did not answer for which image: {backup}"
+    );
+    eprintln!("backup failed {took:?} after it was requested with the OSD stopped: {}", backup["fail_reason"]);
+    let (st, list) = srv.api("GET", &format!("/v3/{PROJECT}/volumes/detail"), None);
+    assert_eq!(st, 200, "{list}");
+    let src = list["volumes"].as_array().unwrap().iter().find(|v| v["id"] == src_id.as_str()).unwrap().clone();
+    assert_eq!((src["status"].as_str(), src["encryption_key_id"].as_str()), (Some("available"), Some(src_key_id.as_str())));
+
+    // The log says what went wrong, for each job: Ceph did not answer in time.
+    for id in [&failed_clone, &failed_backup] {
+        let lines = log_lines_of(&log, id);
+        assert!(
+            lines.contains("timed out") || lines.contains("did not answer"),
+            "the service log should say Ceph did not answer for {id}: {lines}"
+        );
+        assert!(!lines.contains("panicked"), "{lines}");
+        eprintln!("service log for {id}:\n{lines}");
+    }
+
+    cluster.signal_osd("-CONT");
+    cluster.wait_answering(&format!("volume-{src_id}"));
+
+    // The source is intact: its own key, its data.
+    let img = dir.path().join("src.img");
+    rbd_export(&cluster.conf, &format!("volume-{src_id}"), &img);
+    assert!(cryptsetup_opens(&img, &src_key), "the source must still open with its own key");
+    assert_eq!(cryptsetup_keyslots(&img), 1, "no keyslot was added to the source");
+    assert_same(&plaintext_of(&img, &src_key, plain.len()), &plain, "the source's plaintext after the outage");
+
+    // The failed records can be deleted (the half-made clone's image and
+    // its parent snapshot go too); the same operations now succeed.
+    srv.delete_volume(&failed_clone);
+    let snaps = rbd(&cluster.conf, &["snap", "ls", &format!("{POOL}/volume-{src_id}")]).ok();
+    assert!(!snaps.stdout.contains(&failed_clone), "the failed clone's snapshot was left on the source: {}", snaps.stdout);
+    let (st, body) = srv.api("DELETE", &format!("/v3/{PROJECT}/backups/{failed_backup}"), None);
+    assert_eq!(st, 202, "{body}");
+    let v = srv.create_volume(json!({"size": 1, "source_volid": src_id, "name": "c2"}));
+    let clone_id = v["id"].as_str().unwrap().to_owned();
+    let clone_key = dir.path().join("clone.key");
+    srv.passphrase_file(v["encryption_key_id"].as_str().unwrap(), &clone_key);
+    let img = dir.path().join("clone.img");
+    rbd_export(&cluster.conf, &format!("volume-{clone_id}"), &img);
+    assert!(cryptsetup_opens(&img, &clone_key), "the retried clone must open with its own key");
+    assert!(!cryptsetup_opens(&img, &src_key), "the retried clone must NOT open with the source's key");
+    assert_same(&plaintext_of(&img, &clone_key, plain.len()), &plain, "the retried clone's plaintext");
+    let b = srv.post(&format!("/v3/{PROJECT}/backups"), json!({"backup": {"volume_id": src_id, "name": "b2"}}), 202);
+    let backup = srv.settled_as("backup", b["backup"]["id"].as_str().unwrap(), &["creating"]);
+    assert_eq!(backup["status"], "available", "the retried backup must succeed: {backup}");
+    drop(srv);
 }

@@ -458,10 +458,27 @@ impl PrivateCluster {
         assert!(ok, "kill {sig} of the private OSD failed");
     }
 
-    /// Waits (up to 120 s) until the cluster answers RBD requests again.
-    pub fn wait_answering(&self, image: &str) {
+    /// Ceph returns: the OSD continues, and `image` answers again (waited
+    /// for up to 120 s, each attempt bounded).
+    ///
+    /// On a real cluster the peers of a stalled OSD report it and the
+    /// monitors mark it down; when it returns, its placement groups re-peer.
+    /// This cluster has one OSD and no peers: the placement groups' read
+    /// leases run out while it is stopped and, without a new interval, their
+    /// reads wait "for readable" for good. So the OSD is marked down here, as
+    /// the monitors would have done; it rejoins at once and re-peers.
+    pub fn resume_osd(&self, image: &str) {
+        require_tool("ceph", "ceph-common");
+        self.signal_osd("-CONT");
+        let conf = self.client_conf(10);
+        let out = Command::new("ceph")
+            .args(["-c", s(&conf), "--connect-timeout", "10", "osd", "down", "0"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ceph");
+        assert!(out.status.success(), "ceph osd down 0: {}", String::from_utf8_lossy(&out.stderr));
         let back = Instant::now();
-        while rbd(&self.conf, &["status", &format!("{POOL}/{image}")]).code != 0 {
+        while rbd(&conf, &["status", &format!("{POOL}/{image}")]).code != 0 {
             assert!(back.elapsed() < Duration::from_secs(120), "Ceph did not come back after SIGCONT");
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -474,7 +491,7 @@ impl PrivateCluster {
             "\n[client]\nrados osd op timeout = {secs}\nrados mon op timeout = {secs}\n\
              client mount timeout = {secs}\nlog file = /dev/null\n"
         ));
-        let p = self.dir.path().join("client.conf");
+        let p = self.dir.path().join(format!("client-{secs}.conf"));
         std::fs::write(&p, text).unwrap();
         p
     }

@@ -104,7 +104,7 @@ fn osd_stopped_mid_reencrypt_fails_in_bounded_time_then_resume_completes() {
     // Ceph is back (once it answers again): the interrupted re-encryption
     // resumes and completes, with the client's default timeouts.
     let conf = cluster.conf.clone();
-    cluster.wait_answering(&img.name);
+    cluster.resume_osd(&img.name);
     let mut args = vec!["reencrypt", "--resume", "-d", s(&key)];
     args.extend(CHEAP_KDF);
     args.push(&spec);
@@ -158,11 +158,13 @@ fn osd_stopped_during_service_clone_and_backup_fails_cleanly_then_retries_succee
     )
     .unwrap();
     let log = dir.path().join("serve.log");
+    // The rbd CLI checks share the service's ceph.conf: bounded, so they cannot hang either.
+    let conf = cluster.client_conf(60);
     let srv = Serve::start_with(
-        &cluster.conf,
+        &conf,
         &dir.path().join("data"),
         &["--config", s(&config)],
-        &[("REKEY_STALL_AT", "interim_key.recorded:3000")],
+        &[("REKEY_STALL_AT", "interim_key.recorded:8000")],
         Some(&log),
     );
 
@@ -191,7 +193,7 @@ fn osd_stopped_during_service_clone_and_backup_fails_cleanly_then_retries_succee
         assert!(t0.elapsed() < Duration::from_secs(60), "the clone never reached its interim key: {v}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(rbd(&cluster.conf, &["info", &format!("{POOL}/volume-{failed_clone}")]).code == 0, "the clone's data is on Ceph");
+    assert!(rbd(&conf, &["info", &format!("{POOL}/volume-{failed_clone}")]).code == 0, "the clone's data is on Ceph");
     cluster.signal_osd("-STOP");
     // With 5 s op timeouts a failing job needs a few timeouts at most.
     let guard = Duration::from_secs(120);
@@ -227,12 +229,11 @@ fn osd_stopped_during_service_clone_and_backup_fails_cleanly_then_retries_succee
         eprintln!("service log for {id}:\n{lines}");
     }
 
-    cluster.signal_osd("-CONT");
-    cluster.wait_answering(&format!("volume-{src_id}"));
+    cluster.resume_osd(&format!("volume-{src_id}"));
 
     // The source is intact: its own key, its data.
     let img = dir.path().join("src.img");
-    rbd_export(&cluster.conf, &format!("volume-{src_id}"), &img);
+    rbd_export(&conf, &format!("volume-{src_id}"), &img);
     assert!(cryptsetup_opens(&img, &src_key), "the source must still open with its own key");
     assert_eq!(cryptsetup_keyslots(&img), 1, "no keyslot was added to the source");
     assert_same(&plaintext_of(&img, &src_key, plain.len()), &plain, "the source's plaintext after the outage");
@@ -240,7 +241,7 @@ fn osd_stopped_during_service_clone_and_backup_fails_cleanly_then_retries_succee
     // The failed records can be deleted (the half-made clone's image and
     // its parent snapshot go too); the same operations now succeed.
     srv.delete_volume(&failed_clone);
-    let snaps = rbd(&cluster.conf, &["snap", "ls", &format!("{POOL}/volume-{src_id}")]).ok();
+    let snaps = rbd(&conf, &["snap", "ls", &format!("{POOL}/volume-{src_id}")]).ok();
     assert!(!snaps.stdout.contains(&failed_clone), "the failed clone's snapshot was left on the source: {}", snaps.stdout);
     let (st, body) = srv.api("DELETE", &format!("/v3/{PROJECT}/backups/{failed_backup}"), None);
     assert_eq!(st, 202, "{body}");
@@ -249,7 +250,7 @@ fn osd_stopped_during_service_clone_and_backup_fails_cleanly_then_retries_succee
     let clone_key = dir.path().join("clone.key");
     srv.passphrase_file(v["encryption_key_id"].as_str().unwrap(), &clone_key);
     let img = dir.path().join("clone.img");
-    rbd_export(&cluster.conf, &format!("volume-{clone_id}"), &img);
+    rbd_export(&conf, &format!("volume-{clone_id}"), &img);
     assert!(cryptsetup_opens(&img, &clone_key), "the retried clone must open with its own key");
     assert!(!cryptsetup_opens(&img, &src_key), "the retried clone must NOT open with the source's key");
     assert_same(&plaintext_of(&img, &clone_key, plain.len()), &plain, "the retried clone's plaintext");
@@ -284,7 +285,8 @@ fn osd_stopped_after_the_new_key_is_recorded_keeps_it_and_a_restart_finishes_the
     .unwrap();
     let data_dir = dir.path().join("data");
     let args = ["--config", s(&config)];
-    let srv = Serve::start_with(&cluster.conf, &data_dir, &args, &[("REKEY_STALL_AT", "persist.recorded:4000")], None);
+    let conf = cluster.client_conf(60);
+    let srv = Serve::start_with(&conf, &data_dir, &args, &[("REKEY_STALL_AT", "persist.recorded:8000")], None);
 
     srv.create_encrypted_type("T", "luks2", None);
     let v = srv.create_volume(json!({"size": 1, "volume_type": "T", "name": "src"}));
@@ -323,12 +325,11 @@ fn osd_stopped_after_the_new_key_is_recorded_keeps_it_and_a_restart_finishes_the
     eprintln!("the clone's late step gave up {took:?} after the OSD stopped");
     assert_eq!(srv.api("GET", &format!("/v3/{PROJECT}/volumes/detail"), None).0, 200);
 
-    cluster.signal_osd("-CONT");
-    cluster.wait_answering(&format!("volume-{clone_id}"));
+    cluster.resume_osd(&format!("volume-{clone_id}"));
     let new_key = dir.path().join("new.key");
     srv.passphrase_file(&new_key_id, &new_key);
     let img = dir.path().join("clone.img");
-    rbd_export(&cluster.conf, &format!("volume-{clone_id}"), &img);
+    rbd_export(&conf, &format!("volume-{clone_id}"), &img);
     assert!(cryptsetup_opens(&img, &new_key), "after the outage the clone must open with the key its record names");
     // Known gap: until step 4 runs again (only a restart resumes a job that
     // gave up), the interim keyslot — the source's key bytes — still opens it.
@@ -337,7 +338,7 @@ fn osd_stopped_after_the_new_key_is_recorded_keeps_it_and_a_restart_finishes_the
 
     // A restart resumes the unfinished job: the interim keyslot goes.
     drop(srv);
-    let srv = Serve::start_with(&cluster.conf, &data_dir, &args, &[], None);
+    let srv = Serve::start_with(&conf, &data_dir, &args, &[], None);
     let t0 = Instant::now();
     let v = loop {
         let v = srv.settled(&clone_id);
@@ -348,13 +349,13 @@ fn osd_stopped_after_the_new_key_is_recorded_keeps_it_and_a_restart_finishes_the
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(v["encryption_key_id"], new_key_id.as_str());
-    rbd_export(&cluster.conf, &format!("volume-{clone_id}"), &img);
+    rbd_export(&conf, &format!("volume-{clone_id}"), &img);
     assert!(cryptsetup_opens(&img, &new_key), "the clone must open with its own key");
     assert!(!cryptsetup_opens(&img, &src_key), "the clone must NOT open with the source's key");
     assert_eq!(cryptsetup_keyslots(&img), 1);
     assert_same(&plaintext_of(&img, &new_key, plain.len()), &plain, "the clone's plaintext");
     let src_img = dir.path().join("src.img");
-    rbd_export(&cluster.conf, &format!("volume-{src_id}"), &src_img);
+    rbd_export(&conf, &format!("volume-{src_id}"), &src_img);
     assert!(cryptsetup_opens(&src_img, &src_key), "the source must still open with its own key");
     assert_same(&plaintext_of(&src_img, &src_key, plain.len()), &plain, "the source's plaintext");
 }

@@ -123,6 +123,7 @@ fn from_snapshot(provider: &str, mode: Option<&str>) {
     e.srv.write_plaintext(&src.id, &src.key, &now);
 
     let v = e.srv.create_volume(json!({"size": 1, "snapshot_id": snap_id, "name": "fromsnap"}));
+    assert_eq!(v["snapshot_id"], snap_id.as_str(), "{v}");
     let made = e.vol(&v);
     assert_ne!(made.key_id, src.key_id);
     let made_vk = e.check_made(&made, "volume from the snapshot", &[("source", &src.key)], &then);

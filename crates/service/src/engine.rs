@@ -48,9 +48,16 @@ use crate::service::Service;
 pub(crate) const GIB: u64 = 1 << 30;
 /// Key-manager algorithm for volume keys (Cinder asks for the cipher's family).
 pub(crate) const KEY_ALGORITHM: &str = "aes";
-/// Attempts at a step after `persist` before the volume is marked `error`
-/// (the job stays and resumes at the next start).
+/// Attempts at a late step (`persist` or after) before the volume is marked
+/// `error`; the job keeps retrying (see [`late_retry_delay`]).
 const LATE_STEP_ATTEMPTS: u32 = 4;
+/// The longest pause between two attempts at a late step.
+const LATE_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Exponential backoff from 0.5 s, capped at [`LATE_RETRY_MAX`].
+fn late_retry_delay(failures: u32) -> Duration {
+    Duration::from_millis(250u64 << failures.min(10)).min(LATE_RETRY_MAX)
+}
 /// How often the key-deletion queue is looked at without being woken.
 const KEY_GC_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -122,10 +129,10 @@ async fn run(svc: Arc<Service>, mut job: Job) {
                 if let Err(e2) = record_failure(&svc, &job, &e.to_string(), late_failures >= LATE_STEP_ATTEMPTS).await {
                     tracing::error!(job = %job.id, error = %e2, "cannot record failure");
                 }
-                if late_failures >= LATE_STEP_ATTEMPTS {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(250 << late_failures)).await;
+                // A late step cannot be rolled back, so it is never given up:
+                // the volume shows `error` meanwhile, and the job finishes as
+                // soon as the step can run (e.g. Ceph is back).
+                tokio::time::sleep(late_retry_delay(late_failures)).await;
             }
             Err(e) => {
                 tracing::error!(job = %job.id, volume = %job.volume_id, %step, error = %e, "job failed; rolling back");

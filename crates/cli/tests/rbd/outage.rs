@@ -269,10 +269,10 @@ fn passphrase_of(srv: &Serve, key_id: &str, scratch: &std::path::Path) -> Vec<u8
 /// Ceph stops after a clone's point of no return (the record names the new
 /// key; the interim keyslot is still to be wiped): the engine retries, then
 /// gives the volume `error` within bounded time without losing the new key;
-/// once Ceph is back the image opens with that key, and a restarted service
-/// resumes the job and finishes the rekey.
+/// once Ceph is back the image opens with that key, and the service, still
+/// retrying, finishes the rekey without a restart.
 #[test]
-fn osd_stopped_after_the_new_key_is_recorded_keeps_it_and_a_restart_finishes_the_rekey() {
+fn osd_stopped_after_the_new_key_is_recorded_keeps_it_and_finishes_once_ceph_is_back() {
     require_tool("rbd", "ceph-common");
     require_tool("cryptsetup", "cryptsetup-bin");
     let cluster = PrivateCluster::start();
@@ -331,23 +331,20 @@ fn osd_stopped_after_the_new_key_is_recorded_keeps_it_and_a_restart_finishes_the
     let img = dir.path().join("clone.img");
     rbd_export(&conf, &format!("volume-{clone_id}"), &img);
     assert!(cryptsetup_opens(&img, &new_key), "after the outage the clone must open with the key its record names");
-    // Known gap: until step 4 runs again (only a restart resumes a job that
-    // gave up), the interim keyslot — the source's key bytes — still opens it.
-    assert!(cryptsetup_opens(&img, &src_key), "step 4 did not run, so the interim keyslot is still there");
     assert_same(&plaintext_of(&img, &new_key, plain.len()), &plain, "the clone's plaintext after the outage");
 
-    // A restart resumes the unfinished job: the interim keyslot goes.
-    drop(srv);
-    let srv = Serve::start_with(&conf, &data_dir, &args, &[], None);
+    // The late step is never given up: the running service keeps retrying it
+    // (every 30 s at most) and finishes the rekey once Ceph answers again.
     let t0 = Instant::now();
     let v = loop {
         let v = srv.settled(&clone_id);
         if v["status"] == "available" {
             break v;
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "the restarted service did not finish the rekey: {v}");
-        std::thread::sleep(Duration::from_millis(200));
+        assert!(t0.elapsed() < Duration::from_secs(120), "the service did not finish the rekey after Ceph came back: {v}");
+        std::thread::sleep(Duration::from_millis(500));
     };
+    eprintln!("the clone became available {:?} after Ceph came back", t0.elapsed());
     assert_eq!(v["encryption_key_id"], new_key_id.as_str());
     rbd_export(&conf, &format!("volume-{clone_id}"), &img);
     assert!(cryptsetup_opens(&img, &new_key), "the clone must open with its own key");

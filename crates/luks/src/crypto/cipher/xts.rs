@@ -77,9 +77,11 @@ where
     T: BlockEncrypt + BlockSizeUser<BlockSize = U16>,
 {
     let mut t0 = [Block::default(); BATCH];
+    let mut used = 0;
     let mut n = first;
     for batch in buf.chunks_mut(BATCH * unit) {
         let units = batch.len() / unit;
+        used = used.max(units);
         for t in &mut t0[..units] {
             t[..8].copy_from_slice(&n.to_le_bytes());
             t[8..].fill(0);
@@ -87,13 +89,17 @@ where
         }
         tweak.encrypt_blocks(&mut t0[..units]);
         let job = Units { buf: batch, unit, t0: &t0[..units] };
-        if decrypt {
-            data.decrypt_with_backend(job);
-        } else {
-            data.encrypt_with_backend(job);
+        // Separate closure types, so separately compiled: adding the short
+        // path to the main closure changed how LLVM scheduled its loop.
+        let few = units < PIPELINE_MIN_UNITS && unit.is_multiple_of(GROUP * BLOCK);
+        match (few, decrypt) {
+            (true, false) => data.encrypt_with_backend(FewUnits(job)),
+            (true, true) => data.decrypt_with_backend(FewUnits(job)),
+            (false, false) => data.encrypt_with_backend(job),
+            (false, true) => data.decrypt_with_backend(job),
         }
     }
-    for t in &mut t0 {
+    for t in &mut t0[..used] {
         t.as_mut_slice().zeroize();
     }
 }
@@ -123,11 +129,22 @@ impl BlockClosure for Units<'_> {
         // a time while the current unit's AES rounds run.
         let mut tweaks = [[Tweak::zero(); MAX_UNIT_BLOCKS]; 2];
         if let Some(t0) = self.t0.first() {
-            let mut t = Tweak::from_block(t0);
-            for tw in &mut tweaks[0][..unit_blocks] {
-                *tw = t;
-                t = t.mul_alpha();
+            // The first unit's tweaks have nothing to overlap with: four
+            // interleaved chains, each a quarter long, starting at T·α^(qi).
+            let q = unit_blocks / 4;
+            let t = u128::from_le_bytes((*t0).into());
+            let mut starts = [t, mul_alpha_k(t, q), 0, 0];
+            starts[2] = mul_alpha_k(starts[1], q);
+            starts[3] = mul_alpha_k(starts[2], q);
+            let mut c = starts.map(Tweak::from_u128);
+            for i in 0..q {
+                for (j, c) in c.iter_mut().enumerate() {
+                    tweaks[0][j * q + i] = *c;
+                    *c = c.mul_alpha();
+                }
             }
+            starts.zeroize();
+            c.iter_mut().for_each(Tweak::zeroize);
         }
         for (k, data) in self.buf.chunks_exact_mut(self.unit).enumerate() {
             let mut t = self.t0.get(k + 1).map_or(Tweak::zero(), Tweak::from_block);
@@ -182,12 +199,50 @@ impl BlockClosure for Units<'_> {
             u.zeroize();
             t.zeroize();
         }
-        tweaks.iter_mut().flatten().for_each(Tweak::zeroize);
+        tweaks.iter_mut().flat_map(|t| &mut t[..unit_blocks]).for_each(Tweak::zeroize);
         // `blocks` is left holding the last group's AES output (data ⊕
         // tweak, the tweaks themselves wiped above). Wiping it here made the
         // compiler keep the array in memory and store every group into it,
         // which cost a fifth of the throughput; it is a stack temporary of
         // the same sensitivity as the caller's buffer.
+    }
+}
+
+/// A batch of a few units (a call of one or two sectors): the tweaks of
+/// each group are computed just before its AES rounds; no overlap, but no
+/// 8 KiB of tweak buffers to set up and wipe, which would dominate the call.
+struct FewUnits<'a>(Units<'a>);
+
+impl BlockSizeUser for FewUnits<'_> {
+    type BlockSize = U16;
+}
+
+impl BlockClosure for FewUnits<'_> {
+    #[inline(always)]
+    fn call<B: BlockBackend<BlockSize = U16>>(self, backend: &mut B) {
+        let mut blocks = ParBlocks::<B>::default();
+        if B::ParBlocksSize::USIZE != GROUP {
+            return self.0.one_by_one(backend, &mut blocks[0]);
+        }
+        let mut tweaks = [Tweak::zero(); GROUP];
+        for (data, t0) in self.0.buf.chunks_exact_mut(self.0.unit).zip(self.0.t0) {
+            let mut t = Tweak::from_block(t0);
+            for group in data.chunks_exact_mut(GROUP * BLOCK) {
+                for ((src, blk), tw) in group.chunks_exact(BLOCK).zip(blocks.iter_mut()).zip(&mut tweaks) {
+                    t.xor_into(src, blk);
+                    *tw = t;
+                    t = t.mul_alpha();
+                }
+                if std::hint::black_box(true) {
+                    std::hint::black_box(&mut *backend).proc_par_blocks_inplace(&mut blocks);
+                }
+                for ((dst, blk), tw) in group.chunks_exact_mut(BLOCK).zip(blocks.iter()).zip(&tweaks) {
+                    tw.xor_into(blk, dst);
+                }
+            }
+            t.zeroize();
+        }
+        tweaks.iter_mut().for_each(Tweak::zeroize);
     }
 }
 
@@ -208,6 +263,9 @@ impl Units<'_> {
         blk.as_mut_slice().zeroize();
     }
 }
+
+/// Batches of fewer units take [`FewUnits`].
+const PIPELINE_MIN_UNITS: usize = 4;
 
 /// Blocks in the largest LUKS sector.
 const MAX_UNIT_BLOCKS: usize = 4096 / BLOCK;
@@ -235,6 +293,11 @@ impl Tweak {
     fn from_block(b: &Block) -> Tweak {
         let bytes: [u8; BLOCK] = (*b).into();
         Tweak(bytes.into())
+    }
+
+    #[inline(always)]
+    fn from_u128(t: u128) -> Tweak {
+        Tweak(t.to_le_bytes().into())
     }
 
     /// `dst = src ⊕ self`, both 16 bytes.
@@ -286,6 +349,11 @@ impl Tweak {
     }
 
     #[inline(always)]
+    fn from_u128(t: u128) -> Tweak {
+        Tweak(t)
+    }
+
+    #[inline(always)]
     fn xor_into(&self, src: &[u8], dst: &mut [u8]) {
         let x = u128::from_le_bytes(src.try_into().expect("16-byte block")) ^ self.0;
         dst.copy_from_slice(&x.to_le_bytes());
@@ -307,6 +375,15 @@ impl Tweak {
     }
 }
 
+/// Multiplies a tweak by α^k for 1 ≤ k ≤ 64: a shift by k, the k bits shifted
+/// out folded back times x^7 + x^2 + x + 1 (carry-less, at most k + 7 bits,
+/// so no second reduction). Branch-free for a given k.
+fn mul_alpha_k(t: u128, k: usize) -> u128 {
+    debug_assert!((1..=64).contains(&k));
+    let top = t >> (128 - k);
+    (t << k) ^ top ^ (top << 1) ^ (top << 2) ^ (top << 7)
+}
+
 /// Multiplies a tweak by α (x), branch-free: the carry out of bit 127 folds
 /// back as x^7 + x^2 + x + 1 (0x87).
 #[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
@@ -314,6 +391,11 @@ impl Tweak {
 pub(super) fn mul_alpha(t: u128) -> u128 {
     let carry = ((t as i128) >> 127) as u128;
     (t << 1) ^ (carry & 0x87)
+}
+
+#[cfg(test)]
+pub(super) fn mul_alpha_k_for_tests(t: u128, k: usize) -> u128 {
+    mul_alpha_k(t, k)
 }
 
 /// The tweak type's ·α on a little-endian `u128`, for tests.

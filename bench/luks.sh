@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 SIZE_MIB=${1:-1024}
 REPS=${REPS:-7}
 cargo build --release -q -p rekey-cli
-R=$PWD/target/release/rekey
+R=${CARGO_TARGET_DIR:-$PWD/target}/release/rekey
 W=$(mktemp -d "${BENCH_DIR:-/tmp}/rekey-bench.XXXXXX")
 trap 'rm -rf "$W"' EXIT
 cd "$W"

@@ -211,6 +211,7 @@ impl BlockClosure for Units<'_> {
 /// A batch of a few units (a call of one or two sectors): the tweaks of
 /// each group are computed just before its AES rounds; no overlap, but no
 /// 8 KiB of tweak buffers to set up and wipe, which would dominate the call.
+/// As in [`Units`], the tweaks are wiped and the block buffer is not.
 struct FewUnits<'a>(Units<'a>);
 
 impl BlockSizeUser for FewUnits<'_> {

@@ -5,7 +5,7 @@
 mod common;
 
 use common::FaultIo;
-use rekey_luks::reencrypt::{self, ReencryptOptions};
+use rekey_luks::reencrypt::{self, Format, ReencryptOptions};
 use rekey_luks::{BlockIo, FormatOptions, MemIo, PbkdfOptions, Volume};
 
 const DATA: usize = 1 << 20;
@@ -29,6 +29,13 @@ fn opts() -> ReencryptOptions {
 }
 
 fn run(sector: u32) {
+    run_format(sector, Format::V2);
+}
+
+/// V1: the state an earlier build leaves (SHA-256 unit hashes, one hotzone
+/// per record, two flushes per hotzone), resumed by this one.
+fn run_format(sector: u32, format: Format) {
+    let opts = || ReencryptOptions { format, ..opts() };
     let (base, old_vk) = formatted(sector);
     let pristine = base.to_vec();
     let mut crashes = 0;
@@ -70,6 +77,16 @@ fn reencrypt_survives_a_crash_at_every_write_512() {
 #[test]
 fn reencrypt_survives_a_crash_at_every_write_4096() {
     run(4096);
+}
+
+#[test]
+fn v1_state_survives_a_crash_at_every_write_512() {
+    run_format(512, Format::V1);
+}
+
+#[test]
+fn v1_state_survives_a_crash_at_every_write_4096() {
+    run_format(4096, Format::V1);
 }
 
 #[test]

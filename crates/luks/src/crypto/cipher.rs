@@ -1,11 +1,12 @@
 //! Sector ciphers: the keyslot material and data encryption of LUKS.
 //!
-//! All modes run on OpenSSL's EVP layer, which uses AES-NI/VAES where the CPU
-//! has them. A [`SectorCipher`] keeps a small pool of keyed OpenSSL contexts so
-//! that a call only re-initialises the IV per sector: no key schedule, no
-//! allocation and no algorithm fetch on the hot path. Concurrent callers each
-//! take their own context from the pool, so `&self` is enough and the type is
-//! `Send + Sync`.
+//! XTS runs on the RustCrypto `aes` crate (AES-NI with runtime detection),
+//! with the tweaks computed inside the AES loop (module `xts`): no per-sector
+//! re-initialisation, no allocation, key schedules made once. CBC modes run
+//! on OpenSSL's EVP layer: a [`SectorCipher`] keeps a small pool of keyed
+//! OpenSSL contexts so that a call only re-initialises the IV per sector.
+//! Concurrent callers each take their own context from the pool (XTS needs
+//! none), so `&self` is enough and the type is `Send + Sync`.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -82,31 +83,17 @@ const AES_BLOCK: usize = 16;
 
 /// How the sectors are enciphered.
 enum Engine {
-    /// OpenSSL's XTS, one EVP update per sector.
-    Xts,
-    /// XTS assembled from AES-ECB, only for keys whose two halves are equal:
-    /// OpenSSL 3 refuses those (IEEE 1619-2018 §5.1 forbids them for new
-    /// data), but the kernel accepts them, so such a volume must still open.
-    XtsEqualHalves,
-    /// CBC with a per-sector IV, optionally ESSIV-encrypted.
-    Cbc {
-        /// IVs are ESSIV (encrypted under sha256(key)) rather than plain64.
-        essiv: bool,
-    },
+    /// XTS over the `aes` crate (see [`xts`]); also takes keys whose two
+    /// halves are equal, which OpenSSL 3 refuses but the kernel accepts.
+    Xts(Box<xts::XtsKeys>),
+    /// CBC on OpenSSL with a per-sector IV, optionally ESSIV-encrypted.
+    Cbc(Box<Cbc>),
 }
 
-/// One caller's keyed OpenSSL state.
-struct Contexts {
-    /// The sector cipher (XTS or CBC), keyed, direction fixed.
-    data: CipherCtx,
-    /// AES-ECB encryption keyed with the ESSIV salt, or with the XTS tweak key
-    /// for [`Engine::XtsEqualHalves`].
-    aux: Option<CipherCtx>,
-}
-
-/// A keyed sector cipher, shareable across threads.
-pub struct SectorCipher {
-    engine: Engine,
+/// Keyed OpenSSL state of a CBC cipher.
+struct Cbc {
+    /// IVs are ESSIV (encrypted under sha256(key)) rather than plain64.
+    essiv: bool,
     /// Algorithm implementations, fetched once: an implicit fetch on every
     /// `EVP_*Init` call costs more than enciphering a small sector.
     data_cipher: Cipher,
@@ -116,6 +103,19 @@ pub struct SectorCipher {
     aux_key: Option<Secret>,
     enc_pool: Mutex<Vec<Contexts>>,
     dec_pool: Mutex<Vec<Contexts>>,
+}
+
+/// One caller's keyed OpenSSL state.
+struct Contexts {
+    /// The CBC cipher, keyed, direction fixed.
+    data: CipherCtx,
+    /// AES-ECB encryption keyed with the ESSIV salt.
+    aux: Option<CipherCtx>,
+}
+
+/// A keyed sector cipher, shareable across threads.
+pub struct SectorCipher {
+    engine: Engine,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -130,31 +130,20 @@ impl SectorCipher {
         if !spec.valid_key_len(key.len()) {
             return Err(CryptoError::InvalidKeySize { cipher: spec.name(), got: key.len() });
         }
-        let aes_ecb = |len: usize| -> Result<Cipher, CryptoError> {
-            Ok(Cipher::fetch(None, &format!("AES-{}-ECB", len * 8), None)?)
+        let essiv = match spec.mode {
+            Mode::XtsPlain64 => return Ok(SectorCipher { engine: Engine::Xts(Box::new(xts::XtsKeys::new(key)?)) }),
+            Mode::CbcPlain64 => false,
+            Mode::CbcEssivSha256 => true,
         };
-        let (engine, data_cipher, aux_cipher, aux_key) = match spec.mode {
-            Mode::XtsPlain64 => {
-                let half = key.len() / 2;
-                let data_cipher = Cipher::fetch(None, &format!("AES-{}-XTS", half * 8), None)?;
-                if key[..half] == key[half..] {
-                    (Engine::XtsEqualHalves, data_cipher, Some(aes_ecb(half)?), None)
-                } else {
-                    (Engine::Xts, data_cipher, None, None)
-                }
-            }
-            Mode::CbcPlain64 => {
-                let data_cipher = Cipher::fetch(None, &format!("AES-{}-CBC", key.len() * 8), None)?;
-                (Engine::Cbc { essiv: false }, data_cipher, None, None)
-            }
-            Mode::CbcEssivSha256 => {
-                let data_cipher = Cipher::fetch(None, &format!("AES-{}-CBC", key.len() * 8), None)?;
-                let salt = Secret::new(HashAlg::Sha256.digest(&[key])?);
-                (Engine::Cbc { essiv: true }, data_cipher, Some(aes_ecb(salt.len())?), Some(salt))
-            }
+        let data_cipher = Cipher::fetch(None, &format!("AES-{}-CBC", key.len() * 8), None)?;
+        let (aux_cipher, aux_key) = if essiv {
+            let salt = Secret::new(HashAlg::Sha256.digest(&[key])?);
+            (Some(Cipher::fetch(None, &format!("AES-{}-ECB", salt.len() * 8), None)?), Some(salt))
+        } else {
+            (None, None)
         };
-        let cipher = SectorCipher {
-            engine,
+        let cbc = Cbc {
+            essiv,
             data_cipher,
             aux_cipher,
             key: Secret::from_slice(key),
@@ -165,10 +154,10 @@ impl SectorCipher {
         // Key both directions now, so that a backend refusal shows up here
         // rather than on the first sector.
         for dir in [Direction::Encrypt, Direction::Decrypt] {
-            let ctxs = cipher.new_contexts(dir)?;
-            cipher.pool(dir).push(ctxs);
+            let ctxs = cbc.new_contexts(dir)?;
+            cbc.pool(dir).push(ctxs);
         }
-        Ok(cipher)
+        Ok(SectorCipher { engine: Engine::Cbc(Box::new(cbc)) })
     }
 
     /// Encrypts `buf` in place: `buf.len()` is a multiple of `sector_size`;
@@ -180,51 +169,6 @@ impl SectorCipher {
     /// Decrypts `buf` in place; same layout as [`SectorCipher::encrypt`].
     pub fn decrypt(&self, buf: &mut [u8], sector_size: usize, iv_sector: u64) -> Result<(), CryptoError> {
         self.run(Direction::Decrypt, buf, sector_size, iv_sector)
-    }
-
-    fn pool(&self, dir: Direction) -> MutexGuard<'_, Vec<Contexts>> {
-        let pool = match dir {
-            Direction::Encrypt => &self.enc_pool,
-            Direction::Decrypt => &self.dec_pool,
-        };
-        // The pool is only pushed to and popped from; a panic elsewhere
-        // cannot leave it inconsistent.
-        pool.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn new_contexts(&self, dir: Direction) -> Result<Contexts, CryptoError> {
-        let mut data = CipherCtx::new()?;
-        let aux = match (&self.engine, &self.aux_cipher) {
-            (Engine::XtsEqualHalves, Some(ecb)) => {
-                // Key1 enciphers the data, Key2 the tweak (equal here, but
-                // the construction does not rely on it).
-                let half = self.key.len() / 2;
-                let mut tweak = CipherCtx::new()?;
-                tweak.encrypt_init(Some(ecb), Some(&self.key.expose()[half..]), None)?;
-                tweak.set_padding(false);
-                let mut blocks = CipherCtx::new()?;
-                match dir {
-                    Direction::Encrypt => blocks.encrypt_init(Some(ecb), Some(&self.key.expose()[..half]), None)?,
-                    Direction::Decrypt => blocks.decrypt_init(Some(ecb), Some(&self.key.expose()[..half]), None)?,
-                }
-                blocks.set_padding(false);
-                return Ok(Contexts { data: blocks, aux: Some(tweak) });
-            }
-            (Engine::Cbc { essiv: true }, Some(ecb)) => {
-                let salt = self.aux_key.as_ref().ok_or(CryptoError::Backend("ESSIV key missing".into()))?;
-                let mut essiv = CipherCtx::new()?;
-                essiv.encrypt_init(Some(ecb), Some(salt.expose()), None)?;
-                essiv.set_padding(false);
-                Some(essiv)
-            }
-            _ => None,
-        };
-        match dir {
-            Direction::Encrypt => data.encrypt_init(Some(&self.data_cipher), Some(self.key.expose()), None)?,
-            Direction::Decrypt => data.decrypt_init(Some(&self.data_cipher), Some(self.key.expose()), None)?,
-        }
-        data.set_padding(false);
-        Ok(Contexts { data, aux })
     }
 
     fn run(&self, dir: Direction, buf: &mut [u8], sector_size: usize, iv_sector: u64) -> Result<(), CryptoError> {
@@ -251,6 +195,48 @@ impl SectorCipher {
         if buf.is_empty() {
             return Ok(());
         }
+        match &self.engine {
+            Engine::Xts(keys) => {
+                keys.run(dir == Direction::Decrypt, buf, unit, first_iv, iv_step);
+                Ok(())
+            }
+            Engine::Cbc(cbc) => cbc.run_units(dir, buf, unit, first_iv, iv_step),
+        }
+    }
+}
+
+impl Cbc {
+    fn pool(&self, dir: Direction) -> MutexGuard<'_, Vec<Contexts>> {
+        let pool = match dir {
+            Direction::Encrypt => &self.enc_pool,
+            Direction::Decrypt => &self.dec_pool,
+        };
+        // The pool is only pushed to and popped from; a panic elsewhere
+        // cannot leave it inconsistent.
+        pool.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn new_contexts(&self, dir: Direction) -> Result<Contexts, CryptoError> {
+        let mut data = CipherCtx::new()?;
+        let aux = match (self.essiv, &self.aux_cipher, &self.aux_key) {
+            (true, Some(ecb), Some(salt)) => {
+                let mut essiv = CipherCtx::new()?;
+                essiv.encrypt_init(Some(ecb), Some(salt.expose()), None)?;
+                essiv.set_padding(false);
+                Some(essiv)
+            }
+            (true, _, _) => return Err(CryptoError::Backend("ESSIV key missing".into())),
+            (false, _, _) => None,
+        };
+        match dir {
+            Direction::Encrypt => data.encrypt_init(Some(&self.data_cipher), Some(self.key.expose()), None)?,
+            Direction::Decrypt => data.decrypt_init(Some(&self.data_cipher), Some(self.key.expose()), None)?,
+        }
+        data.set_padding(false);
+        Ok(Contexts { data, aux })
+    }
+
+    fn run_units(&self, dir: Direction, buf: &mut [u8], unit: usize, first_iv: u64, iv_step: u64) -> Result<(), CryptoError> {
         let taken = self.pool(dir).pop();
         let mut ctxs = match taken {
             Some(c) => c,
@@ -278,32 +264,15 @@ impl SectorCipher {
         let mut sector_no = iv_sector;
         for sector in buf.chunks_exact_mut(sector_size) {
             iv[..8].copy_from_slice(&sector_no.to_le_bytes());
-            match self.engine {
-                Engine::Xts => {
-                    set_iv(&mut ctxs.data, dir, &iv)?;
-                    let n = ctxs.data.cipher_update_inplace(sector, sector_size)?;
-                    if n != sector_size {
-                        return Err(CryptoError::Backend(format!("XTS returned {n} of {sector_size} bytes")));
-                    }
-                }
-                Engine::XtsEqualHalves => {
-                    let tweak_ctx = ctxs.aux.as_mut().ok_or(CryptoError::Backend("XTS tweak context missing".into()))?;
-                    let mut tweak = ecb_block(tweak_ctx, &iv)?;
-                    xts_sector_ecb(&mut ctxs.data, &mut tweak, sector)?;
-                    tweak.zeroize();
-                }
-                Engine::Cbc { essiv } => {
-                    if essiv {
-                        let essiv_ctx = ctxs.aux.as_mut().ok_or(CryptoError::Backend("ESSIV context missing".into()))?;
-                        let mut encrypted_iv = ecb_block(essiv_ctx, &iv)?;
-                        set_iv(&mut ctxs.data, dir, &encrypted_iv)?;
-                        encrypted_iv.zeroize();
-                    } else {
-                        set_iv(&mut ctxs.data, dir, &iv)?;
-                    }
-                    cbc_sector(&mut ctxs.data, sector)?;
-                }
+            if self.essiv {
+                let essiv_ctx = ctxs.aux.as_mut().ok_or(CryptoError::Backend("ESSIV context missing".into()))?;
+                let mut encrypted_iv = ecb_block(essiv_ctx, &iv)?;
+                set_iv(&mut ctxs.data, dir, &encrypted_iv)?;
+                encrypted_iv.zeroize();
+            } else {
+                set_iv(&mut ctxs.data, dir, &iv)?;
             }
+            cbc_sector(&mut ctxs.data, sector)?;
             sector_no = sector_no.wrapping_add(iv_step);
         }
         Ok(())
@@ -361,52 +330,6 @@ fn cbc_sector(ctx: &mut CipherCtx, sector: &mut [u8]) -> Result<(), CryptoError>
     Ok(())
 }
 
-/// XTS (IEEE 1619) over one sector from AES-ECB: C = E(P ⊕ T) ⊕ T, with T
-/// multiplied by α in GF(2^128) after each block. `ctx` runs the data key in
-/// the wanted direction; `tweak` holds E_K2(IV) on entry.
-fn xts_sector_ecb(ctx: &mut CipherCtx, tweak: &mut [u8; AES_BLOCK], sector: &mut [u8]) -> Result<(), CryptoError> {
-    // Batch the ECB calls: build P ⊕ T for a run of blocks, encipher the run
-    // in one call, then xor the same tweaks back.
-    const RUN: usize = 32;
-    let mut tweaks = [0u8; RUN * AES_BLOCK];
-    let mut scratch = [0u8; (RUN + 1) * AES_BLOCK];
-    let mut result = Ok(());
-    for run in sector.chunks_mut(RUN * AES_BLOCK) {
-        for (block, t) in run.chunks_exact_mut(AES_BLOCK).zip(tweaks.chunks_exact_mut(AES_BLOCK)) {
-            t.copy_from_slice(tweak);
-            xor_in_place(block, t);
-            gf128_mul_alpha(tweak);
-        }
-        let n = ctx.cipher_update(run, Some(&mut scratch))?;
-        if n != run.len() {
-            result = Err(CryptoError::Backend(format!("AES-ECB returned {n} of {} bytes", run.len())));
-            break;
-        }
-        run.copy_from_slice(&scratch[..n]);
-        for (block, t) in run.chunks_exact_mut(AES_BLOCK).zip(tweaks.chunks_exact(AES_BLOCK)) {
-            xor_in_place(block, t);
-        }
-    }
-    tweaks.zeroize();
-    scratch.zeroize();
-    result
-}
-
-fn xor_in_place(dst: &mut [u8], src: &[u8]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d ^= s;
-    }
-}
-
-/// Multiplies the little-endian 128-bit tweak by α (x) modulo x^128 + x^7 + x^2 + x + 1.
-fn gf128_mul_alpha(t: &mut [u8; AES_BLOCK]) {
-    let v = u128::from_le_bytes(*t);
-    let carry = (v >> 127) as u8;
-    let mut shifted = (v << 1).to_le_bytes();
-    shifted[0] ^= 0x87 * carry;
-    *t = shifted;
-}
-
 impl std::fmt::Debug for SectorCipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SectorCipher([REDACTED])")
@@ -415,3 +338,4 @@ impl std::fmt::Debug for SectorCipher {
 
 #[cfg(test)]
 mod tests;
+mod xts;

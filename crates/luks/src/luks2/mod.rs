@@ -167,7 +167,7 @@ impl Header {
     /// Refuses metadata with mandatory requirements this engine does not know.
     pub fn check_requirements(&self) -> Result<()> {
         for r in self.meta.mandatory_requirements() {
-            if r == crate::reencrypt::REQUIREMENT {
+            if crate::reencrypt::requirement_format(r).is_some() {
                 return Err(Error::Unsupported(
                     "volume is being re-encrypted; finish with `rekey luks reencrypt --resume`".into(),
                 ));

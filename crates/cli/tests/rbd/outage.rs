@@ -8,6 +8,7 @@
 //! scripts/ceph.sh) so pausing its OSD disturbs no other test.
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -141,12 +142,9 @@ fn log_lines_of(log: &std::path::Path, id: &str) -> String {
     text.lines().filter(|l| l.contains(id)).collect::<Vec<_>>().join("\n")
 }
 
-/// Ceph stops answering while `rekey serve --backend rbd` clones and backs
-/// up a volume: each operation ends `error` within its timeout, the API keeps
-/// answering, the log says why, and once Ceph is back the source is intact
-/// and the same operations succeed.
-#[test]
-fn osd_stopped_during_service_clone_and_backup_fails_cleanly_then_retries_succeed() {
+/// A private cluster, a scratch directory and in it a `rekey serve` config
+/// for the RBD backend with 5 s Ceph timeouts.
+fn cluster_with_short_service_timeouts() -> (PrivateCluster, tempfile::TempDir, PathBuf) {
     require_tool("rbd", "ceph-common");
     require_tool("cryptsetup", "cryptsetup-bin");
     let cluster = PrivateCluster::start();
@@ -157,6 +155,16 @@ fn osd_stopped_during_service_clone_and_backup_fails_cleanly_then_retries_succee
         "[backend]\ntype = \"rbd\"\npool = \"rbd\"\nconnect_timeout_secs = 5\nop_timeout_secs = 5\n",
     )
     .unwrap();
+    (cluster, dir, config)
+}
+
+/// Ceph stops answering while `rekey serve --backend rbd` clones and backs
+/// up a volume: each operation ends `error` within its timeout, the API keeps
+/// answering, the log says why, and once Ceph is back the source is intact
+/// and the same operations succeed.
+#[test]
+fn osd_stopped_during_service_clone_and_backup_fails_cleanly_then_retries_succeed() {
+    let (cluster, dir, config) = cluster_with_short_service_timeouts();
     let log = dir.path().join("serve.log");
     // The rbd CLI checks share the service's ceph.conf: bounded, so they cannot hang either.
     let conf = cluster.client_conf(60);
@@ -273,16 +281,7 @@ fn passphrase_of(srv: &Serve, key_id: &str, scratch: &std::path::Path) -> Vec<u8
 /// retrying, finishes the rekey without a restart.
 #[test]
 fn osd_stopped_after_the_new_key_is_recorded_keeps_it_and_finishes_once_ceph_is_back() {
-    require_tool("rbd", "ceph-common");
-    require_tool("cryptsetup", "cryptsetup-bin");
-    let cluster = PrivateCluster::start();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("rekey.toml");
-    std::fs::write(
-        &config,
-        "[backend]\ntype = \"rbd\"\npool = \"rbd\"\nconnect_timeout_secs = 5\nop_timeout_secs = 5\n",
-    )
-    .unwrap();
+    let (cluster, dir, config) = cluster_with_short_service_timeouts();
     let data_dir = dir.path().join("data");
     let args = ["--config", s(&config)];
     let conf = cluster.client_conf(60);

@@ -7,8 +7,14 @@
 //!   parameters, minus the same command on a PBKDF2-1000 keyslot of the same
 //!   header (what remains is cryptsetup's Argon2; process start, header read,
 //!   AF merge and digest cancel out);
-//! - AES-XTS at 4 KiB sectors over a 64 MiB buffer, one thread, CPU time, vs
-//!   `openssl speed -evp aes-{128,256}-xts -bytes 4096` (also CPU time).
+//! - AES-XTS with 4 KiB data units vs `openssl speed -evp aes-256-xts -bytes
+//!   4096` (CPU time, one thread). The ratio with a target is taken under
+//!   the anchor's own conditions: `openssl speed` enciphers one 4 KiB buffer
+//!   over and over, one data unit per call, the buffer hot in L1; ours does
+//!   the same, with a new sector number each call; 256-bit LUKS keys
+//!   likewise against `aes-128-xts`. Printed beside it, as information:
+//!   ours streaming a 64 MiB buffer in 1 MiB calls, which adds the memory
+//!   traffic `openssl speed` does not have.
 //!
 //! Ratios are ours/anchor as throughput (higher is better). Run through
 //! `bench/crypto.sh`; `REKEY_BENCH_QUICK=1` shrinks every case for a smoke run.
@@ -48,7 +54,8 @@ struct Row {
     ours: String,
     anchor: String,
     ratio: f64,
-    target: f64,
+    /// `None`: printed for information, no target.
+    target: Option<f64>,
 }
 
 // ------------------------------------------------------------ (a) PBKDF2
@@ -88,7 +95,7 @@ fn bench_pbkdf2(rows: &mut Vec<Row>) {
         ours: format!("{:.2} M", ours / 1e6),
         anchor: format!("{:.2} M (cryptsetup benchmark)", theirs / 1e6),
         ratio: ours / theirs,
-        target: 0.95,
+        target: Some(0.95),
     });
 }
 
@@ -154,7 +161,7 @@ fn bench_argon2(rows: &mut Vec<Row>) {
             ours: format!("{:.0} ms", ours.as_secs_f64() * 1e3),
             anchor: format!("{:.0} ms (cryptsetup open --test-passphrase)", theirs.as_secs_f64() * 1e3),
             ratio: theirs.as_secs_f64() / ours.as_secs_f64(),
-            target: 0.95,
+            target: Some(0.95),
         });
     }
     let info = run("cryptsetup", &["benchmark", "--pbkdf", "argon2id"]);
@@ -247,44 +254,76 @@ fn openssl_speed(cipher: &str, decrypt: bool) -> f64 {
         .unwrap_or_else(|| panic!("no +F line in openssl speed output:\n{out}"))
 }
 
+/// One 4 KiB data unit per call on a hot 4 KiB buffer, a new sector number
+/// each call: `openssl speed`'s loop, with the per-call work LUKS needs.
+fn ours_xts_hot_unit(c: &SectorCipher, calls: usize, decrypt: bool) -> f64 {
+    let mut unit = vec![0x5au8; 4096];
+    let start = cpu_time();
+    for i in 0..calls {
+        let iv = (i * 8) as u64;
+        if decrypt {
+            c.decrypt(&mut unit, 4096, iv).expect("xts");
+        } else {
+            c.encrypt(&mut unit, 4096, iv).expect("xts");
+        }
+    }
+    let spent = cpu_time() - start;
+    (4096 * calls) as f64 / spent.as_secs_f64()
+}
+
 fn bench_xts(rows: &mut Vec<Row>) {
     let spec = CipherSpec::parse("aes-xts-plain64").expect("spec");
     let size = if quick() { 8 << 20 } else { 64 << 20 };
     let passes = if quick() { 2 } else { 8 };
     let rounds = if quick() { 1 } else { 3 };
+    let calls = if quick() { 50_000 } else { 500_000 };
     let mut buf = Secret::random(size);
-    for (key_len, openssl_name) in [(32usize, "aes-128-xts"), (64, "aes-256-xts")] {
+    // aes-256-xts is the issue's anchor: the 512-bit LUKS key, what `rekey
+    // luks format` and cryptsetup 2.x use by default; 256-bit keys are held
+    // to the same target against aes-128-xts.
+    for (key_len, openssl_name) in [(64usize, "aes-256-xts"), (32, "aes-128-xts")] {
         let c = SectorCipher::new(&spec, Secret::random(key_len).expose()).expect("cipher");
         for decrypt in [false, true] {
-            let (mut ours, mut theirs) = (0f64, 0f64);
+            let (mut hot, mut stream, mut theirs) = (0f64, 0f64, 0f64);
             for _ in 0..rounds {
-                ours = ours.max(ours_xts(&c, buf.as_mut(), 1 << 20, passes, decrypt));
+                hot = hot.max(ours_xts_hot_unit(&c, calls, decrypt));
+                stream = stream.max(ours_xts(&c, buf.as_mut(), 1 << 20, passes, decrypt));
                 theirs = theirs.max(openssl_speed(openssl_name, decrypt));
             }
             let dir = if decrypt { "decrypt" } else { "encrypt" };
-            let label = format!("AES-XTS {}-bit key {dir}, 4 KiB sectors", key_len * 8);
-            println!("{label}: ours {:.2} GB/s (64 MiB buffer, 1 MiB per call), openssl speed -evp {openssl_name} {:.2} GB/s",
-                ours / 1e9, theirs / 1e9);
+            let bits = key_len * 8;
+            println!(
+                "AES-XTS {bits}-bit key {dir}: ours {:.2} GB/s one 4 KiB unit per call on a hot buffer, \
+                 {:.2} GB/s streaming 64 MiB in 1 MiB calls; openssl speed -evp {openssl_name} -bytes 4096 {:.2} GB/s",
+                hot / 1e9, stream / 1e9, theirs / 1e9
+            );
+            let anchor = format!("{:.2} GB/s (openssl speed -evp {openssl_name})", theirs / 1e9);
             rows.push(Row {
-                what: label,
-                ours: format!("{:.2} GB/s", ours / 1e9),
-                anchor: format!("{:.2} GB/s (openssl speed -evp {openssl_name})", theirs / 1e9),
-                ratio: ours / theirs,
-                target: 0.8,
+                what: format!("AES-XTS {bits}-bit key {dir}, 4 KiB unit per call, hot buffer"),
+                ours: format!("{:.2} GB/s", hot / 1e9),
+                anchor: anchor.clone(),
+                ratio: hot / theirs,
+                target: Some(0.8),
+            });
+            rows.push(Row {
+                what: format!("AES-XTS {bits}-bit key {dir}, streaming 64 MiB"),
+                ours: format!("{:.2} GB/s", stream / 1e9),
+                anchor,
+                ratio: stream / theirs,
+                target: None,
             });
         }
-        // Where the cost goes: a cache-resident buffer, one call per sector,
-        // and OpenSSL's XTS driven like `openssl speed` does (no IV reset
-        // between sectors, so not usable for LUKS) in this same process.
+        // Where the cost goes: OpenSSL's XTS driven like `openssl speed`
+        // does (no IV reset between sectors, so not usable for LUKS) in this
+        // same process, and the per-sector EVP re-init the engine used before.
         let hot_passes = if quick() { 100 } else { 2000 };
         let mut hot = vec![0u8; 256 << 10];
-        let hot_rate = ours_xts(&c, &mut hot, 256 << 10, hot_passes, false);
-        let per_sector = ours_xts(&c, buf.as_mut(), 4096, passes.max(2) / 2, false);
         let raw = raw_evp_xts(key_len, &mut hot, hot_passes);
+        let per_sector = ours_xts(&c, buf.as_mut(), 4096, passes.max(2) / 2, false);
         println!(
-            "info: XTS {}-bit encrypt: 256 KiB hot buffer {:.2} GB/s; one call per 4 KiB sector {:.2} GB/s; \
-             raw EVP loop without per-sector IV (openssl speed's loop) {:.2} GB/s",
-            key_len * 8, hot_rate / 1e9, per_sector / 1e9, raw / 1e9
+            "info: XTS {}-bit encrypt: one call per 4 KiB sector over 64 MiB {:.2} GB/s; \
+             raw EVP loop without per-sector IV (openssl speed's loop, 256 KiB) {:.2} GB/s",
+            key_len * 8, per_sector / 1e9, raw / 1e9
         );
         let evp4k = evp_xts_reinit(key_len, buf.as_mut(), 4096, passes.max(2) / 2);
         let ours512 = ours_xts_sectors(&c, buf.as_mut(), 512, passes.max(2) / 2);
@@ -315,7 +354,11 @@ fn main() {
     println!("| case | ours | anchor | ratio | target |");
     println!("|---|---|---|---|---|");
     for r in &rows {
-        let verdict = if r.ratio >= r.target { "met" } else { "MISSED" };
-        println!("| {} | {} | {} | {:.2} | ≥ {:.2} {verdict} |", r.what, r.ours, r.anchor, r.ratio, r.target);
+        let target = match r.target {
+            Some(t) if r.ratio >= t => format!("≥ {t:.2} met"),
+            Some(t) => format!("≥ {t:.2} MISSED"),
+            None => "(information)".to_string(),
+        };
+        println!("| {} | {} | {} | {:.2} | {target} |", r.what, r.ours, r.anchor, r.ratio);
     }
 }

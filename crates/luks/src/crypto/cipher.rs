@@ -339,3 +339,5 @@ impl std::fmt::Debug for SectorCipher {
 #[cfg(test)]
 mod tests;
 mod xts;
+#[cfg(all(target_arch = "x86_64", target_feature = "aes", target_feature = "pclmulqdq", target_feature = "sse2"))]
+mod xts_aesni;

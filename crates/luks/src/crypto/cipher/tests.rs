@@ -255,3 +255,47 @@ fn contexts_return_to_the_pool() {
         assert_eq!(cbc.pool(Direction::Decrypt).len(), 1);
     }
 }
+
+/// The portable XTS on the `aes` crate, which builds without AES-NI run,
+/// against OpenSSL: on x86_64 this build selects the AES-NI kernel, so the
+/// tests above do not reach it.
+#[test]
+fn portable_xts_path_matches_openssl() {
+    for key_len in [32, 64] {
+        let key = Secret::random(key_len);
+        let portable = xts::XtsKeys::on_aes_crate(key.expose()).unwrap();
+        // 1 and 2 units take the short path; 9 and 150 the pipelined one.
+        for (sector, units) in [(512, 2), (512, 150), (4096, 1), (4096, 9)] {
+            let plain = Secret::random(units * sector).expose().to_vec();
+            let step = (sector / IV_SECTOR_SIZE) as u64;
+            for first_iv in [0, 0xffff_ffff, u64::MAX - 3] {
+                let mut buf = plain.clone();
+                portable.run(false, &mut buf, sector, first_iv, step);
+                let want = openssl_xts(key.expose(), &plain, sector, first_iv, false);
+                assert!(buf == want, "key {key_len} sector {sector} units {units} iv {first_iv:#x}");
+                portable.run(true, &mut buf, sector, first_iv, step);
+                assert!(buf == plain, "decrypt: key {key_len} sector {sector} units {units} iv {first_iv:#x}");
+            }
+        }
+    }
+}
+
+/// The workspace's `.cargo/config.toml` builds x86_64 with AES-NI and
+/// PCLMULQDQ, which the fast XTS kernel needs; a build that lost them would
+/// still pass every other test, only slower. This one says so.
+#[test]
+#[cfg(target_arch = "x86_64")]
+// A run-time assertion on purpose: a build without the features is valid,
+// this test is where it is reported.
+#[allow(clippy::assertions_on_constants)]
+fn x86_64_builds_select_the_aes_ni_xts_kernel() {
+    assert!(
+        cfg!(all(target_feature = "aes", target_feature = "pclmulqdq")),
+        "built without +aes,+pclmulqdq (RUSTFLAGS overrides .cargo/config.toml): XTS runs the portable path"
+    );
+    #[cfg(all(target_feature = "aes", target_feature = "pclmulqdq", target_feature = "sse2"))]
+    for key_len in [32, 64] {
+        let keys = xts::XtsKeys::new(Secret::random(key_len).expose()).unwrap();
+        assert!(matches!(keys, xts::XtsKeys::AesNi(_)), "key {key_len}");
+    }
+}

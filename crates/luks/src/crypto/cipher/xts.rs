@@ -41,6 +41,9 @@ const BATCH: usize = 64;
 pub(super) enum XtsKeys {
     Aes128 { data: Aes128, tweak: Aes128Enc },
     Aes256 { data: Aes256, tweak: Aes256Enc },
+    /// Both key sizes, when the build has AES-NI (see [`super::xts_aesni`]).
+    #[cfg(all(target_arch = "x86_64", target_feature = "aes", target_feature = "pclmulqdq", target_feature = "sse2"))]
+    AesNi(super::xts_aesni::Keys),
 }
 
 impl XtsKeys {
@@ -48,6 +51,15 @@ impl XtsKeys {
     /// 1619-2018 forbids them for new data but the kernel takes them, so a
     /// volume made that way must still open.
     pub(super) fn new(key: &[u8]) -> Result<Self, CryptoError> {
+        #[cfg(all(target_arch = "x86_64", target_feature = "aes", target_feature = "pclmulqdq", target_feature = "sse2"))]
+        if let Some(keys) = super::xts_aesni::Keys::new(key) {
+            return Ok(XtsKeys::AesNi(keys));
+        }
+        Self::on_aes_crate(key)
+    }
+
+    /// The portable path on the `aes` crate, whatever the build targets.
+    pub(super) fn on_aes_crate(key: &[u8]) -> Result<Self, CryptoError> {
         let bad = || CryptoError::InvalidParameter("XTS key must be 32 or 64 bytes");
         let half = key.len() / 2;
         let (k1, k2) = key.split_at(half);
@@ -71,6 +83,8 @@ impl XtsKeys {
         match self {
             XtsKeys::Aes128 { data, tweak } => run_with(data, tweak, decrypt, buf, unit, first, step),
             XtsKeys::Aes256 { data, tweak } => run_with(data, tweak, decrypt, buf, unit, first, step),
+            #[cfg(all(target_arch = "x86_64", target_feature = "aes", target_feature = "pclmulqdq", target_feature = "sse2"))]
+            XtsKeys::AesNi(keys) => keys.run(decrypt, buf, unit, first, step),
         }
     }
 }

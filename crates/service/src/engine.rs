@@ -223,11 +223,9 @@ pub(crate) async fn target(svc: &Service, job: &Job) -> Result<Target> {
         .await?
         .ok_or_else(|| ServiceError::not_found("Volume", job.volume_id.clone()))?;
     let enc = db::get_encryption(&mut c, &vol.volume_type_id).await?;
-    let vtype = db::get_type(&mut c, &vol.volume_type_id).await?;
-    let mode = match (job.kind.forced_mode(), vtype) {
-        (Some(forced), _) => forced,
-        (None, Some(t)) => svc.rekey_mode(&t)?,
-        (None, None) => svc.config.rekey.default_mode,
+    let mode = match job.kind.forced_mode() {
+        Some(forced) => forced,
+        None => svc.type_rekey_mode(&mut c, &vol.volume_type_id).await?,
     };
     Ok(Target { vol, enc, mode })
 }

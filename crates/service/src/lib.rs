@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 pub use config::Config;
 pub use error::{ErrorKind, Result, ServiceError};
-pub use service::{CreateVolume, EncryptionSpec, Service, UpdateVolume, VolumeFilter, VOLUME_KEY_MODE_AVAILABLE};
+pub use service::{CreateVolume, EncryptionSpec, Service, UpdateVolume, VolumeFilter};
 
 /// Opens the database, key manager and backend `config` names.
 pub async fn open(config: Config) -> Result<Arc<Service>> {

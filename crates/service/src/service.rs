@@ -22,10 +22,6 @@ use crate::model::{
 /// Cinder's bound on integer fields (sizes): `DB_MAX_INT`.
 pub const DB_MAX_INT: u64 = 0x7FFF_FFFF;
 
-/// Whether this build can re-encrypt a clone under a new volume key
-/// (`rekey:mode=volume-key`, LUKS2 volumes).
-pub const VOLUME_KEY_MODE_AVAILABLE: bool = true;
-
 /// The running service: database, key manager, backend, configuration.
 #[derive(Debug)]
 pub struct Service {
@@ -171,16 +167,8 @@ impl Service {
                 ));
             }
         }
-        if source.is_some() && mode == RekeyMode::VolumeKey {
-            if !VOLUME_KEY_MODE_AVAILABLE {
-                return Err(volume_key_unavailable());
-            }
-            if enc.as_ref().is_some_and(|e| e.provider.version() == rekey_luks::Version::Luks1) {
-                return Err(ServiceError::invalid(format!(
-                    "Invalid volume type: {REKEY_MODE_SPEC}=volume-key re-encrypts LUKS2 volumes only; \
-                     use encryption provider luks2, or rekey:mode=keyslot"
-                )));
-            }
+        if source.is_some() {
+            check_rekey_mode(mode, enc.as_ref())?;
         }
         let now = now_iso();
         let vol = Volume {
@@ -226,6 +214,15 @@ impl Service {
     pub(crate) fn rekey_mode(&self, t: &VolumeType) -> Result<RekeyMode> {
         match t.extra_specs.get(REKEY_MODE_SPEC) {
             Some(m) => m.parse(),
+            None => Ok(self.config.rekey.default_mode),
+        }
+    }
+
+    /// [`Self::rekey_mode`] of the type with id `type_id` (the default mode
+    /// when the type is gone).
+    pub(crate) async fn type_rekey_mode(&self, c: &mut crate::db::Conn, type_id: &str) -> Result<RekeyMode> {
+        match db::get_type(c, type_id).await? {
+            Some(t) => self.rekey_mode(&t),
             None => Ok(self.config.rekey.default_mode),
         }
     }
@@ -298,17 +295,7 @@ impl Service {
                 "Invalid volume: a clone, snapshot or backup of volume {id} is in progress; rekey it when that is done."
             )));
         }
-        if mode == RekeyMode::VolumeKey {
-            if !VOLUME_KEY_MODE_AVAILABLE {
-                return Err(volume_key_unavailable());
-            }
-            if enc.provider.version() == rekey_luks::Version::Luks1 {
-                return Err(ServiceError::invalid(format!(
-                    "Invalid volume: volume-key mode re-encrypts LUKS2 volumes only, and volume {id} is LUKS1; \
-                     rekey it with mode keyslot"
-                )));
-            }
-        }
+        check_rekey_mode(mode, Some(&enc))?;
         let job = Job { old_key_id: Some(key), ..crate::engine::new_job(kind, id, &v.project_id, None) };
         db::set_status(&mut tx, id, status::MAINTENANCE).await?;
         db::insert_job(&mut tx, &job).await?;
@@ -543,11 +530,18 @@ impl Service {
     }
 }
 
-fn volume_key_unavailable() -> ServiceError {
-    ServiceError::invalid(format!(
-        "Invalid volume type: {REKEY_MODE_SPEC}=volume-key needs re-encryption, which this build does not have yet; \
-         use keyslot"
-    ))
+/// Refuses, before anything is written, a rekey that cannot run:
+/// volume-key mode re-encrypts, which the engine does for LUKS2 volumes
+/// only. Every admission that ends in a rekey step asks this, so a LUKS1
+/// volume in volume-key mode gets a 400 instead of a job that fails.
+pub(crate) fn check_rekey_mode(mode: RekeyMode, enc: Option<&Encryption>) -> Result<()> {
+    if mode == RekeyMode::VolumeKey && enc.is_some_and(|e| e.provider.version() == rekey_luks::Version::Luks1) {
+        return Err(ServiceError::invalid(format!(
+            "Invalid volume type: volume-key mode re-encrypts LUKS2 volumes only, and this volume is LUKS1; \
+             use {REKEY_MODE_SPEC}=keyslot or encryption provider luks2"
+        )));
+    }
+    Ok(())
 }
 
 fn check_name(what: &str, s: &str) -> Result<()> {
@@ -564,9 +558,7 @@ fn check_specs(specs: &BTreeMap<String, String>) -> Result<()> {
         }
     }
     if let Some(m) = specs.get(REKEY_MODE_SPEC) {
-        if m.parse::<RekeyMode>()? == RekeyMode::VolumeKey && !VOLUME_KEY_MODE_AVAILABLE {
-            return Err(volume_key_unavailable());
-        }
+        m.parse::<RekeyMode>()?;
     }
     Ok(())
 }

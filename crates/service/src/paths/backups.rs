@@ -17,6 +17,7 @@ use crate::engine::{job_copy_key, new_job};
 use crate::db;
 use crate::engine::{self, blocking, commit, project, DONE, GIB};
 use crate::error::{ErrorKind, Result, ServiceError};
+use crate::service::check_rekey_mode;
 use crate::fault;
 use crate::model::{now_iso, status, Caller, Job, JobKind, RekeyMode, Volume};
 use crate::service::{CreateVolume, Service};
@@ -202,6 +203,7 @@ impl Service {
                         "Invalid volume: the target volume's type must have the same encryption as the backed-up volume's",
                     ));
                 }
+                check_rekey_mode(self.type_rekey_mode(&mut tx, &v.volume_type_id).await?, te.as_ref())?;
                 let job = new_job(JobKind::Restore, &v.id, &v.project_id, Some(&b.id));
                 db::set_status(&mut tx, &v.id, RESTORING).await?;
                 pdb::set_backup_status(&mut tx, &b.id, "restoring", None).await?;

@@ -16,7 +16,7 @@ use crate::db;
 use crate::engine::{self, blocking, commit, job_copy_key, new_job, project, DONE, GIB};
 use crate::error::{Result, ServiceError};
 use crate::model::{now_iso, status, Caller, Job, JobKind, RekeyMode, Volume};
-use crate::service::{CreateVolume, Service, VOLUME_KEY_MODE_AVAILABLE};
+use crate::service::{check_rekey_mode, CreateVolume, Service};
 
 /// A snapshot-create request.
 #[derive(Debug, Clone, Default)]
@@ -245,11 +245,7 @@ pub(crate) async fn new_volume(
         ));
     }
     let mode = svc.rekey_mode(&vtype)?;
-    if enc.is_some() && mode == RekeyMode::VolumeKey && !VOLUME_KEY_MODE_AVAILABLE {
-        return Err(ServiceError::invalid(
-            "Invalid volume type: rekey:mode=volume-key needs re-encryption, which this build does not have yet; use keyslot",
-        ));
-    }
+    check_rekey_mode(mode, enc.as_ref())?;
     let size_gb = match req.size_gb {
         Some(n) if n < min_size => {
             return Err(ServiceError::invalid(format!(

@@ -19,7 +19,7 @@ use crate::db;
 use crate::engine::{commit, job_copy_key, DONE};
 use crate::error::{Result, ServiceError};
 use crate::model::{now_iso, status, Caller, Job, JobKind, RekeyMode, Volume};
-use crate::service::Service;
+use crate::service::{check_rekey_mode, Service};
 
 /// Volume status while a transfer is offered.
 pub(crate) const AWAITING_TRANSFER: &str = "awaiting-transfer";
@@ -174,6 +174,8 @@ impl Service {
                 ENCRYPTED_TRANSFER_MV.0, ENCRYPTED_TRANSFER_MV.1
             )));
         }
+        let enc = db::get_encryption(&mut tx, &v.volume_type_id).await?;
+        check_rekey_mode(self.type_rekey_mode(&mut tx, &v.volume_type_id).await?, enc.as_ref())?;
         if !pdb::claim_transfer(&mut tx, id, &caller.project, &caller.user).await? {
             return Err(ServiceError::invalid(format!("Invalid transfer: transfer {id} has already been accepted.")));
         }

@@ -21,10 +21,10 @@
 //! vectors and OpenSSL.
 
 use safe_arch::{
-    aes_decrypt_last_m128i, aes_decrypt_m128i, aes_encrypt_last_m128i, aes_encrypt_m128i, aes_inv_mix_columns_m128i,
-    aes_key_gen_assist_m128i, add_i64_m128i, bitand_m128i, bitxor_m128i, byte_shl_imm_u128_m128i, byte_shr_imm_u128_m128i, m128i, mul_i64_carryless_m128i,
-    set_i32_m128i,
-    shr_imm_i32_m128i, shuffle_ai_f32_all_m128i, zeroed_m128i,
+    add_i64_m128i, aes_decrypt_last_m128i, aes_decrypt_m128i, aes_encrypt_last_m128i, aes_encrypt_m128i,
+    aes_inv_mix_columns_m128i, aes_key_gen_assist_m128i, bitand_m128i, bitxor_m128i, byte_shl_imm_u128_m128i,
+    byte_shr_imm_u128_m128i, m128i, mul_i64_carryless_m128i, set_i32_m128i, shr_imm_i32_m128i, shuffle_ai_f32_all_m128i,
+    zeroed_m128i,
 };
 use zeroize::Zeroize;
 
@@ -282,10 +282,12 @@ fn run_unit<const NR: usize, const DEC: bool>(rk: &[m128i; 15], data: &mut [u8],
 ///   after them, took AES-128-XTS from 4.3 to 5.2 GB/s (cache-hot): the
 ///   out-of-order window then holds tweak work and independent AES rounds
 ///   together instead of one after the other;
-/// - the late rounds as a loop: fully unrolled, LLVM's scheduler regroups
-///   them two blocks at a time, and the CPU cannot look far enough ahead to
-///   keep eight blocks in flight (AES-128-ECB alone: 6.0 unrolled, 7.4 as a
-///   loop, OpenSSL 7.4);
+/// - the rounds after the eighth as a loop: with every round unrolled and
+///   nothing between them, LLVM's scheduler regroups the rounds two blocks
+///   at a time, and the CPU cannot look far enough ahead to keep eight
+///   blocks in flight (AES-128-ECB alone: 6.0 unrolled, 7.4 as a loop,
+///   OpenSSL 7.4); rounds 1–8 keep their order because the tweak steps
+///   separate them;
 /// - ·α⁸ by `pclmulqdq` (shift the tweak by one byte, fold the byte shifted
 ///   out back times 0x87): four instructions, independent across the eight
 ///   tweaks; the serial SSE2 ·α chain cost 15–20 % here.

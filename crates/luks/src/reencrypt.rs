@@ -582,23 +582,22 @@ fn repair<IO: BlockIo>(
     old.io().read_at(buf.as_mut(), old.data_offset() + r.offset).map_err(Error::io("read", r.offset))?;
     let mut changed = false;
     for (i, chunk) in buf.as_mut().chunks_mut(sector as usize).enumerate() {
-        let done = chunk.chunks(UNIT as usize).enumerate().all(|(u, unit)| {
-            let idx = (i * (sector / UNIT) as usize + u) * HASH_LEN;
-            unit_fingerprint(format, unit)[..] == r.hashes[idx..idx + HASH_LEN]
-        });
-        if !done {
+        // How many of the sector's 512-byte units already hold new ciphertext.
+        let units = (sector / UNIT) as usize;
+        let new_units = chunk
+            .chunks(UNIT as usize)
+            .enumerate()
+            .filter(|(u, unit)| {
+                let idx = (i * units + u) * HASH_LEN;
+                unit_fingerprint(format, unit)[..] == r.hashes[idx..idx + HASH_LEN]
+            })
+            .count();
+        if new_units < units {
             // A sector is written whole or not at all at the device's unit;
-            // mixed units inside a larger sector are repaired unit by unit.
+            // a larger sector with some units new and some old cannot be
+            // repaired.
             let at = r.offset + (i as u64) * sector;
-            let units_new: Vec<bool> = chunk
-                .chunks(UNIT as usize)
-                .enumerate()
-                .map(|(u, unit)| {
-                    let idx = (i * (sector / UNIT) as usize + u) * HASH_LEN;
-                    unit_fingerprint(format, unit)[..] == r.hashes[idx..idx + HASH_LEN]
-                })
-                .collect();
-            if units_new.iter().any(|&n| n) {
+            if new_units > 0 {
                 return Err(Error::header(format!(
                     "sector at {at} is half re-encrypted inside a {sector}-byte sector; cannot repair"
                 )));

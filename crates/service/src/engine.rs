@@ -92,7 +92,6 @@ pub(crate) fn new_job(kind: JobKind, volume_id: &str, project: &str, source: Opt
     }
 }
 
-
 /// Starts running `job` in the background.
 pub fn spawn(svc: Arc<Service>, job: Job) {
     tokio::spawn(run(svc, job));

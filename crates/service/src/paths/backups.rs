@@ -13,14 +13,12 @@ use std::sync::Arc;
 use super::db::{self as pdb, Backup};
 use super::repo::Repo;
 use super::snapshots::new_volume;
-use crate::engine::{job_copy_key, new_job};
 use crate::db;
-use crate::engine::{self, blocking, commit, project, DONE, GIB};
+use crate::engine::{self, blocking, commit, job_copy_key, new_job, project, DONE, GIB};
 use crate::error::{ErrorKind, Result, ServiceError};
-use crate::service::check_rekey_mode;
 use crate::fault;
 use crate::model::{now_iso, status, Caller, Job, JobKind, RekeyMode, Volume};
-use crate::service::{CreateVolume, Service};
+use crate::service::{check_rekey_mode, CreateVolume, Service};
 
 /// Volume status while it is backed up.
 const BACKING_UP: &str = "backing-up";

@@ -227,14 +227,12 @@ fn run_units<const NR: usize, const DEC: bool>(
     let mut n = first;
     let mut t0 = [zeroed_m128i(); GROUP];
     for batch in buf.chunks_mut(GROUP * unit) {
-        for t in &mut t0 {
-            *t = m128i::from(u128::from(n));
-            n = n.wrapping_add(step);
+        // Eight T₀ at once; a short last batch leaves the extra ones unused.
+        for (k, t) in t0.iter_mut().enumerate() {
+            *t = m128i::from(u128::from(n.wrapping_add(step.wrapping_mul(k as u64))));
         }
         encrypt_8::<NR>(tk, &mut t0);
-        // `n` ran ahead by the units this batch does not have (last batch only).
-        let missing = GROUP - batch.len() / unit;
-        n = n.wrapping_sub(step.wrapping_mul(missing as u64));
+        n = n.wrapping_add(step.wrapping_mul((batch.len() / unit) as u64));
         for (data, t) in batch.chunks_exact_mut(unit).zip(&t0) {
             run_unit::<NR, DEC>(rk, data, *t);
         }

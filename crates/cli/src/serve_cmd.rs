@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use rekey_keys::{BarbicanConfig, KeyManagerConfig};
+use rekey_service::config::AuthStrategy;
 use rekey_service::Config;
 use rekey_storage::BackendConfig;
 
@@ -42,6 +43,22 @@ pub struct ServeArgs {
     /// Ceph client name for the RBD backend (default: admin).
     #[arg(long)]
     ceph_user: Option<String>,
+    /// Who callers are: noauth (they name themselves; loopback only) or
+    /// keystone (tokens; the service user comes from the [auth] section).
+    #[arg(long, value_enum)]
+    auth: Option<AuthKind>,
+    /// Allow noauth on a non-loopback address: anyone who reaches the port
+    /// can act as any project.
+    #[arg(long)]
+    insecure_noauth: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AuthKind {
+    /// Cinder's noauth: `X-Auth-Token: user:project`.
+    Noauth,
+    /// Keystone tokens, validated with the [auth] service user.
+    Keystone,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -117,6 +134,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         (None, false) => {}
     }
+    match args.auth {
+        Some(AuthKind::Noauth) => config.auth.strategy = AuthStrategy::Noauth,
+        Some(AuthKind::Keystone) => config.auth.strategy = AuthStrategy::Keystone,
+        None => {}
+    }
+    config.auth.insecure_noauth = args.insecure_noauth;
+    config.auth.check(config.listen)?;
     init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     rt.block_on(async move {

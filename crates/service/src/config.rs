@@ -16,6 +16,16 @@
 //!
 //! [rekey]
 //! default_mode = "keyslot"             # for types without a rekey:mode extra spec
+//!
+//! [auth]                               # default: noauth (loopback only)
+//! strategy = "keystone"
+//! auth_url = "http://127.0.0.1:5000/v3"
+//! username = "rekey"                   # service user (admin or service role)
+//! password = "..."
+//! project_name = "service"
+//! user_domain_name = "Default"
+//! project_domain_name = "Default"
+//! # optional: cafile, token_cache_seconds (default 300), timeout_seconds (default 5)
 //! ```
 //!
 //! Every section is optional; `rekey serve` with no arguments runs with all
@@ -64,6 +74,160 @@ pub struct Config {
     /// Rekey policy.
     #[serde(default)]
     pub rekey: RekeyConfig,
+    /// Who callers are: noauth (the default) or Keystone tokens.
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// How callers are identified.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthStrategy {
+    /// Cinder's noauth: the caller names itself in `X-Auth-Token`. Only for
+    /// a single machine: refused on a non-loopback address unless insecure.
+    #[default]
+    Noauth,
+    /// Keystone tokens, validated as keystonemiddleware does.
+    Keystone,
+}
+
+impl std::str::FromStr for AuthStrategy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "noauth" => Ok(AuthStrategy::Noauth),
+            "keystone" => Ok(AuthStrategy::Keystone),
+            _ => Err(format!("auth strategy must be noauth or keystone, not {s:?}")),
+        }
+    }
+}
+
+/// The `[auth]` section: the strategy and, for Keystone, the service user
+/// that validates callers' tokens.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AuthConfig {
+    /// `noauth` or `keystone`.
+    #[serde(default)]
+    pub strategy: AuthStrategy,
+    /// Keystone's v3 endpoint, e.g. `http://127.0.0.1:5000/v3`.
+    #[serde(default)]
+    pub auth_url: Option<String>,
+    /// The service user (needs the `admin` or `service` role).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Its password.
+    #[serde(default)]
+    pub password: Option<zeroize::Zeroizing<String>>,
+    /// The project its token is scoped to.
+    #[serde(default)]
+    pub project_name: Option<String>,
+    /// Domain of the service user.
+    #[serde(default = "default_domain")]
+    pub user_domain_name: String,
+    /// Domain of `project_name`.
+    #[serde(default = "default_domain")]
+    pub project_domain_name: String,
+    /// PEM bundle to trust for an https `auth_url`.
+    #[serde(default)]
+    pub cafile: Option<PathBuf>,
+    /// Longest a validated token is trusted without asking Keystone again
+    /// (never past its expiry); revocation takes up to this long.
+    #[serde(default = "default_token_cache_seconds")]
+    pub token_cache_seconds: u64,
+    /// Bound on each Keystone request; past it the caller gets a 503.
+    #[serde(default = "default_timeout_seconds")]
+    pub timeout_seconds: u64,
+    /// Set by `--insecure-noauth`, never by the file: allows noauth on a
+    /// non-loopback address.
+    #[serde(skip)]
+    pub insecure_noauth: bool,
+}
+
+/// Default `token_cache_seconds` (keystonemiddleware's `token_cache_time`).
+pub const DEFAULT_TOKEN_CACHE_SECONDS: u64 = 300;
+/// Default `timeout_seconds`.
+pub const DEFAULT_AUTH_TIMEOUT_SECONDS: u64 = 5;
+
+fn default_domain() -> String {
+    "Default".into()
+}
+fn default_token_cache_seconds() -> u64 {
+    DEFAULT_TOKEN_CACHE_SECONDS
+}
+fn default_timeout_seconds() -> u64 {
+    DEFAULT_AUTH_TIMEOUT_SECONDS
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            strategy: AuthStrategy::Noauth,
+            auth_url: None,
+            username: None,
+            password: None,
+            project_name: None,
+            user_domain_name: default_domain(),
+            project_domain_name: default_domain(),
+            cafile: None,
+            token_cache_seconds: default_token_cache_seconds(),
+            timeout_seconds: default_timeout_seconds(),
+            insecure_noauth: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("strategy", &self.strategy)
+            .field("auth_url", &self.auth_url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[REDACTED]"))
+            .field("project_name", &self.project_name)
+            .field("user_domain_name", &self.user_domain_name)
+            .field("project_domain_name", &self.project_domain_name)
+            .field("cafile", &self.cafile)
+            .field("token_cache_seconds", &self.token_cache_seconds)
+            .field("timeout_seconds", &self.timeout_seconds)
+            .finish()
+    }
+}
+
+impl AuthConfig {
+    /// Refuses what cannot work: noauth open to the network without
+    /// `--insecure-noauth`, Keystone without its service credentials.
+    pub fn check(&self, listen: SocketAddr) -> Result<()> {
+        match self.strategy {
+            AuthStrategy::Noauth if !listen.ip().is_loopback() && !self.insecure_noauth => Err(ServiceError::Config(format!(
+                "noauth trusts every caller; refusing to listen on {listen} (not loopback) without --insecure-noauth \
+                 (or use --auth keystone)"
+            ))),
+            AuthStrategy::Noauth => Ok(()),
+            AuthStrategy::Keystone => {
+                let missing: Vec<&str> = [
+                    ("auth_url", self.auth_url.is_none()),
+                    ("username", self.username.is_none()),
+                    ("password", self.password.is_none()),
+                    ("project_name", self.project_name.is_none()),
+                ]
+                .iter()
+                .filter(|(_, m)| *m)
+                .map(|(k, _)| *k)
+                .collect();
+                if !missing.is_empty() {
+                    return Err(ServiceError::Config(format!("[auth] strategy = \"keystone\" needs {}", missing.join(", "))));
+                }
+                if self.timeout_seconds == 0 || self.token_cache_seconds > 86_400 {
+                    return Err(ServiceError::Config(
+                        "[auth] timeout_seconds must be at least 1 and token_cache_seconds at most 86400".into(),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// How volumes made from other volumes get their own key.
@@ -96,6 +260,7 @@ impl Default for Config {
             key_manager: None,
             backend: None,
             rekey: RekeyConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -157,5 +322,30 @@ mod tests {
         assert_eq!(c.rekey.default_mode, RekeyMode::None);
         assert!(Config::parse("listen_port = 1").is_err());
         assert!(Config::parse("[rekey]\ndefault_mode = \"sometimes\"").is_err());
+    }
+
+    #[test]
+    fn auth_section_and_its_checks() {
+        let c = Config::parse(
+            "[auth]\nstrategy = \"keystone\"\nauth_url = \"http://127.0.0.1:5000/v3\"\nusername = \"rekey\"\n\
+             password = \"pw\"\nproject_name = \"service\"\nuser_domain_name = \"Default\"\n\
+             project_domain_name = \"Default\"\ntoken_cache_seconds = 10\ntimeout_seconds = 2\n",
+        )
+        .unwrap();
+        assert_eq!(c.auth.strategy, AuthStrategy::Keystone);
+        assert_eq!((c.auth.token_cache_seconds, c.auth.timeout_seconds), (10, 2));
+        assert!(!format!("{:?}", c.auth).contains("pw\""));
+        let any: SocketAddr = "0.0.0.0:8776".parse().unwrap();
+        assert!(c.auth.check(any).is_ok());
+        let mut noauth = AuthConfig::default();
+        assert!(noauth.check(default_listen()).is_ok());
+        assert!(noauth.check(any).is_err());
+        noauth.insecure_noauth = true;
+        assert!(noauth.check(any).is_ok());
+        let partial = Config::parse("[auth]\nstrategy = \"keystone\"\nusername = \"rekey\"\n").unwrap();
+        let e = partial.auth.check(default_listen()).unwrap_err().to_string();
+        assert!(e.contains("auth_url") && e.contains("password") && !e.contains("username"), "{e}");
+        assert!(Config::parse("[auth]\nstrategy = \"ldap\"").is_err());
+        assert!(Config::parse("[auth]\ninsecure_noauth = true").is_err());
     }
 }

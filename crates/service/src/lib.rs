@@ -46,6 +46,8 @@ pub async fn serve(
     on_listening: impl FnOnce(std::net::SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    svc.config().auth.check(svc.config().listen)?;
+    let app = api::router(svc.clone()).map_err(ServiceError::Config)?;
     let listener = tokio::net::TcpListener::bind(svc.config().listen)
         .await
         .map_err(|e| ServiceError::Config(format!("cannot listen on {}: {e}", svc.config().listen)))?;
@@ -55,7 +57,7 @@ pub async fn serve(
         tracing::info!(resumed, "resumed unfinished jobs");
     }
     on_listening(addr);
-    axum::serve(listener, api::router(svc))
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| ServiceError::Internal(format!("server: {e}")))

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::error::ServiceError;
 
-/// Who is calling (from the noauth token for now; Keystone later).
+/// Who is calling: from a noauth token, or from a validated Keystone token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// User id.
@@ -18,6 +18,24 @@ pub struct Caller {
     pub project: String,
     /// May do admin-only operations (types, `all_tenants`).
     pub admin: bool,
+    /// Keystone role names of the token (empty under noauth, where every
+    /// caller may do everything in its project).
+    pub roles: Vec<String>,
+    /// The project's domain id, when Keystone said.
+    pub domain: Option<String>,
+}
+
+impl Caller {
+    /// A noauth caller: `admin` decides the admin-only operations, and every
+    /// project operation is allowed.
+    pub fn noauth(user: impl Into<String>, project: impl Into<String>, admin: bool) -> Caller {
+        Caller { user: user.into(), project: project.into(), admin, roles: Vec::new(), domain: None }
+    }
+
+    /// Whether the token carries role `name` (Keystone role names are case-insensitive).
+    pub fn has_role(&self, name: &str) -> bool {
+        self.roles.iter().any(|r| r.eq_ignore_ascii_case(name))
+    }
 }
 
 /// How a volume made from another gets its own key (extra spec `rekey:mode`).

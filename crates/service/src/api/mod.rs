@@ -1,11 +1,14 @@
 //! Block Storage v3 REST API. One handler routes with the pure
-//! [`endpoint::Route::parse`], extracts identity, microversion and body,
-//! validates their shape, and calls a domain function; errors become Cinder
-//! bodies in [`error`].
+//! [`endpoint::Route::parse`], identifies the caller ([`identity`]: noauth
+//! or Keystone), checks Cinder's policy for the endpoint ([`policy`]),
+//! extracts microversion and body, validates their shape, and calls a domain
+//! function; errors become Cinder bodies in [`error`].
 
 pub mod endpoint;
 pub mod error;
+pub mod identity;
 pub mod paths;
+pub mod policy;
 pub mod views;
 
 use std::collections::BTreeMap;
@@ -21,6 +24,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::model::{Caller, RekeyMode};
+use identity::{check_path_project, noauth_caller, AuthError, Identity};
 use crate::service::{CreateVolume, EncryptionSpec, Service, VolumeFilter, DB_MAX_INT};
 use endpoint::{Endpoint, Route};
 use error::ApiError;
@@ -29,29 +33,42 @@ use views::{MAX_VERSION, MIN_VERSION};
 /// Largest request body accepted.
 const MAX_BODY: usize = 1 << 20;
 
-/// The API as an axum router.
-pub fn router(svc: Arc<Service>) -> Router {
-    Router::new()
+/// What every request needs: the domain, and who callers are.
+struct Api {
+    svc: Arc<Service>,
+    identity: Identity,
+}
+
+/// The API as an axum router, with the identity strategy the service's
+/// `[auth]` configuration names. Fails on an unusable `[auth]` section.
+pub fn router(svc: Arc<Service>) -> Result<Router, String> {
+    let identity = Identity::new(&svc.config().auth)?;
+    Ok(Router::new()
         .fallback(dispatch)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .with_state(svc)
+        .with_state(Arc::new(Api { svc, identity })))
 }
 
 type Reply = Result<(StatusCode, Value), ApiError>;
 
-async fn dispatch(State(svc): State<Arc<Service>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn dispatch(State(api): State<Arc<Api>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let request_id = format!("req-{}", uuid::Uuid::new_v4());
     let base = base_url(&headers);
     let mv = microversion(&headers);
     let mut resp = match (Route::parse(&method, uri.path()), mv) {
         (Err(e), _) | (_, Err(e)) => e.into_response(),
-        (Ok(route), Ok(mv)) => match handle(&svc, route, &uri, &headers, &body, &base, mv).await {
+        (Ok(route), Ok(mv)) => match handle(&api, route, &uri, &headers, &body, &base, mv).await {
             Ok(Handled::Json(status, Value::Null)) => status.into_response(),
             Ok(Handled::Json(status, v)) => (status, axum::Json(v)).into_response(),
             Ok(Handled::Raw(r)) => r,
             Err(e) => e.into_response(),
         },
     };
+    if resp.status() == StatusCode::UNAUTHORIZED {
+        if let Some(v) = api.identity.www_authenticate().and_then(|v| HeaderValue::from_str(&v).ok()) {
+            resp.headers_mut().insert("www-authenticate", v);
+        }
+    }
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert("x-openstack-request-id", v);
@@ -108,31 +125,34 @@ fn mv_or_min(headers: &HeaderMap) -> (u32, u32) {
     microversion(headers).unwrap_or(MIN_VERSION)
 }
 
-/// Identity under noauth, as Cinder's middleware reads it: `X-Auth-Token:
-/// user:project`, a token without a colon is both; else `X-Project-Id`
-/// (+ `X-User-Id`). Every noauth caller may do admin-only operations, but
-/// volumes stay scoped to the caller's project. `None` = no identity at all.
-fn caller(headers: &HeaderMap, path_project: Option<&str>) -> Result<Option<Caller>, ApiError> {
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty());
-    let (user, project) = match (get("x-auth-token"), get("x-project-id")) {
-        (Some(tok), _) => match tok.split_once(':') {
-            Some((u, p)) => (u.to_owned(), p.to_owned()),
-            None => (tok.to_owned(), tok.to_owned()),
-        },
-        (None, Some(p)) => (get("x-user-id").unwrap_or(p).to_owned(), p.to_owned()),
-        (None, None) => return Ok(None),
-    };
-    if rekey_keys::Project::new(project.clone()).is_err() {
-        return Err(ApiError::bad_request("Malformed project id in the auth token"));
-    }
-    if let Some(pp) = path_project {
-        if pp != project {
-            return Err(ApiError::forbidden(format!(
-                "Project {pp} in the URL does not match the caller's project {project}."
-            )));
+/// The caller of a request: noauth rules, or the Keystone token in
+/// `X-Auth-Token`. `None` = noauth and no identity at all.
+async fn caller(identity: &Identity, headers: &HeaderMap) -> Result<Option<Caller>, ApiError> {
+    let r = match identity {
+        Identity::Noauth => noauth_caller(headers),
+        Identity::Keystone(k) => {
+            let token = headers.get("x-auth-token").and_then(|v| v.to_str().ok()).map(str::trim).filter(|t| !t.is_empty());
+            match token {
+                None => Err(AuthError::Unauthorized("The request you have made requires authentication.")),
+                Some(t) => k.validate(t).await.map(Some),
+            }
         }
-    }
-    Ok(Some(Caller { user, project, admin: true }))
+    };
+    r.map_err(|e| match e {
+        AuthError::Unauthorized(m) => ApiError { status: 401, message: m.into() },
+        AuthError::Forbidden(m) => ApiError::forbidden(m),
+        AuthError::BadRequest(m) => ApiError::bad_request(m),
+        AuthError::Unavailable(m) => ApiError { status: 503, message: m },
+    })
+}
+
+/// The request's query without `all_tenants`: Cinder ignores it for
+/// non-admins, who see only their own project.
+fn without_all_tenants(uri: &Uri) -> Uri {
+    let Some(q) = uri.query() else { return uri.clone() };
+    let kept: Vec<&str> = q.split('&').filter(|kv| kv.split('=').next() != Some("all_tenants")).collect();
+    let pq = if kept.is_empty() { uri.path().to_owned() } else { format!("{}?{}", uri.path(), kept.join("&")) };
+    pq.parse().unwrap_or_else(|_| uri.clone())
 }
 
 /// Parses a JSON body into `T`; Cinder's messages for the failures.
@@ -324,7 +344,7 @@ fn encryption_spec(f: EncryptionFields) -> Result<EncryptionSpec, ApiError> {
 }
 
 async fn handle(
-    svc: &Arc<Service>,
+    api: &Api,
     route: Route,
     uri: &Uri,
     headers: &HeaderMap,
@@ -339,7 +359,8 @@ async fn handle(
         V3Version => return ok(views::version(base)),
         _ => {}
     }
-    let Some(who) = caller(headers, route.path_project.as_deref())? else {
+    let svc = &api.svc;
+    let Some(who) = caller(&api.identity, headers).await? else {
         // Cinder's noauth handshake: no identity at all gets a fake admin token.
         let mut r = StatusCode::NO_CONTENT.into_response();
         r.headers_mut().insert("x-auth-token", HeaderValue::from_static("admin:admin"));
@@ -347,6 +368,16 @@ async fn handle(
             r.headers_mut().insert("x-server-management-url", v);
         }
         return Ok(Handled::Raw(r));
+    };
+    check_path_project(&api.identity, &who, route.path_project.as_deref())?;
+    let noauth = matches!(api.identity, Identity::Noauth);
+    policy::authorize(&who, &route.endpoint, noauth)?;
+    let stripped;
+    let uri = if who.admin {
+        uri
+    } else {
+        stripped = without_all_tenants(uri);
+        &stripped
     };
     let create_encryption = matches!(route.endpoint, CreateEncryption(_));
     let r: Reply = match route.endpoint {
@@ -366,13 +397,13 @@ async fn handle(
             let detail = route.endpoint == ListVolumesDetail;
             let mut out = Vec::with_capacity(vols.len());
             for v in &vols {
-                out.push(if detail { detail_view(svc, base, v, mv).await? } else { views::volume_summary(base, v) });
+                out.push(if detail { detail_view(svc, &who, base, v, mv).await? } else { views::volume_summary(base, v) });
             }
             Ok((StatusCode::OK, json!({ "volumes": out })))
         }
         ShowVolume(id) => {
             let v = svc.get_volume(&who, &id).await?;
-            Ok((StatusCode::OK, json!({ "volume": detail_view(svc, base, &v, mv).await? })))
+            Ok((StatusCode::OK, json!({ "volume": detail_view(svc, &who, base, &v, mv).await? })))
         }
         UpdateVolume(id) => {
             let b: VolumeUpdateBody = body(bytes)?;
@@ -382,10 +413,13 @@ async fn handle(
                 metadata: b.volume.metadata,
             };
             let v = svc.update_volume(&who, &id, u).await?;
-            Ok((StatusCode::OK, json!({ "volume": detail_view(svc, base, &v, mv).await? })))
+            Ok((StatusCode::OK, json!({ "volume": detail_view(svc, &who, base, &v, mv).await? })))
         }
         DeleteVolume(id) => {
             let force = query(uri).iter().any(|(k, v)| k == "force" && truthy(v));
+            if force && !noauth && !who.admin {
+                return Err(policy::forbidden("volume:force_delete"));
+            }
             let cascade = query(uri).iter().any(|(k, v)| k == "cascade" && truthy(v));
             svc.get_volume(&who, &id).await?;
             svc.delete_volume_snapshots(&who, &id, cascade).await?;
@@ -515,9 +549,9 @@ struct RekeyAction {
     mode: Option<String>,
 }
 
-async fn detail_view(svc: &Service, base: &str, v: &crate::model::Volume, mv: (u32, u32)) -> Result<Value, ApiError> {
+async fn detail_view(svc: &Service, who: &Caller, base: &str, v: &crate::model::Volume, mv: (u32, u32)) -> Result<Value, ApiError> {
     let (t, enc) = svc.type_of(v).await?;
-    Ok(views::volume_detail(base, v, t.as_ref().map(|t| t.name.as_str()), enc, mv))
+    Ok(views::volume_detail(base, v, t.as_ref().map(|t| t.name.as_str()), enc, mv, who.admin))
 }
 
 async fn create_volume(svc: &Arc<Service>, who: &Caller, bytes: &Bytes, base: &str, mv: (u32, u32)) -> Reply {
@@ -563,7 +597,7 @@ async fn create_volume(svc: &Arc<Service>, who: &Caller, bytes: &Bytes, base: &s
         _ => svc.create_volume(who, req).await?,
     };
     crate::engine::spawn(svc.clone(), job);
-    Ok((StatusCode::ACCEPTED, json!({ "volume": detail_view(svc, base, &vol, mv).await? })))
+    Ok((StatusCode::ACCEPTED, json!({ "volume": detail_view(svc, who, base, &vol, mv).await? })))
 }
 
 #[cfg(test)]
@@ -579,16 +613,13 @@ mod tests {
     }
 
     #[test]
-    fn noauth_identity_rules() {
-        let c = caller(&hdrs(&[("x-auth-token", "u:p")]), None).unwrap().unwrap();
-        assert_eq!((c.user.as_str(), c.project.as_str()), ("u", "p"));
-        let c = caller(&hdrs(&[("x-auth-token", "notused")]), None).unwrap().unwrap();
-        assert_eq!((c.user.as_str(), c.project.as_str()), ("notused", "notused"));
-        let c = caller(&hdrs(&[("x-project-id", "p2"), ("x-user-id", "u2")]), None).unwrap().unwrap();
-        assert_eq!((c.user.as_str(), c.project.as_str()), ("u2", "p2"));
-        assert!(caller(&hdrs(&[]), None).unwrap().is_none());
-        assert_eq!(caller(&hdrs(&[("x-auth-token", "u:p")]), Some("other")).unwrap_err().status, 403);
-        assert!(caller(&hdrs(&[("x-auth-token", "u:p")]), Some("p")).unwrap().is_some());
+    fn all_tenants_is_stripped() {
+        let u: Uri = "/v3/p/volumes/detail?all_tenants=1&name=x".parse().unwrap();
+        assert_eq!(without_all_tenants(&u).to_string(), "/v3/p/volumes/detail?name=x");
+        let u: Uri = "/v3/volumes?all_tenants=True".parse().unwrap();
+        assert_eq!(without_all_tenants(&u).to_string(), "/v3/volumes");
+        let u: Uri = "/v3/volumes".parse().unwrap();
+        assert_eq!(without_all_tenants(&u).to_string(), "/v3/volumes");
     }
 
     #[test]

@@ -253,7 +253,7 @@ pub(super) async fn handle(
             let list = svc.list_backups(who, all_tenants, q_volume.as_deref()).await?;
             let mut out = Vec::with_capacity(list.len());
             for b in &list {
-                out.push(backup_view(svc, base, b, mv, detail).await?);
+                out.push(backup_view(svc, base, b, mv, detail, who.admin).await?);
             }
             Ok((StatusCode::OK, json!({ "backups": out })))
         }
@@ -278,7 +278,7 @@ pub(super) async fn handle(
         }
         ShowBackup(id) => {
             let b = svc.get_backup(who, &id).await?;
-            Ok((StatusCode::OK, json!({ "backup": backup_view(svc, base, &b, mv, true).await? })))
+            Ok((StatusCode::OK, json!({ "backup": backup_view(svc, base, &b, mv, true, who.admin).await? })))
         }
         DeleteBackup(id) => {
             svc.delete_backup(who, &id).await?;
@@ -370,7 +370,7 @@ fn snapshot_view(base: &str, s: &Snapshot, mv: (u32, u32), detail: bool) -> Valu
     Value::Object(m)
 }
 
-async fn backup_view(svc: &Service, base: &str, b: &Backup, mv: (u32, u32), detail: bool) -> Result<Value, ApiError> {
+async fn backup_view(svc: &Service, base: &str, b: &Backup, mv: (u32, u32), detail: bool, admin: bool) -> Result<Value, ApiError> {
     if !detail {
         return Ok(json!({"id": b.id, "name": b.name, "links": links(base, &b.project_id, "backups", &b.id)}));
     }
@@ -394,7 +394,7 @@ async fn backup_view(svc: &Service, base: &str, b: &Backup, mv: (u32, u32), deta
         "data_timestamp": b.created_at,
         "links": links(base, &b.project_id, "backups", &b.id),
     });
-    if mv >= (3, 18) {
+    if mv >= (3, 18) && admin {
         v["os-backup-project-attr:project_id"] = json!(b.project_id);
     }
     if mv >= (3, 43) {

@@ -49,12 +49,13 @@ pub fn volume_summary(base: &str, v: &Volume) -> Value {
     json!({ "id": v.id, "name": v.name, "links": links(base, &v.project_id, "volumes", &v.id) })
 }
 
-/// Full volume view at microversion `mv`.
+/// Full volume view at microversion `mv`; the `os-vol-*` attributes
+/// (tenant, host, migration) only for admins, as Cinder's policy shows them.
 ///
 /// `encrypted` is true for a volume of an encrypted type from the moment it
 /// is accepted (Cinder assigns the key in the API), not only once the key
 /// exists.
-pub fn volume_detail(base: &str, v: &Volume, type_name: Option<&str>, type_encrypted: bool, mv: (u32, u32)) -> Value {
+pub fn volume_detail(base: &str, v: &Volume, type_name: Option<&str>, type_encrypted: bool, mv: (u32, u32), admin: bool) -> Value {
     let mut m = Map::new();
     let mut put = |k: &str, val: Value| {
         m.insert(k.to_owned(), val);
@@ -79,11 +80,13 @@ pub fn volume_detail(base: &str, v: &Volume, type_name: Option<&str>, type_encry
     put("multiattach", json!(false));
     put("consistencygroup_id", Value::Null);
     put("replication_status", Value::Null);
-    put("migration_status", Value::Null);
-    put("os-vol-tenant-attr:tenant_id", json!(v.project_id));
-    put("os-vol-host-attr:host", json!("rekey@file#file"));
-    put("os-vol-mig-status-attr:migstat", Value::Null);
-    put("os-vol-mig-status-attr:name_id", Value::Null);
+    if admin {
+        put("migration_status", Value::Null);
+        put("os-vol-tenant-attr:tenant_id", json!(v.project_id));
+        put("os-vol-host-attr:host", json!("rekey@file#file"));
+        put("os-vol-mig-status-attr:migstat", Value::Null);
+        put("os-vol-mig-status-attr:name_id", Value::Null);
+    }
     if mv >= (3, 13) {
         put("group_id", Value::Null);
     }

@@ -1,0 +1,145 @@
+//! Cinder's default policy (the secure-RBAC defaults of its `policies/`
+//! package), keyed by [`Endpoint`]: who may call what.
+//!
+//! - admin: the `admin` role (Cinder's `RULE_ADMIN_API`): volume types, their
+//!   extra specs and encryption, `all_tenants`, the audit, forced deletes;
+//! - member of the project (`RULE_ADMIN_OR_PROJECT_MEMBER`): create, change,
+//!   delete, act on the project's resources;
+//! - reader of the project (`RULE_ADMIN_OR_PROJECT_READER`): list and show.
+//!
+//! Keystone's bootstrap makes admin imply member and member imply reader, and
+//! tokens carry the implied roles; the checks below do not rely on that.
+//! Under noauth every caller passes (the noauth caller is admin; resources
+//! stay scoped to its project).
+
+use super::endpoint::Endpoint;
+use super::error::ApiError;
+use super::paths::PathsEndpoint;
+use crate::model::Caller;
+
+/// The least a caller must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rule {
+    /// Reader (or member, or admin) of the project.
+    Reader,
+    /// Member (or admin) of the project.
+    Member,
+    /// Admin.
+    Admin,
+}
+
+/// The rule for `e` and Cinder's policy name for it (used in the 403 body).
+pub fn rule(e: &Endpoint) -> (Rule, &'static str) {
+    use Endpoint::*;
+    use Rule::*;
+    match e {
+        // Answered before identity; listed for completeness.
+        Versions | V3Version => (Reader, "versions"),
+        ListVolumes | ListVolumesDetail => (Reader, "volume:get_all"),
+        ShowVolume(_) => (Reader, "volume:get"),
+        CreateVolume => (Member, "volume:create"),
+        UpdateVolume(_) => (Member, "volume:update"),
+        DeleteVolume(_) => (Member, "volume:delete"),
+        VolumeEncryption(_) => (Reader, "volume_extension:volume_encryption_metadata"),
+        VolumeAction(_) => (Member, "volume:rekey"),
+        ListTypes => (Reader, "volume_extension:type_get_all"),
+        ShowType(_) => (Reader, "volume_extension:type_get"),
+        CreateType | UpdateType(_) | DeleteType(_) => (Admin, "volume_extension:types_manage"),
+        ListExtraSpecs(_) => (Reader, "volume_extension:types_extra_specs:index"),
+        ShowExtraSpec(..) => (Reader, "volume_extension:types_extra_specs:show"),
+        SetExtraSpecs(_) => (Admin, "volume_extension:types_extra_specs:create"),
+        UpdateExtraSpec(..) => (Admin, "volume_extension:types_extra_specs:update"),
+        DeleteExtraSpec(..) => (Admin, "volume_extension:types_extra_specs:delete"),
+        ShowEncryption(_) | ShowEncryptionSpec(..) => (Admin, "volume_extension:volume_type_encryption:get"),
+        CreateEncryption(_) => (Admin, "volume_extension:volume_type_encryption:create"),
+        UpdateEncryption(_) => (Admin, "volume_extension:volume_type_encryption:update"),
+        DeleteEncryption(_) => (Admin, "volume_extension:volume_type_encryption:delete"),
+        Paths(p) => paths_rule(p),
+    }
+}
+
+fn paths_rule(e: &PathsEndpoint) -> (Rule, &'static str) {
+    use PathsEndpoint::*;
+    use Rule::*;
+    match e {
+        ListSnapshots(_) => (Reader, "volume:get_all_snapshots"),
+        ShowSnapshot(_) => (Reader, "volume:get_snapshot"),
+        CreateSnapshot => (Member, "volume:create_snapshot"),
+        UpdateSnapshot(_) => (Member, "volume:update_snapshot"),
+        DeleteSnapshot(_) => (Member, "volume:delete_snapshot"),
+        ListBackups(_) => (Reader, "backup:get_all"),
+        ShowBackup(_) => (Reader, "backup:get"),
+        CreateBackup => (Member, "backup:create"),
+        DeleteBackup(_) => (Member, "backup:delete"),
+        RestoreBackup(_) => (Member, "backup:restore"),
+        ListTransfers(_) => (Reader, "volume:get_all_transfers"),
+        ShowTransfer(_) => (Reader, "volume:get_transfer"),
+        CreateTransfer => (Member, "volume:create_transfer"),
+        DeleteTransfer(_) => (Member, "volume:delete_transfer"),
+        AcceptTransfer(_) => (Member, "volume:accept_transfer"),
+        Audit => (Admin, "rekey:audit"),
+    }
+}
+
+/// Whether `who` satisfies `rule`.
+pub fn satisfies(who: &Caller, rule: Rule) -> bool {
+    let admin = who.admin;
+    let member = admin || who.has_role("member");
+    let reader = member || who.has_role("reader");
+    match rule {
+        Rule::Admin => admin,
+        Rule::Member => member,
+        Rule::Reader => reader,
+    }
+}
+
+/// Cinder's 403 unless `who` may call `e`. `noauth` callers always may.
+pub fn authorize(who: &Caller, e: &Endpoint, noauth: bool) -> Result<(), ApiError> {
+    let (r, name) = rule(e);
+    if noauth || satisfies(who, r) {
+        Ok(())
+    } else {
+        Err(forbidden(name))
+    }
+}
+
+/// Cinder's body for a refused policy.
+pub fn forbidden(name: &str) -> ApiError {
+    ApiError::forbidden(format!("Policy doesn't allow {name} to be performed."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(roles: &[&str]) -> Caller {
+        Caller {
+            user: "u".into(),
+            project: "p".into(),
+            admin: roles.contains(&"admin"),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            domain: None,
+        }
+    }
+
+    #[test]
+    fn roles_against_rules() {
+        let (admin, member, reader, none) = (who(&["admin"]), who(&["member"]), who(&["reader"]), who(&[]));
+        let create = Endpoint::CreateVolume;
+        let list = Endpoint::ListVolumesDetail;
+        let types = Endpoint::CreateType;
+        for (c, ok_create, ok_list, ok_types) in
+            [(&admin, true, true, true), (&member, true, true, false), (&reader, false, true, false), (&none, false, false, false)]
+        {
+            assert_eq!(authorize(c, &create, false).is_ok(), ok_create, "{:?}", c.roles);
+            assert_eq!(authorize(c, &list, false).is_ok(), ok_list, "{:?}", c.roles);
+            assert_eq!(authorize(c, &types, false).is_ok(), ok_types, "{:?}", c.roles);
+        }
+        assert!(authorize(&none, &types, true).is_ok());
+        let e = authorize(&reader, &Endpoint::DeleteVolume("v".into()), false).unwrap_err();
+        assert_eq!((e.status, e.message.as_str()), (403, "Policy doesn't allow volume:delete to be performed."));
+        assert!(authorize(&member, &Endpoint::Paths(PathsEndpoint::Audit), false).is_err());
+        assert!(authorize(&reader, &Endpoint::Paths(PathsEndpoint::ShowBackup("b".into())), false).is_ok());
+        assert!(authorize(&reader, &Endpoint::Paths(PathsEndpoint::AcceptTransfer("t".into())), false).is_err());
+    }
+}

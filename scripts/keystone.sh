@@ -14,6 +14,8 @@
 #   REKEY_TEST_DIR   scratch root             (default /tmp/rekey-test)
 #   REKEY_KS_VENV    Python venv for keystone (default $REKEY_TEST_DIR/venv-keystone)
 #   KEYSTONE_PORT    listen port              (default 5000)
+#   KEYSTONE_TOKEN_EXPIRATION  token lifetime in seconds (default keystone's 3600;
+#                    the identity tests run a private Keystone with a short one)
 #
 # What start makes (all in domain Default; password of every user = its name
 # followed by "-pw", e.g. member-a-pw):
@@ -65,7 +67,8 @@ install_venv() {
   log "installed keystone into $VENV in $((SECONDS - t0))s"
 }
 
-# A fresh database and keys each time it is set up; a running instance keeps its own.
+# Database, keys and test users are made once; a restart (stop, start) keeps
+# them, so tokens issued before stay valid, as with a real Keystone restart.
 setup() {
   rm -rf "$STATE"
   mkdir -p "$STATE/fernet-keys" "$STATE/credential-keys" "$STATE/home"
@@ -82,6 +85,7 @@ key_repository = $STATE/fernet-keys
 key_repository = $STATE/credential-keys
 [token]
 provider = fernet
+expiration = ${KEYSTONE_TOKEN_EXPIRATION:-3600}
 CONF
   local km=("$VENV/bin/keystone-manage" --config-file "$STATE/keystone.conf")
   "${km[@]}" db_sync
@@ -166,14 +170,18 @@ start() {
   fi
   mkdir -p "$TEST_DIR"
   install_venv
-  setup
+  local fresh=0
+  if [[ ! -f $STATE/.rekey-ready ]]; then setup; fresh=1; fi
   # keystone finds keystone.conf through OS_KEYSTONE_CONFIG_DIR.
   OS_KEYSTONE_CONFIG_DIR=$STATE HOME=$STATE/home "$VENV/bin/gunicorn" --chdir "$STATE" -b "127.0.0.1:$PORT" -w 1 --timeout 120 \
     --pid "$PIDFILE" --daemon --error-logfile "$STATE/gunicorn.log" ks_wsgi:application
   local deadline=$((SECONDS + READY_TIMEOUT_S))
   while ((SECONDS < deadline)); do
     if api_ready; then
-      fixtures || { stop || true; die "could not create the test projects and users"; }
+      if ((fresh)); then
+        fixtures || { stop || true; die "could not create the test projects and users"; }
+        touch "$STATE/.rekey-ready"
+      fi
       log "up on 127.0.0.1:$PORT (pid $(running_pid || echo '?'))"
       echo "$URL"
       return 0

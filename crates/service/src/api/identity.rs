@@ -46,7 +46,7 @@ pub enum Identity {
     /// Cinder's noauth.
     Noauth,
     /// Keystone tokens.
-    Keystone(Keystone),
+    Keystone(Box<Keystone>),
 }
 
 impl Identity {
@@ -54,7 +54,7 @@ impl Identity {
     pub fn new(config: &AuthConfig) -> Result<Identity, String> {
         match config.strategy {
             AuthStrategy::Noauth => Ok(Identity::Noauth),
-            AuthStrategy::Keystone => Keystone::new(config).map(Identity::Keystone),
+            AuthStrategy::Keystone => Keystone::new(config).map(|k| Identity::Keystone(Box::new(k))),
         }
     }
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Install (once) and run a real OpenStack Barbican 23.x on 127.0.0.1 for the
 # key-manager tests: SQLite database, simple_crypto plugin, no keystone
-# (callers identify themselves with an X-Project-Id header).
+# (callers identify themselves with an X-Project-Id header) — or, with
+# BARBICAN_KEYSTONE_URL set, behind Keystone: the shipped keystone pipeline
+# (keystonemiddleware auth_token, service user "barbican" that
+# scripts/keystone.sh makes) and Barbican's new secure-RBAC policy defaults.
 #
 #   scripts/barbican.sh start    install if missing, start if not running,
 #                                wait until it answers, print its URL
@@ -13,14 +16,17 @@
 #   REKEY_TEST_DIR   scratch root             (default /tmp/rekey-test)
 #   REKEY_VENV_DIR   Python venv for barbican (default $REKEY_TEST_DIR/venv-barbican)
 #   BARBICAN_PORT    listen port              (default 9311)
+#   BARBICAN_KEYSTONE_URL  Keystone v3 URL: run the keystone pipeline
 #
-# State (config, database, logs, PID file) lives in $REKEY_TEST_DIR/barbican.
+# State (config, database, logs, PID file) lives in $REKEY_TEST_DIR/barbican
+# ($REKEY_TEST_DIR/barbican-keystone behind Keystone, so both can run at once).
 set -euo pipefail
 
 TEST_DIR=${REKEY_TEST_DIR:-/tmp/rekey-test}
 VENV=${REKEY_VENV_DIR:-$TEST_DIR/venv-barbican}
 PORT=${BARBICAN_PORT:-9311}
-STATE=$TEST_DIR/barbican
+KEYSTONE=${BARBICAN_KEYSTONE_URL:-}
+if [[ -n $KEYSTONE ]]; then STATE=$TEST_DIR/barbican-keystone; else STATE=$TEST_DIR/barbican; fi
 PIDFILE=$STATE/gunicorn.pid
 URL=http://127.0.0.1:$PORT
 READY_TIMEOUT_S=60
@@ -44,8 +50,14 @@ running_pid() {
 # True when the API answers an authenticated (noauth) request, which proves the
 # whole paste pipeline works, not only the version document at "/".
 api_ready() {
-  curl -m 5 -sf -o /dev/null -H 'X-Project-Id: rekey-ready-probe' \
-    "$URL/v1/secrets?limit=1"
+  if [[ -n $KEYSTONE ]]; then
+    # Behind Keystone a token-less call must be refused by auth_token (401),
+    # which proves the keystone pipeline is loaded.
+    [[ $(curl -m 5 -s -o /dev/null -w '%{http_code}' "$URL/v1/secrets?limit=1") == 401 ]]
+  else
+    curl -m 5 -sf -o /dev/null -H 'X-Project-Id: rekey-ready-probe' \
+      "$URL/v1/secrets?limit=1"
+  fi
 }
 
 install_venv() {
@@ -65,6 +77,33 @@ install_venv() {
   "$VENV/bin/pip" install -q 'barbican>=23,<24' gunicorn
   touch "$VENV/.rekey-barbican-installed"
   log "installed barbican into $VENV in $((SECONDS - t0))s"
+}
+
+# Without keystone the new policy defaults (which need roles) would make every
+# call 403; the legacy rules let a project manage its own secrets. Behind
+# Keystone: the new defaults (member creates, members of the secret's project
+# read), project scope enforced, and auth_token validating with the barbican
+# service user.
+policy_and_auth() {
+  if [[ -z $KEYSTONE ]]; then
+    printf '[oslo_policy]\nenforce_scope = False\nenforce_new_defaults = False\n'
+    return
+  fi
+  cat <<INI
+[oslo_policy]
+enforce_scope = True
+enforce_new_defaults = True
+[keystone_authtoken]
+www_authenticate_uri = ${KEYSTONE%/v3}
+auth_url = $KEYSTONE
+auth_type = password
+username = barbican
+password = barbican-pw
+project_name = service
+user_domain_name = Default
+project_domain_name = Default
+service_token_roles_required = True
+INI
 }
 
 write_config() {
@@ -92,11 +131,7 @@ namespace = barbican.crypto.plugin
 enabled_crypto_plugins = simple_crypto
 [simple_crypto_plugin]
 kek = $kek
-# The new policy defaults need keystone roles; without keystone every call
-# would be 403. The legacy rules allow a project to manage its own secrets.
-[oslo_policy]
-enforce_scope = False
-enforce_new_defaults = False
+$(policy_and_auth)
 CONF
     )
     mv "$conf.tmp" "$conf"
@@ -111,6 +146,12 @@ CONF
   data=$("$VENV/bin/python" -c 'import sysconfig;print(sysconfig.get_paths()["data"])')
   local shipped=$data/etc/barbican/barbican-api-paste.ini
   [[ -f $shipped ]] || die "barbican's paste file is missing: $shipped"
+  if [[ -n $KEYSTONE ]]; then
+    grep -q '^/v1: barbican-api-keystone' "$shipped" || die "the shipped paste file has no keystone pipeline for /v1"
+    sed -e "s#/etc/barbican/healthcheck_disable#$STATE/healthcheck_disable#" "$shipped" >"$STATE/barbican-api-paste.ini"
+    write_wsgi
+    return
+  fi
   sed -e 's#^/v1: barbican-api-keystone#/v1: barbican_api#' \
       -e 's#^pipeline = cors request_id http_proxy_to_wsgi unauthenticated-context#pipeline = cors request_id http_proxy_to_wsgi rekey_reqid unauthenticated-context#' \
       -e "s#/etc/barbican/healthcheck_disable#$STATE/healthcheck_disable#" \
@@ -138,7 +179,11 @@ def factory(global_conf, **local_conf):
     return make
 PY
 
-  # Barbican 23 ships no WSGI script (and its helper hard-codes /etc/barbican).
+  write_wsgi
+}
+
+# Barbican 23 ships no WSGI script (and its helper hard-codes /etc/barbican).
+write_wsgi() {
   cat >"$STATE/barbican_wsgi.py" <<PY
 from paste import deploy
 

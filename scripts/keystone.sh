@@ -22,7 +22,8 @@
 #   admin (bootstrap, admin in project admin), password "admin-pw"
 #   project rekey-a: admin-a (admin), member-a (member), reader-a (reader)
 #   project rekey-b: member-b (member)
-#   project service: rekey (admin and service), the service user rekey
+#   project service: barbican (admin and service), Barbican's auth_token user;
+#     rekey (admin and service), the service user rekey
 #     validates tokens with; it also holds member, inherited, on every project
 #     of the domain, so it can act in a volume's own project in Barbican.
 # The volume endpoints (block-storage, volumev3) are for a test to set: see
@@ -146,6 +147,9 @@ a, b, svc = project("rekey-a"), project("rekey-b"), project("service")
 for name, proj, role in [("admin-a", a, "admin"), ("member-a", a, "member"),
                          ("reader-a", a, "reader"), ("member-b", b, "member")]:
     grant(proj, user(name, proj), roles[role])
+bb = user("barbican", svc)
+grant(svc, bb, roles["admin"])
+grant(svc, bb, roles["service"])
 rk = user("rekey", svc)
 grant(svc, rk, roles["admin"])
 grant(svc, rk, roles["service"])

@@ -12,13 +12,23 @@
 //! Only UUIDs are taken from Barbican's refs; every URL is built from the
 //! configured endpoint, so a Barbican whose `host_href` is wrong still works.
 //!
+//! Behind Keystone ([`BarbicanAuth::Keystone`]): rekey authenticates as its
+//! own service user, with a token scoped to the project that owns the key
+//! (the service user holds a role there, e.g. `member` inherited on the
+//! domain). So a secret belongs to the volume's project, as Cinder's do, and
+//! a background step (a clone's rekey, a late key deletion) never depends on
+//! the caller's token, which may have expired or been revoked by then. Tokens
+//! are cached per project and renewed before they expire, or at once when
+//! Barbican answers 401.
+//!
 //! Retries: a request that Barbican cannot have acted on (connection refused,
 //! 502/503/504) is retried for every method; a timeout, a reset or another
 //! 5xx is retried only for GET and DELETE, because a POST that timed out may
 //! have created a secret, and resending it would leave a second one behind.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -43,6 +53,8 @@ pub struct BarbicanKeyManager {
     http: reqwest::Client,
     base: String,
     auth: BarbicanAuth,
+    /// Keystone tokens of the service user, one per project.
+    tokens: tokio::sync::Mutex<HashMap<String, ProjectToken>>,
     retries: u32,
     backoff: Duration,
     order_timeout: Duration,
@@ -117,6 +129,86 @@ struct SecretList {
     total: Option<usize>,
 }
 
+/// How long before its expiry a project token is replaced.
+const RENEW_MARGIN: Duration = Duration::from_secs(120);
+
+/// The Keystone service user rekey signs in to Barbican as.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct KeystoneCredentials {
+    /// Keystone's v3 endpoint, e.g. `http://127.0.0.1:5000/v3`.
+    pub auth_url: String,
+    /// The service user; it needs a role in every project whose keys it keeps.
+    pub username: String,
+    /// Its password.
+    pub password: Zeroizing<String>,
+    /// Its domain.
+    #[serde(default = "default_domain")]
+    pub user_domain_name: String,
+}
+
+fn default_domain() -> String {
+    "Default".into()
+}
+
+impl KeystoneCredentials {
+    /// Credentials of `username` (domain Default) at `auth_url`.
+    pub fn new(auth_url: impl Into<String>, username: impl Into<String>, password: Zeroizing<String>) -> Self {
+        KeystoneCredentials {
+            auth_url: auth_url.into(),
+            username: username.into(),
+            password,
+            user_domain_name: default_domain(),
+        }
+    }
+
+    /// In another user domain.
+    pub fn with_user_domain(mut self, domain: impl Into<String>) -> Self {
+        self.user_domain_name = domain.into();
+        self
+    }
+}
+
+impl fmt::Debug for KeystoneCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeystoneCredentials")
+            .field("auth_url", &self.auth_url)
+            .field("username", &self.username)
+            .field("password", &"[REDACTED]")
+            .field("user_domain_name", &self.user_domain_name)
+            .finish()
+    }
+}
+
+struct ProjectToken {
+    token: Zeroizing<String>,
+    renew_at: Instant,
+}
+
+/// Time left until Keystone's `expires_at` (`2026-12-01T21:00:00.000000Z`),
+/// `None` if past or unreadable.
+fn seconds_until(expires_at: &str) -> Option<Duration> {
+    let (date, time) = expires_at.trim().split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let hms = time.trim_end_matches('Z').split(['.', '+']).next()?;
+    let mut t = hms.split(':').map(|x| x.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days from the civil date (H. Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let at = u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    at.checked_sub(now).filter(|s| *s > 0).map(Duration::from_secs)
+}
+
 /// One attempt's failure that may be worth another attempt.
 struct Transient {
     cause: String,
@@ -153,6 +245,7 @@ impl BarbicanKeyManager {
             http,
             base,
             auth: config.auth.clone(),
+            tokens: tokio::sync::Mutex::new(HashMap::new()),
             retries: config.retries,
             backoff: Duration::from_millis(config.backoff_ms),
             order_timeout: Duration::from_millis(config.order_timeout_ms),
@@ -175,20 +268,36 @@ impl BarbicanKeyManager {
         let url = format!("{}{path}", self.base);
         let mut maybe_delivered = false;
         let mut attempt = 0u32;
+        let mut renewed = false;
         loop {
             let mut req = self
                 .http
                 .request(method.clone(), &url)
                 .header("X-Project-Id", project.as_str())
                 .header("Accept", accept);
-            if let BarbicanAuth::Token { token } = &self.auth {
-                req = req.header("X-Auth-Token", token.as_str());
+            match &self.auth {
+                BarbicanAuth::Noauth => {}
+                BarbicanAuth::Token { token } => req = req.header("X-Auth-Token", token.as_str()),
+                BarbicanAuth::Keystone(k) => {
+                    let token = self.project_token(k, op, project, renewed).await?;
+                    req = req.header("X-Auth-Token", token.as_str());
+                }
             }
             if let Some(body) = body {
                 // reqwest owns (and frees) this copy; it cannot be wiped.
                 req = req.header("Content-Type", JSON).body(body.to_vec());
             }
             let transient = match req.send().await {
+                // Our token expired or was revoked early: one more try with a new one.
+                Ok(resp)
+                    if resp.status() == StatusCode::UNAUTHORIZED
+                        && !renewed
+                        && matches!(self.auth, BarbicanAuth::Keystone(_)) =>
+                {
+                    tracing::info!(op, %project, "barbican refused our keystone token; renewing it");
+                    renewed = true;
+                    continue;
+                }
                 Ok(resp) => {
                     let status = resp.status();
                     let unserved = matches!(status.as_u16(), 502..=504);
@@ -231,6 +340,84 @@ impl BarbicanKeyManager {
             sleep(delay).await;
             attempt += 1;
         }
+    }
+
+    /// The service user's token for `project`, renewed when `force`d or
+    /// within [`RENEW_MARGIN`] of its expiry.
+    async fn project_token(
+        &self,
+        k: &KeystoneCredentials,
+        op: &'static str,
+        project: &Project,
+        force: bool,
+    ) -> Result<Zeroizing<String>, KeyError> {
+        let mut tokens = self.tokens.lock().await;
+        if let Some(t) = tokens.get(project.as_str()) {
+            if !force && Instant::now() < t.renew_at {
+                return Ok(t.token.clone());
+            }
+        }
+        let body = Zeroizing::new(
+            serde_json::json!({"auth": {
+                "identity": {"methods": ["password"], "password": {"user": {
+                    "name": k.username, "domain": {"name": k.user_domain_name},
+                    "password": k.password.as_str()}}},
+                "scope": {"project": {"id": project.as_str()}}
+            }})
+            .to_string(),
+        );
+        let url = format!("{}/auth/tokens", k.auth_url.trim_end_matches('/'));
+        let resp = self
+            .http
+            .post(&url)
+            .header("Content-Type", JSON)
+            .body(body.as_bytes().to_vec())
+            .send()
+            .await
+            .map_err(|e| KeyError::Unavailable {
+                op,
+                cause: format!("keystone: {}", error_chain(&e)),
+            })?;
+        let status = resp.status();
+        if status.is_server_error() {
+            return Err(KeyError::Unavailable {
+                op,
+                cause: format!("keystone answered HTTP {status}"),
+            });
+        }
+        if status != StatusCode::CREATED {
+            return Err(KeyError::Forbidden {
+                op,
+                project: project.clone(),
+                detail: format!(
+                    "keystone gave user {} no token for the project (HTTP {status}); it needs a role there",
+                    k.username
+                ),
+            });
+        }
+        let token = resp
+            .headers()
+            .get("x-subject-token")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| Zeroizing::new(v.to_owned()))
+            .ok_or_else(|| KeyError::Protocol {
+                op,
+                cause: "keystone issued no X-Subject-Token".into(),
+            })?;
+        #[derive(Deserialize)]
+        struct Issued {
+            token: IssuedToken,
+        }
+        #[derive(Deserialize)]
+        struct IssuedToken {
+            expires_at: String,
+        }
+        let issued: Issued = json(resp, op).await?;
+        let lifetime = seconds_until(&issued.token.expires_at).unwrap_or(Duration::ZERO);
+        let renew_at = Instant::now() + lifetime - RENEW_MARGIN.min(lifetime / 2);
+        tracing::debug!(%project, lifetime_s = lifetime.as_secs(), "keystone token for barbican obtained");
+        tokens.insert(project.as_str().to_owned(), ProjectToken { token: token.clone(), renew_at });
+        Ok(token)
     }
 
     async fn create_order(
@@ -654,4 +841,31 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::KeyManagerConfig;
+
+    #[test]
+    fn keystone_auth_parses_and_hides_its_password() {
+        let c: KeyManagerConfig = toml::from_str(
+            "backend = \"barbican\"\nurl = \"http://127.0.0.1:9311\"\n[auth]\ntype = \"keystone\"\n\
+             auth_url = \"http://127.0.0.1:5000/v3\"\nusername = \"rekey\"\npassword = \"s3cret-pw\"\n",
+        )
+        .unwrap();
+        let KeyManagerConfig::Barbican(b) = c else { panic!("not barbican") };
+        let BarbicanAuth::Keystone(k) = &b.auth else { panic!("not keystone: {:?}", b.auth) };
+        assert_eq!((k.username.as_str(), k.user_domain_name.as_str()), ("rekey", "Default"));
+        assert!(!format!("{b:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn keystone_expiry() {
+        assert_eq!(seconds_until("2000-01-01T00:00:00.000000Z"), None);
+        let left = seconds_until("2999-01-01T00:00:00.000000Z").unwrap();
+        assert!(left > Duration::from_secs(86_400 * 365 * 900));
+        assert_eq!(seconds_until("soon"), None);
+    }
 }

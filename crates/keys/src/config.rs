@@ -17,6 +17,8 @@
 //! retries = 2
 //! [key_manager.auth]
 //! type = "noauth"            # or: type = "token", token = "..."
+//!                            # or: type = "keystone", auth_url, username, password
+//!                            #     (the service user, scoped to each key's project)
 //! ```
 
 use std::fmt;
@@ -198,6 +200,10 @@ pub enum BarbicanAuth {
         /// The token.
         token: Zeroizing<String>,
     },
+    /// Barbican behind Keystone: rekey's own service user, with a token
+    /// scoped to each key's project (`type = "keystone"`, `auth_url`,
+    /// `username`, `password`, `user_domain_name`).
+    Keystone(crate::barbican::KeystoneCredentials),
 }
 
 impl fmt::Debug for BarbicanAuth {
@@ -205,6 +211,7 @@ impl fmt::Debug for BarbicanAuth {
         match self {
             BarbicanAuth::Noauth => f.write_str("Noauth"),
             BarbicanAuth::Token { .. } => f.write_str("Token([REDACTED])"),
+            BarbicanAuth::Keystone(k) => write!(f, "Keystone({k:?})"),
         }
     }
 }

@@ -30,7 +30,7 @@ mod types;
 
 use async_trait::async_trait;
 
-pub use barbican::BarbicanKeyManager;
+pub use barbican::{BarbicanKeyManager, KeystoneCredentials};
 pub use config::{
     open_key_manager, BarbicanAuth, BarbicanConfig, EmbeddedConfig, KeyManagerConfig, KEK_ENV,
 };

@@ -34,7 +34,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use rekey_keys::KeyManagerConfig;
+use rekey_keys::{BarbicanAuth, KeyManagerConfig, KeystoneCredentials};
 use rekey_storage::BackendConfig;
 use serde::Deserialize;
 
@@ -285,9 +285,22 @@ impl Config {
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("rekey.sqlite").display()))
     }
 
-    /// The key manager in force.
+    /// The key manager in force. With Keystone and a Barbican whose
+    /// `[key_manager.auth]` is left at noauth, rekey signs in to Barbican as
+    /// the `[auth]` service user, scoped to each key's project.
     pub fn key_manager(&self) -> KeyManagerConfig {
-        self.key_manager.clone().unwrap_or_else(|| KeyManagerConfig::embedded_in(&self.data_dir))
+        let km = self.key_manager.clone().unwrap_or_else(|| KeyManagerConfig::embedded_in(&self.data_dir));
+        match (km, &self.auth) {
+            (
+                KeyManagerConfig::Barbican(b),
+                AuthConfig { strategy: AuthStrategy::Keystone, auth_url: Some(url), username: Some(user), password: Some(pw), .. },
+            ) if matches!(b.auth, BarbicanAuth::Noauth) => {
+                let creds = KeystoneCredentials::new(url.clone(), user.clone(), pw.clone())
+                    .with_user_domain(self.auth.user_domain_name.clone());
+                KeyManagerConfig::Barbican(b.with_auth(BarbicanAuth::Keystone(creds)))
+            }
+            (km, _) => km,
+        }
     }
 
     /// The backend in force.

@@ -7,6 +7,7 @@
 //! the service's log.
 
 mod auth;
+mod barbican;
 mod cli;
 mod harness;
 mod outage;

@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh Debian machine (run as root):
 #   - installs what the tests need (apt: cryptsetup-bin, qemu-utils, Ceph;
 #     pip venvs: Barbican and the OpenStack clients) where missing;
-#   - starts a real Barbican and a real single-node Ceph on 127.0.0.1;
+#   - starts a real Barbican, a real Keystone (with a second Barbican behind
+#     it) and a real single-node Ceph on 127.0.0.1;
 #   - builds the workspace once and runs every test;
 #   - stops the services by their PID files, whatever happened.
 # Scratch state lives in $REKEY_TEST_DIR (default: a new temp dir, removed after).
@@ -23,10 +24,15 @@ cleanup() {
   rc=$?
   step "stopping services"
   scripts/barbican.sh stop || true
+  BARBICAN_PORT=$BARBICAN_KS_PORT BARBICAN_KEYSTONE_URL=x scripts/barbican.sh stop || true
+  if [[ -n ${keystone_pid:-} ]]; then wait "$keystone_pid" 2>/dev/null || true; fi
+  scripts/keystone.sh stop || true
   scripts/ceph.sh stop || true
   if [[ $own_dir == 1 ]]; then rm -rf "$REKEY_TEST_DIR"; fi
   exit $rc
 }
+export KEYSTONE_PORT=${KEYSTONE_PORT:-5000}
+BARBICAN_KS_PORT=${BARBICAN_KS_PORT:-9312}
 trap cleanup EXIT
 
 step "system packages"
@@ -45,6 +51,9 @@ command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 step "python venvs (OpenStack clients, Barbican) in the background"
 scripts/clients.sh > "$REKEY_TEST_DIR/clients.log" 2>&1 &
 clients_pid=$!
+step "Keystone in the background"
+scripts/keystone.sh start > "$REKEY_TEST_DIR/keystone-start.log" 2>&1 &
+keystone_pid=$!
 
 step "build (once)"
 cargo build --workspace --all-targets --features rekey-cli/rbd
@@ -54,6 +63,13 @@ eval "$(scripts/ceph.sh start | grep '^export ')"
 step "start Barbican"
 scripts/barbican.sh start
 export REKEY_BARBICAN_URL=http://127.0.0.1:${BARBICAN_PORT:-9311}
+wait "$keystone_pid" || { cat "$REKEY_TEST_DIR/keystone-start.log"; exit 1; }
+keystone_pid=
+export REKEY_KEYSTONE_URL=http://127.0.0.1:$KEYSTONE_PORT/v3
+export REKEY_KS_VENV=${REKEY_KS_VENV:-$REKEY_TEST_DIR/venv-keystone}
+step "start Barbican behind Keystone"
+BARBICAN_PORT=$BARBICAN_KS_PORT BARBICAN_KEYSTONE_URL=$REKEY_KEYSTONE_URL scripts/barbican.sh start
+export REKEY_BARBICAN_KEYSTONE_URL=http://127.0.0.1:$BARBICAN_KS_PORT
 wait "$clients_pid" || { cat "$REKEY_TEST_DIR/clients.log"; exit 1; }
 REKEY_CLIENTS_VENV=$(scripts/clients.sh --path)
 export REKEY_CLIENTS_VENV

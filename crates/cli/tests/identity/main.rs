@@ -9,5 +9,6 @@
 mod auth;
 mod barbican;
 mod cli;
+mod flows;
 mod harness;
 mod outage;

@@ -7,7 +7,8 @@
 #   - a clone request (POST /volumes {source_volid} → 202, the API's part);
 # each under noauth, Keystone with the token cached (token_cache_seconds =
 # 300, the default) and Keystone uncached (token_cache_seconds = 0: every
-# request validates). Prints median and min of REPS runs, and the ratios to
+# request validates). The three servers are measured in turn, rep by rep.
+# Prints median and min of REPS runs (clones: at most 20), and the ratios to
 # noauth.
 # Needs a Keystone with the test users (scripts/keystone.sh start) in
 # REKEY_KEYSTONE_URL.
@@ -63,7 +64,7 @@ echo "# rekey identity benchmark — $(date -u '+%F %H:%M UTC') — $(nproc) cor
 echo
 
 python3 - "$KS" "$REPS" "$P_NOAUTH" "$P_CACHED" "$P_UNCACHED" <<'EOF'
-import json, statistics, sys, time, urllib.request
+import json, statistics, sys, time, urllib.error, urllib.request
 
 ks, reps = sys.argv[1], int(sys.argv[2])
 ports = {"noauth": int(sys.argv[3]), "keystone, cached": int(sys.argv[4]), "keystone, uncached": int(sys.argv[5])}
@@ -96,35 +97,50 @@ def stats(xs):
 rtt = [timed(lambda: req(ks + "/auth/tokens", headers={"X-Auth-Token": service_tok, "X-Subject-Token": user_tok}))
        for _ in range(reps)]
 
-results = {}
+# Populate each server, then measure them in turn, rep by rep, so that the
+# shared machine's noise falls on all three alike.
+servers = {}
 for name, port in ports.items():
     noauth = name == "noauth"
     base = f"http://127.0.0.1:{port}/v3/" + ("bench" if noauth else project)
     h = {"X-Auth-Token": "bench:bench" if noauth else user_tok, "OpenStack-API-Version": "volume 3.64"}
-    ids = []
-    for i in range(100):
-        _, _, v = req(base + "/volumes", "POST", h, {"volume": {"size": 1, "name": f"v{i}"}})
-        ids.append(v["volume"]["id"])
-    def settled(vid):
-        while req(base + "/volumes/" + vid, headers=h)[2]["volume"]["status"] == "creating":
-            time.sleep(0.01)
+    ids = [req(base + "/volumes", "POST", h, {"volume": {"size": 1, "name": f"v{i}"}})[2]["volume"]["id"] for i in range(100)]
+    servers[name] = (base, h, ids)
+
+def settled(base, h, vid):
+    while req(base + "/volumes/" + vid, headers=h)[2]["volume"]["status"] == "creating":
+        time.sleep(0.01)
+
+for base, h, ids in servers.values():
     for vid in ids:
-        settled(vid)
-    req(base + "/volumes/detail", headers=h)  # warm the cache (and connections)
-    detail = []
-    for _ in range(reps):
+        settled(base, h, vid)
+    req(base + "/volumes/detail", headers=h)  # warm the token cache and the database
+
+detail = {n: [] for n in servers}
+clone = {n: [] for n in servers}
+for rep in range(reps):
+    for name, (base, h, ids) in servers.items():
         t = time.perf_counter()
         _, _, body = req(base + "/volumes/detail", headers=h)
-        detail.append(time.perf_counter() - t)
+        detail[name].append(time.perf_counter() - t)
         assert len(body["volumes"]) == 100, len(body["volumes"])
-    clone = []
-    for _ in range(min(reps, 20)):
-        t = time.perf_counter()
-        st, _, v = req(base + "/volumes", "POST", h, {"volume": {"source_volid": ids[0]}})
-        clone.append(time.perf_counter() - t)
-        assert st == 202
-        settled(v["volume"]["id"])
-    results[name] = (stats(detail), stats(clone))
+    if rep < 20:
+        for name, (base, h, ids) in servers.items():
+            t = time.perf_counter()
+            st, _, v = req(base + "/volumes", "POST", h, {"volume": {"source_volid": ids[0]}})
+            clone[name].append(time.perf_counter() - t)
+            assert st == 202
+            settled(base, h, v["volume"]["id"])
+            # keep the listing at 100 volumes
+            assert req(base + "/volumes/" + v["volume"]["id"], "DELETE", h)[0] == 202
+            while True:
+                try:
+                    req(base + "/volumes/" + v["volume"]["id"], headers=h)
+                except urllib.error.HTTPError as e:
+                    assert e.code == 404
+                    break
+                time.sleep(0.01)
+results = {n: (stats(detail[n]), stats(clone[n])) for n in servers}
 
 print(f"Keystone round trip (GET /v3/auth/tokens): median {stats(rtt)[0]:.2f} ms, min {stats(rtt)[1]:.2f} ms")
 print()

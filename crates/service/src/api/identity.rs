@@ -25,6 +25,8 @@ use crate::model::Caller;
 
 /// How long before its expiry the service token is replaced.
 pub const RENEW_MARGIN: Duration = Duration::from_secs(120);
+/// keystonemiddleware's message for a missing or refused token.
+pub const UNAUTHORIZED: &str = "The request you have made requires authentication.";
 /// Most tokens kept in the cache; past it, expired entries go, then all.
 const CACHE_MAX: usize = 10_000;
 
@@ -129,9 +131,13 @@ struct ServiceToken {
     renew_at: Instant,
 }
 
+/// A validation result: the caller, or `None` for a token Keystone refused
+/// (cached too, as keystonemiddleware does, so a flood of forged tokens
+/// does not become a flood of Keystone requests; such a token never turns
+/// valid).
 #[derive(Clone)]
 struct Cached {
-    caller: Caller,
+    caller: Option<Caller>,
     valid_until: Instant,
 }
 
@@ -203,7 +209,7 @@ impl Keystone {
         let now = Instant::now();
         if let Some(c) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             if now < c.valid_until {
-                return Ok(c.caller.clone());
+                return c.caller.clone().ok_or(AuthError::Unauthorized(UNAUTHORIZED));
             }
         }
         let tag = token_tag(token);
@@ -223,13 +229,14 @@ impl Keystone {
                     let body: TokenBody = resp.json().await.map_err(|e| unavailable("reading a token", &e))?;
                     let (caller, expires) = caller_of(body.token)?;
                     let ttl = expires.min(self.cache_time);
-                    self.remember(key, Cached { caller: caller.clone(), valid_until: now + ttl });
+                    self.remember(key, Cached { caller: Some(caller.clone()), valid_until: now + ttl });
                     tracing::debug!(token = %tag, user = %caller.user, project = %caller.project, "token validated");
                     return Ok(caller);
                 }
                 404 => {
                     tracing::info!(token = %tag, "token refused by keystone (invalid, expired or revoked)");
-                    return Err(AuthError::Unauthorized("The request you have made requires authentication."));
+                    self.remember(key, Cached { caller: None, valid_until: now + self.cache_time });
+                    return Err(AuthError::Unauthorized(UNAUTHORIZED));
                 }
                 // Our own token was revoked or expired early: fetch another once.
                 401 if !renewed => {

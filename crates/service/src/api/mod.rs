@@ -133,7 +133,7 @@ async fn caller(identity: &Identity, headers: &HeaderMap) -> Result<Option<Calle
         Identity::Keystone(k) => {
             let token = headers.get("x-auth-token").and_then(|v| v.to_str().ok()).map(str::trim).filter(|t| !t.is_empty());
             match token {
-                None => Err(AuthError::Unauthorized("The request you have made requires authentication.")),
+                None => Err(AuthError::Unauthorized(identity::UNAUTHORIZED)),
                 Some(t) => k.validate(t).await.map(Some),
             }
         }

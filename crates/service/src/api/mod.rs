@@ -1,17 +1,19 @@
-//! Block Storage v3 REST API. One handler routes with the pure
+//! Block Storage v3 REST API. One dispatcher routes with the pure
 //! [`endpoint::Route::parse`], identifies the caller ([`identity`]: noauth
-//! or Keystone), checks Cinder's policy for the endpoint ([`policy`]),
-//! extracts microversion and body, validates their shape, and calls a domain
-//! function; errors become Cinder bodies in [`error`].
+//! or Keystone), checks Cinder's policy for the endpoint ([`policy`]) and
+//! hands the request to its handler (`volumes`, `types`, [`paths`]), which
+//! extracts and validates the body and calls one domain function; errors
+//! become Cinder bodies in [`error`].
 
 pub mod endpoint;
 pub mod error;
 pub mod identity;
 pub mod paths;
 pub mod policy;
+mod types;
 pub mod views;
+mod volumes;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -20,12 +22,11 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::model::{Caller, RekeyMode};
+use crate::model::Caller;
 use identity::{check_path_project, noauth_caller, AuthError, Identity};
-use crate::service::{CreateVolume, EncryptionSpec, Service, VolumeFilter, DB_MAX_INT};
+use crate::service::{Service, DB_MAX_INT};
 use endpoint::{Endpoint, Route};
 use error::ApiError;
 use views::{MAX_VERSION, MIN_VERSION};
@@ -187,162 +188,6 @@ fn parse_size(v: &Value) -> Result<u64, ApiError> {
     }
 }
 
-/// Extra-spec values: strings, or scalars Cinder stringifies.
-fn spec_value(v: &Value) -> Result<String, ApiError> {
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Bool(b) => Ok(if *b { "True" } else { "False" }.into()),
-        Value::Number(n) => Ok(n.to_string()),
-        _ => Err(ApiError::bad_request(format!("Invalid input received: extra spec value {v} must be a string"))),
-    }
-}
-
-fn specs(map: BTreeMap<String, Value>) -> Result<BTreeMap<String, String>, ApiError> {
-    map.into_iter().map(|(k, v)| Ok((k, spec_value(&v)?))).collect()
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VolumeCreateBody {
-    volume: VolumeCreate,
-    #[serde(rename = "OS-SCH-HNT:scheduler_hints", default)]
-    _hints: Option<Value>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VolumeCreate {
-    #[serde(default)]
-    size: Option<Value>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    display_name: Option<String>,
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(default)]
-    display_description: Option<String>,
-    #[serde(default)]
-    volume_type: Option<String>,
-    #[serde(default)]
-    source_volid: Option<String>,
-    #[serde(default)]
-    snapshot_id: Option<String>,
-    #[serde(default)]
-    backup_id: Option<String>,
-    #[serde(rename = "imageRef", default)]
-    image_ref: Option<String>,
-    #[serde(default)]
-    availability_zone: Option<String>,
-    #[serde(default)]
-    metadata: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    consistencygroup_id: Option<String>,
-    #[serde(default)]
-    group_id: Option<String>,
-    #[serde(default)]
-    multiattach: Option<bool>,
-    #[serde(default)]
-    scheduler_hints: Option<Value>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VolumeUpdateBody {
-    volume: VolumeUpdate,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VolumeUpdate {
-    #[serde(default, with = "double_option")]
-    name: Option<Option<String>>,
-    #[serde(default, with = "double_option")]
-    display_name: Option<Option<String>>,
-    #[serde(default, with = "double_option")]
-    description: Option<Option<String>>,
-    #[serde(default, with = "double_option")]
-    display_description: Option<Option<String>>,
-    #[serde(default)]
-    metadata: Option<BTreeMap<String, String>>,
-}
-
-/// Tells a missing field (`None`) from an explicit `null` (`Some(None)`).
-mod double_option {
-    use serde::{Deserialize, Deserializer};
-    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-        Option::<T>::deserialize(d).map(Some)
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TypeBody {
-    volume_type: TypeFields,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TypeFields {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(rename = "os-volume-type-access:is_public", default)]
-    access_is_public: Option<Value>,
-    #[serde(default)]
-    is_public: Option<Value>,
-    #[serde(default)]
-    extra_specs: Option<BTreeMap<String, Value>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SpecsBody {
-    extra_specs: BTreeMap<String, Value>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EncryptionBody {
-    encryption: EncryptionFields,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EncryptionFields {
-    #[serde(default)]
-    provider: Option<String>,
-    #[serde(default)]
-    cipher: Option<String>,
-    #[serde(default)]
-    key_size: Option<Value>,
-    #[serde(default)]
-    control_location: Option<String>,
-}
-
-fn bool_value(v: &Option<Value>) -> Result<Option<bool>, ApiError> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(Value::String(s)) if matches!(s.to_ascii_lowercase().as_str(), "true" | "false") => Ok(Some(truthy(s))),
-        Some(v) => Err(ApiError::bad_request(format!("Invalid input received: {v} is not a boolean"))),
-    }
-}
-
-fn encryption_spec(f: EncryptionFields) -> Result<EncryptionSpec, ApiError> {
-    let key_size = match &f.key_size {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            parse_size(v)
-                .ok()
-                .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| ApiError::bad_request(format!("Invalid input received: key_size {v} is not a positive integer")))?,
-        ),
-    };
-    Ok(EncryptionSpec { provider: f.provider, cipher: f.cipher, key_size, control_location: f.control_location })
-}
-
 async fn handle(
     api: &Api,
     route: Route,
@@ -379,230 +224,43 @@ async fn handle(
         stripped = without_all_tenants(uri);
         &stripped
     };
-    let create_encryption = matches!(route.endpoint, CreateEncryption(_));
+    let v = volumes::Ctx { svc, who: &who, base, mv };
     let r: Reply = match route.endpoint {
-        Versions | V3Version => unreachable!("answered above"),
-        CreateVolume => create_volume(svc, &who, bytes, base, mv).await,
-        ListVolumes | ListVolumesDetail => {
-            let mut f = VolumeFilter::default();
-            for (k, v) in query(uri) {
-                match k.as_str() {
-                    "name" | "display_name" => f.name = Some(v),
-                    "status" => f.status = Some(v),
-                    "all_tenants" => f.all_tenants = truthy(&v),
-                    _ => {}
-                }
-            }
-            let vols = svc.list_volumes(&who, &f).await?;
-            let detail = route.endpoint == ListVolumesDetail;
-            let mut out = Vec::with_capacity(vols.len());
-            for v in &vols {
-                out.push(if detail { detail_view(svc, &who, base, v, mv).await? } else { views::volume_summary(base, v) });
-            }
-            Ok((StatusCode::OK, json!({ "volumes": out })))
-        }
-        ShowVolume(id) => {
-            let v = svc.get_volume(&who, &id).await?;
-            Ok((StatusCode::OK, json!({ "volume": detail_view(svc, &who, base, &v, mv).await? })))
-        }
-        UpdateVolume(id) => {
-            let b: VolumeUpdateBody = body(bytes)?;
-            let u = crate::service::UpdateVolume {
-                name: b.volume.name.or(b.volume.display_name),
-                description: b.volume.description.or(b.volume.display_description),
-                metadata: b.volume.metadata,
-            };
-            let v = svc.update_volume(&who, &id, u).await?;
-            Ok((StatusCode::OK, json!({ "volume": detail_view(svc, &who, base, &v, mv).await? })))
-        }
-        DeleteVolume(id) => {
-            let force = query(uri).iter().any(|(k, v)| k == "force" && truthy(v));
-            if force && !noauth && !who.admin {
-                return Err(policy::forbidden("volume:force_delete"));
-            }
-            let cascade = query(uri).iter().any(|(k, v)| k == "cascade" && truthy(v));
-            svc.get_volume(&who, &id).await?;
-            svc.delete_volume_snapshots(&who, &id, cascade).await?;
-            let job = svc.delete_volume(&who, &id, force).await?;
-            crate::engine::spawn(svc.clone(), job);
-            Ok((StatusCode::ACCEPTED, Value::Null))
-        }
-        VolumeAction(id) => volume_action(svc, &who, &id, bytes).await,
-        VolumeEncryption(id) => {
-            let (v, e) = svc.volume_encryption(&who, &id).await?;
-            Ok((StatusCode::OK, views::volume_encryption(&v, e.as_ref())))
-        }
-        ListTypes => {
-            let types = svc.list_types().await?;
-            Ok((StatusCode::OK, json!({ "volume_types": types.iter().map(views::volume_type).collect::<Vec<_>>() })))
-        }
-        CreateType => {
-            let b: TypeBody = body(bytes)?;
-            let f = b.volume_type;
-            let name = f.name.ok_or_else(|| ApiError::bad_request("Invalid input received: name is required"))?;
-            let public = bool_value(&f.access_is_public)?.or(bool_value(&f.is_public)?).unwrap_or(true);
-            let t = svc.create_type(name, f.description, public, specs(f.extra_specs.unwrap_or_default())?).await?;
-            Ok((StatusCode::OK, json!({ "volume_type": views::volume_type(&t) })))
-        }
-        ShowType(id) => Ok((StatusCode::OK, json!({ "volume_type": views::volume_type(&svc.get_type(&id).await?) }))),
-        UpdateType(id) => {
-            let b: TypeBody = body(bytes)?;
-            let f = b.volume_type;
-            if f.extra_specs.is_some() {
-                return Err(ApiError::bad_request("Invalid input received: extra_specs are set through /extra_specs"));
-            }
-            let public = bool_value(&f.is_public)?.or(bool_value(&f.access_is_public)?);
-            let t = svc.update_type(&id, f.name, f.description, public).await?;
-            Ok((StatusCode::OK, json!({ "volume_type": views::volume_type(&t) })))
-        }
-        DeleteType(id) => svc.delete_type(&id).await.map(|()| (StatusCode::ACCEPTED, Value::Null)).map_err(Into::into),
-        ListExtraSpecs(id) => Ok((StatusCode::OK, json!({ "extra_specs": svc.get_type(&id).await?.extra_specs }))),
-        SetExtraSpecs(id) => {
-            let b: SpecsBody = body(bytes)?;
-            let s = specs(b.extra_specs)?;
-            svc.set_extra_specs(&id, s.clone()).await?;
-            Ok((StatusCode::OK, json!({ "extra_specs": s })))
-        }
-        ShowExtraSpec(id, key) => {
-            let t = svc.get_type(&id).await?;
-            match t.extra_specs.get(&key) {
-                Some(v) => Ok((StatusCode::OK, json!({ key: v }))),
-                None => Err(crate::error::ServiceError::not_found("Volume type extra spec", key).into()),
-            }
-        }
-        UpdateExtraSpec(id, key) => {
-            let b: BTreeMap<String, Value> = body(bytes)?;
-            if b.len() != 1 || !b.contains_key(&key) {
-                return Err(ApiError::bad_request("Request body and URI mismatch"));
-            }
-            let s = specs(b)?;
-            svc.set_extra_specs(&id, s.clone()).await?;
-            Ok((StatusCode::OK, json!(s)))
-        }
-        DeleteExtraSpec(id, key) => {
-            svc.delete_extra_spec(&id, &key).await?;
-            Ok((StatusCode::ACCEPTED, Value::Null))
-        }
-        ShowEncryption(id) => match svc.get_encryption(&id).await? {
-            Some(e) => Ok((StatusCode::OK, views::encryption(&e))),
-            None => Ok((StatusCode::OK, json!({}))),
-        },
-        ShowEncryptionSpec(id, key) => {
-            let e = svc
-                .get_encryption(&id)
-                .await?
-                .ok_or_else(|| crate::error::ServiceError::not_found("Volume type encryption for type", id.clone()))?;
-            let view = views::encryption(&e);
-            match view.get(&key) {
-                Some(v) => Ok((StatusCode::OK, json!({ key: v }))),
-                None => Err(crate::error::ServiceError::not_found("Volume type encryption spec", key).into()),
-            }
-        }
-        CreateEncryption(id) | UpdateEncryption(id) => {
-            let b: EncryptionBody = body(bytes)?;
-            let e = svc.put_encryption(&id, encryption_spec(b.encryption)?, create_encryption).await?;
-            Ok((StatusCode::OK, json!({ "encryption": views::encryption(&e) })))
-        }
-        DeleteEncryption(id) => {
-            svc.delete_encryption(&id).await?;
-            Ok((StatusCode::ACCEPTED, Value::Null))
-        }
+        // Answered above, before identity; repeated so the match stays exhaustive without a panic.
+        Versions => return ok(views::versions(base)),
+        V3Version => return ok(views::version(base)),
+        CreateVolume => volumes::create(&v, bytes).await,
+        ListVolumes => volumes::list(&v, uri, false).await,
+        ListVolumesDetail => volumes::list(&v, uri, true).await,
+        ShowVolume(id) => volumes::show(&v, &id).await,
+        UpdateVolume(id) => volumes::update(&v, &id, bytes).await,
+        DeleteVolume(id) => volumes::delete(&v, &id, uri, noauth).await,
+        VolumeAction(id) => volumes::action(&v, &id, bytes).await,
+        VolumeEncryption(id) => volumes::encryption(&v, &id).await,
+        ListTypes => types::list(svc).await,
+        CreateType => types::create(svc, bytes).await,
+        ShowType(id) => types::show(svc, &id).await,
+        UpdateType(id) => types::update(svc, &id, bytes).await,
+        DeleteType(id) => types::delete(svc, &id).await,
+        ListExtraSpecs(id) => types::list_specs(svc, &id).await,
+        SetExtraSpecs(id) => types::set_specs(svc, &id, bytes).await,
+        ShowExtraSpec(id, key) => types::show_spec(svc, &id, key).await,
+        UpdateExtraSpec(id, key) => types::update_spec(svc, &id, &key, bytes).await,
+        DeleteExtraSpec(id, key) => types::delete_spec(svc, &id, &key).await,
+        ShowEncryption(id) => types::show_encryption(svc, &id).await,
+        ShowEncryptionSpec(id, key) => types::show_encryption_spec(svc, &id, key).await,
+        CreateEncryption(id) => types::put_encryption(svc, &id, bytes, true).await,
+        UpdateEncryption(id) => types::put_encryption(svc, &id, bytes, false).await,
+        DeleteEncryption(id) => types::delete_encryption(svc, &id).await,
         Paths(e) => paths::handle(svc, &who, e, uri, bytes, base, mv).await,
     };
     r.map(Handled::from)
 }
 
-/// `POST /volumes/{id}/action` with `{"os-rekey": {"mode": "volume-key"|"keyslot"}}`
-/// (`mode` defaults to `volume-key`, the fix the audit names for a shared
-/// volume key): 202 and the volume goes `maintenance` until rekeyed.
-async fn volume_action(svc: &Arc<Service>, who: &Caller, id: &str, bytes: &Bytes) -> Reply {
-    let actions: serde_json::Map<String, Value> = body(bytes)?;
-    let mut it = actions.into_iter();
-    let (name, args) = match (it.next(), it.next()) {
-        (Some(one), None) => one,
-        _ => return Err(ApiError::bad_request("Invalid input received: the body must name exactly one action")),
-    };
-    match name.as_str() {
-        "os-rekey" => {
-            let a: RekeyAction = match args {
-                Value::Null => RekeyAction::default(),
-                v => serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("Invalid input received: os-rekey: {e}")))?,
-            };
-            let mode = match a.mode.as_deref() {
-                None => RekeyMode::VolumeKey,
-                Some(m) => m.parse::<RekeyMode>().map_err(|_| {
-                    ApiError::bad_request(format!("Invalid input received: os-rekey mode must be keyslot or volume-key, not {m:?}"))
-                })?,
-            };
-            let job = svc.rekey_volume(who, id, mode).await?;
-            crate::engine::spawn(svc.clone(), job);
-            Ok((StatusCode::ACCEPTED, Value::Null))
-        }
-        other => Err(ApiError::bad_request(format!("There is no such action: {other}"))),
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RekeyAction {
-    #[serde(default)]
-    mode: Option<String>,
-}
-
-async fn detail_view(svc: &Service, who: &Caller, base: &str, v: &crate::model::Volume, mv: (u32, u32)) -> Result<Value, ApiError> {
-    let (t, enc) = svc.type_of(v).await?;
-    Ok(views::volume_detail(base, v, t.as_ref().map(|t| t.name.as_str()), enc, mv, who.admin))
-}
-
-async fn create_volume(svc: &Arc<Service>, who: &Caller, bytes: &Bytes, base: &str, mv: (u32, u32)) -> Reply {
-    let b: VolumeCreateBody = body(bytes)?;
-    let v = b.volume;
-    if v.backup_id.is_some() && mv < (3, 47) {
-        return Err(ApiError::bad_request("Invalid input received: backup_id needs microversion 3.47 or later"));
-    }
-    let sources = [v.source_volid.is_some(), v.snapshot_id.is_some(), v.backup_id.is_some()];
-    if sources.iter().filter(|s| **s).count() > 1 {
-        return Err(ApiError::bad_request(
-            "Invalid input received: only one of source_volid, snapshot_id and backup_id may be given",
-        ));
-    }
-    let unsupported = [
-        ("imageRef", v.image_ref.is_some()),
-        ("consistencygroup_id", v.consistencygroup_id.is_some()),
-        ("group_id", v.group_id.is_some()),
-        ("multiattach", v.multiattach == Some(true)),
-    ];
-    if let Some((field, _)) = unsupported.iter().find(|(_, set)| *set) {
-        return Err(ApiError::bad_request(format!("Invalid input received: {field} is not supported by this service yet")));
-    }
-    let _ = (&v.availability_zone, &v.scheduler_hints);
-    let size_gb = match &v.size {
-        None | Some(Value::Null) => None,
-        Some(s) => Some(parse_size(s)?),
-    };
-    if size_gb.is_none() && !sources.iter().any(|s| *s) {
-        return Err(ApiError::bad_request("Invalid input received: size is required"));
-    }
-    let req = CreateVolume {
-        size_gb,
-        name: v.name.or(v.display_name),
-        description: v.description.or(v.display_description),
-        volume_type: v.volume_type,
-        source_volid: v.source_volid,
-        metadata: v.metadata.unwrap_or_default(),
-    };
-    let (vol, job) = match (v.snapshot_id, v.backup_id) {
-        (Some(snap), _) => svc.create_volume_from_snapshot(who, req, &snap).await?,
-        (_, Some(backup)) => svc.create_volume_from_backup(who, req, &backup).await?,
-        _ => svc.create_volume(who, req).await?,
-    };
-    crate::engine::spawn(svc.clone(), job);
-    Ok((StatusCode::ACCEPTED, json!({ "volume": detail_view(svc, who, base, &vol, mv).await? })))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn hdrs(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -642,9 +300,9 @@ mod tests {
 
     #[test]
     fn bodies() {
-        assert_eq!(body::<VolumeCreateBody>(&Bytes::from_static(b"{")).unwrap_err().message, "Malformed request body");
-        let e = body::<VolumeCreateBody>(&Bytes::from_static(br#"{"volume": {"size": 1, "colour": "red"}}"#)).unwrap_err();
+        assert_eq!(body::<volumes::VolumeCreateBody>(&Bytes::from_static(b"{")).unwrap_err().message, "Malformed request body");
+        let e = body::<volumes::VolumeCreateBody>(&Bytes::from_static(br#"{"volume": {"size": 1, "colour": "red"}}"#)).unwrap_err();
         assert!(e.message.contains("colour"), "{}", e.message);
-        assert!(body::<VolumeCreateBody>(&Bytes::from_static(br#"{"volume": {"size": 1, "name": null}}"#)).is_ok());
+        assert!(body::<volumes::VolumeCreateBody>(&Bytes::from_static(br#"{"volume": {"size": 1, "name": null}}"#)).is_ok());
     }
 }

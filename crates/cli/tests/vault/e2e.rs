@@ -1,0 +1,46 @@
+//! Volume, clone and delete through the `openstack` CLI with keys in Vault.
+
+use crate::harness::*;
+use crate::*;
+
+/// Each volume has its own KV entry whose `value` opens it and nothing else;
+/// deleting a volume destroys every version of its entry.
+#[test]
+fn volume_and_clone_each_have_a_vault_entry_that_opens_only_them() {
+    venv();
+    require_cryptsetup();
+    let bao = Bao::from_env();
+    let kv = kv_path("clone");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let srv = serve_on_vault(&data, &bao, &kv);
+    make_type(&srv);
+
+    let src = json_ok(&srv.openstack(&["volume", "create", "--size", "1", "--type", "LUKS", "src", "-f", "json"]));
+    let src_id = src["id"].as_str().unwrap().to_owned();
+    let src = srv.wait_settled(&src_id);
+    assert_eq!(src["status"], "available", "{src}");
+    let src_key = src["encryption_key_id"].as_str().expect("key id").to_owned();
+    let src_pass = bao.value(&kv, &src_key);
+    assert_eq!(src_pass.len(), 64);
+    let src_path = volume_path(&data, &src_id);
+    assert!(cryptsetup_opens(&src_path, src_pass.as_bytes()), "the source's Vault value opens it");
+
+    let clone = json_ok(&srv.openstack(&["volume", "create", "--source", "src", "clone", "-f", "json"]));
+    let clone_id = clone["id"].as_str().unwrap().to_owned();
+    let clone = srv.wait_settled(&clone_id);
+    assert_eq!(clone["status"], "available", "{clone}");
+    let clone_key = clone["encryption_key_id"].as_str().expect("clone key id").to_owned();
+    assert_ne!(clone_key, src_key, "the clone has its own key");
+    let clone_pass = bao.value(&kv, &clone_key);
+    let clone_path = volume_path(&data, &clone_id);
+    assert!(cryptsetup_opens(&clone_path, clone_pass.as_bytes()), "the clone's Vault value opens the clone");
+    assert!(!cryptsetup_opens(&src_path, clone_pass.as_bytes()), "the clone's value must not open the source");
+    assert!(!cryptsetup_opens(&clone_path, src_pass.as_bytes()), "the source's value must not open the clone");
+
+    let out = srv.openstack(&["volume", "delete", "clone"]);
+    assert!(out.status.success(), "delete: {}", String::from_utf8_lossy(&out.stderr));
+    wait_gone(&srv, &clone_id);
+    assert_eq!(bao.metadata_status(&kv, &clone_key), 404, "no version of the clone's key is left to undelete");
+    assert_eq!(bao.metadata_status(&kv, &src_key), 200, "the source's key stays");
+}

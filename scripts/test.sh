@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh Debian machine (run as root):
 #   - installs what the tests need (apt: cryptsetup-bin, qemu-utils, Ceph;
 #     pip venvs: Barbican and the OpenStack clients) where missing;
-#   - starts a real Barbican and a real single-node Ceph on 127.0.0.1;
+#   - starts a real Barbican, a real OpenBao (Vault) dev server and a real
+#     single-node Ceph on 127.0.0.1;
 #   - builds the workspace once and runs every test;
 #   - stops the services by their PID files, whatever happened.
 # Scratch state lives in $REKEY_TEST_DIR (default: a new temp dir, removed after).
@@ -23,6 +24,7 @@ cleanup() {
   rc=$?
   step "stopping services"
   scripts/barbican.sh stop || true
+  scripts/openbao.sh stop || true
   scripts/ceph.sh stop || true
   if [[ $own_dir == 1 ]]; then rm -rf "$REKEY_TEST_DIR"; fi
   exit $rc
@@ -45,6 +47,10 @@ command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 step "python venvs (OpenStack clients, Barbican) in the background"
 scripts/clients.sh > "$REKEY_TEST_DIR/clients.log" 2>&1 &
 clients_pid=$!
+# OpenBao (and the castellan venv for the interop test) install and start
+# while the workspace builds; the dev server is ready about a second later.
+scripts/openbao.sh start > "$REKEY_TEST_DIR/openbao.env" 2> "$REKEY_TEST_DIR/openbao.log" &
+openbao_pid=$!
 
 step "build (once)"
 cargo build --workspace --all-targets --features rekey-cli/rbd
@@ -55,6 +61,9 @@ step "start Barbican"
 scripts/barbican.sh start
 export REKEY_BARBICAN_URL=http://127.0.0.1:${BARBICAN_PORT:-9311}
 wait "$clients_pid" || { cat "$REKEY_TEST_DIR/clients.log"; exit 1; }
+step "OpenBao"
+wait "$openbao_pid" || { cat "$REKEY_TEST_DIR/openbao.log"; exit 1; }
+eval "$(grep '^export ' "$REKEY_TEST_DIR/openbao.env")"
 REKEY_CLIENTS_VENV=$(scripts/clients.sh --path)
 export REKEY_CLIENTS_VENV
 

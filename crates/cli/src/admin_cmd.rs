@@ -1,6 +1,6 @@
 //! Local admin commands that read the data directory directly (as root on
 //! the host, like reading Barbican with admin rights): `rekey key show`,
-//! `rekey volume path`.
+//! `rekey key rotate-kek`, `rekey key migrate`, `rekey volume path`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -29,6 +29,13 @@ pub enum KeyCommand {
         /// Print exactly the passphrase, without a newline (for --key-file=-).
         #[arg(long)]
         passphrase: bool,
+        #[command(flatten)]
+        dir: DataDirArgs,
+    },
+    /// Re-wrap every key of the embedded store under a new key-encryption
+    /// key and replace the KEK file (crash-safe, resumable; stop the service
+    /// first).
+    RotateKek {
         #[command(flatten)]
         dir: DataDirArgs,
     },
@@ -72,7 +79,45 @@ pub fn run_key(cmd: KeyCommand) -> Result<()> {
             out.flush()?;
             Ok(())
         }
+        KeyCommand::RotateKek { dir } => {
+            let config = resolve_config(dir.config.as_ref(), dir.data_dir.as_ref())?;
+            let rekey_keys::KeyManagerConfig::Embedded(store) = config.key_manager() else {
+                anyhow::bail!("rotate-kek rotates the embedded key store's KEK; this service's keys live in another key manager");
+            };
+            let bar = count_bar("re-wrapping keys");
+            let done = runtime()?.block_on(rekey_keys::rotate_kek(&store, |done, total| {
+                if let Some(b) = &bar {
+                    b.set_length(total);
+                    b.set_position(done);
+                }
+            }))?;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            println!(
+                "rotated the KEK: {} of {} keys re-wrapped by this run; new KEK in {}",
+                done.rewrapped,
+                done.total,
+                done.kek_path.display()
+            );
+            Ok(())
+        }
     }
+}
+
+/// A counting progress bar on a terminal (stderr), none otherwise.
+fn count_bar(what: &'static str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} eta {eta}")
+                .expect("template")
+                .progress_chars("=> "),
+        );
+        b.set_message(what);
+        b
+    })
 }
 
 pub fn run_volume(cmd: VolumeCommand) -> Result<()> {

@@ -38,7 +38,7 @@ pub use config::{
     open_key_manager, BarbicanAuth, BarbicanConfig, EmbeddedConfig, KeyManagerConfig, VaultConfig,
     KEK_ENV,
 };
-pub use embedded::EmbeddedKeyManager;
+pub use embedded::{rotate_kek, EmbeddedKeyManager, KekRotation};
 pub use error::{ErrorKind, KeyError};
 pub use passphrase::{passphrase_hex, passphrase_legacy};
 pub use types::{KeyBytes, KeyId, Project, MAX_BIT_LENGTH};

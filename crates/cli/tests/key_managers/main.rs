@@ -1,4 +1,5 @@
-//! `rekey serve --key-manager vault` against a real OpenBao, driven by the
+//! Key managers end to end. `rekey serve --key-manager vault` against a real
+//! OpenBao, driven by the
 //! real `openstack` CLI and checked with cryptsetup and Vault's own HTTP
 //! API. Needs REKEY_CLIENTS_VENV, REKEY_VAULT_URL and REKEY_VAULT_TOKEN
 //! (`eval "$(scripts/openbao.sh start)"`), REKEY_BAO for the outage test
@@ -9,6 +10,7 @@
 mod harness;
 
 mod castellan;
+mod kek;
 mod e2e;
 mod outage;
 

@@ -12,7 +12,7 @@ use crate::*;
 
 fn castellan(bao: &Bao, kv: &str, args: &[&str]) -> String {
     let venv = PathBuf::from(need("REKEY_CASTELLAN_VENV"));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vault/castellan_vault.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/key_managers/castellan_vault.py");
     let out = Command::new(venv.join("bin/python"))
         .arg(script)
         .args([bao.url.as_str(), bao.token.as_str(), kv])

@@ -39,6 +39,20 @@ pub enum KeyCommand {
         #[command(flatten)]
         dir: DataDirArgs,
     },
+    /// Move every key the volumes, snapshots and backups name to another key
+    /// manager: copy, check the copy opens the volume, record it, delete the
+    /// old key. Run it with the service stopped; safe to kill and rerun.
+    /// Afterwards start the service with the target's [key_manager].
+    Migrate {
+        /// A rekey TOML configuration whose [key_manager] is the target.
+        #[arg(long)]
+        to_config: PathBuf,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDirArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -79,6 +93,7 @@ pub fn run_key(cmd: KeyCommand) -> Result<()> {
             out.flush()?;
             Ok(())
         }
+        KeyCommand::Migrate { to_config, json, dir } => migrate(to_config, json, dir),
         KeyCommand::RotateKek { dir } => {
             let config = resolve_config(dir.config.as_ref(), dir.data_dir.as_ref())?;
             let rekey_keys::KeyManagerConfig::Embedded(store) = config.key_manager() else {
@@ -103,6 +118,44 @@ pub fn run_key(cmd: KeyCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn migrate(to_config: PathBuf, json: bool, dir: DataDirArgs) -> Result<()> {
+    let config = resolve_config(dir.config.as_ref(), dir.data_dir.as_ref())?;
+    let target = rekey_service::Config::load(&to_config)?
+        .key_manager
+        .with_context(|| format!("{} has no [key_manager] section to migrate to", to_config.display()))?;
+    let bar = count_bar("migrating keys");
+    let summary = runtime()?.block_on(rekey_service::key_migrate::migrate_keys(&config, &target, |done, total| {
+        if let Some(b) = &bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    }))?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "{} -> {}: {} records, {} keys moved, {} already moved, {} leftover old keys deleted, {} missing",
+            summary.from,
+            summary.to,
+            summary.records,
+            summary.migrated,
+            summary.already_migrated,
+            summary.leftovers_deleted,
+            summary.missing.len()
+        );
+        for m in &summary.missing {
+            println!("  missing key: {m}");
+        }
+    }
+    if !summary.missing.is_empty() {
+        anyhow::bail!("{} records name a key that is in neither key manager", summary.missing.len());
+    }
+    Ok(())
 }
 
 /// A counting progress bar on a terminal (stderr), none otherwise.

@@ -11,6 +11,7 @@ mod harness;
 
 mod castellan;
 mod kek;
+mod migrate;
 mod e2e;
 mod outage;
 

@@ -214,6 +214,9 @@ fn print_audit(r: &rekey_service::paths::audit::AuditReport) {
     for e in &r.errors {
         println!("cannot check volume {}: {}", e.volume, e.error);
     }
+    for m in &r.key_managers {
+        println!("key manager {}: {} keys referenced, {} not", m.backend, m.referenced, m.unreferenced);
+    }
     if r.is_clean() {
         println!("no shared keys, no unreferenced keys: every volume is independent");
     }

@@ -38,6 +38,19 @@ fn volume_and_clone_each_have_a_vault_entry_that_opens_only_them() {
     assert!(!cryptsetup_opens(&src_path, clone_pass.as_bytes()), "the clone's value must not open the source");
     assert!(!cryptsetup_opens(&clone_path, src_pass.as_bytes()), "the source's value must not open the clone");
 
+    // The audit counts the Vault's keys against the records: both volumes'
+    // are referenced, a stray key of the project is not.
+    let toml = dir.path().join("vault.toml");
+    std::fs::write(&toml, format!("[key_manager]\nbackend = \"vault\"\nurl = \"{}\"\ntoken = \"{}\"\nkv_path = \"{kv}\"\n", bao.url, bao.token)).unwrap();
+    let stray = uuid::Uuid::new_v4().simple().to_string();
+    let record = serde_json::json!({"data": {"type": "symmetric", "value": "00".repeat(32), "algorithm": "aes",
+        "bit_length": 256, "name": null, "created": 0, "project_id": PROJECT}});
+    assert_eq!(bao.call("POST", &format!("/v1/secret/data/{kv}/{stray}"), Some(&record)).0, 200);
+    let audit = rekey(&["volume", "audit", "--json", "--data-dir", data.to_str().unwrap(), "--config", toml.to_str().unwrap()]);
+    let audit: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    assert_eq!(audit["key_managers"], serde_json::json!([{"backend": "vault", "referenced": 2, "unreferenced": 1}]), "{audit}");
+    assert_eq!(bao.call("DELETE", &format!("/v1/secret/metadata/{kv}/{stray}"), None).0, 204);
+
     let out = srv.openstack(&["volume", "delete", "clone"]);
     assert!(out.status.success(), "delete: {}", String::from_utf8_lossy(&out.stderr));
     wait_gone(&srv, &clone_id);

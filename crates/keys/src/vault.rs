@@ -482,8 +482,12 @@ impl VaultKeyManager {
                 .is_some_and(|ttl| s.since.elapsed() >= ttl * RENEW_AT_NUM / RENEW_AT_DEN),
         };
         if due {
+            // Renewal happens on use: a token idle past its TTL has expired
+            // and only a new login helps.
             let renewed = match guard.take() {
-                Some(s) if s.renewable => self.renew(op, s).await,
+                Some(s) if s.renewable && s.ttl.is_some_and(|ttl| s.since.elapsed() < ttl) => {
+                    self.renew(op, s).await
+                }
                 Some(s) if matches!(self.auth, Auth::Token(_)) => Some(s),
                 _ => None,
             };
@@ -513,9 +517,10 @@ impl VaultKeyManager {
         // Near the max TTL Vault grants less than asked; once what is left
         // is too short to be useful, start over with a new login.
         if granted < Duration::from_secs(2) && matches!(self.auth, Auth::AppRole { .. }) {
+            tracing::info!(op, "vault token is at its max TTL; logging in again");
             return None;
         }
-        tracing::debug!(op, ttl_s = granted.as_secs(), "vault token renewed");
+        tracing::info!(op, ttl_s = granted.as_secs(), "vault token renewed");
         Some(session_from(auth.auth.client_token, since, auth.auth.lease_duration, auth.auth.renewable))
     }
 
@@ -535,6 +540,7 @@ impl VaultKeyManager {
             let answer = self.exchange(op, method.clone(), path, Some(&token), body).await?;
             if answer.status == StatusCode::FORBIDDEN {
                 if !relogged && matches!(self.auth, Auth::AppRole { .. }) {
+                    tracing::info!(op, "vault refused the AppRole token; logging in again");
                     relogged = true;
                     *self.session.lock().await = None;
                     continue;

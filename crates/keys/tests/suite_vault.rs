@@ -104,21 +104,39 @@ async fn castellan_shaped_records_are_read() {
     assert_eq!(km.get_key(&p, &kid).await.unwrap_err().kind(), ErrorKind::NotFound);
 }
 
-/// An AppRole token with a 6 s TTL and a 20 s maximum keeps working for
-/// 30 s: the client renews it before it expires and logs in again once
-/// Vault stops renewing it.
+/// An AppRole token with a 6 s TTL and a 20 s maximum, used every 1.5 s,
+/// keeps working for 30 s: the client renews it before it expires and logs
+/// in again once Vault stops renewing it.
 #[tokio::test]
 async fn approle_token_is_renewed_past_its_ttl() {
+    #[derive(Clone, Default)]
+    struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let capture = Capture::default();
+    let writer = capture.clone();
+    tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).try_init().expect("install the capturing subscriber");
     let km = common::vault_with(common::vault_config(true)).await;
     let p = common::project("renew");
     let id = km.create_key(&p, "aes", 256).await.unwrap();
     let key = km.get_key(&p, &id).await.unwrap();
-    for round in 0..10 {
-        tokio::time::sleep(Duration::from_secs(3)).await;
+    for round in 0..20 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         let again = km.get_key(&p, &id).await.unwrap_or_else(|e| panic!("round {round}: {e}"));
         assert_eq!(again, key);
     }
     km.delete_key(&p, &id).await.unwrap();
+    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("vault token renewed"), "the token was renewed before its TTL ended:\n{log}");
+    assert!(log.contains("logging in again"), "at its max TTL the client logged in again:\n{log}");
+    assert!(!log.contains("refused the AppRole token"), "no request was refused for an expired token:\n{log}");
 }
 
 /// Wrong credentials and a revoked token are `Forbidden` with Vault's words;

@@ -57,3 +57,28 @@ fn volume_and_clone_each_have_a_vault_entry_that_opens_only_them() {
     assert_eq!(bao.metadata_status(&kv, &clone_key), 404, "no version of the clone's key is left to undelete");
     assert_eq!(bao.metadata_status(&kv, &src_key), 200, "the source's key stays");
 }
+
+/// Vault flags that cannot work are refused at start with what to do.
+#[test]
+fn bad_vault_flags_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    for (args, says) in [
+        (vec!["--key-manager", "vault"], "--vault-url"),
+        (vec!["--key-manager", "vault", "--vault-url", "http://127.0.0.1:1"], "--vault-token"),
+        (vec!["--vault-kv-path", "x", "--key-manager", "embedded"], "need --key-manager vault"),
+        (vec!["--vault-url", "http://127.0.0.1:1", "--barbican-url", "http://127.0.0.1:2"], "exclude each other"),
+        (vec!["--key-manager", "vault", "--vault-url", "http://127.0.0.1:1", "--vault-approle-role-id", "r"], "--vault-approle-secret-id"),
+    ] {
+        let out = std::process::Command::new(REKEY)
+            .args(["serve", "--data-dir", d, "--listen", "127.0.0.1:0"])
+            .args(&args)
+            .env_remove("REKEY_VAULT_TOKEN")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} must be refused");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}

@@ -484,7 +484,7 @@ pub async fn rotate_kek(
     let check_is_new = kek_id(&km.kek) == new_id;
     if !check_is_new {
         loop {
-            let rows: Vec<(String, String, String, i64, Vec<u8>, Vec<u8>, Option<String>)> = sqlx::query_as(
+            let rows: Vec<RowToRewrap> = sqlx::query_as(
                 "SELECT id, project, algorithm, bit_length, nonce, wrapped, kek_id FROM keys \
                  WHERE kek_id IS NULL OR kek_id != ? LIMIT ?",
             )
@@ -557,6 +557,9 @@ pub async fn rotate_kek(
     tracing::info!(kek = %kek_path.display(), rewrapped, total, "KEK rotated");
     Ok(KekRotation { rewrapped, total, kek_path })
 }
+
+/// (id, project, algorithm, bit_length, nonce, wrapped, kek_id) of a row.
+type RowToRewrap = (String, String, String, i64, Vec<u8>, Vec<u8>, Option<String>);
 
 /// Where a rotation keeps the next KEK until it replaces the KEK file.
 fn pending_kek_path(config: &EmbeddedConfig) -> PathBuf {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use rekey_keys::{KeyId, KeyManager, KeyManagerConfig, Project, VaultConfig};
+use rekey_keys::{KeyId, KeyManagerConfig, Project, VaultConfig};
 use zeroize::Zeroizing;
 
 use crate::harness::*;

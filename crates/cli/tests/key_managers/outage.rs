@@ -116,9 +116,10 @@ fn run(outage: Outage, stall_at: &str) {
         Outage::Sealed => own.seal(),
         Outage::Frozen => own.signal("-STOP"),
     }
-    // Longer than the client's 10 s request timeout, so a frozen Vault is
-    // met as one that does not answer.
-    std::thread::sleep(Duration::from_secs(12));
+    // The job wakes 2.5 s from now; the outage then lasts longer than the
+    // client's 10 s request timeout, so a frozen Vault is surely met as one
+    // that does not answer.
+    std::thread::sleep(Duration::from_secs(15));
     match outage {
         Outage::Sealed => own.unseal(),
         Outage::Frozen => own.signal("-CONT"),
@@ -144,18 +145,19 @@ fn run(outage: Outage, stall_at: &str) {
             assert!(cryptsetup_opens(&volume_path(&data, &clone_id), pass.as_bytes()), "an available clone opens with its recorded key");
             assert!(!cryptsetup_opens(&volume_path(&data, &src_id), pass.as_bytes()), "the clone's key does not open the source");
         }
-        Some(k) => {
-            // A failed clone: whatever key its record names opens it (or
-            // its data was never written), never a key nobody recorded.
-            if own.bao.metadata_status(&kv, k) == 200 {
-                let path = volume_path(&data, &clone_id);
-                if path.exists() && std::fs::metadata(&path).unwrap().len() > 0 {
-                    let pass = own.bao.value(&kv, k);
-                    assert!(cryptsetup_opens(&path, pass.as_bytes()), "the failed clone opens with its recorded key");
-                }
+        recorded => {
+            // A failed clone: if it has data, the key its record names is in
+            // Vault and opens it; never data that no recorded key opens.
+            let path = volume_path(&data, &clone_id);
+            let has_data = path.exists() && std::fs::metadata(&path).unwrap().len() > 0;
+            eprintln!("failed clone: key {recorded:?}, data {has_data}");
+            if has_data {
+                let k = recorded.expect("a failed clone with data records a key");
+                assert_eq!(own.bao.metadata_status(&kv, k), 200, "the failed clone's recorded key {k} is in Vault");
+                let pass = own.bao.value(&kv, k);
+                assert!(cryptsetup_opens(&path, pass.as_bytes()), "the failed clone opens with its recorded key");
             }
         }
-        None => {}
     }
 }
 

@@ -167,5 +167,38 @@ async fn refusals_and_outages_are_clear_errors() {
     let e = km.get_key(&p, &rekey_keys::KeyId::parse(&uuid::Uuid::new_v4().to_string()).unwrap()).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     assert!(e.to_string().contains("unreachable") && e.to_string().contains("2 attempts"), "{e}");
-    let _ = KeyBytes::random(1);
+}
+
+/// With `namespace`, every request carries `X-Vault-Namespace`: the key is
+/// in that namespace's mount and not in the root namespace's.
+#[tokio::test]
+async fn namespace_keeps_keys_in_the_namespace() {
+    let url = common::vault_env("REKEY_VAULT_URL");
+    let ns = format!("rekey-test-{}", uuid::Uuid::new_v4().simple());
+    let made = http().post(format!("{url}/v1/sys/namespaces/{ns}")).header("X-Vault-Token", root()).json(&serde_json::json!({})).send().await.unwrap();
+    assert!(made.status().is_success(), "create namespace: {}", made.status());
+    let mount = http()
+        .post(format!("{url}/v1/sys/mounts/secret"))
+        .header("X-Vault-Token", root())
+        .header("X-Vault-Namespace", &ns)
+        .json(&serde_json::json!({"type": "kv", "options": {"version": "2"}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(mount.status().is_success(), "mount kv in the namespace: {}", mount.status());
+
+    let mut config = common::vault_config(false);
+    config.namespace = Some(ns.clone());
+    let kv_path = config.kv_path.clone().unwrap();
+    let km = common::vault_with(config).await;
+    let p = common::project("ns");
+    let key = KeyBytes::random(32).unwrap();
+    let id = km.store_key(&p, &key, "aes", 256).await.unwrap();
+    assert_eq!(km.get_key(&p, &id).await.unwrap(), key);
+    let path = format!("{url}/v1/secret/data/{kv_path}/{}", id.as_str().replace('-', ""));
+    let inside = http().get(&path).header("X-Vault-Token", root()).header("X-Vault-Namespace", &ns).send().await.unwrap();
+    assert_eq!(inside.status(), 200, "the key is in the namespace");
+    let outside = http().get(&path).header("X-Vault-Token", root()).send().await.unwrap();
+    assert_eq!(outside.status(), 404, "and not in the root namespace");
+    km.delete_key(&p, &id).await.unwrap();
 }

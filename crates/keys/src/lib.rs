@@ -2,7 +2,7 @@
 //!
 //! The service asks a [`KeyManager`] for a fresh key on every volume create and
 //! transfer, reads it back to unlock a volume, and deletes it with the volume.
-//! Two backends implement the trait:
+//! Three backends implement the trait:
 //!
 //! - [`EmbeddedKeyManager`] (the default): a SQLite file in the service's data
 //!   directory; every key is wrapped with AES-256-GCM under a key-encryption
@@ -47,8 +47,9 @@ pub use vault::VaultKeyManager;
 /// A store of symmetric keys, each owned by one project.
 ///
 /// Access to another project's key is refused: the embedded store answers
-/// [`ErrorKind::NotFound`] (it does not reveal that the id exists), Barbican
-/// answers [`ErrorKind::Forbidden`]. Callers treat both as "not yours".
+/// [`ErrorKind::NotFound`] (it does not reveal that the id exists), and so
+/// does Vault for a key stamped with another project; Barbican answers
+/// [`ErrorKind::Forbidden`]. Callers treat both as "not yours".
 #[async_trait]
 pub trait KeyManager: Send + Sync + std::fmt::Debug {
     /// A short name for logs: `"embedded"`, `"barbican"` or `"vault"`.

@@ -14,6 +14,15 @@
 //! own ACL on the path is then the only boundary. `list` returns only the
 //! keys carrying the caller's project.
 //!
+//! Named keys (the job engine's) are also indexed, so that `find_named`
+//! costs two reads instead of a walk over the folder: the entry
+//! `[<kv_path>/]rekey-names/<sha256(project, name)>` holds `{project_id,
+//! name, key_id}`. It is written before the key, so a crash between the two
+//! leaves an entry naming a key that does not exist, which `find_named`
+//! checks and ignores; it is removed after the key. castellan sees
+//! `rekey-names/` as a folder and skips it. A name maps to the key most
+//! recently made under it (the engine never makes two).
+//!
 //! Deleting destroys every version (`DELETE <mount>/metadata/...`), where
 //! castellan only soft-deletes the latest version and leaves the bytes
 //! undeletable.
@@ -142,6 +151,14 @@ impl Record {
             .as_deref()
             .is_none_or(|p| p == project.as_str())
     }
+}
+
+/// A name index entry (see the module docs).
+#[derive(Serialize, Deserialize)]
+struct NameEntry {
+    project_id: String,
+    name: String,
+    key_id: String,
 }
 
 #[derive(Deserialize)]
@@ -340,6 +357,45 @@ impl VaultKeyManager {
 
     fn metadata_path(&self, id: &KeyId) -> String {
         format!("/v1/{}/metadata/{}{}", self.mount, self.prefix, simple(id))
+    }
+
+    /// `data/` or `metadata/` path of the name index entry of (`project`,
+    /// `name`); hashed so any project id and name make one path segment.
+    fn name_path(&self, kind: &str, project: &Project, name: &str) -> String {
+        let mut input = Vec::with_capacity(project.as_str().len() + name.len() + 1);
+        input.extend_from_slice(project.as_str().as_bytes());
+        input.push(0);
+        input.extend_from_slice(name.as_bytes());
+        let digest: String = openssl::sha::sha256(&input).iter().map(|b| format!("{b:02x}")).collect();
+        format!("/v1/{}/{kind}/{}rekey-names/{digest}", self.mount, self.prefix)
+    }
+
+    /// The key id the index names for (`project`, `name`), if any.
+    async fn name_entry(&self, op: &'static str, project: &Project, name: &str) -> Result<Option<KeyId>, KeyError> {
+        let answer = self
+            .request(op, project, Method::GET, &self.name_path("data", project, name), None)
+            .await?;
+        match answer.status {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => {
+                #[derive(Deserialize)]
+                struct Read {
+                    data: ReadEntry,
+                }
+                #[derive(Deserialize)]
+                struct ReadEntry {
+                    data: NameEntry,
+                }
+                let e: Read = serde_json::from_slice(&answer.body)
+                    .map_err(|e| protocol(op, format!("name index entry: {e}")))?;
+                let e = e.data.data;
+                if e.project_id != project.as_str() || e.name != name {
+                    return Ok(None);
+                }
+                Ok(KeyId::parse(&e.key_id).ok())
+            }
+            s => Err(protocol(op, format!("HTTP {}: {}", s.as_u16(), answer.errors()))),
+        }
     }
 
     /// One HTTP exchange with retries of transient failures. `token` is
@@ -599,6 +655,20 @@ impl VaultKeyManager {
     ) -> Result<KeyId, KeyError> {
         const OP: &str = "store key";
         let id = KeyId::random();
+        if let Some(name) = name {
+            let entry = serde_json::json!({"data": NameEntry {
+                project_id: project.as_str().to_owned(),
+                name: name.to_owned(),
+                key_id: id.to_string(),
+            }});
+            let body = serde_json::to_vec(&entry).map_err(|e| KeyError::storage("encode name entry", e))?;
+            let answer = self
+                .request(OP, project, Method::POST, &self.name_path("data", project, name), Some(&body))
+                .await?;
+            if !answer.status.is_success() {
+                return Err(protocol(OP, format!("name index: HTTP {}: {}", answer.status.as_u16(), answer.errors())));
+            }
+        }
         let value = crate::passphrase::passphrase_hex(key);
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -732,13 +802,17 @@ impl KeyManager for VaultKeyManager {
     }
 
     async fn find_named(&self, project: &Project, name: &str) -> Result<Option<KeyId>, KeyError> {
+        const OP: &str = "find named key";
         check_name(name)?;
-        Ok(self
-            .records("find named key", project)
-            .await?
-            .into_iter()
-            .find(|(_, r)| r.name() == Some(name))
-            .map(|(id, _)| id))
+        let Some(id) = self.name_entry(OP, project, name).await? else {
+            return Ok(None);
+        };
+        // The entry is written first: it may name a key a crash never made,
+        // or one deleted since.
+        let key = self.read(OP, project, &id).await?;
+        Ok(key
+            .filter(|r| r.project_id.as_deref() == Some(project.as_str()) && r.name() == Some(name))
+            .map(|_| id))
     }
 
     async fn list_named(&self, project: &Project, prefix: &str) -> Result<Vec<(KeyId, String)>, KeyError> {
@@ -755,12 +829,12 @@ impl KeyManager for VaultKeyManager {
 
     async fn delete_key(&self, project: &Project, id: &KeyId) -> Result<(), KeyError> {
         const OP: &str = "delete key";
-        if self.read_visible(OP, project, id).await?.is_none() {
+        let Some(record) = self.read_visible(OP, project, id).await? else {
             return Err(KeyError::NotFound {
                 project: project.clone(),
                 id: id.clone(),
             });
-        }
+        };
         let answer = self
             .request(OP, project, Method::DELETE, &self.metadata_path(id), None)
             .await?;
@@ -771,6 +845,18 @@ impl KeyManager for VaultKeyManager {
             ));
         }
         tracing::debug!(%project, %id, "vault key destroyed (every version)");
+        if let Some(name) = record.name().filter(|n| check_name(n).is_ok()) {
+            if self.name_entry(OP, project, name).await? == Some(id.clone()) {
+                // A failure here leaves an entry naming a key that is gone,
+                // which `find_named` ignores.
+                if let Err(e) = self
+                    .request(OP, project, Method::DELETE, &self.name_path("metadata", project, name), None)
+                    .await
+                {
+                    tracing::warn!(%project, %id, error = %e, "could not remove the name index entry of a deleted key");
+                }
+            }
+        }
         Ok(())
     }
 

@@ -202,3 +202,38 @@ async fn namespace_keeps_keys_in_the_namespace() {
     assert_eq!(outside.status(), 404, "and not in the root namespace");
     km.delete_key(&p, &id).await.unwrap();
 }
+
+/// The name index: an entry whose key is gone (a crash between the index
+/// write and the key write, or a key destroyed behind rekey's back) is not
+/// a find, and making the key again under the name repairs it.
+#[tokio::test]
+async fn name_index_entry_without_its_key_is_ignored() {
+    let config = common::vault_config(false);
+    let kv_path = config.kv_path.clone().unwrap();
+    let km = common::vault_with(config).await;
+    let url = common::vault_env("REKEY_VAULT_URL");
+    let p = common::project("index");
+    let id = km.create_named_key(&p, Some("rekey-job-x-new"), "aes", 256).await.unwrap();
+    let gone = http()
+        .delete(format!("{url}/v1/secret/metadata/{kv_path}/{}", id.as_str().replace('-', "")))
+        .header("X-Vault-Token", root())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 204);
+    assert_eq!(km.find_named(&p, "rekey-job-x-new").await.unwrap(), None, "the entry names a key that is gone");
+    let again = km.create_named_key(&p, Some("rekey-job-x-new"), "aes", 256).await.unwrap();
+    assert_eq!(km.find_named(&p, "rekey-job-x-new").await.unwrap(), Some(again.clone()));
+    assert_eq!(km.list(&p).await.unwrap(), vec![again.clone()], "the index folder is not listed as a key");
+    km.delete_key(&p, &again).await.unwrap();
+    let listed: serde_json::Value = http()
+        .get(format!("{url}/v1/secret/metadata/{kv_path}/rekey-names?list=true"))
+        .header("X-Vault-Token", root())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap_or(serde_json::Value::Null);
+    assert!(listed["data"]["keys"].as_array().is_none_or(|k| k.is_empty()), "deleting the key removed its entry: {listed}");
+}

@@ -58,7 +58,7 @@ fn kek_rotation_killed_at_random_points_loses_no_key() {
     let keys: Stored = rt().block_on(async {
         let km = EmbeddedKeyManager::open(&config(&data)).await.unwrap();
         let mut keys = Vec::new();
-        for i in 0..300 {
+        for i in 0..600 {
             let p = Project::new(format!("p{}", i % 3)).unwrap();
             let bytes = KeyBytes::random(32).unwrap();
             let id = km.store_key(&p, &bytes, "aes", 256).await.unwrap();
@@ -77,20 +77,31 @@ fn kek_rotation_killed_at_random_points_loses_no_key() {
     let mut previous = std::fs::read(&kek_file).unwrap();
     assert_ne!(previous, first_kek, "the KEK file holds a new KEK");
 
-    let mut killed_mid_way = 0;
+    // Kills spread over a run; the window adapts to how long runs take on
+    // this (shared, noisy) machine. A kill counts as mid-way when it left
+    // the rotation's pending KEK behind: a new KEK exists, keys are partly
+    // re-wrapped, the old KEK file is still in place.
+    let mut window = full.as_micros() as u64;
+    let mut mid_way = 0;
     for trial in 0..24 {
         let mut child = rotate(&data, None);
-        let delay = Duration::from_micros(random_below(full.as_micros() as u64 * 6 / 5));
+        let delay = Duration::from_micros(random_below(window * 6 / 5));
         std::thread::sleep(delay);
         let finished = child.try_wait().unwrap().is_some();
         let _ = child.kill();
         let _ = child.wait();
-        if !finished {
-            killed_mid_way += 1;
+        let pending = data.join("keys.kek.new").exists();
+        if pending {
+            mid_way += 1;
+        } else if finished {
+            window = window * 4 / 5;
+        } else {
+            window = window * 6 / 5;
         }
-        assert_all_readable(&data, &keys, &format!("trial {trial}, killed after {delay:?}"));
+        assert_all_readable(&data, &keys, &format!("trial {trial}, killed after {delay:?} (pending KEK left: {pending})"));
     }
-    assert!(killed_mid_way >= 12, "most kills must land mid-way ({killed_mid_way} of 24 did)");
+    eprintln!("{mid_way} of 24 kills left a rotation half done");
+    assert!(mid_way >= 8, "kills must land mid-rotation ({mid_way} of 24 did)");
 
     // The one step between the flipped check and the renamed KEK file.
     let st = rotate(&data, Some("rotate-kek-before-rename")).wait().unwrap();

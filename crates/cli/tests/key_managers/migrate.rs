@@ -143,13 +143,18 @@ impl World {
                 self.assert_nothing_lost(from, to, &format!("crashed at {point}"));
             }
         }
-        // Random kills over the time a run takes.
+        // Random kills over the time a run takes; the window shrinks when
+        // runs finish before the kill (a run left with little to do is
+        // short).
+        let mut window = 900;
         for trial in 0..14 {
             let mut child = self.migrate_cmd(from, to, None).spawn().unwrap();
-            let delay = Duration::from_millis(random_below(900));
+            let delay = Duration::from_millis(random_below(window));
             std::thread::sleep(delay);
             if child.try_wait().unwrap().is_none() {
                 mid_way += 1;
+            } else {
+                window = (window * 4 / 5).max(50);
             }
             let _ = child.kill();
             let _ = child.wait();

@@ -3,7 +3,8 @@
 #   - installs what the tests need (apt: cryptsetup-bin, qemu-utils, Ceph;
 #     pip venvs: Barbican and the OpenStack clients) where missing;
 #   - starts a real Barbican, a real Keystone (with a second Barbican behind
-#     it) and a real single-node Ceph on 127.0.0.1;
+#     it), a real OpenBao (Vault) dev server and a real single-node Ceph on
+#     127.0.0.1;
 #   - builds the workspace once and runs every test;
 #   - stops the services by their PID files, whatever happened.
 # Scratch state lives in $REKEY_TEST_DIR (default: a new temp dir, removed after).
@@ -27,6 +28,7 @@ cleanup() {
   BARBICAN_PORT=$BARBICAN_KS_PORT BARBICAN_KEYSTONE_URL=x scripts/barbican.sh stop || true
   if [[ -n ${keystone_pid:-} ]]; then wait "$keystone_pid" 2>/dev/null || true; fi
   scripts/keystone.sh stop || true
+  scripts/openbao.sh stop || true
   scripts/ceph.sh stop || true
   if [[ $own_dir == 1 ]]; then rm -rf "$REKEY_TEST_DIR"; fi
   exit $rc
@@ -54,6 +56,10 @@ clients_pid=$!
 step "Keystone in the background"
 scripts/keystone.sh start > "$REKEY_TEST_DIR/keystone-start.log" 2>&1 &
 keystone_pid=$!
+# OpenBao (and the castellan venv for the interop test) install and start
+# while the workspace builds; the dev server is ready about a second later.
+scripts/openbao.sh start > "$REKEY_TEST_DIR/openbao.env" 2> "$REKEY_TEST_DIR/openbao.log" &
+openbao_pid=$!
 
 step "build (once)"
 cargo build --workspace --all-targets --features rekey-cli/rbd
@@ -71,6 +77,9 @@ step "start Barbican behind Keystone"
 BARBICAN_PORT=$BARBICAN_KS_PORT BARBICAN_KEYSTONE_URL=$REKEY_KEYSTONE_URL scripts/barbican.sh start
 export REKEY_BARBICAN_KEYSTONE_URL=http://127.0.0.1:$BARBICAN_KS_PORT
 wait "$clients_pid" || { cat "$REKEY_TEST_DIR/clients.log"; exit 1; }
+step "OpenBao"
+wait "$openbao_pid" || { cat "$REKEY_TEST_DIR/openbao.log"; exit 1; }
+eval "$(grep '^export ' "$REKEY_TEST_DIR/openbao.env")"
 REKEY_CLIENTS_VENV=$(scripts/clients.sh --path)
 export REKEY_CLIENTS_VENV
 

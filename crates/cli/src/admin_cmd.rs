@@ -1,6 +1,6 @@
 //! Local admin commands that read the data directory directly (as root on
 //! the host, like reading Barbican with admin rights): `rekey key show`,
-//! `rekey volume path`.
+//! `rekey key rotate-kek`, `rekey key migrate`, `rekey volume path`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -29,6 +29,27 @@ pub enum KeyCommand {
         /// Print exactly the passphrase, without a newline (for --key-file=-).
         #[arg(long)]
         passphrase: bool,
+        #[command(flatten)]
+        dir: DataDirArgs,
+    },
+    /// Re-wrap every key of the embedded store under a new key-encryption
+    /// key and replace the KEK file (crash-safe, resumable; stop the service
+    /// first).
+    RotateKek {
+        #[command(flatten)]
+        dir: DataDirArgs,
+    },
+    /// Move every key the volumes, snapshots and backups name to another key
+    /// manager: copy, check the copy opens the volume, record it, delete the
+    /// old key. Run it with the service stopped; safe to kill and rerun.
+    /// Afterwards start the service with the target's [key_manager].
+    Migrate {
+        /// A rekey TOML configuration whose [key_manager] is the target.
+        #[arg(long)]
+        to_config: PathBuf,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         dir: DataDirArgs,
     },
@@ -72,7 +93,84 @@ pub fn run_key(cmd: KeyCommand) -> Result<()> {
             out.flush()?;
             Ok(())
         }
+        KeyCommand::Migrate { to_config, json, dir } => migrate(to_config, json, dir),
+        KeyCommand::RotateKek { dir } => {
+            let config = resolve_config(dir.config.as_ref(), dir.data_dir.as_ref())?;
+            let rekey_keys::KeyManagerConfig::Embedded(store) = config.key_manager() else {
+                anyhow::bail!("rotate-kek rotates the embedded key store's KEK; this service's keys live in another key manager");
+            };
+            let bar = count_bar("re-wrapping keys");
+            let done = runtime()?.block_on(rekey_keys::rotate_kek(&store, |done, total| {
+                if let Some(b) = &bar {
+                    b.set_length(total);
+                    b.set_position(done);
+                }
+            }))?;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            println!(
+                "rotated the KEK: {} of {} keys re-wrapped by this run; new KEK in {}",
+                done.rewrapped,
+                done.total,
+                done.kek_path.display()
+            );
+            Ok(())
+        }
     }
+}
+
+fn migrate(to_config: PathBuf, json: bool, dir: DataDirArgs) -> Result<()> {
+    let config = resolve_config(dir.config.as_ref(), dir.data_dir.as_ref())?;
+    let target = rekey_service::Config::load(&to_config)?
+        .key_manager
+        .with_context(|| format!("{} has no [key_manager] section to migrate to", to_config.display()))?;
+    let bar = count_bar("migrating keys");
+    let summary = runtime()?.block_on(rekey_service::key_migrate::migrate_keys(&config, &target, |done, total| {
+        if let Some(b) = &bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    }))?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "{} -> {}: {} records, {} keys moved, {} already moved, {} leftover old keys deleted, {} missing",
+            summary.from,
+            summary.to,
+            summary.records,
+            summary.migrated,
+            summary.already_migrated,
+            summary.leftovers_deleted,
+            summary.missing.len()
+        );
+        for m in &summary.missing {
+            println!("  missing key: {m}");
+        }
+    }
+    if !summary.missing.is_empty() {
+        anyhow::bail!("{} records name a key that is in neither key manager", summary.missing.len());
+    }
+    Ok(())
+}
+
+/// A counting progress bar on a terminal (stderr), none otherwise.
+fn count_bar(what: &'static str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} eta {eta}")
+                .expect("template")
+                .progress_chars("=> "),
+        );
+        b.set_message(what);
+        b
+    })
 }
 
 pub fn run_volume(cmd: VolumeCommand) -> Result<()> {
@@ -115,6 +213,9 @@ fn print_audit(r: &rekey_service::paths::audit::AuditReport) {
     }
     for e in &r.errors {
         println!("cannot check volume {}: {}", e.volume, e.error);
+    }
+    for m in &r.key_managers {
+        println!("key manager {}: {} keys referenced, {} not", m.backend, m.referenced, m.unreferenced);
     }
     if r.is_clean() {
         println!("no shared keys, no unreferenced keys: every volume is independent");

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use rekey_keys::{BarbicanConfig, KeyManagerConfig};
+use rekey_keys::{BarbicanConfig, KeyManagerConfig, VaultConfig};
 use rekey_service::config::AuthStrategy;
 use rekey_service::Config;
 use rekey_storage::BackendConfig;
+use zeroize::Zeroizing;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -31,6 +32,8 @@ pub struct ServeArgs {
     /// Barbican endpoint (implies --key-manager barbican).
     #[arg(long)]
     barbican_url: Option<String>,
+    #[command(flatten)]
+    vault: VaultArgs,
     /// Volume backend.
     #[arg(long, value_enum)]
     backend: Option<BackendKind>,
@@ -67,6 +70,74 @@ enum KeyManagerKind {
     Embedded,
     /// OpenStack Barbican (needs --barbican-url or a config file url).
     Barbican,
+    /// HashiCorp Vault / OpenBao KV v2, in castellan's layout (needs
+    /// --vault-url and a token or an AppRole, or a config file).
+    Vault,
+}
+
+/// The Vault flags; each overrides the config file's `[key_manager]` key of
+/// the same name.
+#[derive(Args)]
+struct VaultArgs {
+    /// Vault address, e.g. http://127.0.0.1:8200 (with --key-manager vault).
+    #[arg(long)]
+    vault_url: Option<String>,
+    /// Vault token (or set REKEY_VAULT_TOKEN; prefer that: flags show in `ps`).
+    #[arg(long, env = "REKEY_VAULT_TOKEN", hide_env_values = true)]
+    vault_token: Option<String>,
+    /// AppRole role_id.
+    #[arg(long, requires = "vault_approle_secret_id")]
+    vault_approle_role_id: Option<String>,
+    /// AppRole secret_id.
+    #[arg(long, requires = "vault_approle_role_id")]
+    vault_approle_secret_id: Option<String>,
+    /// KV v2 mount [default: secret].
+    #[arg(long)]
+    vault_kv_mountpoint: Option<String>,
+    /// Folder inside the mount for the keys.
+    #[arg(long)]
+    vault_kv_path: Option<String>,
+}
+
+impl VaultArgs {
+    fn any(&self) -> bool {
+        self.vault_url.is_some()
+            || self.vault_approle_role_id.is_some()
+            || self.vault_kv_mountpoint.is_some()
+            || self.vault_kv_path.is_some()
+    }
+
+    /// The Vault settings: the config file's, with these flags on top.
+    fn apply(self, from_file: Option<VaultConfig>) -> Result<VaultConfig> {
+        let mut c = match (from_file, self.vault_url) {
+            (Some(mut c), url) => {
+                if let Some(url) = url {
+                    c.url = url;
+                }
+                c
+            }
+            (None, Some(url)) => VaultConfig::new(url),
+            (None, None) => bail!("--key-manager vault needs --vault-url (or [key_manager] url in the config file)"),
+        };
+        // An AppRole given on the command line wins over a token that came
+        // from the environment.
+        if let Some(t) = self.vault_token {
+            c = c.with_token(Zeroizing::new(t));
+        }
+        if let (Some(r), Some(s)) = (self.vault_approle_role_id, self.vault_approle_secret_id) {
+            c = c.with_approle(Zeroizing::new(r), Zeroizing::new(s));
+        }
+        if let Some(m) = self.vault_kv_mountpoint {
+            c.kv_mountpoint = m;
+        }
+        if let Some(p) = self.vault_kv_path {
+            c = c.with_kv_path(p);
+        }
+        if c.token.is_none() && c.approle_role_id.is_none() {
+            bail!("--key-manager vault needs --vault-token (or REKEY_VAULT_TOKEN) or --vault-approle-role-id with --vault-approle-secret-id");
+        }
+        Ok(c)
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -97,7 +168,25 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if let Some(u) = args.database_url {
         config.database_url = Some(u);
     }
-    match (args.key_manager, args.barbican_url) {
+    let vault_flags = args.vault.any();
+    if vault_flags && args.barbican_url.is_some() {
+        bail!("--barbican-url and --vault-* flags exclude each other");
+    }
+    let wants_vault = matches!(args.key_manager, Some(KeyManagerKind::Vault))
+        || (args.key_manager.is_none() && (vault_flags || matches!(config.key_manager, Some(KeyManagerConfig::Vault(_)))));
+    if vault_flags && !wants_vault {
+        bail!("--vault-* flags need --key-manager vault");
+    }
+    if wants_vault {
+        let from_file = match config.key_manager.take() {
+            Some(KeyManagerConfig::Vault(v)) => Some(v),
+            _ => None,
+        };
+        config.key_manager = Some(KeyManagerConfig::Vault(args.vault.apply(from_file)?));
+    } else {
+        // A token from REKEY_VAULT_TOKEN alone does not choose Vault.
+        match (args.key_manager, args.barbican_url) {
+        (Some(KeyManagerKind::Vault), _) => unreachable!("handled above"),
         (Some(KeyManagerKind::Embedded), Some(_)) => bail!("--barbican-url needs --key-manager barbican"),
         (Some(KeyManagerKind::Embedded), None) => config.key_manager = Some(KeyManagerConfig::embedded_in(&config.data_dir)),
         (_, Some(url)) => config.key_manager = Some(KeyManagerConfig::Barbican(BarbicanConfig::new(url))),
@@ -107,6 +196,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             }
         }
         (None, None) => {}
+        }
     }
     let rbd_flags = args.rbd_pool.is_some() || args.ceph_conf.is_some() || args.ceph_user.is_some();
     match (args.backend, rbd_flags) {

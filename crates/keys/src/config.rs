@@ -20,6 +20,15 @@
 //!                            # or: type = "keystone", auth_url, username, password
 //!                            #     (the service user, scoped to each key's project)
 //! ```
+//!
+//! ```toml
+//! [key_manager]
+//! backend = "vault"
+//! url = "http://127.0.0.1:8200"
+//! token = "..."              # or: approle_role_id = "...", approle_secret_id = "..."
+//! kv_mountpoint = "secret"   # the default
+//! # kv_path = "cinder"       namespace = "ns1"      ca_file = "/etc/ssl/vault-ca.pem"
+//! ```
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -32,6 +41,7 @@ use zeroize::Zeroizing;
 use crate::barbican::BarbicanKeyManager;
 use crate::embedded::EmbeddedKeyManager;
 use crate::error::KeyError;
+use crate::vault::VaultKeyManager;
 use crate::KeyManager;
 
 /// The environment variable that may hold the embedded store's KEK as 64 hex
@@ -47,6 +57,8 @@ pub enum KeyManagerConfig {
     Embedded(EmbeddedConfig),
     /// An OpenStack Barbican service.
     Barbican(BarbicanConfig),
+    /// HashiCorp Vault or OpenBao, KV v2, in castellan's layout.
+    Vault(VaultConfig),
 }
 
 impl KeyManagerConfig {
@@ -216,11 +228,131 @@ impl fmt::Debug for BarbicanAuth {
     }
 }
 
+/// Settings of the Vault (or OpenBao) client. The first eight keys are
+/// castellan's `[vault]` options under rekey's names.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct VaultConfig {
+    /// Vault's address, e.g. `http://127.0.0.1:8200` (a trailing `/v1` is
+    /// accepted).
+    pub url: String,
+    /// A Vault token. Exactly one of `token` or the AppRole pair is given.
+    #[serde(default)]
+    pub token: Option<Zeroizing<String>>,
+    /// AppRole `role_id`; the client logs in and renews its token itself.
+    #[serde(default)]
+    pub approle_role_id: Option<Zeroizing<String>>,
+    /// AppRole `secret_id`.
+    #[serde(default)]
+    pub approle_secret_id: Option<Zeroizing<String>>,
+    /// Where the KV v2 engine is mounted.
+    #[serde(default = "default_kv_mountpoint")]
+    pub kv_mountpoint: String,
+    /// A folder inside the mount for the keys (castellan's `kv_path`).
+    #[serde(default)]
+    pub kv_path: Option<String>,
+    /// A Vault Enterprise namespace, sent as `X-Vault-Namespace`.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// PEM file of the CA that signed Vault's certificate (https only).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Per-request timeout (connect, send, whole answer), milliseconds.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Extra attempts after a connection error, a timeout, 429, a 5xx or a
+    /// sealed Vault.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// First backoff between attempts, milliseconds; doubles each time.
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+}
+
+fn default_kv_mountpoint() -> String {
+    "secret".into()
+}
+
+impl VaultConfig {
+    /// Vault at `url`, mount `secret`, no auth yet (set `token` or the
+    /// AppRole pair), 10 s timeout, 2 retries from 200 ms.
+    pub fn new(url: impl Into<String>) -> Self {
+        VaultConfig {
+            url: url.into(),
+            token: None,
+            approle_role_id: None,
+            approle_secret_id: None,
+            kv_mountpoint: default_kv_mountpoint(),
+            kv_path: None,
+            namespace: None,
+            ca_file: None,
+            timeout_ms: default_timeout_ms(),
+            retries: default_retries(),
+            backoff_ms: default_backoff_ms(),
+        }
+    }
+
+    /// Authenticates with `token`.
+    pub fn with_token(mut self, token: Zeroizing<String>) -> Self {
+        self.token = Some(token);
+        self.approle_role_id = None;
+        self.approle_secret_id = None;
+        self
+    }
+
+    /// Authenticates with AppRole.
+    pub fn with_approle(mut self, role_id: Zeroizing<String>, secret_id: Zeroizing<String>) -> Self {
+        self.token = None;
+        self.approle_role_id = Some(role_id);
+        self.approle_secret_id = Some(secret_id);
+        self
+    }
+
+    /// Keeps the keys under `kv_path` inside the mount.
+    pub fn with_kv_path(mut self, kv_path: impl Into<String>) -> Self {
+        self.kv_path = Some(kv_path.into());
+        self
+    }
+
+    /// Sets the per-request timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Sets the number of retries and the first backoff.
+    pub fn with_retries(mut self, retries: u32, backoff: Duration) -> Self {
+        self.retries = retries;
+        self.backoff_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+}
+
+impl fmt::Debug for VaultConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |v: &Option<Zeroizing<String>>| v.as_ref().map(|_| "[REDACTED]");
+        f.debug_struct("VaultConfig")
+            .field("url", &self.url)
+            .field("token", &redacted(&self.token))
+            .field("approle_role_id", &redacted(&self.approle_role_id))
+            .field("approle_secret_id", &redacted(&self.approle_secret_id))
+            .field("kv_mountpoint", &self.kv_mountpoint)
+            .field("kv_path", &self.kv_path)
+            .field("namespace", &self.namespace)
+            .field("ca_file", &self.ca_file)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("retries", &self.retries)
+            .finish()
+    }
+}
+
 /// Opens the key manager `config` describes. The embedded store creates its
 /// database and KEK when missing; Barbican is not contacted until first use.
 pub async fn open_key_manager(config: &KeyManagerConfig) -> Result<Arc<dyn KeyManager>, KeyError> {
     Ok(match config {
         KeyManagerConfig::Embedded(c) => Arc::new(EmbeddedKeyManager::open(c).await?),
         KeyManagerConfig::Barbican(c) => Arc::new(BarbicanKeyManager::new(c)?),
+        KeyManagerConfig::Vault(c) => Arc::new(VaultKeyManager::new(c)?),
     })
 }

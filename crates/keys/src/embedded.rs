@@ -8,6 +8,14 @@
 //! A `meta` row holds a known value wrapped under the KEK; opening the store
 //! with any other KEK fails at once rather than at the first volume unlock.
 //!
+//! `rotate_kek` re-wraps every row under a new KEK without a window in
+//! which a key is unreadable: the new KEK is written to `<kek file>.new`
+//! first, each row records the id (a hash) of the KEK that wraps it and is
+//! re-wrapped in its own small transaction, the KEK check flips to the new
+//! KEK only once no row is left under the old one, and the `.new` file is
+//! renamed over the old KEK file last. Opening the store at any point in
+//! between loads both files and reads every row with the KEK it names.
+//!
 //! SQLite is reached through sqlx (async, the same driver and the same
 //! `libsqlite3-sys` the service uses for its own database: two different
 //! SQLite bindings in one binary would not link). WAL with `synchronous=FULL`
@@ -38,6 +46,9 @@ const TAG_LEN: usize = 16;
 const AAD_DOMAIN: &[u8] = b"rekey-keys/v1/key";
 const KEK_CHECK_AAD: &[u8] = b"rekey-keys/v1/kek-check";
 const KEK_CHECK_PLAIN: &[u8] = b"rekey embedded key store";
+const KEK_ID_DOMAIN: &[u8] = b"rekey-keys/v1/kek-id";
+/// Rows re-wrapped per transaction by `rotate_kek`.
+const ROTATE_BATCH: i64 = 8;
 const SCHEMA_VERSION: &str = "1";
 
 const SCHEMA: &str = "
@@ -70,8 +81,24 @@ impl fmt::Debug for Kek {
 #[derive(Debug)]
 pub struct EmbeddedKeyManager {
     pool: SqlitePool,
+    /// The KEK the store's check verifies; new rows are wrapped under it.
     kek: Kek,
+    /// The next KEK while a rotation is under way (`<kek file>.new`).
+    pending: Option<Kek>,
     db_path: PathBuf,
+}
+
+/// What `rotate_kek` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KekRotation {
+    /// Rows re-wrapped by this run (an interrupted earlier run's are not
+    /// counted again).
+    pub rewrapped: u64,
+    /// Rows in the store.
+    pub total: u64,
+    /// The KEK file that now holds the new KEK.
+    pub kek_path: PathBuf,
 }
 
 impl EmbeddedKeyManager {
@@ -130,6 +157,19 @@ impl EmbeddedKeyManager {
                 .await
                 .map_err(db("migrate"))?;
         }
+        // Which KEK wraps a row (NULL: the store's first KEK), since KEK
+        // rotation: an additive column too.
+        let has_kek_id: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info('keys') WHERE name = 'kek_id'")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("migrate"))?;
+        if has_kek_id == 0 {
+            sqlx::query("ALTER TABLE keys ADD COLUMN kek_id TEXT")
+                .execute(&mut *tx)
+                .await
+                .map_err(db("migrate"))?;
+        }
         sqlx::query("CREATE INDEX IF NOT EXISTS keys_by_name ON keys (project, name)")
             .execute(&mut *tx)
             .await
@@ -163,7 +203,18 @@ impl EmbeddedKeyManager {
                 .await
                 .map_err(db("read KEK check"))?;
 
-        let (kek, source) = load_kek(config, check.is_some())?;
+        let (mut kek, source) = load_kek(config, check.is_some())?;
+        // A rotation in progress (or stopped by a crash) left its new KEK
+        // next to the KEK file; only a file KEK is ever rotated.
+        let mut pending = if source.starts_with("file ") {
+            match read_kek_file(&pending_kek_path(config)) {
+                Ok(k) => Some(k),
+                Err(KekFileError::Missing) => None,
+                Err(KekFileError::Bad(e)) => return Err(e),
+            }
+        } else {
+            None
+        };
         let check = match check {
             Some(c) => c,
             None => {
@@ -182,6 +233,14 @@ impl EmbeddedKeyManager {
             }
         };
         if unwrap(&kek, KEK_CHECK_AAD, &check).is_none() {
+            // A rotation that flipped the check but died before renaming the
+            // new KEK file over the old one.
+            if let Some(new) = pending.take_if(|p| unwrap(p, KEK_CHECK_AAD, &check).is_some()) {
+                tracing::info!(db = %db_path.display(), "the KEK check names the pending KEK of an unfinished rotation; using it");
+                kek = new;
+            }
+        }
+        if unwrap(&kek, KEK_CHECK_AAD, &check).is_none() {
             return Err(KeyError::invalid(
                 "key-encryption key",
                 format!(
@@ -191,12 +250,26 @@ impl EmbeddedKeyManager {
             ));
         }
         tracing::info!(db = %db_path.display(), kek_source = %source, "opened embedded key store");
-        Ok(EmbeddedKeyManager { pool, kek, db_path })
+        Ok(EmbeddedKeyManager { pool, kek, pending, db_path })
     }
 
     /// The database file.
     pub fn db_path(&self) -> &Path {
         &self.db_path
+    }
+
+    /// A row's key, unwrapped with the KEK it names (the pending one during
+    /// a rotation), else with the other.
+    fn unwrap_row(&self, row_kek: Option<&str>, aad: &[u8], blob: &[u8]) -> Option<KeyBytes> {
+        let named_pending = self
+            .pending
+            .as_ref()
+            .filter(|p| row_kek == Some(kek_id(p).as_str()));
+        let order = match named_pending {
+            Some(p) => [Some(p), Some(&self.kek)],
+            None => [Some(&self.kek), self.pending.as_ref()],
+        };
+        order.into_iter().flatten().find_map(|k| unwrap(k, aad, blob))
     }
 
     async fn insert(
@@ -216,7 +289,7 @@ impl EmbeddedKeyManager {
         let (nonce, wrapped) = blob.split_at(NONCE_LEN);
         let mut tx = self.pool.begin().await.map_err(db("store key"))?;
         sqlx::query(
-            "INSERT INTO keys (id, project, name, algorithm, bit_length, nonce, wrapped, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO keys (id, project, name, algorithm, bit_length, nonce, wrapped, created_ms, kek_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id.as_str())
         .bind(project.as_str())
@@ -226,6 +299,7 @@ impl EmbeddedKeyManager {
         .bind(nonce)
         .bind(wrapped)
         .bind(now_ms())
+        .bind(kek_id(&self.kek))
         .execute(&mut *tx)
         .await
         .map_err(db("store key"))?;
@@ -256,15 +330,15 @@ impl KeyManager for EmbeddedKeyManager {
     }
 
     async fn get_key(&self, project: &Project, id: &KeyId) -> Result<KeyBytes, KeyError> {
-        let row: Option<(String, i64, Vec<u8>, Vec<u8>)> = sqlx::query_as(
-            "SELECT algorithm, bit_length, nonce, wrapped FROM keys WHERE id = ? AND project = ?",
+        let row: Option<(String, i64, Vec<u8>, Vec<u8>, Option<String>)> = sqlx::query_as(
+            "SELECT algorithm, bit_length, nonce, wrapped, kek_id FROM keys WHERE id = ? AND project = ?",
         )
         .bind(id.as_str())
         .bind(project.as_str())
         .fetch_optional(&self.pool)
         .await
         .map_err(db("get key"))?;
-        let Some((algorithm, bit_length, nonce, wrapped)) = row else {
+        let Some((algorithm, bit_length, nonce, wrapped, row_kek)) = row else {
             tracing::debug!(backend = "embedded", %project, key_id = %id, "key not found");
             return Err(KeyError::NotFound {
                 project: project.clone(),
@@ -278,7 +352,8 @@ impl KeyManager for EmbeddedKeyManager {
         let bit_length = u32::try_from(bit_length).map_err(|_| integrity())?;
         let mut blob = nonce;
         blob.extend_from_slice(&wrapped);
-        let key = unwrap(&self.kek, &aad(project, id, &algorithm, bit_length), &blob)
+        let key = self
+            .unwrap_row(row_kek.as_deref(), &aad(project, id, &algorithm, bit_length), &blob)
             .ok_or_else(integrity)?;
         if key.len() as u64 * 8 != u64::from(bit_length) {
             return Err(integrity());
@@ -367,6 +442,145 @@ impl KeyManager for EmbeddedKeyManager {
             .filter(|(_, n)| n.starts_with(prefix))
             .map(|(id, n)| Ok((KeyId::parse(&id)?, n)))
             .collect()
+    }
+}
+
+/// Re-wraps every key of the store `config` describes under a new KEK and
+/// replaces its KEK file; see the module docs for why a crash at any point
+/// leaves every key readable. Resumes an interrupted rotation. Run it with
+/// the service stopped: a service started before the rotation ends keeps
+/// wrapping new keys under the old KEK.
+///
+/// `progress(done, total)` is called after every batch.
+pub async fn rotate_kek(
+    config: &EmbeddedConfig,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<KekRotation, KeyError> {
+    if config.kek_hex.is_some() || std::env::var_os(KEK_ENV).is_some() {
+        return Err(KeyError::invalid(
+            "key-encryption key",
+            format!("rotate-kek replaces a KEK file; this store's KEK comes from the configuration or {KEK_ENV}, which you rotate yourself"),
+        ));
+    }
+    let km = EmbeddedKeyManager::open(config).await?;
+    let kek_path = config.resolved_kek_path();
+    let new_path = pending_kek_path(config);
+    let new = match km.pending.as_ref() {
+        Some(p) => Kek(p.0.clone()),
+        None => match read_kek_file(&new_path) {
+            // Opening swapped to it: the check already names it.
+            Ok(k) => k,
+            Err(KekFileError::Missing) => create_kek_file(&new_path)?,
+            Err(KekFileError::Bad(e)) => return Err(e),
+        },
+    };
+    let new_id = kek_id(&new);
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM keys")
+        .fetch_one(&km.pool)
+        .await
+        .map_err(db("count keys"))?;
+    let total = total as u64;
+    let mut rewrapped = 0u64;
+    let check_is_new = kek_id(&km.kek) == new_id;
+    if !check_is_new {
+        loop {
+            let rows: Vec<RowToRewrap> = sqlx::query_as(
+                "SELECT id, project, algorithm, bit_length, nonce, wrapped, kek_id FROM keys \
+                 WHERE kek_id IS NULL OR kek_id != ? LIMIT ?",
+            )
+            .bind(&new_id)
+            .bind(ROTATE_BATCH)
+            .fetch_all(&km.pool)
+            .await
+            .map_err(db("rotate KEK"))?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut tx = km.pool.begin().await.map_err(db("rotate KEK"))?;
+            for (id, project, algorithm, bit_length, nonce, wrapped, row_kek) in rows {
+                let (project, id) = (Project::new(project)?, KeyId::parse(&id)?);
+                let integrity = || KeyError::Integrity { project: project.clone(), id: id.clone() };
+                let bits = u32::try_from(bit_length).map_err(|_| integrity())?;
+                let aad = aad(&project, &id, &algorithm, bits);
+                let mut blob = nonce.clone();
+                blob.extend_from_slice(&wrapped);
+                let key = km.unwrap_row(row_kek.as_deref(), &aad, &blob).ok_or_else(integrity)?;
+                let fresh = wrap(&new, &aad, key.expose())?;
+                let (n, w) = fresh.split_at(NONCE_LEN);
+                // Only if the row is still the one read: a concurrent delete
+                // or an earlier batch must not be undone.
+                sqlx::query("UPDATE keys SET nonce = ?, wrapped = ?, kek_id = ? WHERE id = ? AND nonce = ?")
+                    .bind(n)
+                    .bind(w)
+                    .bind(&new_id)
+                    .bind(id.as_str())
+                    .bind(&nonce)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("rotate KEK"))?;
+                rewrapped += 1;
+            }
+            tx.commit().await.map_err(db("rotate KEK"))?;
+            progress(rewrapped.min(total), total);
+        }
+        // Flip the check only if no row under the old KEK appeared since.
+        let mut tx = km.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db("rotate KEK"))?;
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM keys WHERE kek_id IS NULL OR kek_id != ?")
+            .bind(&new_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("rotate KEK"))?;
+        if left != 0 {
+            return Err(KeyError::storage(
+                "rotate KEK",
+                format!("{left} keys were added under the old KEK while rotating; stop the service and run rotate-kek again"),
+            ));
+        }
+        sqlx::query("UPDATE meta SET value = ? WHERE name = 'kek_check'")
+            .bind(wrap(&new, KEK_CHECK_AAD, KEK_CHECK_PLAIN)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("rotate KEK"))?;
+        tx.commit().await.map_err(db("rotate KEK"))?;
+    }
+    km.pool.close().await;
+    crash_point("rotate-kek-before-rename");
+    fs::rename(&new_path, &kek_path)
+        .map_err(|e| KeyError::storage("replace KEK file", io_cause(&kek_path, e)))?;
+    let dir = match kek_path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| KeyError::storage("replace KEK file", io_cause(&dir, e)))?;
+    tracing::info!(kek = %kek_path.display(), rewrapped, total, "KEK rotated");
+    Ok(KekRotation { rewrapped, total, kek_path })
+}
+
+/// (id, project, algorithm, bit_length, nonce, wrapped, kek_id) of a row.
+type RowToRewrap = (String, String, String, i64, Vec<u8>, Vec<u8>, Option<String>);
+
+/// Where a rotation keeps the next KEK until it replaces the KEK file.
+fn pending_kek_path(config: &EmbeddedConfig) -> PathBuf {
+    let mut p = config.resolved_kek_path().into_os_string();
+    p.push(".new");
+    PathBuf::from(p)
+}
+
+/// A short public name of a KEK (a hash; it reveals nothing of the KEK).
+fn kek_id(kek: &Kek) -> String {
+    let mut input = Zeroizing::new(KEK_ID_DOMAIN.to_vec());
+    input.extend_from_slice(&kek.0[..]);
+    let digest = openssl::sha::sha256(&input);
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Aborts the process when `REKEY_CRASH_AT` names `point`, for crash tests
+/// of the one step a random kill rarely hits.
+fn crash_point(point: &str) {
+    if std::env::var("REKEY_CRASH_AT").is_ok_and(|v| v == point) {
+        std::process::abort();
     }
 }
 

@@ -84,9 +84,9 @@ pub enum KeyError {
         /// The database or I/O error.
         cause: String,
     },
-    /// Barbican answered something this client does not understand, or could
-    /// not carry out an order.
-    #[error("unexpected answer from barbican during {op}: {cause}")]
+    /// Barbican or Vault answered something this client does not understand,
+    /// or Barbican could not carry out an order.
+    #[error("unexpected answer from the key manager during {op}: {cause}")]
     Protocol {
         /// The operation.
         op: &'static str,

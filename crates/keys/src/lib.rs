@@ -2,7 +2,7 @@
 //!
 //! The service asks a [`KeyManager`] for a fresh key on every volume create and
 //! transfer, reads it back to unlock a volume, and deletes it with the volume.
-//! Two backends implement the trait:
+//! Three backends implement the trait:
 //!
 //! - [`EmbeddedKeyManager`] (the default): a SQLite file in the service's data
 //!   directory; every key is wrapped with AES-256-GCM under a key-encryption
@@ -10,6 +10,8 @@
 //!   configuration.
 //! - [`BarbicanKeyManager`]: OpenStack Barbican over REST, so key ids are
 //!   Barbican secret UUIDs exactly as Cinder stores them.
+//! - [`VaultKeyManager`]: HashiCorp Vault or OpenBao (KV v2) in the layout
+//!   castellan's Vault backend uses, so keys move between the two unchanged.
 //!
 //! The rest of the program sees only `Arc<dyn KeyManager>` from
 //! [`open_key_manager`]. Every operation is scoped to a [`Project`]; a project
@@ -27,26 +29,30 @@ mod embedded;
 mod error;
 mod passphrase;
 mod types;
+mod vault;
 
 use async_trait::async_trait;
 
 pub use barbican::{BarbicanKeyManager, KeystoneCredentials};
 pub use config::{
-    open_key_manager, BarbicanAuth, BarbicanConfig, EmbeddedConfig, KeyManagerConfig, KEK_ENV,
+    open_key_manager, BarbicanAuth, BarbicanConfig, EmbeddedConfig, KeyManagerConfig, VaultConfig,
+    KEK_ENV,
 };
-pub use embedded::EmbeddedKeyManager;
+pub use embedded::{rotate_kek, EmbeddedKeyManager, KekRotation};
 pub use error::{ErrorKind, KeyError};
 pub use passphrase::{passphrase_hex, passphrase_legacy};
 pub use types::{KeyBytes, KeyId, Project, MAX_BIT_LENGTH};
+pub use vault::VaultKeyManager;
 
 /// A store of symmetric keys, each owned by one project.
 ///
 /// Access to another project's key is refused: the embedded store answers
-/// [`ErrorKind::NotFound`] (it does not reveal that the id exists), Barbican
-/// answers [`ErrorKind::Forbidden`]. Callers treat both as "not yours".
+/// [`ErrorKind::NotFound`] (it does not reveal that the id exists), and so
+/// does Vault for a key stamped with another project; Barbican answers
+/// [`ErrorKind::Forbidden`]. Callers treat both as "not yours".
 #[async_trait]
 pub trait KeyManager: Send + Sync + std::fmt::Debug {
-    /// A short name for logs: `"embedded"` or `"barbican"`.
+    /// A short name for logs: `"embedded"`, `"barbican"` or `"vault"`.
     fn backend(&self) -> &'static str;
 
     /// Generates a new random key of `bit_length` bits (a multiple of 8) for

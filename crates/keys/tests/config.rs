@@ -99,3 +99,42 @@ fn project_ids_fit_a_header() {
         );
     }
 }
+
+/// Every `[key_manager]` key of the Vault backend, spelled as the issue
+/// (and castellan's options) name them; unknown keys are refused.
+#[test]
+fn vault_from_toml_with_every_key() {
+    let c: KeyManagerConfig = toml::from_str(
+        r#"backend = "vault"
+url = "https://vault.example:8200"
+approle_role_id = "role"
+approle_secret_id = "secret"
+kv_mountpoint = "kv"
+kv_path = "cinder/keys"
+namespace = "ns1"
+ca_file = "/etc/ssl/vault-ca.pem"
+"#,
+    )
+    .unwrap();
+    let KeyManagerConfig::Vault(v) = c else { panic!("not vault") };
+    assert_eq!(v.url, "https://vault.example:8200");
+    assert_eq!(v.approle_role_id.as_deref().map(String::as_str), Some("role"));
+    assert_eq!(v.approle_secret_id.as_deref().map(String::as_str), Some("secret"));
+    assert!(v.token.is_none());
+    assert_eq!(v.kv_mountpoint, "kv");
+    assert_eq!(v.kv_path.as_deref(), Some("cinder/keys"));
+    assert_eq!(v.namespace.as_deref(), Some("ns1"));
+    assert_eq!(v.ca_file.as_deref(), Some(std::path::Path::new("/etc/ssl/vault-ca.pem")));
+
+    let c: KeyManagerConfig = toml::from_str("backend = \"vault\"\nurl = \"http://127.0.0.1:8200\"\ntoken = \"t\"\n").unwrap();
+    let KeyManagerConfig::Vault(v) = c else { panic!("not vault") };
+    assert_eq!(v.kv_mountpoint, "secret", "castellan's default mount");
+    assert!(toml::from_str::<KeyManagerConfig>("backend = \"vault\"\nurl = \"u\"\ntoken = \"t\"\nmount = \"x\"\n").is_err());
+
+    // A missing CA file is a clear configuration error, not a panic.
+    let mut v = rekey_keys::VaultConfig::new("https://127.0.0.1:8200").with_token(zeroize::Zeroizing::new("t".into()));
+    v.ca_file = Some("/nonexistent/ca.pem".into());
+    let e = rekey_keys::VaultKeyManager::new(&v).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
+    assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+}

@@ -65,6 +65,14 @@ async fn suite_logs_no_key_bytes() {
         );
     }
 
+    let vault = std::env::var("REKEY_VAULT_URL").is_ok();
+    if vault {
+        let km = common::vault_with(common::vault_config(false)).await;
+        common::run_all(&*km, &seen).await;
+        let km = common::vault_with(common::vault_config(true)).await;
+        common::run_all(&*km, &seen).await;
+    }
+
     let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     let lines = log.lines().count();
     assert!(
@@ -76,6 +84,12 @@ async fn suite_logs_no_key_bytes() {
             log.contains("barbican answered"),
             "the capture saw the Barbican client's lines"
         );
+    }
+    if vault {
+        assert!(log.contains("vault answered"), "the capture saw the Vault client's lines");
+        let token = common::vault_env("REKEY_VAULT_TOKEN");
+        let secret = common::vault_env("REKEY_VAULT_SECRET_ID");
+        assert!(!log.contains(&token) && !log.contains(&secret), "no Vault credential in the log");
     }
     let keys = seen.all();
     assert!(
@@ -139,6 +153,14 @@ fn debug_and_errors_are_redacted() {
         !shown.contains("secret-token") && shown.contains("REDACTED"),
         "{shown}"
     );
+    let config: rekey_keys::KeyManagerConfig = toml::from_str(
+        "backend = \"vault\"\nurl = \"http://127.0.0.1:8200\"\ntoken = \"hvs.vault-token\"\napprole_secret_id = \"approle-secret\"\n",
+    )
+    .unwrap();
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("vault-token") && !shown.contains("approle-secret") && shown.contains("REDACTED"), "{shown}");
+    let km = rekey_keys::VaultKeyManager::new(&rekey_keys::VaultConfig::new("http://127.0.0.1:8200").with_token(zeroize::Zeroizing::new("hvs.vault-token".into()))).unwrap();
+    assert!(!format!("{km:?}").contains("vault-token"));
     let config: rekey_keys::KeyManagerConfig = toml::from_str(&format!(
         "backend = \"embedded\"\ndb_path = \"/d/keys.sqlite\"\nkek_hex = \"{}\"\n",
         "ab".repeat(32)

@@ -15,6 +15,7 @@ mod db;
 mod engine;
 mod error;
 pub mod fault;
+pub mod key_migrate;
 pub mod model;
 pub mod paths;
 mod service;

@@ -48,10 +48,16 @@ pub struct Server {
 impl Server {
     /// Starts the service on `data_dir` with extra environment; waits until it listens.
     pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        Server::start_with(data_dir, &[], env)
+    }
+
+    /// [`Server::start`] with extra `rekey serve` flags.
+    pub fn start_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let mut cmd = Command::new(REKEY);
         cmd.args(["serve", "--data-dir"])
             .arg(data_dir)
+            .args(args)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("REKEY_LOG", "info,sqlx=warn")
             .env_remove("REKEY_CRASH_AT")

@@ -396,3 +396,43 @@ macro_rules! suite_tests {
         )*
     };
 }
+
+/// An environment variable the Vault tests need; fails (never skips) when
+/// it is not given.
+pub fn vault_env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ => panic!(
+            "{name} is not set: these tests need a real OpenBao/Vault. Start one with \
+             `eval \"$(scripts/openbao.sh start)\"`, which exports REKEY_VAULT_URL, \
+             REKEY_VAULT_TOKEN, REKEY_VAULT_ROLE_ID, REKEY_VAULT_SECRET_ID and REKEY_BAO"
+        ),
+    }
+}
+
+/// A Vault configuration for the real OpenBao, keys under a folder of
+/// their own so that listing in one test never walks another test's keys.
+pub fn vault_config(approle: bool) -> rekey_keys::VaultConfig {
+    let config = rekey_keys::VaultConfig::new(vault_env("REKEY_VAULT_URL"))
+        .with_kv_path(format!("rekey-test-{}", uuid::Uuid::new_v4().simple()))
+        .with_timeout(Duration::from_secs(30));
+    if approle {
+        config.with_approle(
+            zeroize::Zeroizing::new(vault_env("REKEY_VAULT_ROLE_ID")),
+            zeroize::Zeroizing::new(vault_env("REKEY_VAULT_SECRET_ID")),
+        )
+    } else {
+        config.with_token(zeroize::Zeroizing::new(vault_env("REKEY_VAULT_TOKEN")))
+    }
+}
+
+/// A client for the real OpenBao, checked to answer.
+pub async fn vault_with(config: rekey_keys::VaultConfig) -> Arc<dyn KeyManager> {
+    let km = rekey_keys::open_key_manager(&KeyManagerConfig::Vault(config.clone()))
+        .await
+        .unwrap();
+    if let Err(e) = km.list(&project("probe")).await {
+        panic!("Vault at {} (REKEY_VAULT_URL) does not work: {e}. Start it with `scripts/openbao.sh start`", config.url);
+    }
+    km
+}

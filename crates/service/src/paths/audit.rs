@@ -50,6 +50,20 @@ pub struct AuditReport {
     pub unreferenced_keys: Vec<UnreferencedKey>,
     /// Volumes that could not be checked, and why.
     pub errors: Vec<AuditError>,
+    /// Per key manager in use: how many of its keys (in the projects the
+    /// records name) something references, and how many nothing does.
+    pub key_managers: Vec<KeyManagerKeys>,
+}
+
+/// The keys one key manager holds, counted against the records.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct KeyManagerKeys {
+    /// `embedded`, `barbican` or `vault`.
+    pub backend: String,
+    /// Keys a volume, snapshot, backup, job or the deletion queue names.
+    pub referenced: usize,
+    /// Keys nothing names (whoever made them).
+    pub unreferenced: usize,
 }
 
 impl AuditReport {
@@ -215,6 +229,7 @@ pub async fn run(svc: &Service) -> Result<AuditReport> {
         }
     }
     report.unreferenced_keys = unreferenced_keys(svc).await?;
+    report.key_managers = vec![key_manager_keys(svc).await?];
     report.shared_passphrases = groups(by_pass, |vs| {
         format!(
             "give each volume but {} its own key: clone it with rekey:mode=keyslot or volume-key (a keyslot rekey)",
@@ -257,4 +272,28 @@ async fn unreferenced_keys(svc: &Service) -> Result<Vec<UnreferencedKey>> {
         }
     }
     Ok(out)
+}
+
+/// [`AuditReport::key_managers`] for the service's one key manager.
+async fn key_manager_keys(svc: &Service) -> Result<KeyManagerKeys> {
+    use std::collections::HashSet;
+    let (projects, referenced) = {
+        let mut c = svc.conn().await?;
+        let mut referenced: HashSet<String> = super::db::all_recorded_keys(&mut c).await?.into_iter().map(|(k, _, _)| k).collect();
+        referenced.extend(crate::db::pending_key_deletions(&mut c).await?.into_iter().map(|(k, _, _)| k));
+        let jobs = crate::db::list_jobs(&mut c).await?;
+        referenced.extend(jobs.iter().flat_map(|j| [j.old_key_id.clone(), j.new_key_id.clone()]).flatten());
+        (super::db::known_projects(&mut c).await?, referenced)
+    };
+    let mut counts = KeyManagerKeys { backend: svc.keys.backend().to_owned(), ..Default::default() };
+    for p in projects {
+        for id in svc.keys.list(&Project::new(p)?).await? {
+            if referenced.contains(id.as_str()) {
+                counts.referenced += 1;
+            } else {
+                counts.unreferenced += 1;
+            }
+        }
+    }
+    Ok(counts)
 }

@@ -54,6 +54,9 @@ pub struct ReencryptArgs {
     /// Data converted per crash-safe step, in MiB.
     #[arg(long, default_value_t = 16)]
     hotzone_mib: u64,
+    /// Hotzone protection, as cryptsetup's: checksum, journal or none.
+    #[arg(long, default_value = "checksum")]
+    resilience: String,
     #[command(flatten)]
     pbkdf: PbkdfArgs,
     #[command(flatten)]
@@ -442,6 +445,7 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
                 key_size_bits: a.key_size,
                 pbkdf: a.pbkdf.options()?,
                 hotzone: a.hotzone_mib.checked_mul(1 << 20).context("--hotzone-mib too large")?,
+                resilience: reencrypt::ResilienceMode::parse(&a.resilience)?,
                 ..Default::default()
             };
             let new_ref = new.as_ref().map(|n| n.expose());

@@ -316,7 +316,14 @@ impl ReencState {
             return Ok(Progress::Hot { offset, len });
         }
         match live[..] {
-            [_] => Ok(Progress::Between { done: 0 }),
+            // One live segment: not started, or (written by cryptsetup
+            // between its last hotzone and its final commit) finished; its
+            // key tells which.
+            [_] => {
+                let new_only = self.digest_new.is_some_and(|d| meta.digests[&d].segments.iter().any(|s| s == "0"))
+                    && !self.digest_old.is_some_and(|d| meta.digests[&d].segments.iter().any(|s| s == "0"));
+                Ok(Progress::Between { done: if new_only { data_len } else { 0 } })
+            }
             [first, second] => {
                 let done = in_range(size_of(first)?)?;
                 if rel(second)? != done || done == 0 {

@@ -265,8 +265,11 @@ pub(super) fn resume<IO: BlockIo>(
         Progress::Hot { offset, len } => {
             recover(&old, &new, &st, offset, len)?;
             volume::flush(io)?;
-            set_segments(&mut cur, &st, offset + len, None, total)?;
-            volume::write_luks2(io, &mut cur)?;
+            // After the last hotzone the final commit follows directly (see `step`).
+            if offset + len < total {
+                set_segments(&mut cur, &st, offset + len, None, total)?;
+                volume::write_luks2(io, &mut cur)?;
+            }
             offset + len
         }
     };
@@ -349,8 +352,14 @@ fn step<IO: BlockIo>(
     volume::write(io, old.data_offset() + offset, buf)?;
     if protected {
         volume::flush(io)?;
-        set_segments(cur, st, offset + len, None, total)?;
-        volume::write_luks2(io, cur)?;
+        // Not after the last hotzone: a header whose only live segment is
+        // the new one looks to cryptsetup like a re-encryption at offset 0,
+        // which would convert new data as if it were old. The final commit
+        // comes straight after instead.
+        if offset + len < total {
+            set_segments(cur, st, offset + len, None, total)?;
+            volume::write_luks2(io, cur)?;
+        }
     }
     Ok(())
 }

@@ -32,6 +32,31 @@ pub enum LuksCommand {
     Export(ExportArgs),
     /// Write INPUT's bytes as plaintext at offset 0 of IMAGE.
     Import(ImportArgs),
+    /// Save the header and keyslots to a file (cryptsetup luksHeaderBackup's format).
+    HeaderBackup(HeaderBackupArgs),
+    /// Write a header backup back over IMAGE's metadata (cryptsetup luksHeaderRestore).
+    HeaderRestore(HeaderRestoreArgs),
+}
+
+#[derive(Args)]
+pub struct HeaderBackupArgs {
+    /// Backup file to create (must not exist).
+    #[arg(long)]
+    header_backup_file: PathBuf,
+    /// Image file or block device.
+    image: PathBuf,
+}
+
+#[derive(Args)]
+pub struct HeaderRestoreArgs {
+    /// Backup file made by header-backup or cryptsetup luksHeaderBackup.
+    #[arg(long)]
+    header_backup_file: PathBuf,
+    /// Replace a different LUKS header without asking.
+    #[arg(long, short = 'q')]
+    batch_mode: bool,
+    /// Image file or block device.
+    image: PathBuf,
 }
 
 #[derive(Args)]
@@ -68,8 +93,11 @@ pub struct ReencryptArgs {
 #[derive(Args)]
 pub struct ExportArgs {
     /// Passphrase file (`-` = stdin).
-    #[arg(long, short = 'd')]
-    key_file: PathBuf,
+    #[arg(long, short = 'd', required_unless_present = "volume_key_file")]
+    key_file: Option<PathBuf>,
+    /// Raw volume key file instead of a passphrase.
+    #[arg(long, conflicts_with = "key_file")]
+    volume_key_file: Option<PathBuf>,
     #[command(flatten)]
     progress: ProgressArgs,
     /// Image file or block device.
@@ -81,8 +109,11 @@ pub struct ExportArgs {
 #[derive(Args)]
 pub struct ImportArgs {
     /// Passphrase file (`-` = stdin).
-    #[arg(long, short = 'd')]
-    key_file: PathBuf,
+    #[arg(long, short = 'd', required_unless_present = "volume_key_file")]
+    key_file: Option<PathBuf>,
+    /// Raw volume key file instead of a passphrase.
+    #[arg(long, conflicts_with = "key_file")]
+    volume_key_file: Option<PathBuf>,
     #[command(flatten)]
     progress: ProgressArgs,
     /// Plaintext input file.
@@ -227,8 +258,11 @@ pub struct DumpArgs {
 #[derive(Args)]
 pub struct TestKeyArgs {
     /// Passphrase file (`-` = stdin).
-    #[arg(long, short = 'd')]
-    key_file: PathBuf,
+    #[arg(long, short = 'd', required_unless_present = "volume_key_file")]
+    key_file: Option<PathBuf>,
+    /// Raw volume key file (as `cryptsetup luksDump --dump-volume-key` gives it) instead of a passphrase.
+    #[arg(long, conflicts_with = "key_file")]
+    volume_key_file: Option<PathBuf>,
     /// Only try this keyslot.
     #[arg(long, short = 'S')]
     key_slot: Option<u32>,
@@ -242,8 +276,11 @@ pub struct TestKeyArgs {
 #[derive(Args)]
 pub struct AddKeyArgs {
     /// Existing passphrase file (`-` = stdin).
-    #[arg(long, short = 'd')]
-    key_file: PathBuf,
+    #[arg(long, short = 'd', required_unless_present = "volume_key_file")]
+    key_file: Option<PathBuf>,
+    /// Raw volume key file instead of an existing passphrase (to regain one).
+    #[arg(long, conflicts_with = "key_file")]
+    volume_key_file: Option<PathBuf>,
     /// New passphrase file.
     #[arg(long)]
     new_key_file: PathBuf,
@@ -314,6 +351,28 @@ fn read_key_file(path: &Path) -> Result<Secret> {
         bail!("key file {} is empty", path.display());
     }
     Ok(s)
+}
+
+/// A raw volume key from `path`, checked against the header's digest; a key
+/// that does not match is exit 2, like a wrong passphrase.
+fn volume_key(v: &Volume<Image>, path: &Path) -> Result<Secret> {
+    let vk = Secret::from(std::fs::read(path).with_context(|| format!("reading volume key file {}", path.display()))?);
+    if !v.verify_volume_key(&vk)? {
+        return Err(anyhow::Error::new(rekey_luks::Error::WrongPassphrase)
+            .context(format!("volume key in {} does not match the header's digest", path.display())));
+    }
+    Ok(vk)
+}
+
+fn decrypted(v: Volume<Image>, key_file: Option<&Path>, vk_file: Option<&Path>) -> Result<rekey_luks::Decrypted<Image>> {
+    Ok(match (vk_file, key_file) {
+        (Some(f), _) => {
+            let vk = volume_key(&v, f)?;
+            v.decrypted_with_key(&vk)?
+        }
+        (None, Some(k)) => v.decrypted(read_key_file(k)?.expose())?,
+        (None, None) => bail!("give --key-file or --volume-key-file"),
+    })
 }
 
 fn open_volume(image: &Path) -> Result<Volume<Image>> {
@@ -403,7 +462,16 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
         }
         LuksCommand::TestKey(a) => {
             let v = open_volume_ro(&a.image)?;
-            let (slot, _) = v.unlock(read_key_file(&a.key_file)?.expose(), a.key_slot)?;
+            if let Some(f) = &a.volume_key_file {
+                volume_key(&v, f)?;
+                if a.json {
+                    println!("{}", serde_json::json!({ "volume_key": "valid" }));
+                } else {
+                    eprintln!("Volume key matches.");
+                }
+                return Ok(());
+            }
+            let (slot, _) = v.unlock(read_key_file(a.key_file.as_deref().expect("clap"))?.expose(), a.key_slot)?;
             if a.json {
                 println!("{}", serde_json::json!({ "keyslot": slot }));
             } else {
@@ -413,10 +481,41 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
         }
         LuksCommand::AddKey(a) => {
             let mut v = open_volume(&a.image)?;
-            let old = read_key_file(&a.key_file)?;
             let new = read_key_file(&a.new_key_file)?;
-            let slot = v.add_keyslot(old.expose(), new.expose(), a.key_slot, &a.pbkdf.options()?)?;
+            let vk = match (&a.volume_key_file, &a.key_file) {
+                (Some(f), _) => volume_key(&v, f)?,
+                (None, Some(k)) => v.unlock(read_key_file(k)?.expose(), None)?.1,
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let slot = v.add_keyslot_with_key(&vk, new.expose(), a.key_slot, &a.pbkdf.options()?)?;
             eprintln!("Key slot {slot} created.");
+            Ok(())
+        }
+        LuksCommand::HeaderBackup(a) => {
+            let v = open_volume_ro(&a.image)?;
+            let bytes = rekey_luks::backup::backup(v.io())?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&a.header_backup_file)
+                .with_context(|| format!("cannot create header backup file {}", a.header_backup_file.display()))?;
+            f.write_all(&bytes).and_then(|_| f.sync_all()).context("writing the header backup")?;
+            Ok(())
+        }
+        LuksCommand::HeaderRestore(a) => {
+            let file = std::fs::read(&a.header_backup_file)
+                .with_context(|| format!("cannot read {}", a.header_backup_file.display()))?;
+            let io = open_image(&a.image, true)?;
+            let (bytes, existing) = rekey_luks::backup::check_restore(&io, &file)?;
+            if let rekey_luks::backup::Existing::Other(uuid) = &existing {
+                if !a.batch_mode {
+                    bail!(
+                        "{} holds another LUKS header (UUID {uuid}); restoring destroys its keyslots: add --batch-mode",
+                        a.image.display()
+                    );
+                }
+            }
+            rekey_luks::backup::restore(&io, &bytes)?;
             Ok(())
         }
         LuksCommand::ChangeKey(a) => {
@@ -469,7 +568,7 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
         }
         LuksCommand::Export(a) => {
             let v = open_volume_ro(&a.image)?;
-            let d = v.decrypted(read_key_file(&a.key_file)?.expose())?;
+            let d = decrypted(v, a.key_file.as_deref(), a.volume_key_file.as_deref())?;
             let out = OpenOptions::new()
                 .create(true)
                 .truncate(false)
@@ -481,7 +580,7 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
         }
         LuksCommand::Import(a) => {
             let v = open_volume(&a.image)?;
-            let d = v.decrypted(read_key_file(&a.key_file)?.expose())?;
+            let d = decrypted(v, a.key_file.as_deref(), a.volume_key_file.as_deref())?;
             let input = std::fs::File::open(&a.input).with_context(|| format!("cannot open {}", a.input.display()))?;
             with_progress(a.progress, "import", |report| rekey_luks::transfer::import(&input, &d, report))?;
             Ok(())

@@ -6,4 +6,5 @@ mod data_compat;
 mod harness;
 mod luks_compat;
 mod luks_errors;
+mod recovery;
 mod reencrypt;

@@ -303,6 +303,9 @@ impl ReencState {
         };
         let rel = |s: &Segment| s.offset.checked_sub(base).ok_or_else(|| bad("segment before the data start"));
         let in_range = |p: u64| if p <= data_len { Ok(p) } else { Err(bad("progress past the end of the data")) };
+        if live.first().map(|s| rel(s)).transpose()? != Some(0) {
+            return Err(bad("the live segments do not start at the data start"));
+        }
         if let Some(i) = live.iter().position(|s| has_flag(s, FLAG_HOT)) {
             let hot = live[i];
             let offset = in_range(rel(hot)?)?;

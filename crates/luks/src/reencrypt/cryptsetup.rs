@@ -374,7 +374,7 @@ fn recover<IO: BlockIo>(old: &Decrypted<&IO>, new: &Decrypted<&IO>, st: &ReencSt
             let hash = HashAlg::from_name(hash)?;
             let (block, hl) = (*block as usize, hash.digest_len());
             let count = len as usize / block;
-            if len as usize % block != 0 || (count * hl) as u64 > st.area.1 {
+            if !(len as usize).is_multiple_of(block) || (count * hl) as u64 > st.area.1 {
                 return Err(Error::header("hotzone does not fit its checksums"));
             }
             let sums = volume::read(io, st.area.0, count * hl)?;

@@ -203,3 +203,54 @@ fn rekey_killed_then_cryptsetup_resume_only() {
     assert!(counted >= 20, "only {counted} kills landed mid-conversion");
     assert!(hot > 0, "no kill landed inside a hotzone: the recovery path went untested");
 }
+
+/// The service's volume-key mode changes the passphrase too: killed mid-way,
+/// stock cryptsetup finishes with the new passphrase alone, after which only
+/// the new passphrase opens (what the service checks to see it rekeyed).
+#[test]
+fn new_passphrase_run_killed_is_finished_by_cryptsetup_with_the_new_passphrase() {
+    require_tool("cryptsetup", "cryptsetup-bin");
+    let env = Env::new();
+    let c = setup(&env, "v.img", 16, 4096, 5);
+    let new_key = env.key("new", b"the new passphrase");
+    let pristine = std::fs::read(&c.img).unwrap();
+    let run = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rekey"));
+        cmd.args(["luks", "reencrypt", "--hotzone-mib", "1", "--key-file", s(&c.key), "--new-key-file", s(&new_key)])
+            .args(FAST)
+            .arg(s(&c.img))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd
+    };
+    let t0 = Instant::now();
+    assert!(run().status().unwrap().success());
+    let full = t0.elapsed();
+    let mut landed = 0;
+    for attempt in 0..30u32 {
+        if landed >= 3 {
+            break;
+        }
+        std::fs::write(&c.img, &pristine).unwrap();
+        let mut child = run().spawn().unwrap();
+        std::thread::sleep(full * (attempt % 8 + 1) / 10);
+        let _ = child.kill();
+        if child.wait().unwrap().code().is_some() || !in_reencryption(&c.img) {
+            continue;
+        }
+        landed += 1;
+        if cryptsetup(&["luksDump", s(&c.img)]).ok().stdout.contains("in-reencryption") {
+            cryptsetup(&["repair", "--key-file", s(&new_key), s(&c.img)]).ok();
+        }
+        if in_reencryption(&c.img) {
+            let mut args = vec!["reencrypt", "--resume-only", "--force-offline-reencrypt", "--key-file", s(&new_key)];
+            args.extend(FAST);
+            args.push(s(&c.img));
+            cryptsetup(&args).ok();
+        }
+        let done = Case { img: c.img.clone(), key: new_key.clone(), plain: c.plain.clone(), vk_before: c.vk_before.clone() };
+        check_finished(&env, &done, &format!("attempt {attempt}"));
+        assert!(!cs_opens(&c.img, &c.key, None), "attempt {attempt}: the old passphrase must be gone");
+    }
+    assert!(landed >= 3, "only {landed} kills landed mid-conversion");
+}

@@ -36,6 +36,31 @@ pub enum LuksCommand {
     HeaderBackup(HeaderBackupArgs),
     /// Write a header backup back over IMAGE's metadata (cryptsetup luksHeaderRestore).
     HeaderRestore(HeaderRestoreArgs),
+    /// Print the UUID, or set it with --uuid (cryptsetup luksUUID).
+    Uuid(UuidArgs),
+    /// Set the LUKS2 label and/or subsystem (cryptsetup config).
+    Config(ConfigArgs),
+}
+
+#[derive(Args)]
+pub struct UuidArgs {
+    /// New UUID.
+    #[arg(long)]
+    uuid: Option<String>,
+    /// Image file or block device.
+    image: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ConfigArgs {
+    /// New label.
+    #[arg(long)]
+    label: Option<String>,
+    /// New subsystem.
+    #[arg(long)]
+    subsystem: Option<String>,
+    /// Image file or block device.
+    image: PathBuf,
 }
 
 #[derive(Args)]
@@ -489,6 +514,23 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
             };
             let slot = v.add_keyslot_with_key(&vk, new.expose(), a.key_slot, &a.pbkdf.options()?)?;
             eprintln!("Key slot {slot} created.");
+            Ok(())
+        }
+        LuksCommand::Uuid(a) => {
+            let v = if a.uuid.is_some() { open_volume(&a.image)? } else { open_volume_ro(&a.image)? };
+            let v = match &a.uuid {
+                Some(u) => rekey_luks::config::set_uuid(v, u)?,
+                None => v,
+            };
+            println!("{}", rekey_luks::config::uuid(&v));
+            Ok(())
+        }
+        LuksCommand::Config(a) => {
+            if a.label.is_none() && a.subsystem.is_none() {
+                bail!("nothing to change: give --label and/or --subsystem");
+            }
+            let mut v = open_volume(&a.image)?;
+            rekey_luks::config::set_label(&mut v, a.label.as_deref(), a.subsystem.as_deref())?;
             Ok(())
         }
         LuksCommand::HeaderBackup(a) => {

@@ -9,6 +9,7 @@
 pub mod backup;
 pub mod blockio;
 mod codec;
+pub mod config;
 pub mod crypto;
 pub mod data;
 pub mod dump;

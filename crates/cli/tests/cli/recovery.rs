@@ -112,3 +112,51 @@ fn volume_key_file_opens_exports_and_regains_a_passphrase() {
         assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
     }
 }
+
+/// `uuid` and `config` change what cryptsetup reads back, and a token
+/// cryptsetup imported survives every operation that rewrites the header.
+#[test]
+fn uuid_config_and_tokens_survive_every_header_rewrite() {
+    let env = Env::new();
+    let (img, key) = formatted(&env);
+    let token = env.key("t.json", br#"{"type":"rekey-test","keyslots":[],"key_description":"kept across rewrites","n":[1,2,3]}"#);
+    cryptsetup(&["token", "import", "--json-file", s(&token), "--token-id", "0", s(&img)]).ok();
+    let exported = |what: &str| -> serde_json::Value {
+        let r = cryptsetup(&["token", "export", "--token-id", "0", s(&img)]);
+        assert_eq!(r.code, 0, "{what}: token gone: {}", r.stderr);
+        serde_json::from_str(&r.stdout).unwrap()
+    };
+    let original = exported("import");
+
+    let uuid = "0b9e4b39-57e8-4e2b-9b0a-3f6c1d2e9a11";
+    rekey(&["luks", "uuid", "--uuid", uuid, s(&img)]).ok();
+    assert_eq!(cryptsetup(&["luksUUID", s(&img)]).ok().stdout.trim(), uuid);
+    assert_eq!(rekey(&["luks", "uuid", s(&img)]).ok().stdout.trim(), uuid);
+    assert_eq!(exported("uuid"), original);
+
+    rekey(&["luks", "config", "--label", "data-7", "--subsystem", "rekey", s(&img)]).ok();
+    let dump = cryptsetup(&["luksDump", s(&img)]).ok().stdout;
+    assert!(dump.contains("data-7") && dump.contains("rekey"), "{dump}");
+    assert_eq!(exported("config"), original);
+    assert_eq!(rekey(&["luks", "config", "--label", &"x".repeat(48), s(&img)]).code, 1);
+
+    let new = env.key("n", b"second");
+    let mut args = vec!["luks", "add-key", "--key-file", s(&key), "--new-key-file", s(&new)];
+    args.extend(FAST);
+    args.push(s(&img));
+    rekey(&args).ok();
+    assert_eq!(exported("add-key"), original);
+
+    let mut args = vec!["luks", "reencrypt", "--key-file", s(&key)];
+    args.extend(FAST);
+    args.push(s(&img));
+    rekey(&args).ok();
+    assert_eq!(exported("reencrypt"), original);
+
+    let b = env.path("b.hdr");
+    rekey(&["luks", "header-backup", "--header-backup-file", s(&b), s(&img)]).ok();
+    wipe_header(&img);
+    rekey(&["luks", "header-restore", "--header-backup-file", s(&b), s(&img)]).ok();
+    assert_eq!(exported("header-restore"), original);
+    assert!(cs_opens(&img, &key, None));
+}

@@ -87,8 +87,11 @@ pub struct HeaderRestoreArgs {
 #[derive(Args)]
 pub struct ReencryptArgs {
     /// Current passphrase file (`-` = stdin).
-    #[arg(long, short = 'd')]
-    key_file: PathBuf,
+    #[arg(long, short = 'd', required_unless_present = "volume_key_file")]
+    key_file: Option<PathBuf>,
+    /// Current raw volume key file instead of a passphrase (needs --new-key-file; not with --resume).
+    #[arg(long, conflicts_with_all = ["key_file", "resume"], requires = "new_key_file")]
+    volume_key_file: Option<PathBuf>,
     /// Passphrase for the new volume key (default: the current one).
     #[arg(long)]
     new_key_file: Option<PathBuf>,
@@ -579,7 +582,11 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
         LuksCommand::Reencrypt(a) => {
             use rekey_luks::reencrypt::{self, ReencryptOptions};
             let v = open_volume(&a.image)?;
-            let pass = read_key_file(&a.key_file)?;
+            let vk = a.volume_key_file.as_deref().map(|f| volume_key(&v, f)).transpose()?;
+            let pass = match &a.key_file {
+                Some(k) => Some(read_key_file(k)?),
+                None => None,
+            };
             let new = a.new_key_file.as_deref().map(read_key_file).transpose()?;
             let opts = ReencryptOptions {
                 cipher: a.cipher.as_deref().map(CipherSpec::parse).transpose().map_err(rekey_luks::Error::from)?,
@@ -591,10 +598,11 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
             };
             let new_ref = new.as_ref().map(|n| n.expose());
             let result = with_progress(a.progress, "reencrypt", |report| {
-                if a.resume {
-                    reencrypt::resume(v, pass.expose(), new_ref, &opts, report)
-                } else {
-                    reencrypt::reencrypt(v, pass.expose(), new_ref, &opts, report)
+                match (&vk, &pass) {
+                    (Some(vk), _) => reencrypt::reencrypt_with_volume_key(v, vk, new_ref.expect("clap"), &opts, report),
+                    (None, Some(p)) if a.resume => reencrypt::resume(v, p.expose(), new_ref, &opts, report),
+                    (None, Some(p)) => reencrypt::reencrypt(v, p.expose(), new_ref, &opts, report),
+                    (None, None) => unreachable!("clap requires one"),
                 }
             });
             let (_, rep) = result.with_context(|| format!("{}", a.image.display()))?;

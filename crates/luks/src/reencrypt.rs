@@ -219,7 +219,7 @@ pub fn reencrypt<IO: BlockIo>(
         return Err(Error::InvalidArgument("hotzone must be a multiple of 4096 up to 256 MiB".into()));
     }
     if opts.format == Format::Cryptsetup {
-        return cryptsetup::start(vol, passphrase, new_passphrase, opts, progress);
+        return cryptsetup::start(vol, OldKey::Passphrase(passphrase), new_passphrase, opts, progress);
     }
     let seg = vol.data_segment()?;
     let old_cipher = CipherSpec::parse(&seg.cipher)?;
@@ -313,6 +313,37 @@ pub fn reencrypt<IO: BlockIo>(
     let mut vol = vol;
     vol.commit_luks2(next)?;
     resume(vol, passphrase, new_passphrase, opts, progress)
+}
+
+/// What unlocks the current volume key at the start.
+#[derive(Clone, Copy)]
+pub enum OldKey<'a> {
+    /// A passphrase of one of the keyslots.
+    Passphrase(&'a [u8]),
+    /// The volume key itself (when the key manager holding the passphrase
+    /// is lost); it must match the header's digest.
+    VolumeKey(&'a Secret),
+}
+
+/// Re-encrypts `vol`, unlocked by its current volume key `vk`, under a new
+/// random volume key whose only keyslot opens with `new_passphrase`. Written
+/// in cryptsetup's format; resumed with `new_passphrase` (it opens both keys
+/// while the run lasts).
+pub fn reencrypt_with_volume_key<IO: BlockIo>(
+    vol: Volume<IO>,
+    vk: &Secret,
+    new_passphrase: &[u8],
+    opts: &ReencryptOptions,
+    progress: Progress<'_>,
+) -> Result<(Volume<IO>, ReencryptReport)> {
+    let Header::Luks2(h) = vol.header() else {
+        return Err(Error::Unsupported("re-encryption needs LUKS2".into()));
+    };
+    if in_progress(&vol) {
+        return Err(Error::InvalidArgument("a re-encryption is already in progress; use --resume".into()));
+    }
+    h.check_requirements()?;
+    cryptsetup::start(vol, OldKey::VolumeKey(vk), Some(new_passphrase), opts, progress)
 }
 
 /// Continues (or finishes) an interrupted re-encryption.

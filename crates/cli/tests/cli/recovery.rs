@@ -90,6 +90,10 @@ fn volume_key_file_opens_exports_and_regains_a_passphrase() {
     rekey(&["luks", "export", "--volume-key-file", s(&vk), s(&img), s(&out)]).ok();
     assert!(std::fs::read(&out).unwrap()[..plain.len()] == plain[..]);
 
+    let p2 = env.path("plain2");
+    std::fs::write(&p2, &plain[..4096]).unwrap();
+    rekey(&["luks", "import", "--volume-key-file", s(&vk), s(&p2), s(&img)]).ok();
+
     // The key manager is gone: the volume key gives a passphrase back.
     let new = env.key("new", b"regained");
     let mut args = vec!["luks", "add-key", "--volume-key-file", s(&vk), "--new-key-file", s(&new)];
@@ -105,12 +109,28 @@ fn volume_key_file_opens_exports_and_regains_a_passphrase() {
     for cmd in [
         vec!["luks", "test-key", "--volume-key-file", s(&wrong), s(&img)],
         vec!["luks", "export", "--volume-key-file", s(&wrong), s(&img), s(&out)],
+        vec!["luks", "reencrypt", "--volume-key-file", s(&wrong), "--new-key-file", s(&new), s(&img)],
+        vec!["luks", "add-key", "--volume-key-file", s(&wrong), "--new-key-file", s(&new), s(&img)],
     ] {
         let r = rekey(&cmd);
         assert_eq!(r.code, 2, "{cmd:?}: {}", r.stderr);
         assert!(r.stderr.contains("does not match"), "{}", r.stderr);
         assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
     }
+
+    // Re-encryption unlocked by the volume key alone: the new key's only
+    // passphrase is the new one.
+    let before = cryptsetup_volume_key(&img, &key);
+    let third = env.key("third", b"after the rekey");
+    let mut args = vec!["luks", "reencrypt", "--volume-key-file", s(&vk), "--new-key-file", s(&third)];
+    args.extend(FAST);
+    args.push(s(&img));
+    rekey(&args).ok();
+    assert!(cs_opens(&img, &third, None));
+    assert!(!cs_opens(&img, &key, None) && !cs_opens(&img, &new, None), "old keyslots must be gone");
+    assert_ne!(cryptsetup_volume_key(&img, &third), before);
+    rekey(&["luks", "export", "--key-file", s(&third), s(&img), s(&out)]).ok();
+    assert!(std::fs::read(&out).unwrap()[..plain.len()] == plain[..]);
 }
 
 /// `uuid` and `config` change what cryptsetup reads back, and a token

@@ -76,7 +76,7 @@ fn segment_view(s: &Segment) -> Result<DataSegment> {
 /// Starts a re-encryption in cryptsetup's format and runs it to the end.
 pub(super) fn start<IO: BlockIo>(
     vol: Volume<IO>,
-    passphrase: &[u8],
+    old: super::OldKey<'_>,
     new_passphrase: Option<&[u8]>,
     opts: &ReencryptOptions,
     progress: ProgressFn<'_>,
@@ -85,7 +85,18 @@ pub(super) fn start<IO: BlockIo>(
     let seg = vol.data_segment()?;
     let old_cipher = CipherSpec::parse(&seg.cipher)?;
     let cipher = opts.cipher.unwrap_or(old_cipher);
-    let (_, old_vk) = vol.unlock(passphrase, None)?;
+    let (passphrase, old_vk) = match old {
+        super::OldKey::Passphrase(p) => (Some(p), vol.unlock(p, None)?.1),
+        super::OldKey::VolumeKey(k) => {
+            if !vol.verify_volume_key(k)? {
+                return Err(Error::WrongPassphrase);
+            }
+            (None, Secret::from_slice(k.expose()))
+        }
+    };
+    let new_pass = new_passphrase
+        .or(passphrase)
+        .ok_or_else(|| Error::InvalidArgument("a new passphrase is needed with a volume key".into()))?;
     let key_len = opts.key_size_bits.map(|b| b as usize / 8).unwrap_or(old_vk.len());
     if !cipher.valid_key_len(key_len) || opts.key_size_bits.is_some_and(|b| b % 8 != 0) {
         return Err(Error::InvalidArgument(format!("key size {} bits does not fit {}", key_len * 8, cipher.name())));
@@ -107,9 +118,8 @@ pub(super) fn start<IO: BlockIo>(
     // key under the new passphrase too, so `cryptsetup reencrypt
     // --resume-only` can unlock both keys with the one passphrase it takes.
     // That extra keyslot belongs to the old key and goes with it at the end.
-    let new_pass = new_passphrase.unwrap_or(passphrase);
     volume::write_luks2_keyslot(vol.io(), &mut next, &new_vk, new_pass, None, &opts.pbkdf, new_digest, Some(cipher))?;
-    if new_pass != passphrase {
+    if Some(new_pass) != passphrase {
         volume::write_luks2_keyslot(vol.io(), &mut next, &old_vk, new_pass, None, &opts.pbkdf, old_digest, None)?;
     }
 
@@ -175,7 +185,7 @@ pub(super) fn start<IO: BlockIo>(
     drop((old_vk, new_vk, data));
     let mut vol = vol;
     vol.commit_luks2(next)?;
-    resume(vol, passphrase, new_passphrase, opts, progress)
+    resume(vol, passphrase.unwrap_or(new_pass), Some(new_pass), opts, progress)
 }
 
 /// Adds a PBKDF2 digest of `key`, bound to nothing yet; returns its number.

@@ -270,7 +270,7 @@ pub(super) fn resume<IO: BlockIo>(
         return Err(Error::Unsupported("checksum block smaller than the encryption sector".into()));
     }
     let mut cur = h.clone();
-    let mut done = match st.progress(&h.meta, total)? {
+    let done = match st.progress(&h.meta, total)? {
         Progress::Between { done } => done,
         Progress::Hot { offset, len } => {
             recover(&old, &new, &st, offset, len)?;
@@ -288,17 +288,116 @@ pub(super) fn resume<IO: BlockIo>(
     }
     let hotzone = hotzone_len(&st, opts.hotzone, block)?;
     progress(done, total);
-    let mut buf = Secret::zeroed(hotzone.min(total.saturating_sub(done)) as usize);
-    while done < total {
-        let len = hotzone.min(total - done);
-        let chunk = &mut buf.as_mut()[..len as usize];
-        step(&old, &new, &st, &mut cur, chunk, done, total, opts.threads.max(1))?;
-        done += len;
-        progress(done, total);
-    }
-    drop(buf);
+    let cur = run_hotzones(&old, &new, &st, cur, done, hotzone, total, opts.threads.max(1), progress)?;
     drop((old, new));
     finish(vol, cur, &st, new_slot, total)
+}
+
+/// What the writer puts in the resilience area before a hotzone's data.
+enum Protect {
+    Checksums(Vec<u8>),
+    Journal(Secret),
+    Nothing,
+}
+
+/// Converts hotzones `done..total` in three overlapping stages: a reader
+/// prefetches hotzone N+1 and a writer commits hotzone N-1 (area, header,
+/// data, header: the order in the module docs, one hotzone at a time) while
+/// hotzone N is hashed and converted here. Returns the header as last written.
+#[allow(clippy::too_many_arguments)]
+fn run_hotzones<IO: BlockIo>(
+    old: &Decrypted<&IO>,
+    new: &Decrypted<&IO>,
+    st: &ReencState,
+    cur: L2Header,
+    done: u64,
+    hotzone: u64,
+    total: u64,
+    threads: usize,
+    progress: ProgressFn<'_>,
+) -> Result<L2Header> {
+    use std::sync::mpsc;
+    let io = *old.io();
+    let data_offset = old.data_offset();
+    std::thread::scope(|s| -> Result<L2Header> {
+        let (rtx, rrx) = mpsc::sync_channel::<(u64, std::io::Result<Secret>)>(1);
+        let (wtx, wrx) = mpsc::sync_channel::<(u64, Protect, Secret)>(1);
+        let (spare_tx, spare_rx) = mpsc::channel::<Secret>();
+        s.spawn(move || {
+            let mut p = done;
+            while p < total {
+                let len = hotzone.min(total - p);
+                let mut buf = match spare_rx.try_recv() {
+                    Ok(b) if b.len() as u64 == len => b,
+                    _ => Secret::zeroed(len as usize),
+                };
+                let r = io.read_at(buf.as_mut(), data_offset + p).map(|_| buf);
+                let failed = r.is_err();
+                if rtx.send((p, r)).is_err() || failed {
+                    return;
+                }
+                p += len;
+            }
+        });
+        let writer = s.spawn(move || -> Result<L2Header> {
+            let mut cur = cur;
+            for (p, protect, buf) in wrx {
+                let len = buf.len() as u64;
+                let protected = match &protect {
+                    Protect::Checksums(sums) => Some(volume::write(io, st.area.0, sums)),
+                    Protect::Journal(copy) => Some(volume::write(io, st.area.0, copy.expose())),
+                    Protect::Nothing => None,
+                };
+                let is_protected = protected.is_some();
+                if let Some(w) = protected {
+                    w?;
+                    volume::flush(io)?;
+                    set_segments(&mut cur, st, p, Some(len), total)?;
+                    volume::write_luks2(io, &mut cur)?;
+                }
+                volume::write(io, data_offset + p, buf.expose())?;
+                // Not after the last hotzone: a header whose only live
+                // segment is the new one looks to cryptsetup like a
+                // re-encryption at offset 0, which would convert new data as
+                // if it were old. The final commit comes straight after.
+                if is_protected {
+                    volume::flush(io)?;
+                    if p + len < total {
+                        set_segments(&mut cur, st, p + len, None, total)?;
+                        volume::write_luks2(io, &mut cur)?;
+                    }
+                }
+                progress(p + len, total);
+                let _ = spare_tx.send(buf);
+            }
+            Ok(cur)
+        });
+        let converted = (|| -> Result<()> {
+            for (p, buf) in rrx {
+                let mut buf = buf.map_err(Error::io("read", data_offset + p))?;
+                let protect = match &st.resilience {
+                    Resilience::Checksum { hash, block } => {
+                        let hash = HashAlg::from_name(hash)?;
+                        let mut sums = Vec::with_capacity(buf.len() / *block as usize * hash.digest_len());
+                        for b in buf.expose().chunks(*block as usize) {
+                            sums.extend_from_slice(&hash.digest(&[b])?);
+                        }
+                        Protect::Checksums(sums)
+                    }
+                    Resilience::Journal => Protect::Journal(Secret::from_slice(buf.expose())),
+                    _ => Protect::Nothing,
+                };
+                super::convert_chunk(old, new, buf.as_mut(), p, threads)?;
+                if wtx.send((p, protect, buf)).is_err() {
+                    break; // the writer failed; its error is reported below
+                }
+            }
+            Ok(())
+        })();
+        drop(wtx);
+        let written = writer.join().expect("writer panicked");
+        converted.and(written)
+    })
 }
 
 fn open_either<IO: BlockIo>(vol: &Volume<IO>, h: &L2Header, digest: u32, passes: [&[u8]; 2]) -> Result<(u32, Secret)> {
@@ -320,58 +419,6 @@ fn hotzone_len(st: &ReencState, wanted: u64, block: u64) -> Result<u64> {
         return Err(Error::InvalidArgument("the re-encryption area is too small for one hotzone".into()));
     }
     Ok(len)
-}
-
-/// One hotzone: protect, convert, write, record (module docs).
-#[allow(clippy::too_many_arguments)]
-fn step<IO: BlockIo>(
-    old: &Decrypted<&IO>,
-    new: &Decrypted<&IO>,
-    st: &ReencState,
-    cur: &mut L2Header,
-    buf: &mut [u8],
-    offset: u64,
-    total: u64,
-    threads: usize,
-) -> Result<()> {
-    let io = *old.io();
-    let len = buf.len() as u64;
-    io.read_at(buf, old.data_offset() + offset).map_err(Error::io("read", old.data_offset() + offset))?;
-    let protected = match &st.resilience {
-        Resilience::Checksum { hash, block } => {
-            let hash = HashAlg::from_name(hash)?;
-            let mut sums = Vec::with_capacity(buf.len() / *block as usize * hash.digest_len());
-            for b in buf.chunks(*block as usize) {
-                sums.extend_from_slice(&hash.digest(&[b])?);
-            }
-            volume::write(io, st.area.0, &sums)?;
-            true
-        }
-        Resilience::Journal => {
-            volume::write(io, st.area.0, buf)?;
-            true
-        }
-        _ => false,
-    };
-    if protected {
-        volume::flush(io)?;
-        set_segments(cur, st, offset, Some(len), total)?;
-        volume::write_luks2(io, cur)?;
-    }
-    super::convert_chunk(old, new, buf, offset, threads)?;
-    volume::write(io, old.data_offset() + offset, buf)?;
-    if protected {
-        volume::flush(io)?;
-        // Not after the last hotzone: a header whose only live segment is
-        // the new one looks to cryptsetup like a re-encryption at offset 0,
-        // which would convert new data as if it were old. The final commit
-        // comes straight after instead.
-        if offset + len < total {
-            set_segments(cur, st, offset + len, None, total)?;
-            volume::write_luks2(io, cur)?;
-        }
-    }
-    Ok(())
 }
 
 /// Brings the interrupted hotzone `offset..offset+len` to the new key.

@@ -1,6 +1,12 @@
 //! Re-encryption under a fresh volume key, in place, resumable after a crash
 //! at any point.
 //!
+//! New re-encryptions are written in cryptsetup 2.6's own format
+//! ([`crate::luks2::reenc`], engine in `reencrypt/cryptsetup.rs`), so either
+//! tool finishes what the other started or was killed in. The rest of this
+//! page describes the format of earlier builds (`rekey-reencrypt-v1/v2`),
+//! which still resumes.
+//!
 //! # On-disk state (LUKS2 only)
 //! While a re-encryption runs, the header carries the mandatory requirement
 //! [`REQUIREMENT`], so cryptsetup and older rekey builds refuse the volume

@@ -117,10 +117,10 @@ fn cryptsetup_killed_then_rekey_resume() {
             assert!(cryptsetup_run(&c, res).status().unwrap().success());
             let full = t0.elapsed();
             let mut landed = false;
-            for attempt in 1..=20u32 {
+            for attempt in 1..=40u32 {
                 std::fs::write(&c.img, &pristine).unwrap();
                 let mut child = cryptsetup_run(&c, res).spawn().unwrap();
-                std::thread::sleep(full * (attempt % 7 + 2) / 10);
+                std::thread::sleep(full * (attempt % 9 + 1) / 10);
                 let _ = child.kill();
                 let st = child.wait().unwrap();
                 if st.code().is_none() && in_reencryption(&c.img) {
@@ -128,7 +128,7 @@ fn cryptsetup_killed_then_rekey_resume() {
                     break;
                 }
             }
-            assert!(landed, "{sector}/{res}: no kill landed mid-way in 20 attempts");
+            assert!(landed, "{sector}/{res}: no kill landed mid-way in 40 attempts");
             rekey_resume(&c).ok();
             check_finished(&env, &c, &format!("{sector}/{res} after cryptsetup was killed"));
         }

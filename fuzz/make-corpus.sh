@@ -18,4 +18,28 @@ for p in "pbkdf2 --pbkdf-force-iterations 1000" "argon2id --pbkdf-force-iteratio
   head -c 16384 "$t/i" > "corpus/luks2_header/luks2-${p%% *}"
   rm "$t/i"
 done
+# cryptsetup's re-encryption state: after --init-only in each offline
+# resilience mode, and with a hotzone in progress (cryptsetup killed mid-way
+# until the header shows one).
+mkdir -p corpus/reenc_metadata
+for r in checksum journal none; do
+  truncate -s 20M "$t/i"
+  cryptsetup -q luksFormat --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$t/k" "$t/i"
+  cryptsetup -q reencrypt --init-only --resilience $r --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$t/k" "$t/i"
+  head -c 16384 "$t/i" > "corpus/reenc_metadata/init-$r"
+  rm "$t/i"
+done
+for r in checksum journal; do
+  for try in $(seq 1 50); do
+    truncate -s 400M "$t/i"
+    cryptsetup -q luksFormat --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$t/k" "$t/i"
+    cryptsetup -q reencrypt --force-offline-reencrypt --resilience $r --hotzone-size 4M --pbkdf pbkdf2 \
+      --pbkdf-force-iterations 1000 --key-file "$t/k" "$t/i" & pid=$!
+    sleep 0.$((RANDOM % 9 + 1)); kill -9 $pid 2>/dev/null || true; wait $pid 2>/dev/null || true
+    if cryptsetup luksDump "$t/i" | grep -q in-reencryption; then
+      head -c 16384 "$t/i" > "corpus/reenc_metadata/hot-$r"; rm "$t/i"; break
+    fi
+    rm "$t/i"
+  done
+done
 ls -l corpus/*

@@ -32,13 +32,66 @@ pub enum LuksCommand {
     Export(ExportArgs),
     /// Write INPUT's bytes as plaintext at offset 0 of IMAGE.
     Import(ImportArgs),
+    /// Save the header and keyslots to a file (cryptsetup luksHeaderBackup's format).
+    HeaderBackup(HeaderBackupArgs),
+    /// Write a header backup back over IMAGE's metadata (cryptsetup luksHeaderRestore).
+    HeaderRestore(HeaderRestoreArgs),
+    /// Print the UUID, or set it with --uuid (cryptsetup luksUUID).
+    Uuid(UuidArgs),
+    /// Set the LUKS2 label and/or subsystem (cryptsetup config).
+    Config(ConfigArgs),
+}
+
+#[derive(Args)]
+pub struct UuidArgs {
+    /// New UUID.
+    #[arg(long)]
+    uuid: Option<String>,
+    /// Image file or block device.
+    image: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ConfigArgs {
+    /// New label.
+    #[arg(long)]
+    label: Option<String>,
+    /// New subsystem.
+    #[arg(long)]
+    subsystem: Option<String>,
+    /// Image file or block device.
+    image: PathBuf,
+}
+
+#[derive(Args)]
+pub struct HeaderBackupArgs {
+    /// Backup file to create (must not exist).
+    #[arg(long)]
+    header_backup_file: PathBuf,
+    /// Image file or block device.
+    image: PathBuf,
+}
+
+#[derive(Args)]
+pub struct HeaderRestoreArgs {
+    /// Backup file made by header-backup or cryptsetup luksHeaderBackup.
+    #[arg(long)]
+    header_backup_file: PathBuf,
+    /// Replace a different LUKS header without asking.
+    #[arg(long, short = 'q')]
+    batch_mode: bool,
+    /// Image file or block device.
+    image: PathBuf,
 }
 
 #[derive(Args)]
 pub struct ReencryptArgs {
     /// Current passphrase file (`-` = stdin).
-    #[arg(long, short = 'd')]
-    key_file: PathBuf,
+    #[arg(long, short = 'd', required_unless_present = "volume_key_file")]
+    key_file: Option<PathBuf>,
+    /// Current raw volume key file instead of a passphrase (needs --new-key-file; not with --resume).
+    #[arg(long, conflicts_with_all = ["key_file", "resume"], requires = "new_key_file")]
+    volume_key_file: Option<PathBuf>,
     /// Passphrase for the new volume key (default: the current one).
     #[arg(long)]
     new_key_file: Option<PathBuf>,
@@ -54,6 +107,9 @@ pub struct ReencryptArgs {
     /// Data converted per crash-safe step, in MiB.
     #[arg(long, default_value_t = 16)]
     hotzone_mib: u64,
+    /// Hotzone protection, as cryptsetup's: checksum, journal or none.
+    #[arg(long, default_value = "checksum")]
+    resilience: String,
     #[command(flatten)]
     pbkdf: PbkdfArgs,
     #[command(flatten)]
@@ -65,8 +121,11 @@ pub struct ReencryptArgs {
 #[derive(Args)]
 pub struct ExportArgs {
     /// Passphrase file (`-` = stdin).
-    #[arg(long, short = 'd')]
-    key_file: PathBuf,
+    #[arg(long, short = 'd', required_unless_present = "volume_key_file")]
+    key_file: Option<PathBuf>,
+    /// Raw volume key file instead of a passphrase.
+    #[arg(long, conflicts_with = "key_file")]
+    volume_key_file: Option<PathBuf>,
     #[command(flatten)]
     progress: ProgressArgs,
     /// Image file or block device.
@@ -78,8 +137,11 @@ pub struct ExportArgs {
 #[derive(Args)]
 pub struct ImportArgs {
     /// Passphrase file (`-` = stdin).
-    #[arg(long, short = 'd')]
-    key_file: PathBuf,
+    #[arg(long, short = 'd', required_unless_present = "volume_key_file")]
+    key_file: Option<PathBuf>,
+    /// Raw volume key file instead of a passphrase.
+    #[arg(long, conflicts_with = "key_file")]
+    volume_key_file: Option<PathBuf>,
     #[command(flatten)]
     progress: ProgressArgs,
     /// Plaintext input file.
@@ -224,8 +286,11 @@ pub struct DumpArgs {
 #[derive(Args)]
 pub struct TestKeyArgs {
     /// Passphrase file (`-` = stdin).
-    #[arg(long, short = 'd')]
-    key_file: PathBuf,
+    #[arg(long, short = 'd', required_unless_present = "volume_key_file")]
+    key_file: Option<PathBuf>,
+    /// Raw volume key file (as `cryptsetup luksDump --dump-volume-key` gives it) instead of a passphrase.
+    #[arg(long, conflicts_with = "key_file")]
+    volume_key_file: Option<PathBuf>,
     /// Only try this keyslot.
     #[arg(long, short = 'S')]
     key_slot: Option<u32>,
@@ -239,8 +304,11 @@ pub struct TestKeyArgs {
 #[derive(Args)]
 pub struct AddKeyArgs {
     /// Existing passphrase file (`-` = stdin).
-    #[arg(long, short = 'd')]
-    key_file: PathBuf,
+    #[arg(long, short = 'd', required_unless_present = "volume_key_file")]
+    key_file: Option<PathBuf>,
+    /// Raw volume key file instead of an existing passphrase (to regain one).
+    #[arg(long, conflicts_with = "key_file")]
+    volume_key_file: Option<PathBuf>,
     /// New passphrase file.
     #[arg(long)]
     new_key_file: PathBuf,
@@ -311,6 +379,28 @@ fn read_key_file(path: &Path) -> Result<Secret> {
         bail!("key file {} is empty", path.display());
     }
     Ok(s)
+}
+
+/// A raw volume key from `path`, checked against the header's digest; a key
+/// that does not match is exit 2, like a wrong passphrase.
+fn volume_key(v: &Volume<Image>, path: &Path) -> Result<Secret> {
+    let vk = Secret::from(std::fs::read(path).with_context(|| format!("reading volume key file {}", path.display()))?);
+    if !v.verify_volume_key(&vk)? {
+        return Err(anyhow::Error::new(rekey_luks::Error::WrongPassphrase)
+            .context(format!("volume key in {} does not match the header's digest", path.display())));
+    }
+    Ok(vk)
+}
+
+fn decrypted(v: Volume<Image>, key_file: Option<&Path>, vk_file: Option<&Path>) -> Result<rekey_luks::Decrypted<Image>> {
+    Ok(match (vk_file, key_file) {
+        (Some(f), _) => {
+            let vk = volume_key(&v, f)?;
+            v.decrypted_with_key(&vk)?
+        }
+        (None, Some(k)) => v.decrypted(read_key_file(k)?.expose())?,
+        (None, None) => bail!("give --key-file or --volume-key-file"),
+    })
 }
 
 fn open_volume(image: &Path) -> Result<Volume<Image>> {
@@ -400,7 +490,16 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
         }
         LuksCommand::TestKey(a) => {
             let v = open_volume_ro(&a.image)?;
-            let (slot, _) = v.unlock(read_key_file(&a.key_file)?.expose(), a.key_slot)?;
+            if let Some(f) = &a.volume_key_file {
+                volume_key(&v, f)?;
+                if a.json {
+                    println!("{}", serde_json::json!({ "volume_key": "valid" }));
+                } else {
+                    eprintln!("Volume key matches.");
+                }
+                return Ok(());
+            }
+            let (slot, _) = v.unlock(read_key_file(a.key_file.as_deref().expect("clap"))?.expose(), a.key_slot)?;
             if a.json {
                 println!("{}", serde_json::json!({ "keyslot": slot }));
             } else {
@@ -410,10 +509,58 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
         }
         LuksCommand::AddKey(a) => {
             let mut v = open_volume(&a.image)?;
-            let old = read_key_file(&a.key_file)?;
             let new = read_key_file(&a.new_key_file)?;
-            let slot = v.add_keyslot(old.expose(), new.expose(), a.key_slot, &a.pbkdf.options()?)?;
+            let vk = match (&a.volume_key_file, &a.key_file) {
+                (Some(f), _) => volume_key(&v, f)?,
+                (None, Some(k)) => v.unlock(read_key_file(k)?.expose(), None)?.1,
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let slot = v.add_keyslot_with_key(&vk, new.expose(), a.key_slot, &a.pbkdf.options()?)?;
             eprintln!("Key slot {slot} created.");
+            Ok(())
+        }
+        LuksCommand::Uuid(a) => {
+            let v = if a.uuid.is_some() { open_volume(&a.image)? } else { open_volume_ro(&a.image)? };
+            let v = match &a.uuid {
+                Some(u) => rekey_luks::config::set_uuid(v, u)?,
+                None => v,
+            };
+            println!("{}", rekey_luks::config::uuid(&v));
+            Ok(())
+        }
+        LuksCommand::Config(a) => {
+            if a.label.is_none() && a.subsystem.is_none() {
+                bail!("nothing to change: give --label and/or --subsystem");
+            }
+            let mut v = open_volume(&a.image)?;
+            rekey_luks::config::set_label(&mut v, a.label.as_deref(), a.subsystem.as_deref())?;
+            Ok(())
+        }
+        LuksCommand::HeaderBackup(a) => {
+            let v = open_volume_ro(&a.image)?;
+            let bytes = rekey_luks::backup::backup(v.io())?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&a.header_backup_file)
+                .with_context(|| format!("cannot create header backup file {}", a.header_backup_file.display()))?;
+            f.write_all(&bytes).and_then(|_| f.sync_all()).context("writing the header backup")?;
+            Ok(())
+        }
+        LuksCommand::HeaderRestore(a) => {
+            let file = std::fs::read(&a.header_backup_file)
+                .with_context(|| format!("cannot read {}", a.header_backup_file.display()))?;
+            let io = open_image(&a.image, true)?;
+            let (bytes, existing) = rekey_luks::backup::check_restore(&io, &file)?;
+            if let rekey_luks::backup::Existing::Other(uuid) = &existing {
+                if !a.batch_mode {
+                    bail!(
+                        "{} holds another LUKS header (UUID {uuid}); restoring destroys its keyslots: add --batch-mode",
+                        a.image.display()
+                    );
+                }
+            }
+            rekey_luks::backup::restore(&io, &bytes)?;
             Ok(())
         }
         LuksCommand::ChangeKey(a) => {
@@ -435,21 +582,27 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
         LuksCommand::Reencrypt(a) => {
             use rekey_luks::reencrypt::{self, ReencryptOptions};
             let v = open_volume(&a.image)?;
-            let pass = read_key_file(&a.key_file)?;
+            let vk = a.volume_key_file.as_deref().map(|f| volume_key(&v, f)).transpose()?;
+            let pass = match &a.key_file {
+                Some(k) => Some(read_key_file(k)?),
+                None => None,
+            };
             let new = a.new_key_file.as_deref().map(read_key_file).transpose()?;
             let opts = ReencryptOptions {
                 cipher: a.cipher.as_deref().map(CipherSpec::parse).transpose().map_err(rekey_luks::Error::from)?,
                 key_size_bits: a.key_size,
                 pbkdf: a.pbkdf.options()?,
                 hotzone: a.hotzone_mib.checked_mul(1 << 20).context("--hotzone-mib too large")?,
+                resilience: reencrypt::ResilienceMode::parse(&a.resilience)?,
                 ..Default::default()
             };
             let new_ref = new.as_ref().map(|n| n.expose());
             let result = with_progress(a.progress, "reencrypt", |report| {
-                if a.resume {
-                    reencrypt::resume(v, pass.expose(), new_ref, &opts, report)
-                } else {
-                    reencrypt::reencrypt(v, pass.expose(), new_ref, &opts, report)
+                match (&vk, &pass) {
+                    (Some(vk), _) => reencrypt::reencrypt_with_volume_key(v, vk, new_ref.expect("clap"), &opts, report),
+                    (None, Some(p)) if a.resume => reencrypt::resume(v, p.expose(), new_ref, &opts, report),
+                    (None, Some(p)) => reencrypt::reencrypt(v, p.expose(), new_ref, &opts, report),
+                    (None, None) => unreachable!("clap requires one"),
                 }
             });
             let (_, rep) = result.with_context(|| format!("{}", a.image.display()))?;
@@ -465,7 +618,7 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
         }
         LuksCommand::Export(a) => {
             let v = open_volume_ro(&a.image)?;
-            let d = v.decrypted(read_key_file(&a.key_file)?.expose())?;
+            let d = decrypted(v, a.key_file.as_deref(), a.volume_key_file.as_deref())?;
             let out = OpenOptions::new()
                 .create(true)
                 .truncate(false)
@@ -477,7 +630,7 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
         }
         LuksCommand::Import(a) => {
             let v = open_volume(&a.image)?;
-            let d = v.decrypted(read_key_file(&a.key_file)?.expose())?;
+            let d = decrypted(v, a.key_file.as_deref(), a.volume_key_file.as_deref())?;
             let input = std::fs::File::open(&a.input).with_context(|| format!("cannot open {}", a.input.display()))?;
             with_progress(a.progress, "import", |report| rekey_luks::transfer::import(&input, &d, report))?;
             Ok(())

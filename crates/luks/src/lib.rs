@@ -6,8 +6,10 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod blockio;
 mod codec;
+pub mod config;
 pub mod crypto;
 pub mod data;
 pub mod dump;

@@ -1,6 +1,12 @@
 //! Re-encryption under a fresh volume key, in place, resumable after a crash
 //! at any point.
 //!
+//! New re-encryptions are written in cryptsetup 2.6's own format
+//! ([`crate::luks2::reenc`], engine in `reencrypt/cryptsetup.rs`), so either
+//! tool finishes what the other started or was killed in. The rest of this
+//! page describes the format of earlier builds (`rekey-reencrypt-v1/v2`),
+//! which still resumes.
+//!
 //! # On-disk state (LUKS2 only)
 //! While a re-encryption runs, the header carries the mandatory requirement
 //! [`REQUIREMENT`], so cryptsetup and older rekey builds refuse the volume
@@ -26,6 +32,9 @@
 //! reencrypt keyslot and the requirement go. Resume in `finishing` only wipes.
 
 use std::sync::mpsc;
+
+mod cryptsetup;
+pub use cryptsetup::ResilienceMode;
 
 use serde_json::{json, Map, Value};
 
@@ -56,6 +65,9 @@ pub fn requirement_format(r: &str) -> Option<Format> {
 /// On-disk format of an in-progress re-encryption.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
+    /// cryptsetup 2.6's `online-reencrypt-v2` (the default): either tool can
+    /// finish what the other started.
+    Cryptsetup,
     /// Unit fingerprints are the first 16 bytes of SHA-256 of the unit; a
     /// record covers one hotzone.
     V1,
@@ -86,10 +98,12 @@ pub struct ReencryptOptions {
     pub hotzone: u64,
     /// Crypto threads (default: all cores).
     pub threads: usize,
-    /// On-disk format of a new re-encryption. Only tests set V1, to check
-    /// that state left by an earlier build still resumes.
+    /// On-disk format of a new re-encryption. Only tests set V1 or V2, to
+    /// check that state left by an earlier build still resumes.
     #[doc(hidden)]
     pub format: Format,
+    /// How hotzones are protected (cryptsetup's format only).
+    pub resilience: ResilienceMode,
 }
 
 impl Default for ReencryptOptions {
@@ -100,7 +114,8 @@ impl Default for ReencryptOptions {
             pbkdf: PbkdfOptions::default(),
             hotzone: DEFAULT_HOTZONE,
             threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-            format: Format::V2,
+            format: Format::Cryptsetup,
+            resilience: ResilienceMode::default(),
         }
     }
 }
@@ -179,9 +194,10 @@ fn record_len(hotzone: u64) -> u64 {
     round_up(8 + 8 + 8 + 8 + (hotzone / UNIT) * HASH_LEN as u64 + 32, 4096)
 }
 
-/// Whether a volume is in the middle of our re-encryption.
+/// Whether a volume is in the middle of a re-encryption (ours or cryptsetup's).
 pub fn in_progress<IO: BlockIo>(v: &Volume<IO>) -> bool {
-    matches!(v.header(), Header::Luks2(h) if h.meta.mandatory_requirements().iter().any(|r| requirement_format(r).is_some()))
+    matches!(v.header(), Header::Luks2(h)
+        if cryptsetup::present(h) || h.meta.mandatory_requirements().iter().any(|r| requirement_format(r).is_some()))
 }
 
 /// Re-encrypts `vol` under a new random volume key. The keyslot opened by
@@ -207,6 +223,9 @@ pub fn reencrypt<IO: BlockIo>(
     h.check_requirements()?;
     if opts.hotzone == 0 || opts.hotzone % 4096 != 0 || opts.hotzone > 256 << 20 {
         return Err(Error::InvalidArgument("hotzone must be a multiple of 4096 up to 256 MiB".into()));
+    }
+    if opts.format == Format::Cryptsetup {
+        return cryptsetup::start(vol, OldKey::Passphrase(passphrase), new_passphrase, opts, progress);
     }
     let seg = vol.data_segment()?;
     let old_cipher = CipherSpec::parse(&seg.cipher)?;
@@ -251,7 +270,7 @@ pub fn reencrypt<IO: BlockIo>(
     // Two record slots, each big enough for two hotzones (one flush per
     // hotzone); one hotzone per slot if the keyslots area has no room for that.
     let double = match opts.format {
-        Format::V2 => Some(2 * record_len(2 * opts.hotzone)),
+        Format::V2 | Format::Cryptsetup => Some(2 * record_len(2 * opts.hotzone)),
         Format::V1 => None,
     };
     let (area_off, area_size) = double
@@ -291,6 +310,7 @@ pub fn reencrypt<IO: BlockIo>(
     req.mandatory.push(match opts.format {
         Format::V2 => REQUIREMENT,
         Format::V1 => REQUIREMENT_V1,
+        Format::Cryptsetup => unreachable!("handled above"),
     }
     .into());
     // No stale record may survive from an earlier run.
@@ -299,6 +319,37 @@ pub fn reencrypt<IO: BlockIo>(
     let mut vol = vol;
     vol.commit_luks2(next)?;
     resume(vol, passphrase, new_passphrase, opts, progress)
+}
+
+/// What unlocks the current volume key at the start.
+#[derive(Clone, Copy)]
+pub enum OldKey<'a> {
+    /// A passphrase of one of the keyslots.
+    Passphrase(&'a [u8]),
+    /// The volume key itself (when the key manager holding the passphrase
+    /// is lost); it must match the header's digest.
+    VolumeKey(&'a Secret),
+}
+
+/// Re-encrypts `vol`, unlocked by its current volume key `vk`, under a new
+/// random volume key whose only keyslot opens with `new_passphrase`. Written
+/// in cryptsetup's format; resumed with `new_passphrase` (it opens both keys
+/// while the run lasts).
+pub fn reencrypt_with_volume_key<IO: BlockIo>(
+    vol: Volume<IO>,
+    vk: &Secret,
+    new_passphrase: &[u8],
+    opts: &ReencryptOptions,
+    progress: Progress<'_>,
+) -> Result<(Volume<IO>, ReencryptReport)> {
+    let Header::Luks2(h) = vol.header() else {
+        return Err(Error::Unsupported("re-encryption needs LUKS2".into()));
+    };
+    if in_progress(&vol) {
+        return Err(Error::InvalidArgument("a re-encryption is already in progress; use --resume".into()));
+    }
+    h.check_requirements()?;
+    cryptsetup::start(vol, OldKey::VolumeKey(vk), Some(new_passphrase), opts, progress)
 }
 
 /// Continues (or finishes) an interrupted re-encryption.
@@ -312,6 +363,9 @@ pub fn resume<IO: BlockIo>(
     let Header::Luks2(h) = vol.header().clone() else {
         return Err(Error::InvalidArgument("no re-encryption in progress (LUKS1)".into()));
     };
+    if cryptsetup::present(&h) {
+        return cryptsetup::resume(vol, passphrase, new_passphrase, opts, progress);
+    }
     let st = state_of(&h)?.ok_or_else(|| Error::InvalidArgument("no re-encryption in progress".into()))?;
     let new_pass = new_passphrase.unwrap_or(passphrase);
     let (new_slot, new_vk) = open_by_digest(&vol, &h, st.new_digest, new_pass)?;
@@ -427,7 +481,7 @@ fn unit_fingerprint(format: Format, unit: &[u8]) -> [u8; HASH_LEN] {
             use sha2::Digest;
             out.copy_from_slice(&sha2::Sha256::digest(unit)[..HASH_LEN]);
         }
-        Format::V2 => out.copy_from_slice(&unit[..HASH_LEN]),
+        Format::V2 | Format::Cryptsetup => out.copy_from_slice(&unit[..HASH_LEN]),
     }
     out
 }
@@ -567,6 +621,35 @@ fn convert<IO: BlockIo>(
         drop(wtx);
         let written = writer.join().expect("writer panicked");
         converted.and(written)
+    })
+}
+
+/// The data path of a hotzone: `buf` holds old ciphertext of plaintext
+/// bytes `pos..`, and leaves holding their new ciphertext, split over
+/// `threads` crypto threads. The one place a faster pipeline plugs in.
+fn convert_chunk<IO: BlockIo>(
+    old: &crate::data::Decrypted<&IO>,
+    new: &crate::data::Decrypted<&IO>,
+    buf: &mut [u8],
+    pos: u64,
+    threads: usize,
+) -> Result<()> {
+    let sector = old.sector_size().max(new.sector_size());
+    let per = round_up((buf.len() as u64).div_ceil(threads.max(1) as u64), sector) as usize;
+    if threads <= 1 || per >= buf.len() {
+        old.cipher().decrypt(buf, old.sector_size() as usize, old.iv_at(pos))?;
+        return Ok(new.cipher().encrypt(buf, new.sector_size() as usize, new.iv_at(pos))?);
+    }
+    std::thread::scope(|s| -> Result<()> {
+        let jobs: Vec<_> = buf
+            .chunks_mut(per)
+            .enumerate()
+            .map(|(i, chunk)| s.spawn(move || convert_chunk(old, new, chunk, pos + (i * per) as u64, 1)))
+            .collect();
+        for j in jobs {
+            j.join().expect("crypto worker panicked")?;
+        }
+        Ok(())
     })
 }
 

@@ -117,7 +117,7 @@ fn kill_9_at_random_points_then_resume_loses_nothing() {
             }
             interrupted += 1;
             let dump = our_dump(&img);
-            let busy = dump["requirements"].as_array().unwrap().iter().any(|r| r.as_str().is_some_and(|r| r.starts_with("rekey-reencrypt-")));
+            let busy = dump["requirements"].as_array().unwrap().iter().any(|r| r.as_str().is_some_and(|r| r.starts_with("rekey-reencrypt-") || r.starts_with("online-reencrypt")));
             resume = busy;
             if !busy && our_volume_key(&img, &key) != orig_vk {
                 break; // killed after the final commit: finished

@@ -3,6 +3,7 @@
 
 pub mod binary;
 pub mod json;
+pub mod reenc;
 
 use std::collections::BTreeSet;
 
@@ -170,6 +171,13 @@ impl Header {
             if crate::reencrypt::requirement_format(r).is_some() {
                 return Err(Error::Unsupported(
                     "volume is being re-encrypted; finish with `rekey luks reencrypt --resume`".into(),
+                ));
+            }
+            if reenc::requirement_version(r).is_some() {
+                return Err(Error::Unsupported(
+                    "volume is being re-encrypted; finish with `rekey luks reencrypt --resume` \
+                     or `cryptsetup reencrypt --resume-only`"
+                        .into(),
                 ));
             }
             if !KNOWN_REQUIREMENTS.contains(&r.as_str()) {

@@ -6,7 +6,7 @@ pub mod cipher;
 pub mod hash;
 pub mod kdf;
 
-pub use cipher::{CipherSpec, SectorCipher};
+pub use cipher::{CipherSpec, SectorCipher, XtsImplementation};
 pub use hash::HashAlg;
 pub use kdf::{Argon2Variant, KdfParams};
 

@@ -32,6 +32,8 @@ pub enum LuksCommand {
     Export(ExportArgs),
     /// Write INPUT's bytes as plaintext at offset 0 of IMAGE.
     Import(ImportArgs),
+    /// Cipher speeds on this CPU (in memory, one core, 4 KiB data units).
+    Benchmark(crate::bench_cmd::BenchmarkArgs),
 }
 
 #[derive(Args)]
@@ -69,6 +71,9 @@ pub struct ExportArgs {
     key_file: PathBuf,
     #[command(flatten)]
     progress: ProgressArgs,
+    /// Crypt workers (default: one per CPU).
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    threads: usize,
     /// Image file or block device.
     image: PathBuf,
     /// Plaintext output file.
@@ -82,6 +87,9 @@ pub struct ImportArgs {
     key_file: PathBuf,
     #[command(flatten)]
     progress: ProgressArgs,
+    /// Crypt workers (default: one per CPU).
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    threads: usize,
     /// Plaintext input file.
     input: PathBuf,
     /// Image file or block device.
@@ -332,6 +340,7 @@ fn refuse_last_slot(v: &Volume<Image>, slot: u32, batch: bool) -> Result<()> {
 pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
     CEPH.with(|c| *c.borrow_mut() = ceph.clone());
     match cmd {
+        LuksCommand::Benchmark(a) => crate::bench_cmd::run(a),
         LuksCommand::Format(a) => {
             let version = Version::parse(&a.kind)?;
             let cipher = CipherSpec::parse(&a.cipher).map_err(rekey_luks::Error::from)?;
@@ -472,14 +481,14 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
                 .write(true)
                 .open(&a.output)
                 .with_context(|| format!("cannot create {}", a.output.display()))?;
-            with_progress(a.progress, "export", |report| rekey_luks::transfer::export(&d, &out, report))?;
+            with_progress(a.progress, "export", |report| rekey_luks::transfer::export(&d, &out, a.threads, report))?;
             Ok(())
         }
         LuksCommand::Import(a) => {
             let v = open_volume(&a.image)?;
             let d = v.decrypted(read_key_file(&a.key_file)?.expose())?;
             let input = std::fs::File::open(&a.input).with_context(|| format!("cannot open {}", a.input.display()))?;
-            with_progress(a.progress, "import", |report| rekey_luks::transfer::import(&input, &d, report))?;
+            with_progress(a.progress, "import", |report| rekey_luks::transfer::import(&input, &d, a.threads, report))?;
             Ok(())
         }
         LuksCommand::KillSlot(a) => {

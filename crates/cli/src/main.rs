@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin_cmd;
+mod bench_cmd;
 mod luks_cmd;
 mod serve_cmd;
 

@@ -16,6 +16,7 @@ mod error;
 pub mod luks1;
 pub mod luks2;
 pub mod pbkdf;
+pub mod pipeline;
 pub mod reencrypt;
 mod secret;
 pub mod transfer;

@@ -1,6 +1,7 @@
 //! All `rekey` command-line integration tests, in one binary. Real peers
 //! (cryptsetup 2.6, qemu-img) are the oracles; a missing one fails the test.
 
+mod benchmark;
 mod data_compat;
 mod harness;
 mod luks_compat;

@@ -5,6 +5,7 @@ pub mod af;
 pub mod cipher;
 pub mod hash;
 pub mod kdf;
+pub mod speed;
 
 pub use cipher::{CipherSpec, SectorCipher, XtsImplementation};
 pub use hash::HashAlg;

@@ -56,6 +56,9 @@ pub struct ReencryptArgs {
     /// Data converted per crash-safe step, in MiB.
     #[arg(long, default_value_t = 16)]
     hotzone_mib: u64,
+    /// Data converted per crash-safe step (64M, 16MiB, bytes); overrides --hotzone-mib.
+    #[arg(long, value_parser = crate::size::parse_size, conflicts_with = "hotzone_mib")]
+    hotzone_size: Option<u64>,
     #[command(flatten)]
     pbkdf: PbkdfArgs,
     #[command(flatten)]
@@ -187,8 +190,8 @@ pub struct FormatArgs {
     /// Volume key size in bits.
     #[arg(long, short = 's')]
     key_size: Option<u32>,
-    /// Encryption sector size (LUKS2).
-    #[arg(long, default_value_t = 512)]
+    /// Encryption sector size (LUKS2): 512 to 4096 (4K).
+    #[arg(long, default_value_t = 512, value_parser = crate::size::parse_size_u32)]
     sector_size: u32,
     #[command(flatten)]
     pbkdf: PbkdfArgs,
@@ -204,8 +207,8 @@ pub struct FormatArgs {
     /// Keyslot for the passphrase.
     #[arg(long, short = 'S')]
     key_slot: Option<u32>,
-    /// Create (or grow) IMAGE as a sparse file of this many bytes.
-    #[arg(long)]
+    /// Create (or grow) IMAGE as a sparse file of this size (40M, 1G, bytes).
+    #[arg(long, value_parser = crate::size::parse_size)]
     size: Option<u64>,
     /// Passphrase file (`-` = stdin), taken byte for byte.
     #[arg(long, short = 'd')]
@@ -450,7 +453,10 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
                 cipher: a.cipher.as_deref().map(CipherSpec::parse).transpose().map_err(rekey_luks::Error::from)?,
                 key_size_bits: a.key_size,
                 pbkdf: a.pbkdf.options()?,
-                hotzone: a.hotzone_mib.checked_mul(1 << 20).context("--hotzone-mib too large")?,
+                hotzone: match a.hotzone_size {
+                    Some(bytes) => bytes,
+                    None => a.hotzone_mib.checked_mul(1 << 20).context("--hotzone-mib too large")?,
+                },
                 ..Default::default()
             };
             let new_ref = new.as_ref().map(|n| n.expose());

@@ -7,3 +7,4 @@ mod harness;
 mod luks_compat;
 mod luks_errors;
 mod reencrypt;
+mod sizes;

@@ -4,6 +4,7 @@
 //! Memory is bounded by `2 × threads × CHUNK`.
 
 use std::fs::File;
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 
 use crate::blockio::BlockIo;
@@ -18,28 +19,40 @@ pub const CHUNK: u64 = 1 << 20;
 /// Progress callback: bytes done, bytes total.
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 
-/// Writes the plaintext of `src` to `out` (truncated to the plaintext size)
-/// with `threads` crypt workers (0: one per CPU); all-zero chunks are left
-/// as holes.
+/// Writes the plaintext of `src` to `out` with `threads` crypt workers (0:
+/// one per CPU). A regular file is truncated to the plaintext size and
+/// all-zero chunks are left as holes; anything else (a block device, a
+/// pipe, /dev/null) gets every byte written in order.
 pub fn export<IO: BlockIo>(src: &Decrypted<IO>, out: &File, threads: usize, progress: Progress<'_>) -> Result<()> {
     let total = src.len();
-    out.set_len(0).map_err(Error::io("truncate output", 0))?;
-    out.set_len(total).map_err(Error::io("size output", total))?;
+    let regular = out.metadata().map_err(Error::io("stat output", 0))?.is_file();
+    if regular {
+        out.set_len(0).map_err(Error::io("truncate output", 0))?;
+        out.set_len(total).map_err(Error::io("size output", total))?;
+    }
     let sector = src.sector_size() as usize;
     let work = |pos: u64, buf: &mut [u8]| -> Result<bool> {
         src.io().read_at(buf, src.data_offset() + pos).map_err(Error::io("read", pos))?;
         src.cipher().decrypt(buf, sector, src.iv_at(pos))?;
-        Ok(buf.iter().all(|&b| b == 0))
+        Ok(regular && buf.iter().all(|&b| b == 0))
     };
-    let write = |pos: u64, buf: &[u8], zero: bool| -> Result<()> {
-        if !zero {
+    // Chunks arrive in order, so an output that cannot seek (a pipe) is
+    // written sequentially from where it stands.
+    let write = |pos: u64, buf: &[u8], hole: bool| -> Result<()> {
+        if regular && !hole {
             out.write_all_at(buf, pos).map_err(Error::io("write output", pos))?;
+        } else if !regular {
+            (&mut &*out).write_all(buf).map_err(Error::io("write output", pos))?;
         }
         progress(pos + buf.len() as u64, total);
         Ok(())
     };
     pipeline::run(total, Options::new(threads, CHUNK as usize), work, write)?;
-    out.sync_all().map_err(Error::io("flush output", 0))
+    match out.sync_all() {
+        // Pipes and character devices have nothing to flush.
+        Err(e) if !regular && e.kind() == std::io::ErrorKind::InvalidInput => Ok(()),
+        r => r.map_err(Error::io("flush output", 0)),
+    }
 }
 
 /// Writes the contents of `input` as plaintext at offset 0 of `dst` with

@@ -65,3 +65,24 @@ fn reencrypt_takes_hotzone_size_beside_hotzone_mib() {
     let both = rekey(&["luks", "reencrypt", "--hotzone-size", "1M", "--hotzone-mib", "2", "--key-file", s(&key), s(&img)]);
     assert_ne!(both.code, 0, "the two spellings together are ambiguous");
 }
+
+#[test]
+fn export_writes_every_byte_to_a_non_regular_output() {
+    let env = Env::new();
+    let key = env.key("k", b"pass");
+    let img = env.path("a.img");
+    let mut a = vec!["luks", "format", "--type", "luks2", "--size", "24M", "--key-file", s(&key)];
+    a.extend(FAST);
+    a.push(s(&img));
+    rekey(&a).ok();
+    // /dev/null can be neither truncated nor fsynced; a pipe gets every
+    // byte, zeros included, in order.
+    rekey(&["luks", "export", "--key-file", s(&key), s(&img), "/dev/null"]).ok();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} luks export --threads 2 --key-file {} {} /dev/stdout | wc -c", env!("CARGO_BIN_EXE_rekey"), s(&key), s(&img)))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), (8u64 << 20).to_string());
+}

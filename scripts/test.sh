@@ -39,7 +39,7 @@ trap cleanup EXIT
 
 step "system packages"
 need=()
-for p in cryptsetup-bin qemu-utils argon2 python3 python3-venv python3-cryptography libssl-dev pkg-config curl \
+for p in cryptsetup-bin qemu-utils qemu-user argon2 python3 python3-venv python3-cryptography libssl-dev pkg-config curl \
          ceph-mon ceph-osd ceph-common librbd-dev librados-dev; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
 done
@@ -85,4 +85,6 @@ export REKEY_CLIENTS_VENV
 
 step "tests"
 cargo nextest run --workspace --features rekey-cli/rbd --no-fail-fast
+step "XTS kernels and their dispatch on other CPUs (qemu-user)"
+scripts/xts-qemu.sh
 step "done"

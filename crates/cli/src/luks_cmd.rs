@@ -32,6 +32,8 @@ pub enum LuksCommand {
     Export(ExportArgs),
     /// Write INPUT's bytes as plaintext at offset 0 of IMAGE.
     Import(ImportArgs),
+    /// Cipher speeds on this CPU (in memory, one core, 4 KiB data units).
+    Benchmark(crate::bench_cmd::BenchmarkArgs),
     /// Save the header and keyslots to a file (cryptsetup luksHeaderBackup's format).
     HeaderBackup(HeaderBackupArgs),
     /// Write a header backup back over IMAGE's metadata (cryptsetup luksHeaderRestore).
@@ -110,6 +112,9 @@ pub struct ReencryptArgs {
     /// Hotzone protection, as cryptsetup's: checksum, journal or none.
     #[arg(long, default_value = "checksum")]
     resilience: String,
+    /// Data converted per crash-safe step (64M, 16MiB, bytes); overrides --hotzone-mib.
+    #[arg(long, value_parser = crate::size::parse_size, conflicts_with = "hotzone_mib")]
+    hotzone_size: Option<u64>,
     #[command(flatten)]
     pbkdf: PbkdfArgs,
     #[command(flatten)]
@@ -128,6 +133,9 @@ pub struct ExportArgs {
     volume_key_file: Option<PathBuf>,
     #[command(flatten)]
     progress: ProgressArgs,
+    /// Crypt workers (default: one per CPU).
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    threads: usize,
     /// Image file or block device.
     image: PathBuf,
     /// Plaintext output file.
@@ -144,6 +152,9 @@ pub struct ImportArgs {
     volume_key_file: Option<PathBuf>,
     #[command(flatten)]
     progress: ProgressArgs,
+    /// Crypt workers (default: one per CPU).
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    threads: usize,
     /// Plaintext input file.
     input: PathBuf,
     /// Image file or block device.
@@ -241,8 +252,8 @@ pub struct FormatArgs {
     /// Volume key size in bits.
     #[arg(long, short = 's')]
     key_size: Option<u32>,
-    /// Encryption sector size (LUKS2).
-    #[arg(long, default_value_t = 512)]
+    /// Encryption sector size (LUKS2): 512 to 4096 (4K).
+    #[arg(long, default_value_t = 512, value_parser = crate::size::parse_size_u32)]
     sector_size: u32,
     #[command(flatten)]
     pbkdf: PbkdfArgs,
@@ -258,8 +269,8 @@ pub struct FormatArgs {
     /// Keyslot for the passphrase.
     #[arg(long, short = 'S')]
     key_slot: Option<u32>,
-    /// Create (or grow) IMAGE as a sparse file of this many bytes.
-    #[arg(long)]
+    /// Create (or grow) IMAGE as a sparse file of this size (40M, 1G, bytes).
+    #[arg(long, value_parser = crate::size::parse_size)]
     size: Option<u64>,
     /// Passphrase file (`-` = stdin), taken byte for byte.
     #[arg(long, short = 'd')]
@@ -422,6 +433,7 @@ fn refuse_last_slot(v: &Volume<Image>, slot: u32, batch: bool) -> Result<()> {
 pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
     CEPH.with(|c| *c.borrow_mut() = ceph.clone());
     match cmd {
+        LuksCommand::Benchmark(a) => crate::bench_cmd::run(a),
         LuksCommand::Format(a) => {
             let version = Version::parse(&a.kind)?;
             let cipher = CipherSpec::parse(&a.cipher).map_err(rekey_luks::Error::from)?;
@@ -592,7 +604,10 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
                 cipher: a.cipher.as_deref().map(CipherSpec::parse).transpose().map_err(rekey_luks::Error::from)?,
                 key_size_bits: a.key_size,
                 pbkdf: a.pbkdf.options()?,
-                hotzone: a.hotzone_mib.checked_mul(1 << 20).context("--hotzone-mib too large")?,
+                hotzone: match a.hotzone_size {
+                    Some(bytes) => bytes,
+                    None => a.hotzone_mib.checked_mul(1 << 20).context("--hotzone-mib too large")?,
+                },
                 resilience: reencrypt::ResilienceMode::parse(&a.resilience)?,
                 ..Default::default()
             };
@@ -625,14 +640,14 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
                 .write(true)
                 .open(&a.output)
                 .with_context(|| format!("cannot create {}", a.output.display()))?;
-            with_progress(a.progress, "export", |report| rekey_luks::transfer::export(&d, &out, report))?;
+            with_progress(a.progress, "export", |report| rekey_luks::transfer::export(&d, &out, a.threads, report))?;
             Ok(())
         }
         LuksCommand::Import(a) => {
             let v = open_volume(&a.image)?;
             let d = decrypted(v, a.key_file.as_deref(), a.volume_key_file.as_deref())?;
             let input = std::fs::File::open(&a.input).with_context(|| format!("cannot open {}", a.input.display()))?;
-            with_progress(a.progress, "import", |report| rekey_luks::transfer::import(&input, &d, report))?;
+            with_progress(a.progress, "import", |report| rekey_luks::transfer::import(&input, &d, a.threads, report))?;
             Ok(())
         }
         LuksCommand::KillSlot(a) => {

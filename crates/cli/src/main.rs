@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin_cmd;
+mod bench_cmd;
 mod luks_cmd;
 mod serve_cmd;
+mod size;
 
 /// Exit code for "no keyslot opens with that passphrase" (as cryptsetup).
 const EXIT_WRONG_PASSPHRASE: u8 = 2;

@@ -4,7 +4,8 @@
 //! Header codecs ([`luks1`], [`luks2`]) are sans-IO; [`volume`] does the I/O
 //! through [`BlockIo`].
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+// `unsafe` only in crypto::cipher::x86, the CPU-feature dispatch of the XTS kernels.
+#![deny(unsafe_code)]
 
 pub mod backup;
 pub mod blockio;
@@ -17,6 +18,7 @@ mod error;
 pub mod luks1;
 pub mod luks2;
 pub mod pbkdf;
+pub mod pipeline;
 pub mod reencrypt;
 mod secret;
 pub mod transfer;

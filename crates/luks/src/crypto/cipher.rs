@@ -1,8 +1,10 @@
 //! Sector ciphers: the keyslot material and data encryption of LUKS.
 //!
-//! XTS runs on the RustCrypto `aes` crate (AES-NI with runtime detection),
-//! with the tweaks computed inside the AES loop (module `xts`): no per-sector
-//! re-initialisation, no allocation, key schedules made once. CBC modes run
+//! XTS runs on the fastest kernel the CPU has, chosen once at run time
+//! ([`XtsImplementation::selected`]): VAES with 512- or 256-bit vectors,
+//! AES-NI (module `x86`), or the portable path on the RustCrypto `aes`
+//! crate (module `xts`); no per-sector re-initialisation, no allocation, key
+//! schedules made once. CBC modes run
 //! on OpenSSL's EVP layer: a [`SectorCipher`] keeps a small pool of keyed
 //! OpenSSL contexts so that a call only re-initialises the IV per sector.
 //! Concurrent callers each take their own context from the pool (XTS needs
@@ -81,11 +83,123 @@ pub const IV_SECTOR_SIZE: usize = 512;
 pub const MAX_SECTOR_SIZE: usize = 4096;
 const AES_BLOCK: usize = 16;
 
+/// An XTS kernel. Every one computes the same function; they differ in
+/// speed and in the CPU features they need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum XtsImplementation {
+    /// VAES and VPCLMULQDQ on 512-bit vectors (AVX-512F/BW): four blocks
+    /// per instruction.
+    VaesAvx512,
+    /// VAES and VPCLMULQDQ on 256-bit vectors (AVX2): two blocks per instruction.
+    VaesAvx2,
+    /// AES-NI and PCLMULQDQ, eight blocks side by side.
+    AesNi,
+    /// The RustCrypto `aes` crate: any CPU.
+    Portable,
+}
+
+impl XtsImplementation {
+    /// Every implementation, fastest first.
+    pub const ALL: [XtsImplementation; 4] = [Self::VaesAvx512, Self::VaesAvx2, Self::AesNi, Self::Portable];
+
+    /// The name `rekey luks benchmark` prints: `vaes-avx512`, `vaes-avx2`,
+    /// `aesni`, `portable`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::VaesAvx512 => "vaes-avx512",
+            Self::VaesAvx2 => "vaes-avx2",
+            Self::AesNi => "aesni",
+            Self::Portable => "portable",
+        }
+    }
+
+    /// The implementation called `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|i| i.name() == name)
+    }
+
+    /// Whether this CPU can run it.
+    pub fn is_supported(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return x86::supported(self);
+        #[cfg(not(target_arch = "x86_64"))]
+        return self == Self::Portable;
+    }
+
+    /// The CPU features it needs that this CPU lacks (empty when supported).
+    pub fn missing_cpu_features(self) -> Vec<&'static str> {
+        #[cfg(target_arch = "x86_64")]
+        return x86::missing_features(self);
+        #[cfg(not(target_arch = "x86_64"))]
+        return if self == Self::Portable { Vec::new() } else { vec!["x86_64"] };
+    }
+
+    /// Every implementation this CPU runs, fastest first.
+    pub fn supported() -> Vec<Self> {
+        Self::ALL.into_iter().filter(|i| i.is_supported()).collect()
+    }
+
+    /// What [`SectorCipher::new`] uses: the fastest this CPU runs, detected
+    /// once per process.
+    pub fn selected() -> Self {
+        static SELECTED: std::sync::OnceLock<XtsImplementation> = std::sync::OnceLock::new();
+        *SELECTED.get_or_init(|| Self::ALL.into_iter().find(|i| i.is_supported()).unwrap_or(Self::Portable))
+    }
+}
+
+impl std::fmt::Display for XtsImplementation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Keyed XTS on one implementation. Every implementation also takes keys
+/// whose two halves are equal, which OpenSSL 3 refuses but the kernel accepts.
+/// Boxed by its one user, so the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Xts {
+    Portable(xts::XtsKeys),
+    #[cfg(target_arch = "x86_64")]
+    X86 { imp: XtsImplementation, keys: x86::Keys },
+}
+
+impl Xts {
+    fn new(imp: XtsImplementation, key: &[u8]) -> Result<Xts, CryptoError> {
+        if !imp.is_supported() {
+            return Err(CryptoError::InvalidParameter("XTS implementation not supported by this CPU"));
+        }
+        #[cfg(target_arch = "x86_64")]
+        if imp != XtsImplementation::Portable {
+            let keys = x86::expand(key).ok_or(CryptoError::InvalidParameter("XTS key must be 32 or 64 bytes"))?;
+            return Ok(Xts::X86 { imp, keys });
+        }
+        Ok(Xts::Portable(xts::XtsKeys::new(key)?))
+    }
+
+    fn implementation(&self) -> XtsImplementation {
+        match self {
+            Xts::Portable(_) => XtsImplementation::Portable,
+            #[cfg(target_arch = "x86_64")]
+            Xts::X86 { imp, .. } => *imp,
+        }
+    }
+
+    fn run(&self, decrypt: bool, buf: &mut [u8], unit: usize, first: u64, step: u64) -> Result<(), CryptoError> {
+        match self {
+            Xts::Portable(keys) => {
+                keys.run(decrypt, buf, unit, first, step);
+                Ok(())
+            }
+            #[cfg(target_arch = "x86_64")]
+            Xts::X86 { imp, keys } => x86::run(*imp, keys, decrypt, buf, unit, first, step),
+        }
+    }
+}
+
 /// How the sectors are enciphered.
 enum Engine {
-    /// XTS over the `aes` crate (see [`xts`]); also takes keys whose two
-    /// halves are equal, which OpenSSL 3 refuses but the kernel accepts.
-    Xts(Box<xts::XtsKeys>),
+    /// XTS on one of the [`XtsImplementation`]s.
+    Xts(Box<Xts>),
     /// CBC on OpenSSL with a per-sector IV, optionally ESSIV-encrypted.
     Cbc(Box<Cbc>),
 }
@@ -131,7 +245,7 @@ impl SectorCipher {
             return Err(CryptoError::InvalidKeySize { cipher: spec.name(), got: key.len() });
         }
         let essiv = match spec.mode {
-            Mode::XtsPlain64 => return Ok(SectorCipher { engine: Engine::Xts(Box::new(xts::XtsKeys::new(key)?)) }),
+            Mode::XtsPlain64 => return Self::with_xts_implementation(key, XtsImplementation::selected()),
             Mode::CbcPlain64 => false,
             Mode::CbcEssivSha256 => true,
         };
@@ -158,6 +272,23 @@ impl SectorCipher {
             cbc.pool(dir).push(ctxs);
         }
         Ok(SectorCipher { engine: Engine::Cbc(Box::new(cbc)) })
+    }
+
+    /// `aes-xts-plain64` keyed for a given implementation (benchmarks and
+    /// tests); fails if this CPU cannot run it.
+    pub fn with_xts_implementation(key: &[u8], imp: XtsImplementation) -> Result<Self, CryptoError> {
+        if key.len() != 32 && key.len() != 64 {
+            return Err(CryptoError::InvalidKeySize { cipher: "aes-xts-plain64".into(), got: key.len() });
+        }
+        Ok(SectorCipher { engine: Engine::Xts(Box::new(Xts::new(imp, key)?)) })
+    }
+
+    /// The XTS implementation this cipher runs; `None` for CBC.
+    pub fn xts_implementation(&self) -> Option<XtsImplementation> {
+        match &self.engine {
+            Engine::Xts(x) => Some(x.implementation()),
+            Engine::Cbc(_) => None,
+        }
     }
 
     /// Encrypts `buf` in place: `buf.len()` is a multiple of `sector_size`;
@@ -196,10 +327,7 @@ impl SectorCipher {
             return Ok(());
         }
         match &self.engine {
-            Engine::Xts(keys) => {
-                keys.run(dir == Direction::Decrypt, buf, unit, first_iv, iv_step);
-                Ok(())
-            }
+            Engine::Xts(xts) => xts.run(dir == Direction::Decrypt, buf, unit, first_iv, iv_step),
             Engine::Cbc(cbc) => cbc.run_units(dir, buf, unit, first_iv, iv_step),
         }
     }
@@ -338,6 +466,9 @@ impl std::fmt::Debug for SectorCipher {
 
 #[cfg(test)]
 mod tests;
+// The one module allowed `unsafe`: entering `#[target_feature]` kernels
+// after detecting their features, and unaligned vector loads and stores.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod x86;
 mod xts;
-#[cfg(all(target_arch = "x86_64", target_feature = "aes", target_feature = "pclmulqdq", target_feature = "sse2"))]
-mod xts_aesni;

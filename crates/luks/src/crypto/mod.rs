@@ -5,8 +5,9 @@ pub mod af;
 pub mod cipher;
 pub mod hash;
 pub mod kdf;
+pub mod speed;
 
-pub use cipher::{CipherSpec, SectorCipher};
+pub use cipher::{CipherSpec, SectorCipher, XtsImplementation};
 pub use hash::HashAlg;
 pub use kdf::{Argon2Variant, KdfParams};
 

@@ -256,56 +256,52 @@ fn contexts_return_to_the_pool() {
     }
 }
 
-/// The portable XTS on the `aes` crate, which builds without AES-NI run,
-/// against OpenSSL: on x86_64 this build selects the AES-NI kernel, so the
-/// tests above do not reach it.
-#[test]
-fn portable_xts_path_matches_openssl() {
-    for key_len in [32, 64] {
-        let key = Secret::random(key_len);
-        let portable = xts::XtsKeys::on_aes_crate(key.expose()).unwrap();
-        // 1 and 2 units take the short path; 9 and 150 the pipelined one.
-        for (sector, units) in [(512, 2), (512, 150), (4096, 1), (4096, 9)] {
-            let plain = Secret::random(units * sector).expose().to_vec();
-            let step = (sector / IV_SECTOR_SIZE) as u64;
-            for first_iv in [0, 0xffff_ffff, u64::MAX - 3] {
-                let mut buf = plain.clone();
-                portable.run(false, &mut buf, sector, first_iv, step);
-                let want = openssl_xts(key.expose(), &plain, sector, first_iv, false);
-                assert!(buf == want, "key {key_len} sector {sector} units {units} iv {first_iv:#x}");
-                portable.run(true, &mut buf, sector, first_iv, step);
-                assert!(buf == plain, "decrypt: key {key_len} sector {sector} units {units} iv {first_iv:#x}");
-            }
+/// The data-unit shapes every kernel is checked on: 1 to 24 blocks (whole
+/// vector groups plus every tail of vectors and single blocks) and around
+/// the 128- and 256-block (2 and 4 KiB) units. 29 shapes.
+const UNIT_BLOCKS: [usize; 29] = [
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 127, 128, 129, 255, 256,
+];
+
+/// OpenSSL's XTS on units of any length, unit k numbered `first + k * step`.
+fn openssl_xts_units(key: &[u8], data: &[u8], unit: usize, first: u64, step: u64, decrypt: bool) -> Vec<u8> {
+    let cipher = Cipher::fetch(None, &format!("AES-{}-XTS", key.len() * 4), None).unwrap();
+    let mut ctx = CipherCtx::new().unwrap();
+    let mut out = data.to_vec();
+    for (k, u) in out.chunks_mut(unit).enumerate() {
+        let mut iv = [0u8; 16];
+        iv[..8].copy_from_slice(&first.wrapping_add(step.wrapping_mul(k as u64)).to_le_bytes());
+        if decrypt {
+            ctx.decrypt_init(Some(&cipher), Some(key), Some(&iv)).unwrap();
+        } else {
+            ctx.encrypt_init(Some(&cipher), Some(key), Some(&iv)).unwrap();
         }
+        assert_eq!(ctx.cipher_update_inplace(u, unit).unwrap(), unit);
     }
+    out
 }
 
-/// The workspace's `.cargo/config.toml` builds x86_64 with AES-NI and
-/// PCLMULQDQ, which the fast XTS kernel needs; a build that lost them would
-/// still pass every other test, only slower. This one says so.
-#[test]
-#[cfg(target_arch = "x86_64")]
-// A run-time assertion on purpose: a build without the features is valid,
-// this test is where it is reported.
-#[allow(clippy::assertions_on_constants)]
-fn x86_64_builds_select_the_aes_ni_xts_kernel() {
+/// The whole check of one kernel: IEEE 1619 vectors 1–3, OpenSSL on every
+/// unit shape (one to eleven units per call, IVs that wrap), LUKS sector
+/// sizes through the public API at boundary IVs, equal key halves against
+/// the ECB reference. A kernel this CPU cannot run fails the test, naming
+/// what is missing: "not run on this CPU" must never read as a pass.
+fn check_kernel(imp: XtsImplementation) {
     assert!(
-        cfg!(all(target_feature = "aes", target_feature = "pclmulqdq")),
-        "built without +aes,+pclmulqdq (RUSTFLAGS overrides .cargo/config.toml): XTS runs the portable path"
+        imp.is_supported(),
+        "{imp} XTS kernel NOT RUN ON THIS CPU: it lacks {:?}; the kernel is only checked where the CPU has them",
+        imp.missing_cpu_features()
     );
-    #[cfg(all(target_feature = "aes", target_feature = "pclmulqdq", target_feature = "sse2"))]
-    for key_len in [32, 64] {
-        let keys = xts::XtsKeys::new(Secret::random(key_len).expose()).unwrap();
-        assert!(matches!(keys, xts::XtsKeys::AesNi(_)), "key {key_len}");
+    for v in SHORT_VECTORS {
+        let c = SectorCipher::with_xts_implementation(&unhex(v.key), imp).unwrap();
+        assert_eq!(c.xts_implementation(), Some(imp));
+        let mut buf = unhex(v.plaintext);
+        c.run_units(Direction::Encrypt, &mut buf, 32, v.data_unit, 1).unwrap();
+        assert_eq!(hex::encode(&buf), v.ciphertext, "{imp}: IEEE vector {} encrypt", v.number);
+        c.run_units(Direction::Decrypt, &mut buf, 32, v.data_unit, 1).unwrap();
+        assert_eq!(hex::encode(&buf), v.plaintext, "{imp}: IEEE vector {} decrypt", v.number);
     }
-}
-
-/// The selected XTS against the portable one on data-unit sizes LUKS never
-/// uses but the unit API takes: whole 8-block groups plus a tail of single
-/// blocks, one to many units per call, IVs that wrap.
-#[test]
-fn selected_and_portable_xts_agree_on_every_unit_shape() {
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ imp.name().len() as u64;
     let mut next = || {
         seed ^= seed << 13;
         seed ^= seed >> 7;
@@ -314,19 +310,124 @@ fn selected_and_portable_xts_agree_on_every_unit_shape() {
     };
     for key_len in [32, 64] {
         let key = Secret::random(key_len);
-        let selected = xts::XtsKeys::new(key.expose()).unwrap();
-        let portable = xts::XtsKeys::on_aes_crate(key.expose()).unwrap();
-        for blocks in (1..=24).chain([127, 128, 129, 255, 256]) {
+        let c = SectorCipher::with_xts_implementation(key.expose(), imp).unwrap();
+        for blocks in UNIT_BLOCKS {
             let unit = blocks * 16;
-            let units = 1 + (next() % 11) as usize;
-            let (first, step) = (next() | 0xffff_ffff_ffff_fff0, 1 + next() % 8);
-            let plain = Secret::random(units * unit).expose().to_vec();
-            for decrypt in [false, true] {
-                let (mut a, mut b) = (plain.clone(), plain.clone());
-                selected.run(decrypt, &mut a, unit, first, step);
-                portable.run(decrypt, &mut b, unit, first, step);
-                assert!(a == b, "key {key_len} unit {unit} units {units} decrypt {decrypt}");
+            for units in [1, 1 + (next() % 11) as usize] {
+                let (first, step) = (next() | 0xffff_ffff_ffff_fff0, 1 + next() % 8);
+                let plain = Secret::random(units * unit).expose().to_vec();
+                let mut buf = plain.clone();
+                c.run_units(Direction::Encrypt, &mut buf, unit, first, step).unwrap();
+                let want = openssl_xts_units(key.expose(), &plain, unit, first, step, false);
+                assert!(buf == want, "{imp}: encrypt key {key_len} unit {unit} units {units}");
+                c.run_units(Direction::Decrypt, &mut buf, unit, first, step).unwrap();
+                assert!(buf == plain, "{imp}: decrypt key {key_len} unit {unit} units {units}");
             }
         }
+        for sector_size in [512, 1024, 2048, 4096] {
+            let plain = Secret::random(9 * sector_size).expose().to_vec();
+            for &first_iv in BOUNDARY_IVS {
+                let mut buf = plain.clone();
+                c.encrypt(&mut buf, sector_size, first_iv).unwrap();
+                let want = openssl_xts(key.expose(), &plain, sector_size, first_iv, false);
+                assert!(buf == want, "{imp}: key {key_len} sector {sector_size} iv {first_iv:#x}");
+                c.decrypt(&mut buf, sector_size, first_iv).unwrap();
+                assert!(buf == plain, "{imp}: decrypt key {key_len} sector {sector_size} iv {first_iv:#x}");
+            }
+        }
+        let half = Secret::random(key_len / 2);
+        let equal = [half.expose(), half.expose()].concat();
+        let c = SectorCipher::with_xts_implementation(&equal, imp).unwrap();
+        let plain = Secret::random(3 * 4096).expose().to_vec();
+        let mut buf = plain.clone();
+        c.encrypt(&mut buf, 4096, u64::MAX - 1).unwrap();
+        assert!(buf == ecb_reference_xts(&equal, &plain, 4096, u64::MAX - 1, false), "{imp}: equal halves, key {key_len}");
+        c.decrypt(&mut buf, 4096, u64::MAX - 1).unwrap();
+        assert!(buf == plain);
     }
+}
+
+#[test]
+fn xts_kernel_vaes_avx512_matches_openssl_and_ieee_1619() {
+    check_kernel(XtsImplementation::VaesAvx512);
+}
+
+#[test]
+fn xts_kernel_vaes_avx2_matches_openssl_and_ieee_1619() {
+    check_kernel(XtsImplementation::VaesAvx2);
+}
+
+#[test]
+fn xts_kernel_aesni_matches_openssl_and_ieee_1619() {
+    check_kernel(XtsImplementation::AesNi);
+}
+
+#[test]
+fn xts_kernel_portable_matches_openssl_and_ieee_1619() {
+    check_kernel(XtsImplementation::Portable);
+}
+
+/// The kernel the CPU should get, from a source other than the detection
+/// under test: `REKEY_EXPECT_XTS` when set (the QEMU runs of
+/// scripts/xts-qemu.sh, where /proc/cpuinfo is the host's), otherwise the
+/// flags the kernel reports in /proc/cpuinfo (set only when the OS also
+/// saves the vector state).
+fn expected_kernel() -> XtsImplementation {
+    if let Ok(name) = std::env::var("REKEY_EXPECT_XTS") {
+        return XtsImplementation::from_name(&name).unwrap_or_else(|| panic!("REKEY_EXPECT_XTS={name:?} names no kernel"));
+    }
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").expect("read /proc/cpuinfo");
+    let flags: Vec<&str> = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, f)| f.split_whitespace().collect())
+        .expect("flags line in /proc/cpuinfo");
+    let has = |all: &[&str]| all.iter().all(|f| flags.contains(f));
+    let aesni = ["aes", "pclmulqdq"];
+    let avx2 = ["aes", "pclmulqdq", "avx2", "vaes", "vpclmulqdq"];
+    let avx512 = ["aes", "pclmulqdq", "avx2", "vaes", "vpclmulqdq", "avx512f", "avx512bw"];
+    if !cfg!(target_arch = "x86_64") {
+        XtsImplementation::Portable
+    } else if has(&avx512) {
+        XtsImplementation::VaesAvx512
+    } else if has(&avx2) {
+        XtsImplementation::VaesAvx2
+    } else if has(&aesni) {
+        XtsImplementation::AesNi
+    } else {
+        XtsImplementation::Portable
+    }
+}
+
+#[test]
+fn dispatcher_selects_the_best_kernel_the_cpu_reports() {
+    let want = expected_kernel();
+    println!("XTS kernel selected on this CPU: {} (expected {want})", XtsImplementation::selected());
+    assert_eq!(XtsImplementation::selected(), want);
+    let c = SectorCipher::new(&xts(), Secret::random(64).expose()).unwrap();
+    assert_eq!(c.xts_implementation(), Some(want));
+    // Everything at or below the selected one runs; nothing above it does.
+    let rank = |i: XtsImplementation| XtsImplementation::ALL.iter().position(|&x| x == i).unwrap();
+    for imp in XtsImplementation::ALL {
+        assert_eq!(imp.is_supported(), rank(imp) >= rank(want) || imp == XtsImplementation::Portable, "{imp}");
+    }
+    assert_eq!(XtsImplementation::supported().first(), Some(&want));
+}
+
+#[test]
+fn unsupported_kernels_are_refused_not_run() {
+    for imp in XtsImplementation::ALL.into_iter().filter(|i| !i.is_supported()) {
+        assert!(SectorCipher::with_xts_implementation(&[7; 64], imp).is_err(), "{imp}");
+        assert!(!imp.missing_cpu_features().is_empty(), "{imp}");
+    }
+    assert!(SectorCipher::with_xts_implementation(&[7; 48], XtsImplementation::Portable).is_err());
+}
+
+#[test]
+fn kernel_names_round_trip() {
+    for imp in XtsImplementation::ALL {
+        assert_eq!(XtsImplementation::from_name(imp.name()), Some(imp));
+    }
+    assert_eq!(XtsImplementation::from_name("aes-ni"), None);
 }

@@ -1,7 +1,7 @@
 //! XTS-AES (IEEE 1619) over the RustCrypto `aes` crate, fused per block group:
-//! the portable path. x86_64 builds with AES-NI and PCLMULQDQ enabled (the
-//! workspace default) run [`super::xts_aesni`] instead, 12–30 % faster; this
-//! module stays for other targets and is cross-checked against OpenSSL.
+//! the portable path, for other architectures and x86 CPUs without AES-NI
+//! (the `aes` crate itself still uses AES-NI when it finds it). x86_64 CPUs
+//! with AES-NI run a kernel of [`super::x86`] instead.
 //!
 //! For data unit n with tweak key K2 and data key K1:
 //! T₀ = E_K2(le64(n) ‖ 0⁶⁴), Tⱼ₊₁ = Tⱼ·α in GF(2^128) (little-endian, reduction
@@ -44,9 +44,6 @@ const BATCH: usize = 64;
 pub(super) enum XtsKeys {
     Aes128 { data: Aes128, tweak: Aes128Enc },
     Aes256 { data: Aes256, tweak: Aes256Enc },
-    /// Both key sizes, when the build has AES-NI (see [`super::xts_aesni`]).
-    #[cfg(all(target_arch = "x86_64", target_feature = "aes", target_feature = "pclmulqdq", target_feature = "sse2"))]
-    AesNi(super::xts_aesni::Keys),
 }
 
 impl XtsKeys {
@@ -54,15 +51,6 @@ impl XtsKeys {
     /// 1619-2018 forbids them for new data but the kernel takes them, so a
     /// volume made that way must still open.
     pub(super) fn new(key: &[u8]) -> Result<Self, CryptoError> {
-        #[cfg(all(target_arch = "x86_64", target_feature = "aes", target_feature = "pclmulqdq", target_feature = "sse2"))]
-        if let Some(keys) = super::xts_aesni::Keys::new(key) {
-            return Ok(XtsKeys::AesNi(keys));
-        }
-        Self::on_aes_crate(key)
-    }
-
-    /// The portable path on the `aes` crate, whatever the build targets.
-    pub(super) fn on_aes_crate(key: &[u8]) -> Result<Self, CryptoError> {
         let bad = || CryptoError::InvalidParameter("XTS key must be 32 or 64 bytes");
         let half = key.len() / 2;
         let (k1, k2) = key.split_at(half);
@@ -86,8 +74,6 @@ impl XtsKeys {
         match self {
             XtsKeys::Aes128 { data, tweak } => run_with(data, tweak, decrypt, buf, unit, first, step),
             XtsKeys::Aes256 { data, tweak } => run_with(data, tweak, decrypt, buf, unit, first, step),
-            #[cfg(all(target_arch = "x86_64", target_feature = "aes", target_feature = "pclmulqdq", target_feature = "sse2"))]
-            XtsKeys::AesNi(keys) => keys.run(decrypt, buf, unit, first, step),
         }
     }
 }

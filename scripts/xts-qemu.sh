@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The XTS kernels and the dispatcher on CPUs this machine is not: the
+# rekey-luks unit tests of crypto::cipher run under qemu-user's TCG with CPU
+# models that lack features, so the default build (no compile-time target
+# features) is shown to pick the right kernel and not die with SIGILL.
+#
+#   model     what QEMU 7.2's TCG gives           kernel expected
+#   max       aes pclmulqdq avx2 vaes, NO vpclmulqdq, no AVX-512   aesni
+#   Westmere  aes pclmulqdq, no AVX               aesni
+#   qemu64    no AES-NI                           portable
+#
+# On each model the kernel tests of the kernels it can run must pass, and
+# those of the kernels it cannot must FAIL with "NOT RUN ON THIS CPU" (the
+# test's own message): those are printed as not run, loudly, never as
+# passes. TCG 7.2 emulates neither VPCLMULQDQ nor AVX-512, so the two VAES
+# kernels run only natively (their tests in the normal test run, on a CPU
+# that has them). Needs qemu-user (apt-get install qemu-user).
+# Usage: scripts/xts-qemu.sh      (exit 0 when every expectation held)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v qemu-x86_64 >/dev/null || { echo "missing qemu-x86_64 (apt-get install -y qemu-user)" >&2; exit 1; }
+
+bin=$(cargo test -q -p rekey-luks --lib --no-run --message-format=json 2>/dev/null |
+      python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "rekey_luks" and m.get("executable"):
+        print(m["executable"])' | tail -1)
+[[ -x $bin ]] || { echo "could not build the rekey-luks unit-test binary" >&2; exit 1; }
+
+all_kernels=(vaes_avx512 vaes_avx2 aesni portable)
+fail=0
+not_run=()
+run_model() {
+    local model=$1 expect=$2; shift 2
+    local runs=("$@")
+    echo "== qemu-x86_64 -cpu $model (expect kernel $expect)"
+    local out
+    out=$(REKEY_EXPECT_XTS=$expect qemu-x86_64 -cpu "$model" "$bin" --test-threads 1 crypto::cipher::tests:: 2>&1 | grep -v 'TCG doesn.t support' || true)
+    for t in dispatcher_selects_the_best_kernel_the_cpu_reports unsupported_kernels_are_refused_not_run xts_matches_openssl_evp_xts; do
+        grep -q "test crypto::cipher::tests::$t ... ok" <<<"$out" || { echo "FAIL: $t on $model"; fail=1; }
+    done
+    for k in "${all_kernels[@]}"; do
+        local t="xts_kernel_${k}_matches_openssl_and_ieee_1619"
+        if [[ " ${runs[*]} " == *" $k "* ]]; then
+            if grep -q "test crypto::cipher::tests::$t ... ok" <<<"$out"; then
+                echo "  ran and passed: $k"
+            else
+                echo "FAIL: $t on $model"; fail=1
+            fi
+        else
+            local why
+            why=$(grep -o "NOT RUN ON THIS CPU: it lacks [^;]*" <<<"$out" | grep -m1 . || true)
+            if grep -q "test crypto::cipher::tests::$t ... FAILED" <<<"$out" &&
+               grep -q "${k/_/-} XTS kernel NOT RUN ON THIS CPU" <<<"$out"; then
+                local lacks
+                lacks=$(grep -o "${k/_/-} XTS kernel NOT RUN ON THIS CPU: it lacks [^;]*" <<<"$out" | head -1)
+                echo "  NOT RUN on -cpu $model: $lacks"
+                not_run+=("$model: ${k/_/-}")
+            else
+                echo "FAIL: $t on $model: expected the test to report the kernel as not run ($why)"; fail=1
+            fi
+        fi
+    done
+    if (( fail )); then echo "$out" | tail -40; fi
+}
+
+run_model max aesni aesni portable
+run_model Westmere aesni aesni portable
+run_model qemu64 portable portable
+
+echo
+echo "NOT RUN under QEMU (no TCG emulation of their features; checked natively where the CPU has them): ${not_run[*]}"
+if (( fail )); then echo "xts-qemu: FAILED"; exit 1; fi
+echo "xts-qemu: every expectation held"

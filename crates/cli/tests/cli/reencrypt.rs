@@ -98,7 +98,12 @@ fn kill_9_at_random_points_then_resume_loses_nothing() {
         seed % n.max(1)
     };
     let mut interrupted = 0;
-    for trial in 0..50 {
+    // At least 50 trials; more (up to 150) when a loaded machine made the
+    // timing run unrepresentative and too few kills landed mid-run.
+    for trial in 0..150 {
+        if trial >= 50 && interrupted >= 25 {
+            break;
+        }
         std::fs::write(&img, &pristine).unwrap();
         let mut resume = false;
         for attempt in 0.. {

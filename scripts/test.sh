@@ -24,6 +24,7 @@ cleanup() {
   step "stopping services"
   scripts/barbican.sh stop || true
   scripts/ceph.sh stop || true
+  scripts/postgres.sh stop || true
   if [[ $own_dir == 1 ]]; then rm -rf "$REKEY_TEST_DIR"; fi
   exit $rc
 }
@@ -31,7 +32,7 @@ trap cleanup EXIT
 
 step "system packages"
 need=()
-for p in cryptsetup-bin qemu-utils argon2 python3 python3-venv python3-cryptography libssl-dev pkg-config curl \
+for p in cryptsetup-bin qemu-utils argon2 python3 python3-venv python3-cryptography libssl-dev pkg-config curl postgresql \
          ceph-mon ceph-osd ceph-common librbd-dev librados-dev; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
 done
@@ -51,6 +52,8 @@ cargo build --workspace --all-targets --features rekey-cli/rbd
 
 step "start Ceph"
 eval "$(scripts/ceph.sh start | grep '^export ')"
+step "start PostgreSQL"
+eval "$(scripts/postgres.sh start | grep '^export ')"
 step "start Barbican"
 scripts/barbican.sh start
 export REKEY_BARBICAN_URL=http://127.0.0.1:${BARBICAN_PORT:-9311}
@@ -60,4 +63,6 @@ export REKEY_CLIENTS_VENV
 
 step "tests"
 cargo nextest run --workspace --features rekey-cli/rbd --no-fail-fast
+step "API tests again, the service on PostgreSQL"
+REKEY_TEST_DATABASE=postgres cargo nextest run -p rekey-cli --test api --no-fail-fast
 step "done"

@@ -3,8 +3,10 @@
 //! handed out.
 //!
 //! Layers, top down: [`api`] (HTTP: routing, identity, bodies, Cinder error
-//! bodies) → [`Service`] (domain: what a request means) → `engine`
-//! (persisted jobs; the rekey flow) → `db` (SQL) and the `rekey-keys`,
+//! bodies) → [`paths`] (admissions and the jobs' typed state machines: what
+//! a request means and how it is carried out) → [`Service`] (the parts;
+//! types and plain records) → `engine` (runs, persists and retries state
+//! machines it does not look inside) → `db` (SQL) and the `rekey-keys`,
 //! `rekey-storage` and `rekey-luks` crates.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -50,7 +52,7 @@ pub async fn serve(
         .await
         .map_err(|e| ServiceError::Config(format!("cannot listen on {}: {e}", svc.config().listen)))?;
     let addr = listener.local_addr().map_err(|e| ServiceError::Internal(e.to_string()))?;
-    let resumed = engine::recover(&svc).await?;
+    let resumed = engine::recover::<paths::Flow>(svc.clone()).await?;
     if resumed > 0 {
         tracing::info!(resumed, "resumed unfinished jobs");
     }
@@ -71,7 +73,7 @@ pub mod admin {
     pub async fn key_bytes(config: &Config, key_id: &str) -> Result<rekey_keys::KeyBytes> {
         let id = rekey_keys::KeyId::parse(key_id)?;
         let pool = db::open(&config.database_url()).await?;
-        let mut c = pool.acquire().await.map_err(error::db("connect"))?;
+        let mut c = pool.conn().await?;
         let project = db::key_project(&mut c, id.as_str())
             .await?
             .ok_or_else(|| ServiceError::not_found("Key", key_id))?;
@@ -90,7 +92,7 @@ pub mod admin {
     /// Where volume `volume_id` lives (a path for the file backend).
     pub async fn volume_location(config: &Config, volume_id: &str) -> Result<String> {
         let pool = db::open(&config.database_url()).await?;
-        let mut c = pool.acquire().await.map_err(error::db("connect"))?;
+        let mut c = pool.conn().await?;
         db::get_volume(&mut c, volume_id).await?.ok_or_else(|| ServiceError::not_found("Volume", volume_id))?;
         let backend_config = config.backend();
         let id = volume_id.to_owned();

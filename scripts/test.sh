@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine (run as root):
-#   - installs what the tests need (apt: cryptsetup-bin, qemu-utils, Ceph;
-#     pip venvs: Barbican and the OpenStack clients) where missing;
-#   - starts a real Barbican and a real single-node Ceph on 127.0.0.1;
-#   - builds the workspace once and runs every test;
+#   - installs what the tests need (apt: cryptsetup-bin, qemu-utils, Ceph,
+#     PostgreSQL; pip venvs: Barbican, the OpenStack clients,
+#     prometheus_client) where missing;
+#   - starts a real Barbican, a real single-node Ceph and a throw-away
+#     PostgreSQL on 127.0.0.1;
+#   - builds the workspace once and runs every test, then the API tests
+#     again with the service on PostgreSQL;
 #   - stops the services by their PID files, whatever happened.
 # Scratch state lives in $REKEY_TEST_DIR (default: a new temp dir, removed after).
 set -euo pipefail
@@ -46,6 +49,10 @@ command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 step "python venvs (OpenStack clients, Barbican) in the background"
 scripts/clients.sh > "$REKEY_TEST_DIR/clients.log" 2>&1 &
 clients_pid=$!
+# The Prometheus reference parser, for the /metrics test.
+( python3 -m venv "$REKEY_TEST_DIR/venv-prom" && "$REKEY_TEST_DIR/venv-prom/bin/pip" install -q prometheus_client ) \
+  > "$REKEY_TEST_DIR/prom.log" 2>&1 &
+prom_pid=$!
 
 step "build (once)"
 cargo build --workspace --all-targets --features rekey-cli/rbd
@@ -60,6 +67,8 @@ export REKEY_BARBICAN_URL=http://127.0.0.1:${BARBICAN_PORT:-9311}
 wait "$clients_pid" || { cat "$REKEY_TEST_DIR/clients.log"; exit 1; }
 REKEY_CLIENTS_VENV=$(scripts/clients.sh --path)
 export REKEY_CLIENTS_VENV
+wait "$prom_pid" || { cat "$REKEY_TEST_DIR/prom.log"; exit 1; }
+export REKEY_PROM_PYTHON=$REKEY_TEST_DIR/venv-prom/bin/python
 
 step "tests"
 cargo nextest run --workspace --features rekey-cli/rbd --no-fail-fast

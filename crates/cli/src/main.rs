@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin_cmd;
+mod json_log;
 mod luks_cmd;
 mod serve_cmd;
 
@@ -40,6 +41,11 @@ enum Command {
         #[command(subcommand)]
         cmd: admin_cmd::VolumeCommand,
     },
+    /// Unfinished jobs of the service (reads its database).
+    Job {
+        #[command(subcommand)]
+        cmd: admin_cmd::JobCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +63,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve_cmd::run(args),
         Command::Key { cmd } => admin_cmd::run_key(cmd),
         Command::Volume { cmd } => admin_cmd::run_volume(cmd),
+        Command::Job { cmd } => admin_cmd::run_job(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -43,6 +43,11 @@ impl Db {
         }
     }
 
+    /// Whether this is PostgreSQL (row locks can be skipped, not only waited for).
+    pub fn is_postgres(&self) -> bool {
+        self.postgres
+    }
+
     /// A connection outside any transaction.
     pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Any>> {
         self.pool.acquire().await.map_err(db("connect"))
@@ -103,11 +108,25 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts        BIGINT NOT NULL,
     next_attempt_at BIGINT NOT NULL,
     epoch           BIGINT NOT NULL,
+    lease_owner     TEXT,
+    lease_until     BIGINT NOT NULL DEFAULT 0,
     last_error      TEXT,
     created_at      TEXT NOT NULL,
     updated_at      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_source ON jobs (source_id);
+CREATE TABLE IF NOT EXISTS step_log (
+    id         TEXT PRIMARY KEY,
+    job_id     TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    step       TEXT NOT NULL,
+    node       TEXT NOT NULL,
+    epoch      BIGINT NOT NULL,
+    started_at BIGINT NOT NULL,
+    ended_at   BIGINT,
+    outcome    TEXT
+);
+CREATE INDEX IF NOT EXISTS step_log_by_job ON step_log (job_id, started_at);
 CREATE TABLE IF NOT EXISTS key_deletions (
     key_id     TEXT PRIMARY KEY,
     project_id TEXT NOT NULL,
@@ -115,7 +134,9 @@ CREATE TABLE IF NOT EXISTS key_deletions (
     attempts   BIGINT NOT NULL,
     last_error TEXT,
     created_at TEXT NOT NULL,
-    next_attempt_at BIGINT NOT NULL DEFAULT 0
+    next_attempt_at BIGINT NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_until BIGINT NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS snapshots (
     id                TEXT PRIMARY KEY,
@@ -208,11 +229,14 @@ pub async fn open(url: &str) -> Result<Db> {
     if has_snapshot_id == 0 {
         sqlx::query("ALTER TABLE volumes ADD COLUMN snapshot_id TEXT").execute(&mut *tx).await.map_err(db("migrate"))?;
     }
-    if !has_column(&mut tx, "key_deletions", "next_attempt_at").await? {
-        sqlx::query("ALTER TABLE key_deletions ADD COLUMN next_attempt_at BIGINT NOT NULL DEFAULT 0")
-            .execute(&mut *tx)
-            .await
-            .map_err(db("migrate"))?;
+    for (column, ddl) in [
+        ("next_attempt_at", "ALTER TABLE key_deletions ADD COLUMN next_attempt_at BIGINT NOT NULL DEFAULT 0"),
+        ("lease_owner", "ALTER TABLE key_deletions ADD COLUMN lease_owner TEXT"),
+        ("lease_until", "ALTER TABLE key_deletions ADD COLUMN lease_until BIGINT NOT NULL DEFAULT 0"),
+    ] {
+        if !has_column(&mut tx, "key_deletions", column).await? {
+            sqlx::query(ddl).execute(&mut *tx).await.map_err(db("migrate"))?;
+        }
     }
     insert_default_type(&mut tx).await?;
     tx.commit().await.map_err(db("migrate"))?;
@@ -678,6 +702,14 @@ pub struct JobRow {
     pub attempts: u32,
     pub next_attempt_at: i64,
     pub epoch: i64,
+    /// The node whose lease the job is under, and until when (ms).
+    pub lease_owner: Option<String>,
+    pub lease_until: i64,
+    /// Why the last attempt failed (only ever set by the engine).
+    pub last_error: Option<String>,
+    pub created_at: String,
+    /// Set by [`claim_jobs`]: the node whose lease ran out.
+    pub previous_owner: Option<String>,
 }
 
 fn job_from_row(r: &AnyRow) -> JobRow {
@@ -694,6 +726,11 @@ fn job_from_row(r: &AnyRow) -> JobRow {
         attempts: u32::try_from(r.get::<i64, _>("attempts")).unwrap_or(u32::MAX),
         next_attempt_at: r.get("next_attempt_at"),
         epoch: r.get("epoch"),
+        lease_owner: r.get("lease_owner"),
+        lease_until: r.get("lease_until"),
+        last_error: r.get("last_error"),
+        created_at: r.get("created_at"),
+        previous_owner: None,
     }
 }
 
@@ -702,8 +739,8 @@ pub async fn insert_job(c: &mut Conn, j: &JobRow) -> Result<()> {
     let now = now_iso();
     sqlx::query(
         "INSERT INTO jobs (id, kind, target_id, project_id, source_id, step, state, old_key_id, new_key_id,
-             attempts, next_attempt_at, epoch, last_error, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, $13, $14)",
+             attempts, next_attempt_at, epoch, lease_owner, lease_until, last_error, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NULL, $15, $16)",
     )
     .bind(&j.id)
     .bind(&j.kind)
@@ -717,6 +754,8 @@ pub async fn insert_job(c: &mut Conn, j: &JobRow) -> Result<()> {
     .bind(i64::from(j.attempts))
     .bind(j.next_attempt_at)
     .bind(j.epoch)
+    .bind(&j.lease_owner)
+    .bind(j.lease_until)
     .bind(&now)
     .bind(&now)
     .execute(&mut *c)
@@ -725,15 +764,115 @@ pub async fn insert_job(c: &mut Conn, j: &JobRow) -> Result<()> {
     Ok(())
 }
 
-/// Takes a job up for a new run: its epoch goes up by one, which fences off
-/// every earlier run. The new epoch, or `None` if the job is gone.
-pub async fn take_job(c: &mut Conn, id: &str) -> Result<Option<i64>> {
-    sqlx::query_scalar("UPDATE jobs SET epoch = epoch + 1, updated_at = $1 WHERE id = $2 RETURNING epoch")
-        .bind(now_iso())
+/// Takes a job up for a new run on `node`, leased until `until` (ms): its
+/// epoch goes up by one, which fences off every earlier run. With
+/// `own_only`, only if `node` holds its lease already (a job `node` just
+/// admitted). The new epoch, or `None` if the job is gone (or not `node`'s).
+pub async fn take_job(c: &mut Conn, id: &str, node: &str, until: i64, own_only: bool) -> Result<Option<i64>> {
+    let own = if own_only { " AND lease_owner = $1" } else { "" };
+    sqlx::query_scalar(&format!(
+        "UPDATE jobs SET epoch = epoch + 1, lease_owner = $1, lease_until = $2, updated_at = $3 WHERE id = $4{own} RETURNING epoch"
+    ))
+    .bind(node)
+    .bind(until)
+    .bind(now_iso())
+    .bind(id)
+    .fetch_optional(&mut *c)
+    .await
+    .map_err(db("take job"))
+}
+
+/// Claims up to `limit` jobs whose lease has run out (a dead or stalled
+/// node's, or nobody's) for `node`, each with a new epoch, and returns them.
+/// On PostgreSQL the rows are locked `FOR UPDATE SKIP LOCKED`, so nodes
+/// claiming at once never wait for, or claim, the same row; SQLite's
+/// `BEGIN IMMEDIATE` serialises the claimers instead.
+pub async fn claim_jobs(c: &mut Conn, postgres: bool, node: &str, now: i64, until: i64, limit: i64) -> Result<Vec<JobRow>> {
+    let lock = if postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+    let ids: Vec<(String, Option<String>)> = sqlx::query_as(&format!(
+        "SELECT id, lease_owner FROM jobs WHERE lease_owner IS NULL OR lease_until < $1 ORDER BY created_at, id LIMIT $2{lock}"
+    ))
+    .bind(now)
+    .bind(limit)
+    .fetch_all(&mut *c)
+    .await
+    .map_err(db("claim jobs"))?;
+    let mut out = Vec::with_capacity(ids.len());
+    for (id, previous_owner) in ids {
+        if take_job(c, &id, node, until, false).await?.is_some() {
+            let r = sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(&id).fetch_one(&mut *c).await.map_err(db("claim jobs"))?;
+            out.push(JobRow { previous_owner, ..job_from_row(&r) });
+        }
+    }
+    Ok(out)
+}
+
+/// Extends `node`'s lease on job `id` to `until`: the heartbeat. False if
+/// the node no longer holds it.
+pub async fn renew_lease(c: &mut Conn, id: &str, node: &str, until: i64) -> Result<bool> {
+    let r = sqlx::query("UPDATE jobs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3")
+        .bind(until)
         .bind(id)
-        .fetch_optional(&mut *c)
+        .bind(node)
+        .execute(&mut *c)
         .await
-        .map_err(db("take job"))
+        .map_err(db("renew lease"))?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Whether job `id` is still at `epoch` (no other run has taken it up).
+pub async fn job_is_current(c: &mut Conn, id: &str, epoch: i64) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE id = $1 AND epoch = $2")
+        .bind(id)
+        .bind(epoch)
+        .fetch_one(&mut *c)
+        .await
+        .map_err(db("read job"))?;
+    Ok(n > 0)
+}
+
+/// One attempt at one step, as the step log records it.
+#[derive(Debug, Clone)]
+pub struct StepLogEntry {
+    pub id: String,
+    pub job_id: String,
+    pub kind: String,
+    pub step: String,
+    pub node: String,
+    pub epoch: i64,
+    pub started_at: i64,
+}
+
+/// Records that a step attempt starts (committed on its own, before the
+/// action: a node that dies mid-step leaves a row without an end).
+pub async fn step_started(c: &mut Conn, e: &StepLogEntry) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO step_log (id, job_id, kind, step, node, epoch, started_at, ended_at, outcome)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL)",
+    )
+    .bind(&e.id)
+    .bind(&e.job_id)
+    .bind(&e.kind)
+    .bind(&e.step)
+    .bind(&e.node)
+    .bind(e.epoch)
+    .bind(e.started_at)
+    .execute(&mut *c)
+    .await
+    .map_err(db("log step"))?;
+    Ok(())
+}
+
+/// Records a step attempt's end, in the transaction that commits its outcome.
+pub async fn step_ended(c: &mut Conn, id: &str, ended_at: i64, outcome: &str) -> Result<()> {
+    sqlx::query("UPDATE step_log SET ended_at = $1, outcome = $2 WHERE id = $3")
+        .bind(ended_at)
+        .bind(outcome)
+        .bind(id)
+        .execute(&mut *c)
+        .await
+        .map_err(db("log step"))?;
+    Ok(())
 }
 
 /// Records a job's next state, if the job is still at `j.epoch`; false if
@@ -786,6 +925,24 @@ pub async fn delete_job(c: &mut Conn, id: &str, epoch: i64) -> Result<bool> {
     Ok(r.rows_affected() == 1)
 }
 
+/// Unfinished jobs counted by (kind, step).
+pub async fn job_counts(c: &mut Conn) -> Result<Vec<(String, String, i64)>> {
+    let rows = sqlx::query("SELECT kind, step, COUNT(*) AS n FROM jobs GROUP BY kind, step ORDER BY kind, step")
+        .fetch_all(&mut *c)
+        .await
+        .map_err(db("count jobs"))?;
+    Ok(rows.iter().map(|r| (r.get("kind"), r.get("step"), r.get("n"))).collect())
+}
+
+/// Volumes counted by status.
+pub async fn volume_counts(c: &mut Conn) -> Result<Vec<(String, i64)>> {
+    let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM volumes GROUP BY status ORDER BY status")
+        .fetch_all(&mut *c)
+        .await
+        .map_err(db("count volumes"))?;
+    Ok(rows.iter().map(|r| (r.get("status"), r.get("n"))).collect())
+}
+
 /// Every unfinished job, oldest first.
 pub async fn list_jobs(c: &mut Conn) -> Result<Vec<JobRow>> {
     let rows = sqlx::query("SELECT * FROM jobs ORDER BY created_at, id")
@@ -811,6 +968,23 @@ pub async fn queue_key_deletion(c: &mut Conn, key_id: &str, project_id: &str, re
     .await
     .map_err(db("queue key deletion"))?;
     Ok(())
+}
+
+/// Leases queued key `key_id` to `node` until `until` if nobody holds it:
+/// nodes sharing the queue never delete the same key at once.
+pub async fn claim_key_deletion(c: &mut Conn, key_id: &str, node: &str, now: i64, until: i64) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE key_deletions SET lease_owner = $1, lease_until = $2
+         WHERE key_id = $3 AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4)",
+    )
+    .bind(node)
+    .bind(until)
+    .bind(key_id)
+    .bind(now)
+    .execute(&mut *c)
+    .await
+    .map_err(db("claim key deletion"))?;
+    Ok(r.rows_affected() == 1)
 }
 
 /// Queued key deletions due at `now_ms`: (key id, project id, attempts).

@@ -17,16 +17,27 @@
 //! `attempts` and given a backoff deadline `next_attempt_at`, and the state
 //! is retried (by this process or, after a restart, the next); any other
 //! failure rolls the machine back ([`Machine::roll_back`]) and removes the
-//! job. Each commit is fenced by the job's `epoch`, which a process bumps
-//! when it takes the job up: a process that lost the job never commits a
-//! step of it.
+//! job.
+//!
+//! Several processes (nodes) may share the database. A job is leased to the
+//! node that admitted it; each node renews the leases of the jobs it runs
+//! (heartbeat) and claims the jobs whose lease ran out (a dead or stalled
+//! node's: `FOR UPDATE SKIP LOCKED` on PostgreSQL). Taking a job up bumps its
+//! `epoch`; each step's start is checked against it and each commit is
+//! fenced by it (`UPDATE … WHERE epoch = $`), so a node that lost the job
+//! never commits a step of it. Every attempt is written to `step_log`
+//! (start committed before the action, end with the step's commit), which
+//! shows that no step of a job ran on two nodes at once. The key-deletion
+//! queue is leased per key the same way.
 //!
 //! The machines (creates, clones, snapshots, restores, transfers, rekeys,
 //! deletes) live in [`crate::paths`]; this module only runs them, keeps the
 //! key-deletion queue (step 5 of every rekey) and names the keys jobs make.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rekey_keys::{ErrorKind as KeyErrorKind, KeyId, KeyManager, Project};
@@ -34,7 +45,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::db::{self, Db, JobRow};
+use crate::db::{self, Db, JobRow, StepLogEntry};
 use crate::error::{Result, ServiceError};
 use crate::fault::{self, Point, Step};
 
@@ -68,17 +79,61 @@ pub trait Context: Clone + Send + Sync + 'static {
 }
 
 /// The engine's own state: its database, the key manager (for the deletion
-/// queue) and the wake-up of the deletion worker.
+/// queue), this node's name and lease length, the jobs this process runs
+/// (with the epoch each run holds) and the wake-up of the deletion worker.
 #[derive(Debug)]
 pub struct Engine {
     db: Db,
     keys: Arc<dyn KeyManager>,
     key_gc: Notify,
+    node: String,
+    lease: Duration,
+    running: Mutex<HashMap<String, Arc<AtomicI64>>>,
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl Engine {
-    pub(crate) fn new(db: Db, keys: Arc<dyn KeyManager>) -> Self {
-        Engine { db, keys, key_gc: Notify::new() }
+    pub(crate) fn new(db: Db, keys: Arc<dyn KeyManager>, node: String, lease: Duration) -> Self {
+        Engine {
+            db,
+            keys,
+            key_gc: Notify::new(),
+            node,
+            lease,
+            running: Mutex::new(HashMap::new()),
+            metrics: crate::metrics::Metrics::default(),
+        }
+    }
+
+    /// This node's name.
+    pub(crate) fn node_name(&self) -> &str {
+        &self.node
+    }
+
+    fn lease_until(&self) -> i64 {
+        now_ms() + self.lease.as_millis() as i64
+    }
+
+    /// How often leases are renewed and expired ones looked for.
+    fn beat(&self) -> Duration {
+        (self.lease / 3).clamp(Duration::from_millis(200), Duration::from_secs(5))
+    }
+
+    /// Registers a run of job `id` at `epoch` in this process; `None` if a
+    /// run of it is already here (which now holds `epoch`).
+    fn register(&self, id: &str, epoch: i64) -> Option<Arc<AtomicI64>> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = running.get(id) {
+            e.store(epoch, Ordering::SeqCst);
+            return None;
+        }
+        let e = Arc::new(AtomicI64::new(epoch));
+        running.insert(id.to_owned(), e.clone());
+        Some(e)
+    }
+
+    fn unregister(&self, id: &str) {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
     }
 
     /// Something was queued for deletion: look now rather than at the next tick.
@@ -158,6 +213,10 @@ pub struct Job<M> {
     pub(crate) state: M,
 }
 
+/// A run's hold on its job: the epoch it may commit at (raised when this
+/// node takes the job up again after its own lease ran out).
+struct Hold(Arc<AtomicI64>);
+
 impl<M: Machine> Job<M> {
     /// A new job at the machine's first state.
     pub(crate) fn new(target_id: &str, project_id: &str, source_id: Option<&str>, state: M) -> Self {
@@ -179,6 +238,10 @@ impl<M: Machine> Job<M> {
     }
 
     fn row(&self) -> Result<JobRow> {
+        self.row_leased(None, 0)
+    }
+
+    fn row_leased(&self, lease_owner: Option<&str>, lease_until: i64) -> Result<JobRow> {
         let [old, new] = self.state.held_keys();
         Ok(JobRow {
             id: self.id.clone(),
@@ -194,6 +257,11 @@ impl<M: Machine> Job<M> {
             attempts: self.attempts,
             next_attempt_at: self.next_attempt_at,
             epoch: self.epoch,
+            lease_owner: lease_owner.map(str::to_owned),
+            lease_until,
+            last_error: None,
+            created_at: String::new(),
+            previous_owner: None,
         })
     }
 
@@ -213,27 +281,31 @@ impl<M: Machine> Job<M> {
     }
 }
 
-/// Records a new job in `tx` (the admission's transaction).
-pub(crate) async fn admit<M: Machine>(tx: &mut Tx, job: &Job<M>) -> Result<()> {
-    db::insert_job(tx, &job.row()?).await
+/// Records a new job in `tx` (the admission's transaction), leased to this
+/// node, which runs it ([`spawn`]) once the admission is committed: no
+/// other node's claimer can take it up in between.
+pub(crate) async fn admit<M: Machine>(engine: &Engine, tx: &mut Tx, job: &Job<M>) -> Result<()> {
+    db::insert_job(tx, &job.row_leased(Some(&engine.node), engine.lease_until())?).await
 }
 
-/// Starts running `job` (just admitted, its admission committed) in the background.
+/// Starts running `job` (just admitted, its admission committed) on this
+/// node in the background.
 pub fn spawn<M: Machine>(cx: M::Cx, job: Job<M>) {
     tokio::spawn(async move {
         match take_up(&cx, job).await {
-            Ok(Some(job)) => run(cx, job).await,
+            Ok(Some(job)) => start(cx, job),
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "cannot take up a job"),
         }
     });
 }
 
-/// Takes the job up by bumping its epoch: from now on only this run may
-/// commit its steps. `None` if the job is gone.
+/// Takes the job up by bumping its epoch under this node's lease: from now
+/// on only this run may commit its steps. `None` if the job is gone.
 async fn take_up<M: Machine>(cx: &M::Cx, mut job: Job<M>) -> Result<Option<Job<M>>> {
-    let mut tx = cx.engine().tx().await?;
-    let Some(epoch) = db::take_job(&mut tx, &job.id).await? else {
+    let engine = cx.engine();
+    let mut tx = engine.tx().await?;
+    let Some(epoch) = db::take_job(&mut tx, &job.id, &engine.node, engine.lease_until(), true).await? else {
         return Ok(None);
     };
     tx.commit().await.map_err(crate::error::db("commit"))?;
@@ -241,27 +313,88 @@ async fn take_up<M: Machine>(cx: &M::Cx, mut job: Job<M>) -> Result<Option<Job<M
     Ok(Some(job))
 }
 
-/// Resumes every unfinished job (called once at start) and starts the
-/// key-deletion worker.
+/// Runs a job this node holds, unless a run of it is here already (which
+/// then carries on at the new epoch).
+fn start<M: Machine>(cx: M::Cx, job: Job<M>) {
+    if let Some(hold) = cx.engine().register(&job.id, job.epoch) {
+        tokio::spawn(run(cx, job, Hold(hold)));
+    }
+}
+
+/// Starts this node's workers: the claimer, which takes up every job whose
+/// lease ran out (at start: every job nobody holds, and this node's own
+/// from before a restart), the heartbeat that renews this node's leases,
+/// and the key-deletion worker. Returns how many jobs it took up at once.
 pub async fn recover<M: Machine>(cx: M::Cx) -> Result<usize> {
+    let engine = cx.engine().clone();
+    // This node's leases from before a restart are its to resume now.
+    {
+        let mut c = engine.db.conn().await?;
+        sqlx::query("UPDATE jobs SET lease_until = 0 WHERE lease_owner = $1")
+            .bind(&engine.node)
+            .execute(&mut *c)
+            .await
+            .map_err(crate::error::db("release own leases"))?;
+    }
+    let n = claim_round::<M>(&cx).await?;
+    tokio::spawn(claimer::<M>(cx.clone()));
+    tokio::spawn(heartbeat(engine.clone()));
+    tokio::spawn(key_gc(engine));
+    Ok(n)
+}
+
+async fn claim_round<M: Machine>(cx: &M::Cx) -> Result<usize> {
+    let engine = cx.engine();
     let rows = {
-        let mut c = cx.engine().db.conn().await?;
-        db::list_jobs(&mut c).await?
+        let mut tx = engine.tx().await?;
+        let rows = db::claim_jobs(&mut tx, engine.db.is_postgres(), &engine.node, now_ms(), engine.lease_until(), 64).await?;
+        tx.commit().await.map_err(crate::error::db("commit"))?;
+        rows
     };
-    let mut n = 0;
+    let n = rows.len();
     for row in rows {
-        let (id, kind, step) = (row.id.clone(), row.kind.clone(), row.step.clone());
+        let (id, kind, step, epoch) = (row.id.clone(), row.kind.clone(), row.step.clone(), row.epoch);
+        if row.previous_owner.as_deref().is_some_and(|o| o != engine.node) {
+            engine.metrics.lease_takeovers.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(job = %id, from = row.previous_owner.as_deref().unwrap_or(""), node = %engine.node, "lease ran out; taking the job over");
+        }
         match Job::<M>::from_row(row) {
             Ok(job) => {
-                tracing::info!(job = %id, %kind, target = %job.target_id, %step, "resuming job");
-                spawn(cx.clone(), job);
-                n += 1;
+                tracing::info!(job = %id, %kind, target = %job.target_id, %step, epoch, node = %engine.node, "taking up job");
+                start(cx.clone(), job);
             }
-            Err(e) => tracing::error!(job = %id, %kind, error = %e, "cannot resume job; left as it is"),
+            Err(e) => tracing::error!(job = %id, %kind, error = %e, "cannot run job; left as it is"),
         }
     }
-    tokio::spawn(key_gc(cx.engine().clone()));
     Ok(n)
+}
+
+async fn claimer<M: Machine>(cx: M::Cx) {
+    loop {
+        tokio::time::sleep(cx.engine().beat()).await;
+        if let Err(e) = claim_round::<M>(&cx).await {
+            tracing::warn!(error = %e, "claiming jobs failed");
+        }
+    }
+}
+
+async fn heartbeat(engine: Arc<Engine>) {
+    loop {
+        tokio::time::sleep(engine.beat()).await;
+        // Only the jobs a run of this process is working on: a job whose run
+        // ended any other way is left to expire and be taken up again.
+        let ids: Vec<String> = engine.running.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        let renewed = async {
+            let mut c = engine.db.conn().await?;
+            for id in &ids {
+                db::renew_lease(&mut c, id, &engine.node, engine.lease_until()).await?;
+            }
+            Ok::<_, ServiceError>(())
+        };
+        if let Err(e) = renewed.await {
+            tracing::warn!(error = %e, "lease heartbeat failed");
+        }
+    }
 }
 
 /// Why a step did not move its job on.
@@ -277,18 +410,46 @@ impl From<ServiceError> for Failure {
     }
 }
 
-async fn run<M: Machine>(cx: M::Cx, mut job: Job<M>) {
+async fn run<M: Machine>(cx: M::Cx, job: Job<M>, hold: Hold) {
+    let id = job.id.clone();
+    run_held(&cx, job, &hold).await;
+    cx.engine().unregister(&id);
+}
+
+async fn run_held<M: Machine>(cx: &M::Cx, mut job: Job<M>, hold: &Hold) {
+    let engine = cx.engine();
     loop {
         let wait = job.next_attempt_at - now_ms();
         if wait > 0 {
             tokio::time::sleep(Duration::from_millis(wait as u64)).await;
         }
+        job.epoch = hold.0.load(Ordering::SeqCst);
         let step = job.state.step_name();
         let late = job.state.is_late();
-        let outcome = match job.state.clone().step(&cx, &job.id).await {
-            Ok(t) => commit(&cx, &job, step, t).await,
+        // Never start an action for a job another node has taken up.
+        let log = match start_step(engine, &job, step).await {
+            Ok(Some(log)) => log,
+            Ok(None) => {
+                tracing::warn!(job = %job.id, %step, epoch = job.epoch, "job taken up by another run; this one stops");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(job = %job.id, %step, error = %e, "cannot start step; will retry");
+                tokio::time::sleep(engine.beat()).await;
+                continue;
+            }
+        };
+        let began = std::time::Instant::now();
+        let outcome = match job.state.clone().step(cx, &job.id).await {
+            Ok(t) => commit(cx, &job, step, &log, t).await,
             Err(e) => Err(Failure::Error(e)),
         };
+        let result = match &outcome {
+            Ok(_) => "done",
+            Err(Failure::Fenced) => "fenced",
+            Err(Failure::Error(_)) => "failed",
+        };
+        engine.metrics.step(job.state.kind(), step.as_str(), result, began.elapsed());
         let e = match outcome {
             Ok(None) => return,
             Ok(Some(next)) => {
@@ -310,14 +471,14 @@ async fn run<M: Machine>(cx: M::Cx, mut job: Job<M>) {
             // A late state cannot be rolled back, so it is never given up:
             // the target shows `error` meanwhile, and the job finishes as
             // soon as the step can run (e.g. Ceph is back).
-            match record_failure(&cx, &job, &e.to_string()).await {
+            match record_failure(cx, &job, &log, &e.to_string()).await {
                 Ok(()) => {}
                 Err(Failure::Fenced) => return,
                 Err(Failure::Error(e2)) => tracing::error!(job = %job.id, error = %e2, "cannot record failure"),
             }
         } else {
             tracing::error!(job = %job.id, target = %job.target_id, %step, error = %e, "job failed; rolling back");
-            if let Err(Failure::Error(e2)) = roll_back(&cx, &job, &e.to_string()).await {
+            if let Err(Failure::Error(e2)) = roll_back(cx, &job, &log, &e.to_string()).await {
                 tracing::error!(job = %job.id, error = %e2, "cannot record the failed job");
             }
             return;
@@ -327,8 +488,29 @@ async fn run<M: Machine>(cx: M::Cx, mut job: Job<M>) {
 
 /// Commits a step: its effects, the next state (or the job's removal) and
 /// the fence, with the fault-injection points around the commit.
-async fn commit<M: Machine>(cx: &M::Cx, job: &Job<M>, step: Step, t: Transition<M>) -> Result<Option<M>, Failure> {
+/// Checks the run still holds its job and logs the attempt's start; `None`
+/// if another run has taken the job up.
+async fn start_step<M: Machine>(engine: &Engine, job: &Job<M>, step: Step) -> Result<Option<StepLogEntry>> {
+    let mut c = engine.db.conn().await?;
+    if !db::job_is_current(&mut c, &job.id, job.epoch).await? {
+        return Ok(None);
+    }
+    let e = StepLogEntry {
+        id: uuid::Uuid::new_v4().to_string(),
+        job_id: job.id.clone(),
+        kind: job.state.kind().to_owned(),
+        step: step.as_str().to_owned(),
+        node: engine.node.clone(),
+        epoch: job.epoch,
+        started_at: now_ms(),
+    };
+    db::step_started(&mut c, &e).await?;
+    Ok(Some(e))
+}
+
+async fn commit<M: Machine>(cx: &M::Cx, job: &Job<M>, step: Step, log: &StepLogEntry, t: Transition<M>) -> Result<Option<M>, Failure> {
     let Transition { mut tx, next } = t;
+    db::step_ended(&mut tx, &log.id, now_ms(), "done").await?;
     let current = match &next {
         Some(next) => {
             let row = Job { state: next.clone(), attempts: 0, next_attempt_at: 0, ..job.clone() }.row()?;
@@ -347,8 +529,9 @@ async fn commit<M: Machine>(cx: &M::Cx, job: &Job<M>, step: Step, t: Transition<
     Ok(next)
 }
 
-async fn record_failure<M: Machine>(cx: &M::Cx, job: &Job<M>, error: &str) -> Result<(), Failure> {
+async fn record_failure<M: Machine>(cx: &M::Cx, job: &Job<M>, log: &StepLogEntry, error: &str) -> Result<(), Failure> {
     let mut tx = cx.engine().tx().await?;
+    db::step_ended(&mut tx, &log.id, now_ms(), "failed").await?;
     if !db::job_failed(&mut tx, &job.id, job.epoch, error, job.attempts, job.next_attempt_at).await? {
         return Err(Failure::Fenced);
     }
@@ -359,8 +542,9 @@ async fn record_failure<M: Machine>(cx: &M::Cx, job: &Job<M>, error: &str) -> Re
     Ok(())
 }
 
-async fn roll_back<M: Machine>(cx: &M::Cx, job: &Job<M>, error: &str) -> Result<(), Failure> {
+async fn roll_back<M: Machine>(cx: &M::Cx, job: &Job<M>, log: &StepLogEntry, error: &str) -> Result<(), Failure> {
     let mut tx = job.state.clone().roll_back(cx, &job.id, error).await?;
+    db::step_ended(&mut tx, &log.id, now_ms(), "rolled back").await?;
     if !db::delete_job(&mut tx, &job.id, job.epoch).await? {
         return Err(Failure::Fenced);
     }
@@ -450,6 +634,12 @@ async fn key_gc_pass(engine: &Engine) -> Result<()> {
         db::due_key_deletions(&mut c, now_ms()).await?
     };
     for (key, project, attempts) in pending {
+        {
+            let mut c = engine.db.conn().await?;
+            if !db::claim_key_deletion(&mut c, &key, &engine.node, now_ms(), engine.lease_until()).await? {
+                continue; // another node is deleting it
+            }
+        }
         let result = match (Project::new(project.clone()), KeyId::parse(&key)) {
             (Ok(p), Ok(k)) => match engine.keys.delete_key(&p, &k).await {
                 Ok(()) => Ok(()),
@@ -469,6 +659,7 @@ async fn key_gc_pass(engine: &Engine) -> Result<()> {
                 tracing::info!(%key, %project, "deleted key");
             }
             Err(e) => {
+                engine.metrics.key_deletion_errors.fetch_add(1, Ordering::Relaxed);
                 let next = now_ms() + (Duration::from_secs(2) * (1u32 << attempts.min(5))).as_millis() as i64;
                 tracing::warn!(%key, %project, error = %e, attempts = attempts + 1, "key deletion failed; will retry");
                 db::key_deletion_failed(&mut c, &key, &e, next).await?;

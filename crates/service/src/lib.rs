@@ -17,6 +17,7 @@ mod db;
 mod engine;
 mod error;
 pub mod fault;
+mod metrics;
 pub mod model;
 pub mod paths;
 mod service;
@@ -57,10 +58,32 @@ pub async fn serve(
         tracing::info!(resumed, "resumed unfinished jobs");
     }
     on_listening(addr);
-    axum::serve(listener, api::router(svc))
+    // `/metrics` beside the Cinder API (whose router answers every other path).
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics_handler))
+        .with_state(svc.clone())
+        .merge(api::router(svc));
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| ServiceError::Internal(format!("server: {e}")))
+}
+
+/// `GET /metrics` (see [`metrics`]): counts from the shared database, this
+/// node's measurements.
+async fn metrics_handler(axum::extract::State(svc): axum::extract::State<Arc<Service>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let counts = async {
+        let mut c = svc.conn().await?;
+        Ok::<_, ServiceError>((db::job_counts(&mut c).await?, db::volume_counts(&mut c).await?))
+    };
+    match counts.await {
+        Ok((jobs, volumes)) => {
+            let body = metrics::render(svc.engine.node_name(), &jobs, &volumes, &svc.engine.metrics);
+            ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+        }
+        Err(e) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("# cannot read the database: {e}\n")).into_response(),
+    }
 }
 
 /// Admin access to the data directory without a running server: the key
@@ -87,6 +110,67 @@ pub mod admin {
     pub async fn audit(config: &Config) -> Result<crate::paths::audit::AuditReport> {
         let svc = crate::open(config.clone()).await?;
         crate::paths::audit::run(&svc).await
+    }
+
+    /// An unfinished job as `rekey job list|show` prints it: the engine's
+    /// bookkeeping and the machine's state (ids and where it stands; the
+    /// state holds key ids, never keys).
+    #[derive(Debug, Clone, serde::Serialize)]
+    pub struct JobInfo {
+        /// Job id.
+        pub id: String,
+        /// Flow (`clone`, `restore`, …).
+        pub kind: String,
+        /// The record it works on.
+        pub target_id: String,
+        /// The project it works for.
+        pub project_id: String,
+        /// The record it reads from.
+        pub source_id: Option<String>,
+        /// The current state's label.
+        pub step: String,
+        /// Failed attempts at the current state.
+        pub attempts: u32,
+        /// No attempt before this time (ms since the epoch).
+        pub next_attempt_at: i64,
+        /// Why the last attempt failed.
+        pub last_error: Option<String>,
+        /// Bumped whenever a node takes the job up.
+        pub epoch: i64,
+        /// The node holding its lease.
+        pub lease_owner: Option<String>,
+        /// When that lease runs out without a heartbeat (ms since the epoch).
+        pub lease_until: i64,
+        /// When it was admitted.
+        pub created_at: String,
+        /// The whole machine state.
+        pub state: serde_json::Value,
+    }
+
+    /// Every unfinished job, oldest first.
+    pub async fn jobs(config: &Config) -> Result<Vec<JobInfo>> {
+        let pool = db::open(&config.database_url()).await?;
+        let mut c = pool.conn().await?;
+        let rows = db::list_jobs(&mut c).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| JobInfo {
+                state: serde_json::from_str(&r.state).unwrap_or(serde_json::Value::Null),
+                id: r.id,
+                kind: r.kind,
+                target_id: r.target_id,
+                project_id: r.project_id,
+                source_id: r.source_id,
+                step: r.step,
+                attempts: r.attempts,
+                next_attempt_at: r.next_attempt_at,
+                last_error: r.last_error,
+                epoch: r.epoch,
+                lease_owner: r.lease_owner,
+                lease_until: r.lease_until,
+                created_at: r.created_at,
+            })
+            .collect())
     }
 
     /// Where volume `volume_id` lives (a path for the file backend).

@@ -90,7 +90,8 @@ pub struct EncryptionSpec {
 impl Service {
     /// Assembles a service from its parts (see [`crate::open`]).
     pub(crate) fn new(db: crate::db::Db, keys: Arc<dyn KeyManager>, backend: Arc<dyn Backend>, config: Config) -> Self {
-        let engine = Arc::new(Engine::new(db.clone(), keys.clone()));
+        let lease = std::time::Duration::from_secs(config.lease_seconds.max(1));
+        let engine = Arc::new(Engine::new(db.clone(), keys.clone(), config.node_name(), lease));
         Service { db, keys, backend, config, engine }
     }
 

@@ -38,7 +38,7 @@ pub fn require_cryptsetup() {
 /// (the default), or, with `REKEY_TEST_DATABASE=postgres`, a fresh
 /// PostgreSQL database per data directory on the server `REKEY_TEST_PG_URL`
 /// names (from `scripts/postgres.sh start`), made on first use.
-fn postgres_url(data_dir: &Path) -> Option<String> {
+pub fn postgres_url(data_dir: &Path) -> Option<String> {
     match std::env::var("REKEY_TEST_DATABASE").as_deref() {
         Err(_) | Ok("") | Ok("sqlite") => return None,
         Ok("postgres") => {}
@@ -90,20 +90,25 @@ pub struct Server {
 impl Server {
     /// Starts the service on `data_dir` with extra environment; waits until it listens.
     pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        let db = postgres_url(data_dir).map(|u| vec!["--database-url".to_owned(), u]).unwrap_or_default();
+        Server::start_with(data_dir, &db, env, &data_dir.with_extension("log"))
+    }
+
+    /// Starts the service on `data_dir` with extra arguments and environment,
+    /// its log appended to `log`; waits until it listens.
+    pub fn start_with(data_dir: &Path, args: &[String], env: &[(&str, &str)], log: &Path) -> Server {
         let port = free_port();
         let mut cmd = Command::new(REKEY);
         cmd.args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(postgres_url(data_dir).map(|u| vec!["--database-url".to_owned(), u]).unwrap_or_default())
+            .args(args)
             .env("REKEY_LOG", "info,sqlx=warn")
             .env_remove("REKEY_CRASH_AT")
             .env_remove("REKEY_STALL_AT")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new().create(true).append(true).open(data_dir.with_extension("log")).unwrap(),
-            ));
+            .stderr(Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap()));
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -116,7 +121,7 @@ impl Server {
             let _ = tx.send(line);
         });
         let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        assert!(line.contains("listening on http://127.0.0.1:"), "rekey serve did not start: {line:?} (log: {})", data_dir.with_extension("log").display());
+        assert!(line.contains("listening on http://127.0.0.1:"), "rekey serve did not start: {line:?} (log: {})", log.display());
         Server { child, port, data_dir: data_dir.to_owned() }
     }
 

@@ -102,7 +102,7 @@ impl Service {
         let job = Job::new(&b.id, &b.project_id, Some(&v.id), flow);
         pdb::insert_backup(&mut tx, &b).await?;
         db::set_status(&mut tx, &v.id, BACKING_UP).await?;
-        engine::admit(&mut tx, &job).await?;
+        engine::admit(&self.engine, &mut tx, &job).await?;
         tx.commit().await.map_err(crate::error::db("commit"))?;
         Ok((b, job))
     }
@@ -225,7 +225,7 @@ impl Service {
                 let job = Job::new(&v.id, &v.project_id, Some(&b.id), Flow::Make(Make::new(target, from)));
                 db::set_status(&mut tx, &v.id, RESTORING).await?;
                 pdb::set_backup_status(&mut tx, &b.id, "restoring", None).await?;
-                engine::admit(&mut tx, &job).await?;
+                engine::admit(&self.engine, &mut tx, &job).await?;
                 tx.commit().await.map_err(crate::error::db("commit"))?;
                 Ok((v, job))
             }

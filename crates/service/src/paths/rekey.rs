@@ -114,6 +114,10 @@ impl Tail {
             }
             TailState::AddKeyslot { new_key } => {
                 let slots = add_keyslot(svc, t, &old_key, &new_key).await?;
+                if t.mode == RekeyMode::VolumeKey {
+                    let bytes = t.size_gb * engine::GIB;
+                    svc.engine.metrics.bytes_reencrypted.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+                }
                 TailState::Persist(Slots { new_key, old_slot: slots.0, new_slot: slots.1 })
             }
             TailState::Persist(slots) => {
@@ -271,7 +275,7 @@ impl Service {
         };
         let job = Job::new(id, &v.project_id, None, Flow::Rekey(InPlace { target, tail: Tail::start(key) }));
         db::set_status(&mut tx, id, status::MAINTENANCE).await?;
-        engine::admit(&mut tx, &job).await?;
+        engine::admit(&self.engine, &mut tx, &job).await?;
         tx.commit().await.map_err(crate::error::db("commit"))?;
         Ok(job)
     }

@@ -76,7 +76,7 @@ impl Service {
         });
         let job = Job::new(&s.id, &s.project_id, Some(&v.id), flow);
         pdb::insert_snapshot(&mut tx, &s).await?;
-        engine::admit(&mut tx, &job).await?;
+        engine::admit(&self.engine, &mut tx, &job).await?;
         tx.commit().await.map_err(crate::error::db("commit"))?;
         Ok((s, job))
     }

@@ -201,7 +201,7 @@ impl Service {
             state: AcceptState::AcceptMove,
         };
         let job = Job::new(&v.id, &caller.project, Some(id), Flow::Accept(accept));
-        engine::admit(&mut tx, &job).await?;
+        engine::admit(&self.engine, &mut tx, &job).await?;
         tx.commit().await.map_err(crate::error::db("commit"))?;
         Ok((t, v, job))
     }

@@ -179,7 +179,7 @@ impl Service {
         };
         let job = Job::new(&vol.id, &vol.project_id, source_id.as_deref(), flow);
         db::insert_volume(&mut tx, &vol).await?;
-        engine::admit(&mut tx, &job).await?;
+        engine::admit(&self.engine, &mut tx, &job).await?;
         tx.commit().await.map_err(crate::error::db("commit"))?;
         Ok((vol, job))
     }
@@ -206,7 +206,7 @@ impl Service {
         }
         let flow = Flow::Delete(Delete { volume: v.id.clone(), project: v.project_id.clone(), key: v.encryption_key_id.clone() });
         let job = Job::new(id, &v.project_id, None, flow);
-        engine::admit(&mut tx, &job).await?;
+        engine::admit(&self.engine, &mut tx, &job).await?;
         tx.commit().await.map_err(crate::error::db("commit"))?;
         Ok(job)
     }

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine (run as root):
-#   - installs what the tests need (apt: cryptsetup-bin, qemu-utils, Ceph;
-#     pip venvs: Barbican and the OpenStack clients) where missing;
-#   - starts a real Barbican, a real Keystone (with a second Barbican behind
-#     it), a real OpenBao (Vault) dev server and a real single-node Ceph on
-#     127.0.0.1;
-#   - builds the workspace once and runs every test;
+#   - installs what the tests need (apt: cryptsetup-bin, qemu-utils,
+#     qemu-user, Ceph, PostgreSQL; pip venvs: Keystone, Barbican, OpenBao,
+#     castellan, the OpenStack clients, prometheus_client) where missing;
+#   - starts on 127.0.0.1 a real Barbican, a real Keystone (with a second
+#     Barbican behind it), a real OpenBao (Vault) dev server, a throw-away
+#     PostgreSQL and a real single-node Ceph;
+#   - builds the workspace once and runs every test, the API tests again with
+#     the service on PostgreSQL, and the XTS kernels under qemu-user;
 #   - stops the services by their PID files, whatever happened.
 # Scratch state lives in $REKEY_TEST_DIR (default: a new temp dir, removed after).
 set -euo pipefail
@@ -30,6 +32,7 @@ cleanup() {
   scripts/keystone.sh stop || true
   scripts/openbao.sh stop || true
   scripts/ceph.sh stop || true
+  scripts/postgres.sh stop || true
   if [[ $own_dir == 1 ]]; then rm -rf "$REKEY_TEST_DIR"; fi
   exit $rc
 }
@@ -39,7 +42,7 @@ trap cleanup EXIT
 
 step "system packages"
 need=()
-for p in cryptsetup-bin qemu-utils qemu-user argon2 python3 python3-venv python3-cryptography libssl-dev pkg-config curl \
+for p in cryptsetup-bin qemu-utils qemu-user argon2 python3 python3-venv python3-cryptography libssl-dev pkg-config curl postgresql \
          ceph-mon ceph-osd ceph-common librbd-dev librados-dev; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
 done
@@ -60,12 +63,18 @@ keystone_pid=$!
 # while the workspace builds; the dev server is ready about a second later.
 scripts/openbao.sh start > "$REKEY_TEST_DIR/openbao.env" 2> "$REKEY_TEST_DIR/openbao.log" &
 openbao_pid=$!
+# The Prometheus reference parser, for the /metrics test.
+( python3 -m venv "$REKEY_TEST_DIR/venv-prom" && "$REKEY_TEST_DIR/venv-prom/bin/pip" install -q prometheus_client ) \
+  > "$REKEY_TEST_DIR/prom.log" 2>&1 &
+prom_pid=$!
 
 step "build (once)"
 cargo build --workspace --all-targets --features rekey-cli/rbd
 
 step "start Ceph"
 eval "$(scripts/ceph.sh start | grep '^export ')"
+step "start PostgreSQL"
+eval "$(scripts/postgres.sh start | grep '^export ')"
 step "start Barbican"
 scripts/barbican.sh start
 export REKEY_BARBICAN_URL=http://127.0.0.1:${BARBICAN_PORT:-9311}
@@ -82,9 +91,15 @@ wait "$openbao_pid" || { cat "$REKEY_TEST_DIR/openbao.log"; exit 1; }
 eval "$(grep '^export ' "$REKEY_TEST_DIR/openbao.env")"
 REKEY_CLIENTS_VENV=$(scripts/clients.sh --path)
 export REKEY_CLIENTS_VENV
+wait "$prom_pid" || { cat "$REKEY_TEST_DIR/prom.log"; exit 1; }
+export REKEY_PROM_PYTHON=$REKEY_TEST_DIR/venv-prom/bin/python
 
 step "tests"
-cargo nextest run --workspace --features rekey-cli/rbd --no-fail-fast
+rc=0
+cargo nextest run --workspace --features rekey-cli/rbd --no-fail-fast || rc=1
+step "API tests again, the service on PostgreSQL"
+REKEY_TEST_DATABASE=postgres cargo nextest run -p rekey-cli --test api --no-fail-fast || rc=1
 step "XTS kernels and their dispatch on other CPUs (qemu-user)"
-scripts/xts-qemu.sh
-step "done"
+scripts/xts-qemu.sh || rc=1
+step "done (rc=$rc)"
+exit $rc

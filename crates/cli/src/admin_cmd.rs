@@ -75,6 +75,58 @@ pub enum VolumeCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub enum JobCommand {
+    /// List unfinished jobs: id, kind, target, current state, lease holder.
+    List {
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDirArgs,
+    },
+    /// Show one unfinished job as JSON, its machine state included.
+    Show {
+        /// Job id.
+        job_id: String,
+        #[command(flatten)]
+        dir: DataDirArgs,
+    },
+}
+
+pub fn run_job(cmd: JobCommand) -> Result<()> {
+    match cmd {
+        JobCommand::List { json, dir } => {
+            let config = resolve_config(dir.config.as_ref(), dir.data_dir.as_ref())?;
+            let jobs = runtime()?.block_on(rekey_service::admin::jobs(&config))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&jobs)?);
+            } else {
+                for j in &jobs {
+                    println!(
+                        "{} {} {} {} attempts={} node={} epoch={}",
+                        j.id,
+                        j.kind,
+                        j.target_id,
+                        j.step,
+                        j.attempts,
+                        j.lease_owner.as_deref().unwrap_or("-"),
+                        j.epoch
+                    );
+                }
+            }
+            Ok(())
+        }
+        JobCommand::Show { job_id, dir } => {
+            let config = resolve_config(dir.config.as_ref(), dir.data_dir.as_ref())?;
+            let jobs = runtime()?.block_on(rekey_service::admin::jobs(&config))?;
+            let job = jobs.iter().find(|j| j.id == job_id).with_context(|| format!("no unfinished job {job_id}"))?;
+            println!("{}", serde_json::to_string_pretty(job)?);
+            Ok(())
+        }
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")
 }

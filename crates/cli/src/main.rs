@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod admin_cmd;
 mod bench_cmd;
+mod json_log;
 mod luks_cmd;
 mod serve_cmd;
 mod size;
@@ -42,6 +43,11 @@ enum Command {
         #[command(subcommand)]
         cmd: admin_cmd::VolumeCommand,
     },
+    /// Unfinished jobs of the service (reads its database).
+    Job {
+        #[command(subcommand)]
+        cmd: admin_cmd::JobCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -59,6 +65,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve_cmd::run(args),
         Command::Key { cmd } => admin_cmd::run_key(cmd),
         Command::Volume { cmd } => admin_cmd::run_volume(cmd),
+        Command::Job { cmd } => admin_cmd::run_job(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

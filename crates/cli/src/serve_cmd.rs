@@ -23,9 +23,20 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8776].
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// sqlx database URL [default: sqlite://DATA_DIR/rekey.sqlite].
+    /// sqlx database URL: sqlite://PATH or postgres://… [default:
+    /// sqlite://DATA_DIR/rekey.sqlite].
     #[arg(long)]
     database_url: Option<String>,
+    /// This node's name among the `rekey serve` processes sharing the
+    /// database (job leases and the step log carry it) [default: local].
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Job lease without a heartbeat, seconds [default: 15].
+    #[arg(long)]
+    lease_seconds: Option<u64>,
+    /// Log lines as text or as one JSON object per line (stderr).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
     /// Where volume keys live.
     #[arg(long, value_enum)]
     key_manager: Option<KeyManagerKind>,
@@ -62,6 +73,12 @@ enum AuthKind {
     Noauth,
     /// Keystone tokens, validated with the [auth] service user.
     Keystone,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -161,12 +178,19 @@ pub fn resolve_config(config: Option<&PathBuf>, data_dir: Option<&PathBuf>) -> R
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
+    let log_format = args.log_format;
     let mut config = resolve_config(args.config.as_ref(), args.data_dir.as_ref())?;
     if let Some(l) = args.listen {
         config.listen = l;
     }
     if let Some(u) = args.database_url {
         config.database_url = Some(u);
+    }
+    if let Some(n) = args.node_name {
+        config.node_name = Some(n);
+    }
+    if let Some(s) = args.lease_seconds {
+        config.lease_seconds = s;
     }
     let vault_flags = args.vault.any();
     if vault_flags && args.barbican_url.is_some() {
@@ -231,7 +255,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     }
     config.auth.insecure_noauth = args.insecure_noauth;
     config.auth.check(config.listen)?;
-    init_logging();
+    init_logging(log_format);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     rt.block_on(async move {
         let data_dir = config.data_dir.clone();
@@ -250,11 +274,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
     })
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("REKEY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(ansi).try_init(),
+        LogFormat::Json => builder.with_ansi(false).event_format(crate::json_log::JsonLines).try_init(),
+    };
 }
 
 async fn shutdown_signal() {

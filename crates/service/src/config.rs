@@ -47,6 +47,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8776";
 pub const DEFAULT_DATA_DIR: &str = "rekey-data";
 /// Default largest volume, GiB.
 pub const DEFAULT_MAX_VOLUME_SIZE_GB: u64 = 1000;
+/// Default job lease without a heartbeat, seconds.
+pub const DEFAULT_LEASE_SECONDS: u64 = 15;
 
 /// Everything `rekey serve` needs to start.
 #[derive(Debug, Clone, Deserialize)]
@@ -77,6 +79,14 @@ pub struct Config {
     /// Who callers are: noauth (the default) or Keystone tokens.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// This process's name among the nodes sharing the database: what its
+    /// job leases and step-log rows carry. Default `local`.
+    #[serde(default)]
+    pub node_name: Option<String>,
+    /// How long a node's lease on a job lasts without a heartbeat; when it
+    /// runs out another node takes the job over.
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: u64,
 }
 
 /// How callers are identified.
@@ -246,6 +256,9 @@ fn default_listen() -> SocketAddr {
 fn default_data_dir() -> PathBuf {
     PathBuf::from(DEFAULT_DATA_DIR)
 }
+fn default_lease_seconds() -> u64 {
+    DEFAULT_LEASE_SECONDS
+}
 fn default_max_size() -> u64 {
     DEFAULT_MAX_VOLUME_SIZE_GB
 }
@@ -261,6 +274,8 @@ impl Default for Config {
             backend: None,
             rekey: RekeyConfig::default(),
             auth: AuthConfig::default(),
+            node_name: None,
+            lease_seconds: default_lease_seconds(),
         }
     }
 }
@@ -276,6 +291,11 @@ impl Config {
     /// Parses TOML text.
     pub fn parse(text: &str) -> Result<Self> {
         toml::from_str(text).map_err(|e| ServiceError::Config(e.to_string()))
+    }
+
+    /// The node name in force.
+    pub fn node_name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| "local".into())
     }
 
     /// The database URL in force.

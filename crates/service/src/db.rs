@@ -9,16 +9,50 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
-use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
 
 use crate::error::{db, Result, ServiceError};
-use crate::model::{now_iso, Encryption, Job, JobKind, Provider, Volume, VolumeType, DEFAULT_TYPE_NAME};
+use crate::model::{now_iso, Encryption, Provider, Volume, VolumeType, DEFAULT_TYPE_NAME};
 
 /// A connection inside or outside a transaction.
-pub type Conn = SqliteConnection;
+pub type Conn = AnyConnection;
+
+/// A transaction, SQLite's or PostgreSQL's.
+pub type Tx = sqlx::Transaction<'static, Any>;
+
+/// The service's database: SQLite (the embedded default) or PostgreSQL,
+/// both through sqlx's `Any` driver, so every query below runs on either.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    postgres: bool,
+}
+
+impl Db {
+    /// A write transaction. SQLite: `BEGIN IMMEDIATE`, so two transactions
+    /// that read then write never deadlock on the lock upgrade (they queue
+    /// on the busy timeout instead). PostgreSQL: a plain `BEGIN` (row locks).
+    pub async fn tx(&self) -> Result<Tx> {
+        if self.postgres {
+            self.pool.begin().await.map_err(db("begin"))
+        } else {
+            self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db("begin"))
+        }
+    }
+
+    /// Whether this is PostgreSQL (row locks can be skipped, not only waited for).
+    pub fn is_postgres(&self) -> bool {
+        self.postgres
+    }
+
+    /// A connection outside any transaction.
+    pub async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Any>> {
+        self.pool.acquire().await.map_err(db("connect"))
+    }
+}
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS volume_types (
@@ -62,56 +96,130 @@ CREATE TABLE IF NOT EXISTS volumes (
 );
 CREATE INDEX IF NOT EXISTS volumes_by_project ON volumes (project_id, created_at);
 CREATE TABLE IF NOT EXISTS jobs (
-    id          TEXT PRIMARY KEY,
-    kind        TEXT NOT NULL,
-    volume_id   TEXT NOT NULL UNIQUE,
-    project_id  TEXT NOT NULL,
-    source_id   TEXT,
-    step        TEXT NOT NULL,
-    old_key_id  TEXT,
-    new_key_id  TEXT,
-    old_slot    BIGINT,
-    new_slot    BIGINT,
-    attempts    BIGINT NOT NULL,
-    last_error  TEXT,
-    created_at  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL
+    id              TEXT PRIMARY KEY,
+    kind            TEXT NOT NULL,
+    target_id       TEXT NOT NULL UNIQUE,
+    project_id      TEXT NOT NULL,
+    source_id       TEXT,
+    step            TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    old_key_id      TEXT,
+    new_key_id      TEXT,
+    attempts        BIGINT NOT NULL,
+    next_attempt_at BIGINT NOT NULL,
+    epoch           BIGINT NOT NULL,
+    lease_owner     TEXT,
+    lease_until     BIGINT NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_source ON jobs (source_id);
+CREATE TABLE IF NOT EXISTS step_log (
+    id         TEXT PRIMARY KEY,
+    job_id     TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    step       TEXT NOT NULL,
+    node       TEXT NOT NULL,
+    epoch      BIGINT NOT NULL,
+    started_at BIGINT NOT NULL,
+    ended_at   BIGINT,
+    outcome    TEXT
+);
+CREATE INDEX IF NOT EXISTS step_log_by_job ON step_log (job_id, started_at);
 CREATE TABLE IF NOT EXISTS key_deletions (
     key_id     TEXT PRIMARY KEY,
     project_id TEXT NOT NULL,
     reason     TEXT NOT NULL,
     attempts   BIGINT NOT NULL,
     last_error TEXT,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    next_attempt_at BIGINT NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_until BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    id                TEXT PRIMARY KEY,
+    project_id        TEXT NOT NULL,
+    user_id           TEXT NOT NULL,
+    volume_id         TEXT NOT NULL,
+    name              TEXT,
+    description       TEXT,
+    size_gb           BIGINT NOT NULL,
+    status            TEXT NOT NULL,
+    encryption_key_id TEXT UNIQUE,
+    metadata          TEXT NOT NULL,
+    created_at        TEXT NOT NULL,
+    updated_at        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS snapshots_by_volume ON snapshots (volume_id);
+CREATE TABLE IF NOT EXISTS backups (
+    id                TEXT PRIMARY KEY,
+    project_id        TEXT NOT NULL,
+    user_id           TEXT NOT NULL,
+    volume_id         TEXT NOT NULL,
+    volume_type_id    TEXT NOT NULL,
+    name              TEXT,
+    description       TEXT,
+    size_gb           BIGINT NOT NULL,
+    status            TEXT NOT NULL,
+    parent_id         TEXT,
+    encryption_key_id TEXT UNIQUE,
+    object_count      BIGINT NOT NULL,
+    stored_bytes      BIGINT NOT NULL,
+    fail_reason       TEXT,
+    created_at        TEXT NOT NULL,
+    updated_at        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS backups_by_volume ON backups (volume_id, created_at);
+CREATE TABLE IF NOT EXISTS transfers (
+    id           TEXT PRIMARY KEY,
+    volume_id    TEXT NOT NULL UNIQUE,
+    project_id   TEXT NOT NULL,
+    user_id      TEXT NOT NULL,
+    name         TEXT,
+    salt         TEXT NOT NULL,
+    crypt_hash   TEXT NOT NULL,
+    no_snapshots BIGINT NOT NULL,
+    accepted     BIGINT NOT NULL,
+    destination_project_id TEXT,
+    destination_user_id    TEXT,
+    created_at   TEXT NOT NULL
 );
 ";
 
-/// Opens (creating and migrating) the database at `url`.
-pub async fn open(url: &str) -> Result<SqlitePool> {
+/// Opens (creating and migrating) the database at `url`: `sqlite://PATH`
+/// or `postgres://…`.
+pub async fn open(url: &str) -> Result<Db> {
+    sqlx::any::install_default_drivers();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return open_postgres(url).await;
+    }
     let options = SqliteConnectOptions::from_str(url)
         .map_err(|e| ServiceError::Config(format!("database_url {url:?}: {e}")))?;
-    if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
+    let file = options.get_filename().to_owned();
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| ServiceError::Config(format!("cannot create {}: {e}", dir.display())))?;
     }
-    let options = options
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(Duration::from_secs(30))
-        .foreign_keys(true);
-    let pool = SqlitePoolOptions::new()
+    let any_url = format!("sqlite://{}?mode=rwc", file.display());
+    let pool = AnyPoolOptions::new()
         .max_connections(8)
-        .connect_with(options)
+        .after_connect(|c, _| {
+            Box::pin(async move {
+                c.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;")
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect(&any_url)
         .await
         .map_err(|e| ServiceError::Config(format!("cannot open database {url:?}: {e}")))?;
     // IMMEDIATE: take the write lock up front, so a migration racing the
     // running service (an admin command) waits instead of failing busy.
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db("migrate"))?;
+    drop_untyped_jobs(&mut tx).await?;
     sqlx::raw_sql(SCHEMA).execute(&mut *tx).await.map_err(db("migrate"))?;
-    sqlx::raw_sql(crate::paths::db::SCHEMA).execute(&mut *tx).await.map_err(db("migrate"))?;
     // Added after the first release: a column databases made before lack.
     let has_snapshot_id: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info('volumes') WHERE name = 'snapshot_id'")
@@ -121,6 +229,44 @@ pub async fn open(url: &str) -> Result<SqlitePool> {
     if has_snapshot_id == 0 {
         sqlx::query("ALTER TABLE volumes ADD COLUMN snapshot_id TEXT").execute(&mut *tx).await.map_err(db("migrate"))?;
     }
+    for (column, ddl) in [
+        ("next_attempt_at", "ALTER TABLE key_deletions ADD COLUMN next_attempt_at BIGINT NOT NULL DEFAULT 0"),
+        ("lease_owner", "ALTER TABLE key_deletions ADD COLUMN lease_owner TEXT"),
+        ("lease_until", "ALTER TABLE key_deletions ADD COLUMN lease_until BIGINT NOT NULL DEFAULT 0"),
+    ] {
+        if !has_column(&mut tx, "key_deletions", column).await? {
+            sqlx::query(ddl).execute(&mut *tx).await.map_err(db("migrate"))?;
+        }
+    }
+    insert_default_type(&mut tx).await?;
+    tx.commit().await.map_err(db("migrate"))?;
+    Ok(Db { pool, postgres: false })
+}
+
+async fn open_postgres(url: &str) -> Result<Db> {
+    let pool = AnyPoolOptions::new()
+        .max_connections(16)
+        .connect(url)
+        .await
+        .map_err(|e| ServiceError::Config(format!("cannot open database {}: {e}", redact(url))))?;
+    let mut tx = pool.begin().await.map_err(db("migrate"))?;
+    // Several nodes may start at once: one migrates, the others wait.
+    sqlx::query("SELECT pg_advisory_xact_lock(7312657)").execute(&mut *tx).await.map_err(db("migrate"))?;
+    sqlx::raw_sql(SCHEMA).execute(&mut *tx).await.map_err(db("migrate"))?;
+    insert_default_type(&mut tx).await?;
+    tx.commit().await.map_err(db("migrate"))?;
+    Ok(Db { pool, postgres: true })
+}
+
+/// `url` without a password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+async fn insert_default_type(c: &mut Conn) -> Result<()> {
     sqlx::query(
         "INSERT INTO volume_types (id, name, description, is_public, created_at) VALUES ($1, $2, $3, 1, $4)
          ON CONFLICT DO NOTHING",
@@ -129,16 +275,46 @@ pub async fn open(url: &str) -> Result<SqlitePool> {
     .bind(DEFAULT_TYPE_NAME)
     .bind("Default Volume Type")
     .bind(now_iso())
-    .execute(&mut *tx)
+    .execute(&mut *c)
     .await
     .map_err(db("migrate"))?;
-    tx.commit().await.map_err(db("migrate"))?;
-    Ok(pool)
+    Ok(())
+}
+
+async fn has_column(c: &mut Conn, table: &str, column: &str) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info($1) WHERE name = $2")
+        .bind(table)
+        .bind(column)
+        .fetch_one(&mut *c)
+        .await
+        .map_err(db("migrate"))?;
+    Ok(n > 0)
+}
+
+/// Jobs were once rows of string-named steps; their table is replaced by the
+/// typed one when it holds nothing. A database with unfinished jobs of that
+/// shape is refused: finish them with the release that made them.
+async fn drop_untyped_jobs(c: &mut Conn) -> Result<()> {
+    let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'jobs'")
+        .fetch_one(&mut *c)
+        .await
+        .map_err(db("migrate"))?;
+    if exists == 0 || has_column(c, "jobs", "state").await? {
+        return Ok(());
+    }
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs").fetch_one(&mut *c).await.map_err(db("migrate"))?;
+    if n > 0 {
+        return Err(ServiceError::Config(format!(
+            "the database holds {n} unfinished job(s) of an earlier release; finish them with that release first"
+        )));
+    }
+    sqlx::query("DROP TABLE jobs").execute(&mut *c).await.map_err(db("migrate"))?;
+    Ok(())
 }
 
 // ---- volume types --------------------------------------------------------
 
-fn type_from_row(r: &SqliteRow) -> VolumeType {
+fn type_from_row(r: &AnyRow) -> VolumeType {
     VolumeType {
         id: r.get("id"),
         name: r.get("name"),
@@ -353,7 +529,7 @@ pub async fn delete_encryption(c: &mut Conn, type_id: &str) -> Result<()> {
 
 // ---- volumes -------------------------------------------------------------
 
-fn volume_from_row(r: &SqliteRow) -> Volume {
+fn volume_from_row(r: &AnyRow) -> Volume {
     let metadata: String = r.get("metadata");
     Volume {
         id: r.get("id"),
@@ -476,7 +652,7 @@ pub async fn claim_for_delete(c: &mut Conn, id: &str, force: bool) -> Result<boo
         "UPDATE volumes SET status = 'deleting', updated_at = $1 WHERE id = $2
          AND (status IN ('available', 'error', 'error_deleting') OR ($3 = 1 AND status <> 'deleting' AND status <> 'creating'))
          AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.source_id = $2)
-         AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.volume_id = $2)",
+         AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.target_id = $2)",
     )
     .bind(now_iso())
     .bind(id)
@@ -509,42 +685,77 @@ pub async fn delete_volume(c: &mut Conn, id: &str) -> Result<()> {
 
 // ---- jobs ----------------------------------------------------------------
 
-fn job_from_row(r: &SqliteRow) -> Result<Job> {
-    let kind: String = r.get("kind");
-    let slot = |col: &str| r.get::<Option<i64>, _>(col).and_then(|s| u32::try_from(s).ok());
-    Ok(Job {
+/// A job as stored: the engine's bookkeeping plus the machine's state,
+/// serialised (the engine reads it back; nothing here looks inside).
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    pub id: String,
+    pub kind: String,
+    pub target_id: String,
+    pub project_id: String,
+    pub source_id: Option<String>,
+    /// The current state's label, for people and `rekey job list`.
+    pub step: String,
+    pub state: String,
+    pub old_key_id: Option<String>,
+    pub new_key_id: Option<String>,
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+    pub epoch: i64,
+    /// The node whose lease the job is under, and until when (ms).
+    pub lease_owner: Option<String>,
+    pub lease_until: i64,
+    /// Why the last attempt failed (only ever set by the engine).
+    pub last_error: Option<String>,
+    pub created_at: String,
+    /// Set by [`claim_jobs`]: the node whose lease ran out.
+    pub previous_owner: Option<String>,
+}
+
+fn job_from_row(r: &AnyRow) -> JobRow {
+    JobRow {
         id: r.get("id"),
-        kind: JobKind::parse(&kind).ok_or_else(|| ServiceError::Internal(format!("unknown job kind {kind:?}")))?,
-        volume_id: r.get("volume_id"),
+        kind: r.get("kind"),
+        target_id: r.get("target_id"),
         project_id: r.get("project_id"),
         source_id: r.get("source_id"),
         step: r.get("step"),
+        state: r.get("state"),
         old_key_id: r.get("old_key_id"),
         new_key_id: r.get("new_key_id"),
-        old_slot: slot("old_slot"),
-        new_slot: slot("new_slot"),
         attempts: u32::try_from(r.get::<i64, _>("attempts")).unwrap_or(u32::MAX),
-    })
+        next_attempt_at: r.get("next_attempt_at"),
+        epoch: r.get("epoch"),
+        lease_owner: r.get("lease_owner"),
+        lease_until: r.get("lease_until"),
+        last_error: r.get("last_error"),
+        created_at: r.get("created_at"),
+        previous_owner: None,
+    }
 }
 
 /// Inserts a job.
-pub async fn insert_job(c: &mut Conn, j: &Job) -> Result<()> {
+pub async fn insert_job(c: &mut Conn, j: &JobRow) -> Result<()> {
     let now = now_iso();
     sqlx::query(
-        "INSERT INTO jobs (id, kind, volume_id, project_id, source_id, step, old_key_id, new_key_id, old_slot, new_slot,
-             attempts, last_error, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, NULL, $11, $12)",
+        "INSERT INTO jobs (id, kind, target_id, project_id, source_id, step, state, old_key_id, new_key_id,
+             attempts, next_attempt_at, epoch, lease_owner, lease_until, last_error, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NULL, $15, $16)",
     )
     .bind(&j.id)
-    .bind(j.kind.as_str())
-    .bind(&j.volume_id)
+    .bind(&j.kind)
+    .bind(&j.target_id)
     .bind(&j.project_id)
     .bind(&j.source_id)
     .bind(&j.step)
+    .bind(&j.state)
     .bind(&j.old_key_id)
     .bind(&j.new_key_id)
-    .bind(j.old_slot.map(i64::from))
-    .bind(j.new_slot.map(i64::from))
+    .bind(i64::from(j.attempts))
+    .bind(j.next_attempt_at)
+    .bind(j.epoch)
+    .bind(&j.lease_owner)
+    .bind(j.lease_until)
     .bind(&now)
     .bind(&now)
     .execute(&mut *c)
@@ -553,51 +764,192 @@ pub async fn insert_job(c: &mut Conn, j: &Job) -> Result<()> {
     Ok(())
 }
 
-/// Records a job's progress: its next step and what the finished steps made.
-pub async fn save_job(c: &mut Conn, j: &Job) -> Result<()> {
-    sqlx::query(
-        "UPDATE jobs SET step = $1, old_key_id = $2, new_key_id = $3, old_slot = $4, new_slot = $5, attempts = $6,
-             updated_at = $7 WHERE id = $8",
-    )
-    .bind(&j.step)
-    .bind(&j.old_key_id)
-    .bind(&j.new_key_id)
-    .bind(j.old_slot.map(i64::from))
-    .bind(j.new_slot.map(i64::from))
-    .bind(i64::from(j.attempts))
+/// Takes a job up for a new run on `node`, leased until `until` (ms): its
+/// epoch goes up by one, which fences off every earlier run. With
+/// `own_only`, only if `node` holds its lease already (a job `node` just
+/// admitted). The new epoch, or `None` if the job is gone (or not `node`'s).
+pub async fn take_job(c: &mut Conn, id: &str, node: &str, until: i64, own_only: bool) -> Result<Option<i64>> {
+    let own = if own_only { " AND lease_owner = $1" } else { "" };
+    sqlx::query_scalar(&format!(
+        "UPDATE jobs SET epoch = epoch + 1, lease_owner = $1, lease_until = $2, updated_at = $3 WHERE id = $4{own} RETURNING epoch"
+    ))
+    .bind(node)
+    .bind(until)
     .bind(now_iso())
-    .bind(&j.id)
+    .bind(id)
+    .fetch_optional(&mut *c)
+    .await
+    .map_err(db("take job"))
+}
+
+/// Claims up to `limit` jobs whose lease has run out (a dead or stalled
+/// node's, or nobody's) for `node`, each with a new epoch, and returns them.
+/// On PostgreSQL the rows are locked `FOR UPDATE SKIP LOCKED`, so nodes
+/// claiming at once never wait for, or claim, the same row; SQLite's
+/// `BEGIN IMMEDIATE` serialises the claimers instead.
+pub async fn claim_jobs(c: &mut Conn, postgres: bool, node: &str, now: i64, until: i64, limit: i64) -> Result<Vec<JobRow>> {
+    let lock = if postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+    let ids: Vec<(String, Option<String>)> = sqlx::query_as(&format!(
+        "SELECT id, lease_owner FROM jobs WHERE lease_owner IS NULL OR lease_until < $1 ORDER BY created_at, id LIMIT $2{lock}"
+    ))
+    .bind(now)
+    .bind(limit)
+    .fetch_all(&mut *c)
+    .await
+    .map_err(db("claim jobs"))?;
+    let mut out = Vec::with_capacity(ids.len());
+    for (id, previous_owner) in ids {
+        if take_job(c, &id, node, until, false).await?.is_some() {
+            let r = sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(&id).fetch_one(&mut *c).await.map_err(db("claim jobs"))?;
+            out.push(JobRow { previous_owner, ..job_from_row(&r) });
+        }
+    }
+    Ok(out)
+}
+
+/// Extends `node`'s lease on job `id` to `until`: the heartbeat. False if
+/// the node no longer holds it.
+pub async fn renew_lease(c: &mut Conn, id: &str, node: &str, until: i64) -> Result<bool> {
+    let r = sqlx::query("UPDATE jobs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3")
+        .bind(until)
+        .bind(id)
+        .bind(node)
+        .execute(&mut *c)
+        .await
+        .map_err(db("renew lease"))?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Whether job `id` is still at `epoch` (no other run has taken it up).
+pub async fn job_is_current(c: &mut Conn, id: &str, epoch: i64) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE id = $1 AND epoch = $2")
+        .bind(id)
+        .bind(epoch)
+        .fetch_one(&mut *c)
+        .await
+        .map_err(db("read job"))?;
+    Ok(n > 0)
+}
+
+/// One attempt at one step, as the step log records it.
+#[derive(Debug, Clone)]
+pub struct StepLogEntry {
+    pub id: String,
+    pub job_id: String,
+    pub kind: String,
+    pub step: String,
+    pub node: String,
+    pub epoch: i64,
+    pub started_at: i64,
+}
+
+/// Records that a step attempt starts (committed on its own, before the
+/// action: a node that dies mid-step leaves a row without an end).
+pub async fn step_started(c: &mut Conn, e: &StepLogEntry) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO step_log (id, job_id, kind, step, node, epoch, started_at, ended_at, outcome)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL)",
+    )
+    .bind(&e.id)
+    .bind(&e.job_id)
+    .bind(&e.kind)
+    .bind(&e.step)
+    .bind(&e.node)
+    .bind(e.epoch)
+    .bind(e.started_at)
     .execute(&mut *c)
     .await
-    .map_err(db("save job"))?;
+    .map_err(db("log step"))?;
     Ok(())
 }
 
-/// Records why a job failed.
-pub async fn job_failed(c: &mut Conn, id: &str, error: &str) -> Result<()> {
-    sqlx::query("UPDATE jobs SET attempts = attempts + 1, last_error = $1, updated_at = $2 WHERE id = $3")
-        .bind(error)
-        .bind(now_iso())
+/// Records a step attempt's end, in the transaction that commits its outcome.
+pub async fn step_ended(c: &mut Conn, id: &str, ended_at: i64, outcome: &str) -> Result<()> {
+    sqlx::query("UPDATE step_log SET ended_at = $1, outcome = $2 WHERE id = $3")
+        .bind(ended_at)
+        .bind(outcome)
         .bind(id)
         .execute(&mut *c)
         .await
-        .map_err(db("save job"))?;
+        .map_err(db("log step"))?;
     Ok(())
 }
 
-/// Removes a finished job.
-pub async fn delete_job(c: &mut Conn, id: &str) -> Result<()> {
-    sqlx::query("DELETE FROM jobs WHERE id = $1").bind(id).execute(&mut *c).await.map_err(db("finish job"))?;
-    Ok(())
+/// Records a job's next state, if the job is still at `j.epoch`; false if
+/// another run has taken it up since.
+pub async fn save_job(c: &mut Conn, j: &JobRow) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE jobs SET step = $1, state = $2, old_key_id = $3, new_key_id = $4, attempts = $5, next_attempt_at = $6,
+             last_error = NULL, updated_at = $7 WHERE id = $8 AND epoch = $9",
+    )
+    .bind(&j.step)
+    .bind(&j.state)
+    .bind(&j.old_key_id)
+    .bind(&j.new_key_id)
+    .bind(i64::from(j.attempts))
+    .bind(j.next_attempt_at)
+    .bind(now_iso())
+    .bind(&j.id)
+    .bind(j.epoch)
+    .execute(&mut *c)
+    .await
+    .map_err(db("save job"))?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Records a failed attempt and when to try again (fenced as [`save_job`]).
+pub async fn job_failed(c: &mut Conn, id: &str, epoch: i64, error: &str, attempts: u32, next_attempt_at: i64) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE jobs SET attempts = $1, next_attempt_at = $2, last_error = $3, updated_at = $4 WHERE id = $5 AND epoch = $6",
+    )
+    .bind(i64::from(attempts))
+    .bind(next_attempt_at)
+    .bind(error)
+    .bind(now_iso())
+    .bind(id)
+    .bind(epoch)
+    .execute(&mut *c)
+    .await
+    .map_err(db("save job"))?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Removes a finished (or rolled-back) job, fenced as [`save_job`].
+pub async fn delete_job(c: &mut Conn, id: &str, epoch: i64) -> Result<bool> {
+    let r = sqlx::query("DELETE FROM jobs WHERE id = $1 AND epoch = $2")
+        .bind(id)
+        .bind(epoch)
+        .execute(&mut *c)
+        .await
+        .map_err(db("finish job"))?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Unfinished jobs counted by (kind, step).
+pub async fn job_counts(c: &mut Conn) -> Result<Vec<(String, String, i64)>> {
+    let rows = sqlx::query("SELECT kind, step, COUNT(*) AS n FROM jobs GROUP BY kind, step ORDER BY kind, step")
+        .fetch_all(&mut *c)
+        .await
+        .map_err(db("count jobs"))?;
+    Ok(rows.iter().map(|r| (r.get("kind"), r.get("step"), r.get("n"))).collect())
+}
+
+/// Volumes counted by status.
+pub async fn volume_counts(c: &mut Conn) -> Result<Vec<(String, i64)>> {
+    let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM volumes GROUP BY status ORDER BY status")
+        .fetch_all(&mut *c)
+        .await
+        .map_err(db("count volumes"))?;
+    Ok(rows.iter().map(|r| (r.get("status"), r.get("n"))).collect())
 }
 
 /// Every unfinished job, oldest first.
-pub async fn list_jobs(c: &mut Conn) -> Result<Vec<Job>> {
+pub async fn list_jobs(c: &mut Conn) -> Result<Vec<JobRow>> {
     let rows = sqlx::query("SELECT * FROM jobs ORDER BY created_at, id")
         .fetch_all(&mut *c)
         .await
         .map_err(db("list jobs"))?;
-    rows.iter().map(job_from_row).collect()
+    Ok(rows.iter().map(job_from_row).collect())
 }
 
 // ---- key deletion queue --------------------------------------------------
@@ -618,10 +970,30 @@ pub async fn queue_key_deletion(c: &mut Conn, key_id: &str, project_id: &str, re
     Ok(())
 }
 
-/// Queued key deletions: (key id, project id, attempts).
-pub async fn pending_key_deletions(c: &mut Conn) -> Result<Vec<(String, String, u32)>> {
-    let rows = sqlx::query("SELECT key_id, project_id, attempts FROM key_deletions ORDER BY created_at")
-        .fetch_all(&mut *c)
+/// Leases queued key `key_id` to `node` until `until` if nobody holds it:
+/// nodes sharing the queue never delete the same key at once.
+pub async fn claim_key_deletion(c: &mut Conn, key_id: &str, node: &str, now: i64, until: i64) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE key_deletions SET lease_owner = $1, lease_until = $2
+         WHERE key_id = $3 AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4)",
+    )
+    .bind(node)
+    .bind(until)
+    .bind(key_id)
+    .bind(now)
+    .execute(&mut *c)
+    .await
+    .map_err(db("claim key deletion"))?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Queued key deletions due at `now_ms`: (key id, project id, attempts).
+pub async fn due_key_deletions(c: &mut Conn, now_ms: i64) -> Result<Vec<(String, String, u32)>> {
+    let rows = sqlx::query(
+        "SELECT key_id, project_id, attempts FROM key_deletions WHERE next_attempt_at <= $1 ORDER BY created_at",
+    )
+    .bind(now_ms)
+    .fetch_all(&mut *c)
         .await
         .map_err(db("list key deletions"))?;
     Ok(rows
@@ -640,11 +1012,14 @@ pub async fn key_deleted(c: &mut Conn, key_id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Records a failed key deletion attempt.
-pub async fn key_deletion_failed(c: &mut Conn, key_id: &str, error: &str) -> Result<()> {
-    sqlx::query("UPDATE key_deletions SET attempts = attempts + 1, last_error = $1 WHERE key_id = $2")
-        .bind(error)
-        .bind(key_id)
+/// Records a failed key deletion attempt and when to try again.
+pub async fn key_deletion_failed(c: &mut Conn, key_id: &str, error: &str, next_attempt_at: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE key_deletions SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2 WHERE key_id = $3",
+    )
+    .bind(error)
+    .bind(next_attempt_at)
+    .bind(key_id)
         .execute(&mut *c)
         .await
         .map_err(db("record key deletion failure"))?;

@@ -1,250 +1,560 @@
-//! The operation engine: persisted jobs that survive crashes.
+//! The operation engine: persisted, typed state machines that survive crashes.
 //!
-//! A job row names the volume it works on and its next step. Each step does
-//! its action (storage, key manager, LUKS header), then records the result
-//! and the next step in ONE transaction with the state change it implies.
-//! Every action is safe to run again when a crash hits between the action and
-//! its record, so on start the engine simply resumes every job at its
-//! recorded step.
+//! A job is a row of the `jobs` table whose `state` column holds the job's
+//! whole state machine, serialised: a [`Machine`] value, captured once at
+//! admission (project, target, source, mode, cipher, key ids) and replaced at
+//! every step. The engine does not know what the states mean. It runs a
+//! machine's [`Machine::step`], which does one action (storage, key manager,
+//! LUKS header), consumes the state and returns the next one together with
+//! the open transaction holding the action's effects on the records; the
+//! engine adds the new state (or the job's removal when the machine is
+//! finished) to that transaction and commits it. Every action is safe to run
+//! again when a crash hits between the action and its commit, so on start
+//! the engine simply resumes every job at its recorded state.
 //!
-//! The clone job is the rekey flow of DESIGN.md:
+//! Retries are part of the row too: a failure in a state the machine calls
+//! late ([`Machine::is_late`], past its point of no return) is counted in
+//! `attempts` and given a backoff deadline `next_attempt_at`, and the state
+//! is retried (by this process or, after a restart, the next); any other
+//! failure rolls the machine back ([`Machine::roll_back`]) and removes the
+//! job.
 //!
-//! | step                  | action                                  | recorded with it                         |
-//! |-----------------------|-----------------------------------------|------------------------------------------|
-//! | `clone_data`          | backend clone (+ extend)                | next step                                |
-//! | `interim_key`         | store a copy of the source's key        | volume key = interim                     |
-//! | `new_key`             | 1. new key-manager secret               | job.new_key_id                           |
-//! | `add_keyslot`         | 2. keyslot for the new passphrase       | slots                                    |
-//! | `persist`             | —                                       | 3. volume key = new, old pending removal |
-//! | `destroy_old_keyslot` | 4. wipe the old keyslot                 | volume available, interim key queued     |
-//! | (key-deletion queue)  | 5. delete the interim key, retried      | queue row removed                        |
+//! Several processes (nodes) may share the database. A job is leased to the
+//! node that admitted it; each node renews the leases of the jobs it runs
+//! (heartbeat) and claims the jobs whose lease ran out (a dead or stalled
+//! node's: `FOR UPDATE SKIP LOCKED` on PostgreSQL). Taking a job up bumps its
+//! `epoch`; each step's start is checked against it and each commit is
+//! fenced by it (`UPDATE … WHERE epoch = $`), so a node that lost the job
+//! never commits a step of it. Every attempt is written to `step_log`
+//! (start committed before the action, end with the step's commit), which
+//! shows that no step of a job ran on two nodes at once. The key-deletion
+//! queue is leased per key the same way.
 //!
-//! Until `persist` the volume's recorded key is the interim copy, whose
-//! keyslot is still there; from `persist` on it is the new key, whose keyslot
-//! was written and flushed before. So the recorded key always opens the
-//! volume. A failure before `persist` marks the volume `error` and queues the
-//! new key for deletion (the recorded interim key still opens the volume); a
-//! failure at `persist` or after it never deletes the new key (Cinder's bug)
-//! and leaves the job to be retried.
-//!
-//! An in-place rekey of an existing volume (the `os-rekey` action, kinds
-//! `rekey_keyslot` and `rekey_volume_key`) starts at `new_key` with the
-//! volume's own key as the old one; its mode is the one asked for, not the
-//! volume type's, and the old key is queued for deletion at the end.
+//! The machines (creates, clones, snapshots, restores, transfers, rekeys,
+//! deletes) live in [`crate::paths`]; this module only runs them, keeps the
+//! key-deletion queue (step 5 of every rekey) and names the keys jobs make.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rekey_keys::{passphrase_hex, ErrorKind as KeyErrorKind, KeyId, Project};
-use rekey_luks::{FormatOptions, PbkdfOptions, Volume as LuksVolume};
-use zeroize::Zeroizing;
+use rekey_keys::{ErrorKind as KeyErrorKind, KeyId, KeyManager, Project};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::Notify;
 
-use crate::db;
+use crate::db::{self, Db, JobRow, StepLogEntry};
 use crate::error::{Result, ServiceError};
-use crate::fault;
-use crate::model::{status, Encryption, Job, JobKind, RekeyMode, Volume};
-use crate::service::Service;
+use crate::fault::{self, Point, Step};
 
 pub(crate) const GIB: u64 = 1 << 30;
 /// Key-manager algorithm for volume keys (Cinder asks for the cipher's family).
 pub(crate) const KEY_ALGORITHM: &str = "aes";
-/// Attempts at a late step (`persist` or after) before the volume is marked
-/// `error`; the job keeps retrying (see [`late_retry_delay`]).
+/// Attempts at a late state before the machine's target is marked `error`;
+/// the job keeps retrying (see [`retry_delay`]).
 const LATE_STEP_ATTEMPTS: u32 = 4;
-/// The longest pause between two attempts at a late step.
-const LATE_RETRY_MAX: Duration = Duration::from_secs(30);
-
-/// Exponential backoff from 0.5 s, capped at [`LATE_RETRY_MAX`].
-fn late_retry_delay(failures: u32) -> Duration {
-    Duration::from_millis(250u64 << failures.min(10)).min(LATE_RETRY_MAX)
-}
+/// The longest pause between two attempts at a late state.
+const RETRY_MAX: Duration = Duration::from_secs(30);
 /// How often the key-deletion queue is looked at without being woken.
 const KEY_GC_INTERVAL: Duration = Duration::from_secs(2);
 
-/// The step a new job starts at.
-pub(crate) fn first_step(kind: JobKind) -> &'static str {
-    match kind {
-        JobKind::Create => "allocate",
-        JobKind::Clone => "clone_data",
-        JobKind::Delete => "delete_data",
-        // An in-place rekey: the volume's own key is the old one.
-        JobKind::RekeyKeyslot | JobKind::RekeyVolumeKey => "new_key",
-        kind => crate::paths::first_step(kind),
+/// Exponential backoff from 0.5 s, capped at [`RETRY_MAX`].
+fn retry_delay(failures: u32) -> Duration {
+    Duration::from_millis(250u64 << failures.min(10)).min(RETRY_MAX)
+}
+
+/// Milliseconds since the epoch: how deadlines are stored.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// A database transaction a step's effects are written in.
+pub type Tx = db::Tx;
+
+/// What the engine needs of the process that runs machines.
+pub trait Context: Clone + Send + Sync + 'static {
+    fn engine(&self) -> &Arc<Engine>;
+}
+
+/// The engine's own state: its database, the key manager (for the deletion
+/// queue), this node's name and lease length, the jobs this process runs
+/// (with the epoch each run holds) and the wake-up of the deletion worker.
+#[derive(Debug)]
+pub struct Engine {
+    db: Db,
+    keys: Arc<dyn KeyManager>,
+    key_gc: Notify,
+    node: String,
+    lease: Duration,
+    running: Mutex<HashMap<String, Arc<AtomicI64>>>,
+    pub(crate) metrics: crate::metrics::Metrics,
+}
+
+impl Engine {
+    pub(crate) fn new(db: Db, keys: Arc<dyn KeyManager>, node: String, lease: Duration) -> Self {
+        Engine {
+            db,
+            keys,
+            key_gc: Notify::new(),
+            node,
+            lease,
+            running: Mutex::new(HashMap::new()),
+            metrics: crate::metrics::Metrics::default(),
+        }
+    }
+
+    /// This node's name.
+    pub(crate) fn node_name(&self) -> &str {
+        &self.node
+    }
+
+    fn lease_until(&self) -> i64 {
+        now_ms() + self.lease.as_millis() as i64
+    }
+
+    /// How often leases are renewed and expired ones looked for.
+    fn beat(&self) -> Duration {
+        (self.lease / 3).clamp(Duration::from_millis(200), Duration::from_secs(5))
+    }
+
+    /// Registers a run of job `id` at `epoch` in this process; `None` if a
+    /// run of it is already here (which now holds `epoch`).
+    fn register(&self, id: &str, epoch: i64) -> Option<Arc<AtomicI64>> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = running.get(id) {
+            e.store(epoch, Ordering::SeqCst);
+            return None;
+        }
+        let e = Arc::new(AtomicI64::new(epoch));
+        running.insert(id.to_owned(), e.clone());
+        Some(e)
+    }
+
+    fn unregister(&self, id: &str) {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
+
+    /// Something was queued for deletion: look now rather than at the next tick.
+    pub(crate) fn wake_key_gc(&self) {
+        self.key_gc.notify_one();
+    }
+
+    async fn tx(&self) -> Result<Tx> {
+        self.db.tx().await
     }
 }
 
-pub(crate) const DONE: &str = "done";
+/// A state machine the engine runs. `Clone` because the engine keeps the
+/// persisted state while a step consumes a copy: a failed step leaves the
+/// recorded state to retry or roll back from.
+pub trait Machine: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+    /// What the steps are given (the service).
+    type Cx: Context;
 
-/// A new job of `kind` on `volume_id`, at its first step.
-pub(crate) fn new_job(kind: JobKind, volume_id: &str, project: &str, source: Option<&str>) -> Job {
-    Job {
-        id: uuid::Uuid::new_v4().to_string(),
-        kind,
-        volume_id: volume_id.to_owned(),
-        project_id: project.to_owned(),
-        source_id: source.map(str::to_owned),
-        step: first_step(kind).into(),
-        old_key_id: None,
-        new_key_id: None,
-        old_slot: None,
-        new_slot: None,
-        attempts: 0,
+    /// The job kind, for the `kind` column and logs (`clone`, `restore`, …).
+    fn kind(&self) -> &'static str;
+
+    /// The label of the current state.
+    fn step_name(&self) -> Step;
+
+    /// Whether the current state is past the point of no return: a failure
+    /// there is retried, never rolled back.
+    fn is_late(&self) -> bool;
+
+    /// The key ids this state holds that no record may name yet (the old and
+    /// the new key of a rekey), so the audit and the key lookup see them.
+    fn held_keys(&self) -> [Option<&str>; 2];
+
+    /// Does the current state's action; returns the transaction holding its
+    /// effects and the next state (`None`: the machine is finished, and the
+    /// transaction holds its final effects).
+    fn step(self, cx: &Self::Cx, job_id: &str) -> impl Future<Output = Result<Transition<Self>>> + Send;
+
+    /// The machine failed in a state that is not late: the transaction puts
+    /// its records into their failed state and queues the keys it made for
+    /// deletion. The engine removes the job in the same transaction.
+    fn roll_back(self, cx: &Self::Cx, job_id: &str, error: &str) -> impl Future<Output = Result<Tx>> + Send;
+
+    /// A late state failed [`LATE_STEP_ATTEMPTS`] times: show it on the
+    /// records (the job keeps retrying).
+    fn give_up(&self, tx: &mut Tx) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The outcome of a step: its effects, not yet committed, and what follows.
+pub struct Transition<M> {
+    pub(crate) tx: Tx,
+    pub(crate) next: Option<M>,
+}
+
+impl<M> Transition<M> {
+    pub(crate) fn next(tx: Tx, next: M) -> Self {
+        Transition { tx, next: Some(next) }
+    }
+    pub(crate) fn done(tx: Tx) -> Self {
+        Transition { tx, next: None }
     }
 }
 
-/// Starts running `job` in the background.
-pub fn spawn(svc: Arc<Service>, job: Job) {
-    tokio::spawn(run(svc, job));
+/// A job: its identity, retry bookkeeping and machine.
+#[derive(Debug, Clone)]
+pub struct Job<M> {
+    pub(crate) id: String,
+    /// The record it works on (a volume, a snapshot or a backup id).
+    pub(crate) target_id: String,
+    pub(crate) project_id: String,
+    /// The record it reads from (a clone's source, a backup's volume, …):
+    /// what may not be deleted while the job runs.
+    pub(crate) source_id: Option<String>,
+    pub(crate) attempts: u32,
+    pub(crate) next_attempt_at: i64,
+    pub(crate) epoch: i64,
+    pub(crate) state: M,
 }
 
-/// Resumes every unfinished job (called once at start) and starts the
-/// key-deletion worker.
-pub async fn recover(svc: &Arc<Service>) -> Result<usize> {
-    let jobs = {
-        let mut c = svc.conn().await?;
-        db::list_jobs(&mut c).await?
+/// A run's hold on its job: the epoch it may commit at (raised when this
+/// node takes the job up again after its own lease ran out).
+struct Hold(Arc<AtomicI64>);
+
+impl<M: Machine> Job<M> {
+    /// A new job at the machine's first state.
+    pub(crate) fn new(target_id: &str, project_id: &str, source_id: Option<&str>, state: M) -> Self {
+        Job {
+            id: uuid::Uuid::new_v4().to_string(),
+            target_id: target_id.to_owned(),
+            project_id: project_id.to_owned(),
+            source_id: source_id.map(str::to_owned),
+            attempts: 0,
+            next_attempt_at: 0,
+            epoch: 0,
+            state,
+        }
+    }
+
+    /// The job's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn row(&self) -> Result<JobRow> {
+        self.row_leased(None, 0)
+    }
+
+    fn row_leased(&self, lease_owner: Option<&str>, lease_until: i64) -> Result<JobRow> {
+        let [old, new] = self.state.held_keys();
+        Ok(JobRow {
+            id: self.id.clone(),
+            kind: self.state.kind().to_owned(),
+            target_id: self.target_id.clone(),
+            project_id: self.project_id.clone(),
+            source_id: self.source_id.clone(),
+            step: self.state.step_name().as_str().to_owned(),
+            state: serde_json::to_string(&self.state)
+                .map_err(|e| ServiceError::Internal(format!("cannot serialise job state: {e}")))?,
+            old_key_id: old.map(str::to_owned),
+            new_key_id: new.map(str::to_owned),
+            attempts: self.attempts,
+            next_attempt_at: self.next_attempt_at,
+            epoch: self.epoch,
+            lease_owner: lease_owner.map(str::to_owned),
+            lease_until,
+            last_error: None,
+            created_at: String::new(),
+            previous_owner: None,
+        })
+    }
+
+    fn from_row(r: JobRow) -> Result<Self> {
+        let state = serde_json::from_str(&r.state)
+            .map_err(|e| ServiceError::Internal(format!("job {} has an unreadable state: {e}", r.id)))?;
+        Ok(Job {
+            id: r.id,
+            target_id: r.target_id,
+            project_id: r.project_id,
+            source_id: r.source_id,
+            attempts: r.attempts,
+            next_attempt_at: r.next_attempt_at,
+            epoch: r.epoch,
+            state,
+        })
+    }
+}
+
+/// Records a new job in `tx` (the admission's transaction), leased to this
+/// node, which runs it ([`spawn`]) once the admission is committed: no
+/// other node's claimer can take it up in between.
+pub(crate) async fn admit<M: Machine>(engine: &Engine, tx: &mut Tx, job: &Job<M>) -> Result<()> {
+    db::insert_job(tx, &job.row_leased(Some(&engine.node), engine.lease_until())?).await
+}
+
+/// Starts running `job` (just admitted, its admission committed) on this
+/// node in the background.
+pub fn spawn<M: Machine>(cx: M::Cx, job: Job<M>) {
+    tokio::spawn(async move {
+        match take_up(&cx, job).await {
+            Ok(Some(job)) => start(cx, job),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "cannot take up a job"),
+        }
+    });
+}
+
+/// Takes the job up by bumping its epoch under this node's lease: from now
+/// on only this run may commit its steps. `None` if the job is gone.
+async fn take_up<M: Machine>(cx: &M::Cx, mut job: Job<M>) -> Result<Option<Job<M>>> {
+    let engine = cx.engine();
+    let mut tx = engine.tx().await?;
+    let Some(epoch) = db::take_job(&mut tx, &job.id, &engine.node, engine.lease_until(), true).await? else {
+        return Ok(None);
     };
-    let n = jobs.len();
-    for job in jobs {
-        tracing::info!(job = %job.id, kind = job.kind.as_str(), volume = %job.volume_id, step = %job.step, "resuming job");
-        spawn(svc.clone(), job);
+    tx.commit().await.map_err(crate::error::db("commit"))?;
+    job.epoch = epoch;
+    Ok(Some(job))
+}
+
+/// Runs a job this node holds, unless a run of it is here already (which
+/// then carries on at the new epoch).
+fn start<M: Machine>(cx: M::Cx, job: Job<M>) {
+    if let Some(hold) = cx.engine().register(&job.id, job.epoch) {
+        tokio::spawn(run(cx, job, Hold(hold)));
     }
-    tokio::spawn(key_gc(svc.clone()));
+}
+
+/// Starts this node's workers: the claimer, which takes up every job whose
+/// lease ran out (at start: every job nobody holds, and this node's own
+/// from before a restart), the heartbeat that renews this node's leases,
+/// and the key-deletion worker. Returns how many jobs it took up at once.
+pub async fn recover<M: Machine>(cx: M::Cx) -> Result<usize> {
+    let engine = cx.engine().clone();
+    // This node's leases from before a restart are its to resume now.
+    {
+        let mut c = engine.db.conn().await?;
+        sqlx::query("UPDATE jobs SET lease_until = 0 WHERE lease_owner = $1")
+            .bind(&engine.node)
+            .execute(&mut *c)
+            .await
+            .map_err(crate::error::db("release own leases"))?;
+    }
+    let n = claim_round::<M>(&cx).await?;
+    tokio::spawn(claimer::<M>(cx.clone()));
+    tokio::spawn(heartbeat(engine.clone()));
+    tokio::spawn(key_gc(engine));
     Ok(n)
 }
 
-async fn run(svc: Arc<Service>, mut job: Job) {
-    let mut late_failures = 0;
-    loop {
-        if job.step == DONE {
-            return;
+async fn claim_round<M: Machine>(cx: &M::Cx) -> Result<usize> {
+    let engine = cx.engine();
+    let rows = {
+        let mut tx = engine.tx().await?;
+        let rows = db::claim_jobs(&mut tx, engine.db.is_postgres(), &engine.node, now_ms(), engine.lease_until(), 64).await?;
+        tx.commit().await.map_err(crate::error::db("commit"))?;
+        rows
+    };
+    let n = rows.len();
+    for row in rows {
+        let (id, kind, step, epoch) = (row.id.clone(), row.kind.clone(), row.step.clone(), row.epoch);
+        if row.previous_owner.as_deref().is_some_and(|o| o != engine.node) {
+            engine.metrics.lease_takeovers.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(job = %id, from = row.previous_owner.as_deref().unwrap_or(""), node = %engine.node, "lease ran out; taking the job over");
         }
-        let step = job.step.clone();
-        match run_step(&svc, &mut job).await {
-            Ok(()) => {}
-            Err(e) if is_late(&job, &step) => {
-                late_failures += 1;
-                tracing::warn!(job = %job.id, volume = %job.volume_id, %step, error = %e, attempt = late_failures, "step failed; will retry");
-                if let Err(e2) = record_failure(&svc, &job, &e.to_string(), late_failures >= LATE_STEP_ATTEMPTS).await {
-                    tracing::error!(job = %job.id, error = %e2, "cannot record failure");
-                }
-                // A late step cannot be rolled back, so it is never given up:
-                // the volume shows `error` meanwhile, and the job finishes as
-                // soon as the step can run (e.g. Ceph is back).
-                tokio::time::sleep(late_retry_delay(late_failures)).await;
+        match Job::<M>::from_row(row) {
+            Ok(job) => {
+                tracing::info!(job = %id, %kind, target = %job.target_id, %step, epoch, node = %engine.node, "taking up job");
+                start(cx.clone(), job);
             }
-            Err(e) => {
-                tracing::error!(job = %job.id, volume = %job.volume_id, %step, error = %e, "job failed; rolling back");
-                if let Err(e2) = roll_back(&svc, &job, &e.to_string()).await {
-                    tracing::error!(job = %job.id, error = %e2, "cannot record the failed job");
-                }
+            Err(e) => tracing::error!(job = %id, %kind, error = %e, "cannot run job; left as it is"),
+        }
+    }
+    Ok(n)
+}
+
+async fn claimer<M: Machine>(cx: M::Cx) {
+    loop {
+        tokio::time::sleep(cx.engine().beat()).await;
+        if let Err(e) = claim_round::<M>(&cx).await {
+            tracing::warn!(error = %e, "claiming jobs failed");
+        }
+    }
+}
+
+async fn heartbeat(engine: Arc<Engine>) {
+    loop {
+        tokio::time::sleep(engine.beat()).await;
+        // Only the jobs a run of this process is working on: a job whose run
+        // ended any other way is left to expire and be taken up again.
+        let ids: Vec<String> = engine.running.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        let renewed = async {
+            let mut c = engine.db.conn().await?;
+            for id in &ids {
+                db::renew_lease(&mut c, id, &engine.node, engine.lease_until()).await?;
+            }
+            Ok::<_, ServiceError>(())
+        };
+        if let Err(e) = renewed.await {
+            tracing::warn!(error = %e, "lease heartbeat failed");
+        }
+    }
+}
+
+/// Why a step did not move its job on.
+enum Failure {
+    /// Another run took the job up (a higher epoch): this one stops.
+    Fenced,
+    Error(ServiceError),
+}
+
+impl From<ServiceError> for Failure {
+    fn from(e: ServiceError) -> Self {
+        Failure::Error(e)
+    }
+}
+
+async fn run<M: Machine>(cx: M::Cx, job: Job<M>, hold: Hold) {
+    let id = job.id.clone();
+    run_held(&cx, job, &hold).await;
+    cx.engine().unregister(&id);
+}
+
+async fn run_held<M: Machine>(cx: &M::Cx, mut job: Job<M>, hold: &Hold) {
+    let engine = cx.engine();
+    loop {
+        let wait = job.next_attempt_at - now_ms();
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+        }
+        job.epoch = hold.0.load(Ordering::SeqCst);
+        let step = job.state.step_name();
+        let late = job.state.is_late();
+        // Never start an action for a job another node has taken up.
+        let log = match start_step(engine, &job, step).await {
+            Ok(Some(log)) => log,
+            Ok(None) => {
+                tracing::warn!(job = %job.id, %step, epoch = job.epoch, "job taken up by another run; this one stops");
                 return;
             }
+            Err(e) => {
+                tracing::warn!(job = %job.id, %step, error = %e, "cannot start step; will retry");
+                tokio::time::sleep(engine.beat()).await;
+                continue;
+            }
+        };
+        let began = std::time::Instant::now();
+        let outcome = match job.state.clone().step(cx, &job.id).await {
+            Ok(t) => commit(cx, &job, step, &log, t).await,
+            Err(e) => Err(Failure::Error(e)),
+        };
+        let result = match &outcome {
+            Ok(_) => "done",
+            Err(Failure::Fenced) => "fenced",
+            Err(Failure::Error(_)) => "failed",
+        };
+        engine.metrics.step(job.state.kind(), step.as_str(), result, began.elapsed());
+        let e = match outcome {
+            Ok(None) => return,
+            Ok(Some(next)) => {
+                job.state = next;
+                job.attempts = 0;
+                job.next_attempt_at = 0;
+                continue;
+            }
+            Err(Failure::Fenced) => {
+                tracing::warn!(job = %job.id, %step, epoch = job.epoch, "job taken up by another run; this one stops");
+                return;
+            }
+            Err(Failure::Error(e)) => e,
+        };
+        if late {
+            job.attempts += 1;
+            job.next_attempt_at = now_ms() + retry_delay(job.attempts).as_millis() as i64;
+            tracing::warn!(job = %job.id, target = %job.target_id, %step, error = %e, attempt = job.attempts, "step failed; will retry");
+            // A late state cannot be rolled back, so it is never given up:
+            // the target shows `error` meanwhile, and the job finishes as
+            // soon as the step can run (e.g. Ceph is back).
+            match record_failure(cx, &job, &log, &e.to_string()).await {
+                Ok(()) => {}
+                Err(Failure::Fenced) => return,
+                Err(Failure::Error(e2)) => tracing::error!(job = %job.id, error = %e2, "cannot record failure"),
+            }
+        } else {
+            tracing::error!(job = %job.id, target = %job.target_id, %step, error = %e, "job failed; rolling back");
+            if let Err(Failure::Error(e2)) = roll_back(cx, &job, &log, &e.to_string()).await {
+                tracing::error!(job = %job.id, error = %e2, "cannot record the failed job");
+            }
+            return;
         }
     }
 }
 
-/// Steps that are only ever retried, never rolled back: `persist` (once
-/// `add_keyslot` is recorded the volume may open only with the new key — a
-/// volume-key re-encryption destroyed the old keyslots — so the record must
-/// move forward to it) and everything after it (the recorded key is the new one).
-fn is_late(job: &Job, step: &str) -> bool {
-    job.kind.rekeys() && matches!(step, "persist" | "destroy_old_keyslot")
-}
-
-async fn record_failure(svc: &Service, job: &Job, error: &str, give_up: bool) -> Result<()> {
-    let mut tx = svc.tx().await?;
-    db::job_failed(&mut tx, &job.id, error).await?;
-    if give_up {
-        db::set_status(&mut tx, &job.volume_id, status::ERROR).await?;
+/// Commits a step: its effects, the next state (or the job's removal) and
+/// the fence, with the fault-injection points around the commit.
+/// Checks the run still holds its job and logs the attempt's start; `None`
+/// if another run has taken the job up.
+async fn start_step<M: Machine>(engine: &Engine, job: &Job<M>, step: Step) -> Result<Option<StepLogEntry>> {
+    let mut c = engine.db.conn().await?;
+    if !db::job_is_current(&mut c, &job.id, job.epoch).await? {
+        return Ok(None);
     }
-    tx.commit().await.map_err(crate::error::db("commit"))
-}
-
-/// A job failed before its point of no return: the volume ends `error`
-/// (`error_deleting` for a delete) and keeps the key its record names; a new
-/// key the record does not name is queued for deletion.
-async fn roll_back(svc: &Service, job: &Job, error: &str) -> Result<()> {
-    // Keys the job made but never recorded (a step failed between making a
-    // key and recording it). Looked up before the transaction: a network call.
-    let unrecorded = unrecorded_job_keys(svc, job).await.unwrap_or_else(|e| {
-        tracing::warn!(job = %job.id, error = %e, "cannot list the failed job's keys; the audit will show any left");
-        Vec::new()
-    });
-    let mut tx = svc.tx().await?;
-    let vol = db::get_volume(&mut tx, &job.volume_id).await?;
-    // Once add_keyslot has started, the volume may already need the new key
-    // (a half-finished volume-key re-encryption holds data under it): keep
-    // it, leaked at worst, rather than lose data.
-    let keep_new = job.step == "add_keyslot" || job.new_slot.is_some();
-    if let (Some(new), Some(v)) = (&job.new_key_id, &vol) {
-        if v.encryption_key_id.as_deref() != Some(new.as_str()) && !keep_new {
-            db::queue_key_deletion(&mut tx, new, &job.project_id, "new key of a failed rekey").await?;
-        }
-    }
-    // An interim key the record does not name opens nothing the service knows.
-    if let (Some(old), Some(v)) = (&job.old_key_id, &vol) {
-        if v.encryption_key_id.as_deref() != Some(old.as_str()) {
-            db::queue_key_deletion(&mut tx, old, &job.project_id, "interim key of a failed job").await?;
-        }
-    }
-    for k in unrecorded {
-        if keep_new && job.new_key_id.as_deref() == Some(k.as_str()) {
-            continue;
-        }
-        db::queue_key_deletion(&mut tx, &k, &job.project_id, "unrecorded key of a failed job").await?;
-    }
-    let st = match job.kind {
-        JobKind::Delete => status::ERROR_DELETING,
-        // An in-place rekey that failed before touching the volume leaves it
-        // as it was: its recorded key still opens it.
-        JobKind::RekeyKeyslot | JobKind::RekeyVolumeKey if job.step == "new_key" => status::AVAILABLE,
-        _ => status::ERROR,
+    let e = StepLogEntry {
+        id: uuid::Uuid::new_v4().to_string(),
+        job_id: job.id.clone(),
+        kind: job.state.kind().to_owned(),
+        step: step.as_str().to_owned(),
+        node: engine.node.clone(),
+        epoch: job.epoch,
+        started_at: now_ms(),
     };
-    db::set_status(&mut tx, &job.volume_id, st).await?;
-    crate::paths::on_roll_back(&mut tx, job, error).await?;
-    db::delete_job(&mut tx, &job.id).await?;
+    db::step_started(&mut c, &e).await?;
+    Ok(Some(e))
+}
+
+async fn commit<M: Machine>(cx: &M::Cx, job: &Job<M>, step: Step, log: &StepLogEntry, t: Transition<M>) -> Result<Option<M>, Failure> {
+    let Transition { mut tx, next } = t;
+    db::step_ended(&mut tx, &log.id, now_ms(), "done").await?;
+    let current = match &next {
+        Some(next) => {
+            let row = Job { state: next.clone(), attempts: 0, next_attempt_at: 0, ..job.clone() }.row()?;
+            db::save_job(&mut tx, &row).await?
+        }
+        None => db::delete_job(&mut tx, &job.id, job.epoch).await?,
+    };
+    if !current {
+        return Err(Failure::Fenced);
+    }
+    fault::point(Point::done(step)).await;
     tx.commit().await.map_err(crate::error::db("commit"))?;
-    svc.key_gc.notify_one();
+    // A step may have queued a key for deletion; the worker looks now.
+    cx.engine().wake_key_gc();
+    fault::point(Point::recorded(step)).await;
+    Ok(next)
+}
+
+async fn record_failure<M: Machine>(cx: &M::Cx, job: &Job<M>, log: &StepLogEntry, error: &str) -> Result<(), Failure> {
+    let mut tx = cx.engine().tx().await?;
+    db::step_ended(&mut tx, &log.id, now_ms(), "failed").await?;
+    if !db::job_failed(&mut tx, &job.id, job.epoch, error, job.attempts, job.next_attempt_at).await? {
+        return Err(Failure::Fenced);
+    }
+    if job.attempts >= LATE_STEP_ATTEMPTS {
+        job.state.give_up(&mut tx).await?;
+    }
+    tx.commit().await.map_err(crate::error::db("commit"))?;
     Ok(())
 }
 
-/// What a step needs to know about its volume.
-pub(crate) struct Target {
-    pub(crate) vol: Volume,
-    pub(crate) enc: Option<Encryption>,
-    pub(crate) mode: RekeyMode,
-}
-
-pub(crate) async fn target(svc: &Service, job: &Job) -> Result<Target> {
-    let mut c = svc.conn().await?;
-    let vol = db::get_volume(&mut c, &job.volume_id)
-        .await?
-        .ok_or_else(|| ServiceError::not_found("Volume", job.volume_id.clone()))?;
-    let enc = db::get_encryption(&mut c, &vol.volume_type_id).await?;
-    let mode = match job.kind.forced_mode() {
-        Some(forced) => forced,
-        None => svc.type_rekey_mode(&mut c, &vol.volume_type_id).await?,
-    };
-    Ok(Target { vol, enc, mode })
+async fn roll_back<M: Machine>(cx: &M::Cx, job: &Job<M>, log: &StepLogEntry, error: &str) -> Result<(), Failure> {
+    let mut tx = job.state.clone().roll_back(cx, &job.id, error).await?;
+    db::step_ended(&mut tx, &log.id, now_ms(), "rolled back").await?;
+    if !db::delete_job(&mut tx, &job.id, job.epoch).await? {
+        return Err(Failure::Fenced);
+    }
+    tx.commit().await.map_err(crate::error::db("commit"))?;
+    cx.engine().wake_key_gc();
+    Ok(())
 }
 
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| ServiceError::Internal(format!("blocking task: {e}")))?
-}
-
-pub(crate) fn project(job: &Job) -> Result<Project> {
-    Project::new(job.project_id.clone()).map_err(ServiceError::from)
-}
-
-pub(crate) fn key_id(s: Option<&str>, what: &str) -> Result<KeyId> {
-    let s = s.ok_or_else(|| ServiceError::Internal(format!("job has no {what}")))?;
-    KeyId::parse(s).map_err(ServiceError::from)
-}
-
-pub(crate) async fn passphrase(svc: &Service, job: &Job, id: &KeyId) -> Result<Zeroizing<String>> {
-    let key = svc.keys.get_key(&project(job)?, id).await?;
-    Ok(passphrase_hex(&key))
 }
 
 // ---- keys the jobs make ----------------------------------------------------
@@ -268,337 +578,70 @@ pub(crate) fn key_name_job(name: &str) -> Option<&str> {
     rest.get(..36).filter(|_| rest.as_bytes().get(36) == Some(&b'-'))
 }
 
-/// A fresh key for `job`'s step `tag`, or the one an interrupted run of the
-/// same step already made.
-pub(crate) async fn job_new_key(svc: &Service, job: &Job, tag: &str, bits: u32) -> Result<KeyId> {
-    let p = project(job)?;
-    let name = key_name(&job.id, tag);
-    if let Some(id) = svc.keys.find_named(&p, &name).await? {
-        tracing::info!(job = %job.id, key = %id, %tag, "reusing the key an interrupted step made");
+/// A fresh key in `project` for job `job_id`'s step `tag`, or the one an
+/// interrupted run of the same step already made.
+pub(crate) async fn job_new_key(keys: &dyn KeyManager, job_id: &str, project: &str, tag: &str, bits: u32) -> Result<KeyId> {
+    let p = Project::new(project.to_owned())?;
+    let name = key_name(job_id, tag);
+    if let Some(id) = keys.find_named(&p, &name).await? {
+        tracing::info!(job = %job_id, key = %id, %tag, "reusing the key an interrupted step made");
         return Ok(id);
     }
-    Ok(svc.keys.create_named_key(&p, Some(&name), KEY_ALGORITHM, bits).await?)
+    Ok(keys.create_named_key(&p, Some(&name), KEY_ALGORITHM, bits).await?)
 }
 
-/// A copy (same bytes, new id, in `job`'s project) of key `from` of project
-/// `from_project`, for `job`'s step `tag`; or the copy an interrupted run of
-/// the same step already made. No two records ever share a key id.
-pub(crate) async fn job_copy_key(svc: &Service, job: &Job, tag: &str, from_project: &Project, from: &str) -> Result<String> {
-    let p = project(job)?;
-    let name = key_name(&job.id, tag);
-    if let Some(id) = svc.keys.find_named(&p, &name).await? {
-        tracing::info!(job = %job.id, key = %id, %tag, "reusing the key copy an interrupted step made");
+/// A copy (same bytes, new id, in `project`) of key `from` of project
+/// `from_project`, for job `job_id`'s step `tag`; or the copy an interrupted
+/// run of the same step already made. No two records ever share a key id.
+pub(crate) async fn job_copy_key(
+    keys: &dyn KeyManager,
+    job_id: &str,
+    project: &str,
+    tag: &str,
+    from_project: &str,
+    from: &str,
+) -> Result<String> {
+    let p = Project::new(project.to_owned())?;
+    let name = key_name(job_id, tag);
+    if let Some(id) = keys.find_named(&p, &name).await? {
+        tracing::info!(job = %job_id, key = %id, %tag, "reusing the key copy an interrupted step made");
         return Ok(id.to_string());
     }
-    let bytes = svc.keys.get_key(from_project, &key_id(Some(from), "source key")?).await?;
-    let id = svc.keys.store_named_key(&p, Some(&name), &bytes, KEY_ALGORITHM, (bytes.len() * 8) as u32).await?;
+    let bytes = keys.get_key(&Project::new(from_project.to_owned())?, &KeyId::parse(from)?).await?;
+    let id = keys.store_named_key(&p, Some(&name), &bytes, KEY_ALGORITHM, (bytes.len() * 8) as u32).await?;
     Ok(id.to_string())
-}
-
-/// The keys `job` made that no record names: what a roll-back deletes.
-async fn unrecorded_job_keys(svc: &Service, job: &Job) -> Result<Vec<String>> {
-    let made = svc.keys.list_named(&project(job)?, &key_name(&job.id, "")).await?;
-    if made.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut c = svc.conn().await?;
-    let recorded: std::collections::HashSet<String> =
-        crate::paths::db::all_recorded_keys(&mut c).await?.into_iter().map(|(k, _, _)| k).collect();
-    Ok(made.into_iter().map(|(id, _)| id.to_string()).filter(|id| !recorded.contains(id)).collect())
-}
-
-/// Commits `job`'s new step (plus whatever `tx` already holds), with the
-/// fault-injection points around the commit.
-pub(crate) async fn commit(mut tx: sqlx::Transaction<'static, sqlx::Sqlite>, job: &Job, done_step: &str) -> Result<()> {
-    if job.step == DONE {
-        db::set_status(&mut tx, &job.volume_id, status::AVAILABLE).await?;
-        crate::paths::on_done(&mut tx, job).await?;
-        db::delete_job(&mut tx, &job.id).await?;
-    } else {
-        db::save_job(&mut tx, job).await?;
-    }
-    fault::point(done_step).await;
-    tx.commit().await.map_err(crate::error::db("commit"))?;
-    fault::point(&format!("{done_step}.recorded")).await;
-    Ok(())
-}
-
-async fn run_step(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
-    let step = job.step.clone();
-    match (job.kind, step.as_str()) {
-        (JobKind::Create, "allocate") => allocate(svc, job).await,
-        (JobKind::Create, "format") => format(svc, job).await,
-        (JobKind::Clone, "clone_data") => clone_data(svc, job).await,
-        (JobKind::Clone, "interim_key") => interim_key(svc, job).await,
-        // Every path that makes or hands over a volume ends in these steps.
-        (k, "new_key") if k.rekeys() => new_key(svc, job).await,
-        (k, "add_keyslot") if k.rekeys() => add_keyslot(svc, job).await,
-        (k, "persist") if k.rekeys() => persist(svc, job).await,
-        (k, "destroy_old_keyslot") if k.rekeys() => destroy_old_keyslot(svc, job).await,
-        (JobKind::Delete, "delete_data") => delete_data(svc, job).await,
-        (k, _) if crate::paths::handles(k) => crate::paths::run_step(svc, job).await,
-        (kind, step) => Err(ServiceError::Internal(format!("job {} ({}) at unknown step {step:?}", job.id, kind.as_str()))),
-    }
-}
-
-// ---- create --------------------------------------------------------------
-
-async fn allocate(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
-    let t = target(svc, job).await?;
-    let (backend, id, size) = (svc.backend.clone(), job.volume_id.clone(), t.vol.size_gb * GIB);
-    blocking(move || {
-        // A crash may have left the file of an earlier attempt: start over.
-        if backend.exists(&id)? {
-            backend.delete(&id)?;
-        }
-        backend.create(&id, size)?;
-        Ok(())
-    })
-    .await?;
-    let mut tx;
-    match &t.enc {
-        Some(enc) => {
-            let key = job_new_key(svc, job, "volume", enc.key_size()).await?;
-            job.new_key_id = Some(key.to_string());
-            job.step = "format".into();
-            tx = svc.tx().await?;
-            db::set_key(&mut tx, &job.volume_id, Some(key.as_str())).await?;
-        }
-        None => {
-            job.step = DONE.into();
-            tx = svc.tx().await?;
-        }
-    }
-    commit(tx, job, "allocate").await
-}
-
-/// LUKS options for an encryption type. Keyslots for key-manager keys use the
-/// minimal KDF: the passphrase is 256 bits of full entropy, which no KDF
-/// strengthening changes (see docs/service.md).
-fn format_options(enc: &Encryption) -> Result<FormatOptions> {
-    let cipher = rekey_luks::crypto::CipherSpec::parse(enc.cipher())
-        .map_err(|e| ServiceError::invalid(format!("cipher {:?}: {e}", enc.cipher())))?;
-    Ok(FormatOptions {
-        version: enc.provider.version(),
-        cipher,
-        key_size_bits: enc.key_size(),
-        pbkdf: PbkdfOptions::minimal(),
-        ..FormatOptions::default()
-    })
-}
-
-async fn format(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
-    let t = target(svc, job).await?;
-    let enc = t.enc.ok_or_else(|| ServiceError::Internal("format step for an unencrypted volume".into()))?;
-    let opts = format_options(&enc)?;
-    let pass = passphrase(svc, job, &key_id(job.new_key_id.as_deref(), "key")?).await?;
-    let (backend, id) = (svc.backend.clone(), job.volume_id.clone());
-    blocking(move || {
-        let io = backend.open(&id)?;
-        LuksVolume::format(io, &opts, pass.as_bytes(), None)?;
-        Ok(())
-    })
-    .await?;
-    job.step = DONE.into();
-    commit(svc.tx().await?, job, "format").await
-}
-
-// ---- clone + rekey -------------------------------------------------------
-
-async fn clone_data(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
-    let t = target(svc, job).await?;
-    let src = job.source_id.clone().ok_or_else(|| ServiceError::Internal("clone job without source".into()))?;
-    let (backend, id, size) = (svc.backend.clone(), job.volume_id.clone(), t.vol.size_gb * GIB);
-    let kind = blocking(move || {
-        if backend.exists(&id)? {
-            backend.delete(&id)?;
-        }
-        let kind = backend.clone_volume(&src, &id)?;
-        if backend.size(&id)? < size {
-            backend.extend(&id, size)?;
-        }
-        Ok(kind)
-    })
-    .await?;
-    tracing::debug!(volume = %job.volume_id, clone = %kind, "cloned data");
-    job.step = if t.enc.is_some() { "interim_key" } else { DONE }.into();
-    commit(svc.tx().await?, job, "clone_data").await
-}
-
-/// The clone's own copy of the source's key (same bytes, new id): what opens
-/// the clone until the rekey, so no two volume records share a key id.
-async fn interim_key(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
-    let t = target(svc, job).await?;
-    if t.enc.is_none() {
-        return Err(ServiceError::Internal("interim key for an unencrypted volume".into()));
-    }
-    let src_key = {
-        let mut c = svc.conn().await?;
-        let src = job.source_id.as_deref().unwrap_or_default();
-        let s = db::get_volume(&mut c, src).await?.ok_or_else(|| ServiceError::not_found("Volume", src))?;
-        s.encryption_key_id.ok_or_else(|| ServiceError::Internal("job has no source key".into()))?
-    };
-    let interim = job_copy_key(svc, job, "interim", &project(job)?, &src_key).await?;
-    job.old_key_id = Some(interim.clone());
-    job.step = if t.mode == RekeyMode::None { DONE } else { "new_key" }.into();
-    let mut tx = svc.tx().await?;
-    db::set_key(&mut tx, &job.volume_id, Some(interim.as_str())).await?;
-    commit(tx, job, "interim_key").await
-}
-
-/// Step 1: a new secret in the key manager.
-async fn new_key(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
-    let t = target(svc, job).await?;
-    let enc = t.enc.ok_or_else(|| ServiceError::Internal("rekey of an unencrypted volume".into()))?;
-    let key = job_new_key(svc, job, "new", enc.key_size()).await?;
-    job.new_key_id = Some(key.to_string());
-    job.step = "add_keyslot".into();
-    commit(svc.tx().await?, job, "new_key").await
-}
-
-/// Step 2: a keyslot for the new passphrase; the old keyslot stays.
-async fn add_keyslot(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
-    let old = passphrase(svc, job, &key_id(job.old_key_id.as_deref(), "old key")?).await?;
-    let new = passphrase(svc, job, &key_id(job.new_key_id.as_deref(), "new key")?).await?;
-    let (backend, id) = (svc.backend.clone(), job.volume_id.clone());
-    if target(svc, job).await?.mode == RekeyMode::VolumeKey {
-        // volume-key mode: re-encrypt the data under a fresh volume key; the
-        // only keyslot left opens with the new passphrase. Resumable.
-        let new_slot = blocking(move || {
-            use rekey_luks::reencrypt::{self, ReencryptOptions};
-            let v = LuksVolume::open(backend.open(&id)?)?;
-            let opts = ReencryptOptions { pbkdf: PbkdfOptions::minimal(), ..Default::default() };
-            let (old_b, new_b) = (old.as_bytes(), new.as_bytes());
-            if reencrypt::in_progress(&v) {
-                return Ok(reencrypt::resume(v, old_b, Some(new_b), &opts, &|_, _| {})?.1.keyslot);
-            }
-            match v.unlock(new_b, None) {
-                Ok((s, _)) if v.unlock(old_b, None).is_err() => Ok(s), // finished before a crash
-                _ => Ok(reencrypt::reencrypt(v, old_b, Some(new_b), &opts, &|_, _| {})?.1.keyslot),
-            }
-        })
-        .await?;
-        job.old_slot = None;
-        job.new_slot = Some(new_slot);
-        job.step = "persist".into();
-        return commit(svc.tx().await?, job, "add_keyslot").await;
-    }
-    let (old_slot, new_slot) = blocking(move || {
-        let mut v = LuksVolume::open(backend.open(&id)?)?;
-        let (old_slot, vk) = v.unlock(old.as_bytes(), None)?;
-        // Resumed after a crash that followed the write: the slot is there.
-        let new_slot = match v.unlock(new.as_bytes(), None) {
-            Ok((s, _)) => s,
-            Err(e) if e.kind() == rekey_luks::ErrorKind::WrongPassphrase => {
-                v.add_keyslot_with_key(&vk, new.as_bytes(), None, &PbkdfOptions::minimal())?
-            }
-            Err(e) => return Err(e.into()),
-        };
-        Ok((old_slot, new_slot))
-    })
-    .await?;
-    job.old_slot = Some(old_slot);
-    job.new_slot = Some(new_slot);
-    job.step = "persist".into();
-    commit(svc.tx().await?, job, "add_keyslot").await
-}
-
-/// Step 3: the database now names the new key; the old one is pending removal.
-async fn persist(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
-    let new = job.new_key_id.clone().ok_or_else(|| ServiceError::Internal("persist without new key".into()))?;
-    job.step = "destroy_old_keyslot".into();
-    let mut tx = svc.tx().await?;
-    db::set_key(&mut tx, &job.volume_id, Some(&new)).await?;
-    commit(tx, job, "persist").await
-}
-
-/// Step 4: wipe the old keyslot; the volume is ready; the interim key goes to
-/// the deletion queue (step 5) in the same transaction.
-async fn destroy_old_keyslot(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
-    let new = passphrase(svc, job, &key_id(job.new_key_id.as_deref(), "new key")?).await?;
-    let (old_slot, new_slot) = match (job.old_slot, job.new_slot) {
-        (Some(o), Some(n)) if o != n => (Some(o), n),
-        // volume-key mode: re-encryption already destroyed every old keyslot.
-        (None, Some(n)) => (None, n),
-        _ => return Err(ServiceError::Internal("destroy step without two distinct keyslots".into())),
-    };
-    let (backend, id) = (svc.backend.clone(), job.volume_id.clone());
-    blocking(move || {
-        let mut v = LuksVolume::open(backend.open(&id)?)?;
-        // Never wipe the slot that opens with the new key.
-        v.unlock(new.as_bytes(), Some(new_slot))?;
-        if let Some(old_slot) = old_slot.filter(|s| v.active_keyslots().contains(s)) {
-            v.destroy_keyslot(old_slot)?;
-        }
-        Ok(())
-    })
-    .await?;
-    job.step = DONE.into();
-    let mut tx = svc.tx().await?;
-    if let Some(old) = &job.old_key_id {
-        let why = if job.kind.forced_mode().is_some() { "previous key of a rekeyed volume" } else { "interim key of a rekeyed clone" };
-        db::queue_key_deletion(&mut tx, old, &job.project_id, why).await?;
-    }
-    commit(tx, job, "destroy_old_keyslot").await?;
-    svc.key_gc.notify_one();
-    Ok(())
-}
-
-// ---- delete --------------------------------------------------------------
-
-async fn delete_data(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
-    let t = target(svc, job).await?;
-    let (backend, id) = (svc.backend.clone(), job.volume_id.clone());
-    blocking(move || {
-        if backend.exists(&id)? {
-            backend.delete(&id)?;
-        }
-        Ok(())
-    })
-    .await?;
-    fault::point("delete_data").await;
-    let mut tx = svc.tx().await?;
-    if let Some(k) = &t.vol.encryption_key_id {
-        db::queue_key_deletion(&mut tx, k, &job.project_id, "key of a deleted volume").await?;
-    }
-    db::delete_volume(&mut tx, &job.volume_id).await?;
-    db::delete_job(&mut tx, &job.id).await?;
-    tx.commit().await.map_err(crate::error::db("commit"))?;
-    job.step = DONE.into();
-    svc.key_gc.notify_one();
-    Ok(())
 }
 
 // ---- step 5: the key-deletion queue --------------------------------------
 
-/// Deletes queued keys; failures are logged and retried with backoff, never
+/// Deletes queued keys; failures are retried with a persisted backoff, never
 /// fatal, so no key is orphaned for good.
-async fn key_gc(svc: Arc<Service>) {
-    let mut round: u64 = 0;
+async fn key_gc(engine: Arc<Engine>) {
     loop {
-        if let Err(e) = key_gc_pass(&svc, round).await {
+        if let Err(e) = key_gc_pass(&engine).await {
             tracing::warn!(error = %e, "key deletion pass failed");
         }
-        round = round.wrapping_add(1);
         tokio::select! {
-            _ = svc.key_gc.notified() => {}
+            _ = engine.key_gc.notified() => {}
             _ = tokio::time::sleep(KEY_GC_INTERVAL) => {}
         }
     }
 }
 
-async fn key_gc_pass(svc: &Service, round: u64) -> Result<()> {
+async fn key_gc_pass(engine: &Engine) -> Result<()> {
     let pending = {
-        let mut c = svc.conn().await?;
-        db::pending_key_deletions(&mut c).await?
+        let mut c = engine.db.conn().await?;
+        db::due_key_deletions(&mut c, now_ms()).await?
     };
     for (key, project, attempts) in pending {
-        // Exponential backoff in passes: after n failures, every 2^n-th pass.
-        if attempts > 0 && !round.is_multiple_of(1u64 << attempts.min(6)) {
-            continue;
+        {
+            let mut c = engine.db.conn().await?;
+            if !db::claim_key_deletion(&mut c, &key, &engine.node, now_ms(), engine.lease_until()).await? {
+                continue; // another node is deleting it
+            }
         }
         let result = match (Project::new(project.clone()), KeyId::parse(&key)) {
-            (Ok(p), Ok(k)) => match svc.keys.delete_key(&p, &k).await {
+            (Ok(p), Ok(k)) => match engine.keys.delete_key(&p, &k).await {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == KeyErrorKind::NotFound => Ok(()),
                 Err(e) => Err(e.to_string()),
@@ -608,16 +651,18 @@ async fn key_gc_pass(svc: &Service, round: u64) -> Result<()> {
                 Ok(())
             }
         };
-        let mut c = svc.conn().await?;
+        let mut c = engine.db.conn().await?;
         match result {
             Ok(()) => {
-                fault::point("delete_interim_key").await;
+                fault::point(Point::done(Step::DeleteInterimKey)).await;
                 db::key_deleted(&mut c, &key).await?;
                 tracing::info!(%key, %project, "deleted key");
             }
             Err(e) => {
+                engine.metrics.key_deletion_errors.fetch_add(1, Ordering::Relaxed);
+                let next = now_ms() + (Duration::from_secs(2) * (1u32 << attempts.min(5))).as_millis() as i64;
                 tracing::warn!(%key, %project, error = %e, attempts = attempts + 1, "key deletion failed; will retry");
-                db::key_deletion_failed(&mut c, &key, &e).await?;
+                db::key_deletion_failed(&mut c, &key, &e, next).await?;
             }
         }
     }

@@ -27,9 +27,10 @@ use std::sync::Arc;
 
 use rekey_keys::{passphrase_hex, ErrorKind, KeyBytes, KeyId, KeyManager, KeyManagerConfig, Project};
 use serde::Serialize;
-use sqlx::SqlitePool;
 
 use crate::config::Config;
+use crate::db::Db;
+use crate::fault::{Point, Step};
 use crate::error::{db, Result, ServiceError};
 
 /// Prefix of the name a migrated key carries in the target manager.
@@ -129,24 +130,18 @@ fn same_manager(a: &KeyManagerConfig, b: &KeyManagerConfig) -> bool {
     }
 }
 
-async fn table_rows(pool: &SqlitePool, table: &str) -> Result<i64> {
-    let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1")
-        .bind(table)
-        .fetch_one(pool)
-        .await
-        .map_err(db("inspect database"))?;
-    if exists == 0 {
-        return Ok(0);
-    }
+/// Rows in `table` (opening the database made every table the schema has).
+async fn table_rows(pool: &Db, table: &str) -> Result<i64> {
+    let mut c = pool.conn().await?;
     sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-        .fetch_one(pool)
+        .fetch_one(&mut *c)
         .await
         .map_err(db("inspect database"))
 }
 
 /// Jobs hold key ids of their own and the deletion queue names keys in the
 /// source manager; both belong to a running service.
-async fn refuse_pending_work(pool: &SqlitePool) -> Result<()> {
+async fn refuse_pending_work(pool: &Db) -> Result<()> {
     for (table, what) in [("jobs", "unfinished jobs"), ("key_deletions", "queued key deletions")] {
         let n = table_rows(pool, table).await?;
         if n > 0 {
@@ -158,13 +153,14 @@ async fn refuse_pending_work(pool: &SqlitePool) -> Result<()> {
     Ok(())
 }
 
-async fn load_records(pool: &SqlitePool) -> Result<Vec<Record>> {
+async fn load_records(pool: &Db) -> Result<Vec<Record>> {
+    let mut c = pool.conn().await?;
     let mut out = Vec::new();
     for (table, kind) in TABLES {
         let rows: Vec<(String, String, String)> = sqlx::query_as(&format!(
             "SELECT id, project_id, encryption_key_id FROM {table} WHERE encryption_key_id IS NOT NULL ORDER BY created_at, id"
         ))
-        .fetch_all(pool)
+        .fetch_all(&mut *c)
         .await
         .map_err(db("list records"))?;
         for (id, project, key) in rows {
@@ -175,7 +171,7 @@ async fn load_records(pool: &SqlitePool) -> Result<Vec<Record>> {
 }
 
 async fn migrate_one(
-    pool: &SqlitePool,
+    pool: &Db,
     source: &dyn KeyManager,
     target: &dyn KeyManager,
     backend: &Arc<dyn rekey_storage::Backend>,
@@ -212,17 +208,17 @@ async fn migrate_one(
     let copy = match target.find_named(&r.project, &name).await? {
         Some(id) => id,
         None => {
-            crate::fault::point("migrate-before-copy").await;
+            crate::fault::point(Point::start(Step::MigrateCopy)).await;
             target.store_named_key(&r.project, Some(&name), &bytes, "aes", bytes.len() as u32 * 8).await?
         }
     };
-    crate::fault::point("migrate-after-copy").await;
+    crate::fault::point(Point::done(Step::MigrateCopy)).await;
     verify_copy(target, backend, r, &copy, &bytes).await?;
     let moved = sqlx::query(&format!("UPDATE {} SET encryption_key_id = $1 WHERE id = $2 AND encryption_key_id = $3", r.table))
         .bind(copy.as_str())
         .bind(&r.id)
         .bind(r.key.as_str())
-        .execute(pool)
+        .execute(&mut *pool.conn().await?)
         .await
         .map_err(db("record migrated key"))?;
     if moved.rows_affected() != 1 {
@@ -231,7 +227,7 @@ async fn migrate_one(
             r.table, r.id
         )));
     }
-    crate::fault::point("migrate-after-record").await;
+    crate::fault::point(Point::recorded(Step::MigrateRecord)).await;
     delete_if_present(source, &r.project, &r.key).await?;
     summary.migrated += 1;
     tracing::info!(table = r.table, id = %r.id, old = %r.key, new = %copy, "key migrated");

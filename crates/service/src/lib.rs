@@ -3,8 +3,10 @@
 //! handed out.
 //!
 //! Layers, top down: [`api`] (HTTP: routing, identity, bodies, Cinder error
-//! bodies) → [`Service`] (domain: what a request means) → `engine`
-//! (persisted jobs; the rekey flow) → `db` (SQL) and the `rekey-keys`,
+//! bodies) → [`paths`] (admissions and the jobs' typed state machines: what
+//! a request means and how it is carried out) → [`Service`] (the parts;
+//! types and plain records) → `engine` (runs, persists and retries state
+//! machines it does not look inside) → `db` (SQL) and the `rekey-keys`,
 //! `rekey-storage` and `rekey-luks` crates.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -16,6 +18,7 @@ mod engine;
 mod error;
 pub mod fault;
 pub mod key_migrate;
+mod metrics;
 pub mod model;
 pub mod paths;
 mod service;
@@ -53,15 +56,38 @@ pub async fn serve(
         .await
         .map_err(|e| ServiceError::Config(format!("cannot listen on {}: {e}", svc.config().listen)))?;
     let addr = listener.local_addr().map_err(|e| ServiceError::Internal(e.to_string()))?;
-    let resumed = engine::recover(&svc).await?;
+    let resumed = engine::recover::<paths::Flow>(svc.clone()).await?;
     if resumed > 0 {
         tracing::info!(resumed, "resumed unfinished jobs");
     }
     on_listening(addr);
+    // `/metrics` beside the Cinder API (whose router answers every other
+    // path), outside its authentication as Prometheus scrapes expect.
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics_handler))
+        .with_state(svc.clone())
+        .merge(app);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| ServiceError::Internal(format!("server: {e}")))
+}
+
+/// `GET /metrics` (see [`metrics`]): counts from the shared database, this
+/// node's measurements.
+async fn metrics_handler(axum::extract::State(svc): axum::extract::State<Arc<Service>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let counts = async {
+        let mut c = svc.conn().await?;
+        Ok::<_, ServiceError>((db::job_counts(&mut c).await?, db::volume_counts(&mut c).await?))
+    };
+    match counts.await {
+        Ok((jobs, volumes)) => {
+            let body = metrics::render(svc.engine.node_name(), &jobs, &volumes, &svc.engine.metrics);
+            ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+        }
+        Err(e) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("# cannot read the database: {e}\n")).into_response(),
+    }
 }
 
 /// Admin access to the data directory without a running server: the key
@@ -74,7 +100,7 @@ pub mod admin {
     pub async fn key_bytes(config: &Config, key_id: &str) -> Result<rekey_keys::KeyBytes> {
         let id = rekey_keys::KeyId::parse(key_id)?;
         let pool = db::open(&config.database_url()).await?;
-        let mut c = pool.acquire().await.map_err(error::db("connect"))?;
+        let mut c = pool.conn().await?;
         let project = db::key_project(&mut c, id.as_str())
             .await?
             .ok_or_else(|| ServiceError::not_found("Key", key_id))?;
@@ -90,10 +116,71 @@ pub mod admin {
         crate::paths::audit::run(&svc).await
     }
 
+    /// An unfinished job as `rekey job list|show` prints it: the engine's
+    /// bookkeeping and the machine's state (ids and where it stands; the
+    /// state holds key ids, never keys).
+    #[derive(Debug, Clone, serde::Serialize)]
+    pub struct JobInfo {
+        /// Job id.
+        pub id: String,
+        /// Flow (`clone`, `restore`, …).
+        pub kind: String,
+        /// The record it works on.
+        pub target_id: String,
+        /// The project it works for.
+        pub project_id: String,
+        /// The record it reads from.
+        pub source_id: Option<String>,
+        /// The current state's label.
+        pub step: String,
+        /// Failed attempts at the current state.
+        pub attempts: u32,
+        /// No attempt before this time (ms since the epoch).
+        pub next_attempt_at: i64,
+        /// Why the last attempt failed.
+        pub last_error: Option<String>,
+        /// Bumped whenever a node takes the job up.
+        pub epoch: i64,
+        /// The node holding its lease.
+        pub lease_owner: Option<String>,
+        /// When that lease runs out without a heartbeat (ms since the epoch).
+        pub lease_until: i64,
+        /// When it was admitted.
+        pub created_at: String,
+        /// The whole machine state.
+        pub state: serde_json::Value,
+    }
+
+    /// Every unfinished job, oldest first.
+    pub async fn jobs(config: &Config) -> Result<Vec<JobInfo>> {
+        let pool = db::open(&config.database_url()).await?;
+        let mut c = pool.conn().await?;
+        let rows = db::list_jobs(&mut c).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| JobInfo {
+                state: serde_json::from_str(&r.state).unwrap_or(serde_json::Value::Null),
+                id: r.id,
+                kind: r.kind,
+                target_id: r.target_id,
+                project_id: r.project_id,
+                source_id: r.source_id,
+                step: r.step,
+                attempts: r.attempts,
+                next_attempt_at: r.next_attempt_at,
+                last_error: r.last_error,
+                epoch: r.epoch,
+                lease_owner: r.lease_owner,
+                lease_until: r.lease_until,
+                created_at: r.created_at,
+            })
+            .collect())
+    }
+
     /// Where volume `volume_id` lives (a path for the file backend).
     pub async fn volume_location(config: &Config, volume_id: &str) -> Result<String> {
         let pool = db::open(&config.database_url()).await?;
-        let mut c = pool.acquire().await.map_err(error::db("connect"))?;
+        let mut c = pool.conn().await?;
         db::get_volume(&mut c, volume_id).await?.ok_or_else(|| ServiceError::not_found("Volume", volume_id))?;
         let backend_config = config.backend();
         let id = volume_id.to_owned();

@@ -1,11 +1,12 @@
-//! The service's nouns: callers, volumes, volume types, encryption types,
-//! jobs. Plain data; the database layer stores them, the API renders them.
+//! The service's nouns: callers, volumes, volume types, encryption types.
+//! (Jobs are the engine's, their states the flows' in `paths`.) Plain data; the
+//! database layer stores them, the API renders them.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ServiceError;
 
@@ -39,7 +40,7 @@ impl Caller {
 }
 
 /// How a volume made from another gets its own key (extra spec `rekey:mode`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RekeyMode {
     /// New key-manager secret, new keyslot, same volume key (the default).
@@ -153,7 +154,8 @@ pub struct VolumeType {
 pub const DEFAULT_TYPE_NAME: &str = "__DEFAULT__";
 
 /// LUKS flavour of an encryption type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Provider {
     /// LUKS1 (Cinder's `luks`).
     Luks1,
@@ -226,122 +228,6 @@ impl Encryption {
     pub fn key_size(&self) -> u32 {
         self.key_size.unwrap_or(DEFAULT_KEY_SIZE)
     }
-}
-
-/// What a job does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobKind {
-    /// A new empty volume (formatted when encrypted).
-    Create,
-    /// A volume cloned from `source_id`, then rekeyed.
-    Clone,
-    /// Deleting a volume and its key.
-    Delete,
-    /// Taking snapshot `volume_id` (a snapshot id) of volume `source_id`.
-    Snapshot,
-    /// A volume made from snapshot `source_id`, then rekeyed.
-    FromSnapshot,
-    /// Backing up volume `source_id` as backup `volume_id` (a backup id).
-    Backup,
-    /// Restoring backup `source_id` onto volume `volume_id`, then rekeying it.
-    Restore,
-    /// Accepting transfer `source_id` of volume `volume_id`, then rekeying it.
-    Accept,
-    /// Rekeying an existing volume in place (`os-rekey` action), keyslot mode.
-    RekeyKeyslot,
-    /// Rekeying an existing volume in place (`os-rekey` action), re-encrypting
-    /// it under a new volume key.
-    RekeyVolumeKey,
-}
-
-impl JobKind {
-    /// Stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Create => "create",
-            JobKind::Clone => "clone",
-            JobKind::Delete => "delete",
-            JobKind::Snapshot => "snapshot",
-            JobKind::FromSnapshot => "from_snapshot",
-            JobKind::Backup => "backup",
-            JobKind::Restore => "restore",
-            JobKind::Accept => "accept",
-            JobKind::RekeyKeyslot => "rekey_keyslot",
-            JobKind::RekeyVolumeKey => "rekey_volume_key",
-        }
-    }
-    /// Whether the job ends in the rekey steps (`new_key` … `destroy_old_keyslot`).
-    pub fn rekeys(self) -> bool {
-        matches!(
-            self,
-            JobKind::Clone
-                | JobKind::FromSnapshot
-                | JobKind::Restore
-                | JobKind::Accept
-                | JobKind::RekeyKeyslot
-                | JobKind::RekeyVolumeKey
-        )
-    }
-    /// The rekey mode an in-place rekey job asked for (it overrides the
-    /// volume type's `rekey:mode`).
-    pub fn forced_mode(self) -> Option<RekeyMode> {
-        match self {
-            JobKind::RekeyKeyslot => Some(RekeyMode::Keyslot),
-            JobKind::RekeyVolumeKey => Some(RekeyMode::VolumeKey),
-            _ => None,
-        }
-    }
-    /// The in-place rekey job for `mode` (none for `RekeyMode::None`).
-    pub fn rekey(mode: RekeyMode) -> Option<Self> {
-        match mode {
-            RekeyMode::Keyslot => Some(JobKind::RekeyKeyslot),
-            RekeyMode::VolumeKey => Some(JobKind::RekeyVolumeKey),
-            RekeyMode::None => None,
-        }
-    }
-    /// From the stored spelling.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "create" => Some(JobKind::Create),
-            "clone" => Some(JobKind::Clone),
-            "delete" => Some(JobKind::Delete),
-            "snapshot" => Some(JobKind::Snapshot),
-            "from_snapshot" => Some(JobKind::FromSnapshot),
-            "backup" => Some(JobKind::Backup),
-            "restore" => Some(JobKind::Restore),
-            "accept" => Some(JobKind::Accept),
-            "rekey_keyslot" => Some(JobKind::RekeyKeyslot),
-            "rekey_volume_key" => Some(JobKind::RekeyVolumeKey),
-            _ => None,
-        }
-    }
-}
-
-/// A persisted job: what is being done to a volume and the next step.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Job {
-    /// UUID.
-    pub id: String,
-    /// What it does.
-    pub kind: JobKind,
-    /// The volume it works on.
-    pub volume_id: String,
-    /// The volume's project.
-    pub project_id: String,
-    /// The source of a clone.
-    pub source_id: Option<String>,
-    /// The next step to run (see `engine::Step`).
-    pub step: String,
-    /// The key that opened the volume before the rekey (the interim copy).
-    pub old_key_id: Option<String>,
-    /// The key the rekey made.
-    pub new_key_id: Option<String>,
-    /// Keyslot of the old key.
-    pub old_slot: Option<u32>,
-    /// Keyslot of the new key.
-    pub new_slot: Option<u32>,
-    /// Failed attempts so far.
-    pub attempts: u32,
 }
 
 /// Now as Cinder prints times: `2024-05-01T12:34:56.000000`.

@@ -6,18 +6,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rekey_keys::{KeyManager, Project};
+use rekey_keys::KeyManager;
 use rekey_storage::Backend;
-use sqlx::SqlitePool;
-use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::db;
 use crate::error::{Result, ServiceError};
-use crate::model::{
-    now_iso, status, Caller, Encryption, Job, JobKind, Provider, RekeyMode, Volume, VolumeType, DEFAULT_TYPE_NAME,
-    REKEY_MODE_SPEC,
-};
+use crate::engine::{Context, Engine};
+use crate::model::{now_iso, Caller, Encryption, Provider, RekeyMode, Volume, VolumeType, DEFAULT_TYPE_NAME, REKEY_MODE_SPEC};
 
 /// Cinder's bound on integer fields (sizes): `DB_MAX_INT`.
 pub const DB_MAX_INT: u64 = 0x7FFF_FFFF;
@@ -25,12 +21,18 @@ pub const DB_MAX_INT: u64 = 0x7FFF_FFFF;
 /// The running service: database, key manager, backend, configuration.
 #[derive(Debug)]
 pub struct Service {
-    pub(crate) db: SqlitePool,
+    pub(crate) db: crate::db::Db,
     pub(crate) keys: Arc<dyn KeyManager>,
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) config: Config,
-    /// Wakes the key-deletion worker.
-    pub(crate) key_gc: Notify,
+    /// Runs the jobs and the key-deletion queue.
+    pub(crate) engine: Arc<Engine>,
+}
+
+impl Context for Arc<Service> {
+    fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
 }
 
 /// A volume-create request, already parsed.
@@ -87,8 +89,10 @@ pub struct EncryptionSpec {
 
 impl Service {
     /// Assembles a service from its parts (see [`crate::open`]).
-    pub fn new(db: SqlitePool, keys: Arc<dyn KeyManager>, backend: Arc<dyn Backend>, config: Config) -> Self {
-        Service { db, keys, backend, config, key_gc: Notify::new() }
+    pub(crate) fn new(db: crate::db::Db, keys: Arc<dyn KeyManager>, backend: Arc<dyn Backend>, config: Config) -> Self {
+        let lease = std::time::Duration::from_secs(config.lease_seconds.max(1));
+        let engine = Arc::new(Engine::new(db.clone(), keys.clone(), config.node_name(), lease));
+        Service { db, keys, backend, config, engine }
     }
 
     /// The configuration in force.
@@ -96,104 +100,16 @@ impl Service {
         &self.config
     }
 
-    /// A write transaction. SQLite: `BEGIN IMMEDIATE`, so two transactions
-    /// that read then write never deadlock on the lock upgrade (they queue
-    /// on the busy timeout instead). PostgreSQL would use a plain `BEGIN`.
-    pub(crate) async fn tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        self.db.begin_with("BEGIN IMMEDIATE").await.map_err(crate::error::db("begin"))
+    /// A write transaction (see [`crate::db::Db::tx`]).
+    pub(crate) async fn tx(&self) -> Result<crate::db::Tx> {
+        self.db.tx().await
     }
 
-    pub(crate) async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>> {
-        self.db.acquire().await.map_err(crate::error::db("connect"))
+    pub(crate) async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
+        self.db.conn().await
     }
 
     // ---- volumes ---------------------------------------------------------
-
-    /// Admits a volume create (or clone): checks it, records the volume as
-    /// `creating` together with its job, and returns the record. The caller
-    /// starts the job with [`crate::engine::spawn`].
-    pub async fn create_volume(&self, caller: &Caller, req: CreateVolume) -> Result<(Volume, Job)> {
-        Project::new(caller.project.clone()).map_err(|e| ServiceError::invalid(e.to_string()))?;
-        let mut tx = self.tx().await?;
-        let source = match &req.source_volid {
-            Some(src) => {
-                let s = db::get_volume(&mut tx, src)
-                    .await?
-                    .filter(|s| s.project_id == caller.project)
-                    .ok_or_else(|| ServiceError::not_found("Volume", src.clone()))?;
-                if s.status != status::AVAILABLE {
-                    return Err(ServiceError::invalid(format!(
-                        "Invalid volume: Source volume {src} status must be available, but is {}.",
-                        s.status
-                    )));
-                }
-                Some(s)
-            }
-            None => None,
-        };
-        let vtype = match (&req.volume_type, &source) {
-            (Some(t), _) => db::find_type(&mut tx, t)
-                .await?
-                .ok_or_else(|| ServiceError::not_found("Volume type", t.clone()))?,
-            (None, Some(s)) => db::get_type(&mut tx, &s.volume_type_id)
-                .await?
-                .ok_or_else(|| ServiceError::not_found("Volume type", s.volume_type_id.clone()))?,
-            (None, None) => db::find_type(&mut tx, DEFAULT_TYPE_NAME)
-                .await?
-                .ok_or_else(|| ServiceError::not_found("Volume type", DEFAULT_TYPE_NAME))?,
-        };
-        let enc = db::get_encryption(&mut tx, &vtype.id).await?;
-        let mode = self.rekey_mode(&vtype)?;
-        let size_gb = match (req.size_gb, &source) {
-            (Some(n), Some(s)) if n < s.size_gb => {
-                return Err(ServiceError::invalid(format!(
-                    "Invalid input received: Volume size {n}GB cannot be smaller than the source volume size {}GB.",
-                    s.size_gb
-                )))
-            }
-            (Some(n), _) => n,
-            (None, Some(s)) => s.size_gb,
-            (None, None) => return Err(ServiceError::invalid("Invalid input received: size is required")),
-        };
-        self.check_size(size_gb)?;
-        if let Some(s) = &source {
-            let src_enc = db::get_encryption(&mut tx, &s.volume_type_id).await?;
-            if src_enc.is_some() != enc.is_some()
-                || src_enc.as_ref().map(|e| (e.provider, e.cipher(), e.key_size()))
-                    != enc.as_ref().map(|e| (e.provider, e.cipher(), e.key_size()))
-            {
-                return Err(ServiceError::invalid(
-                    "Invalid input received: a clone must have the same encryption as its source volume",
-                ));
-            }
-        }
-        if source.is_some() {
-            check_rekey_mode(mode, enc.as_ref())?;
-        }
-        let now = now_iso();
-        let vol = Volume {
-            id: uuid::Uuid::new_v4().to_string(),
-            project_id: caller.project.clone(),
-            user_id: caller.user.clone(),
-            name: req.name,
-            description: req.description,
-            size_gb,
-            status: status::CREATING.into(),
-            volume_type_id: vtype.id.clone(),
-            source_volid: source.as_ref().map(|s| s.id.clone()),
-            snapshot_id: None,
-            encryption_key_id: None,
-            metadata: req.metadata,
-            created_at: now.clone(),
-            updated_at: now,
-        };
-        let kind = if source.is_some() { JobKind::Clone } else { JobKind::Create };
-        let job = crate::engine::new_job(kind, &vol.id, &vol.project_id, vol.source_volid.as_deref());
-        db::insert_volume(&mut tx, &vol).await?;
-        db::insert_job(&mut tx, &job).await?;
-        tx.commit().await.map_err(crate::error::db("commit"))?;
-        Ok((vol, job))
-    }
 
     pub(crate) fn check_size(&self, size_gb: u64) -> Result<()> {
         if size_gb == 0 || size_gb > DB_MAX_INT {
@@ -265,68 +181,6 @@ impl Service {
         db::update_volume_info(&mut tx, &v).await?;
         tx.commit().await.map_err(crate::error::db("commit"))?;
         Ok(v)
-    }
-
-    /// Admits an in-place rekey (`os-rekey`): the volume gets a new key (and,
-    /// in volume-key mode, a new volume key with every sector re-encrypted);
-    /// its old key is deleted at the end. Marks it `maintenance` and records
-    /// the job.
-    pub async fn rekey_volume(&self, caller: &Caller, id: &str, mode: RekeyMode) -> Result<Job> {
-        let kind = JobKind::rekey(mode).ok_or_else(|| {
-            ServiceError::invalid("Invalid input received: os-rekey mode must be keyslot or volume-key")
-        })?;
-        let mut tx = self.tx().await?;
-        let v = db::get_volume(&mut tx, id)
-            .await?
-            .filter(|v| v.project_id == caller.project)
-            .ok_or_else(|| ServiceError::not_found("Volume", id))?;
-        let enc = db::get_encryption(&mut tx, &v.volume_type_id).await?;
-        let (Some(enc), Some(key)) = (enc, v.encryption_key_id.clone()) else {
-            return Err(ServiceError::invalid(format!("Invalid volume: volume {id} is not encrypted; there is no key to rekey.")));
-        };
-        if v.status != status::AVAILABLE {
-            return Err(ServiceError::invalid(format!(
-                "Invalid volume: Volume status must be available to rekey, but is {}.",
-                v.status
-            )));
-        }
-        if db::is_being_cloned(&mut tx, id).await? {
-            return Err(ServiceError::invalid(format!(
-                "Invalid volume: a clone, snapshot or backup of volume {id} is in progress; rekey it when that is done."
-            )));
-        }
-        check_rekey_mode(mode, Some(&enc))?;
-        let job = Job { old_key_id: Some(key), ..crate::engine::new_job(kind, id, &v.project_id, None) };
-        db::set_status(&mut tx, id, status::MAINTENANCE).await?;
-        db::insert_job(&mut tx, &job).await?;
-        tx.commit().await.map_err(crate::error::db("commit"))?;
-        Ok(job)
-    }
-
-    /// Admits a delete: marks the volume `deleting` and records the job.
-    pub async fn delete_volume(&self, caller: &Caller, id: &str, force: bool) -> Result<Job> {
-        let mut tx = self.tx().await?;
-        let v = db::get_volume(&mut tx, id)
-            .await?
-            .filter(|v| v.project_id == caller.project)
-            .ok_or_else(|| ServiceError::not_found("Volume", id))?;
-        if db::is_being_cloned(&mut tx, id).await? {
-            return Err(ServiceError::invalid(format!(
-                "Invalid volume: Volume {id} is the source of a clone in progress; delete it when the clone is done."
-            )));
-        }
-        if !db::claim_for_delete(&mut tx, id, force).await? {
-            return Err(ServiceError::invalid(format!(
-                "Invalid volume: Volume status must be available or error or error_restoring or error_extending \
-                 or error_managing and must not be migrating, attached, belong to a group, have snapshots, \
-                 awaiting a transfer, or be disassociated from snapshots after volume transfer. (status: {})",
-                v.status
-            )));
-        }
-        let job = crate::engine::new_job(JobKind::Delete, id, &v.project_id, None);
-        db::insert_job(&mut tx, &job).await?;
-        tx.commit().await.map_err(crate::error::db("commit"))?;
-        Ok(job)
     }
 
     /// Encryption metadata of a volume, as os-brick asks for it.

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use rekey_service::fault::{Point, Step};
+
 use crate::harness::*;
 
 fn start() -> (Server, tempfile::TempDir) {
@@ -83,8 +85,9 @@ fn another_projects_source_is_not_found_and_not_cloned() {
 #[test]
 fn deleting_a_volume_being_cloned_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    // Hold every clone for 10 s after its new key is recorded.
-    let srv = Server::start(&dir.path().join("data"), &[("REKEY_STALL_AT", "new_key.recorded:10000")]);
+    // Hold every clone for 20 s after its new key is recorded (the real
+    // client below can take seconds to start on a loaded machine).
+    let srv = Server::start(&dir.path().join("data"), &[("REKEY_STALL_AT", &format!("{}:20000", Point::recorded(Step::NewKey)))]);
     srv.create_type("LUKS", Some("luks2"), &[]);
     let src = srv.create_volume(json!({"volume": {"size": 1, "volume_type": "LUKS"}}));
     let src_id = src["id"].as_str().unwrap();

@@ -7,24 +7,27 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use rekey_service::fault::{Point, Step};
+
 use crate::harness::*;
 
-/// The points of `rekey_service::fault::CLONE_POINTS`, repeated here so a
-/// renamed point fails this test instead of silently testing nothing.
-const POINTS: &[&str] = &[
-    "clone_data",
-    "clone_data.recorded",
-    "interim_key",
-    "interim_key.recorded",
-    "new_key",
-    "new_key.recorded",
-    "add_keyslot",
-    "add_keyslot.recorded",
-    "persist",
-    "persist.recorded",
-    "destroy_old_keyslot",
-    "destroy_old_keyslot.recorded",
-    "delete_interim_key",
+/// The points of `rekey_service::fault::CLONE_POINTS`, repeated here as
+/// typed states so a reordered or dropped point fails this test instead of
+/// silently testing nothing.
+const POINTS: &[Point] = &[
+    Point::done(Step::CloneData),
+    Point::recorded(Step::CloneData),
+    Point::done(Step::InterimKey),
+    Point::recorded(Step::InterimKey),
+    Point::done(Step::NewKey),
+    Point::recorded(Step::NewKey),
+    Point::done(Step::AddKeyslot),
+    Point::recorded(Step::AddKeyslot),
+    Point::done(Step::Persist),
+    Point::recorded(Step::Persist),
+    Point::done(Step::DestroyOldKeyslot),
+    Point::recorded(Step::DestroyOldKeyslot),
+    Point::done(Step::DeleteInterimKey),
 ];
 
 #[test]
@@ -84,8 +87,9 @@ fn check_after_restart(srv: &Server, s: &Setup, point: &str) {
     assert_no_orphan_keys(&srv.data_dir, point);
 }
 
-fn crash_at(point: &str, provider: &str) {
+fn crash_at(point: Point, provider: &str) {
     require_cryptsetup();
+    let point = &point.to_string();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut srv = Server::start(&data, &[("REKEY_CRASH_AT", point)]);
@@ -102,14 +106,14 @@ fn crash_at(point: &str, provider: &str) {
 #[test]
 fn crash_at_every_rekey_step_luks1() {
     for p in POINTS {
-        crash_at(p, "luks");
+        crash_at(*p, "luks");
     }
 }
 
 #[test]
 fn crash_at_every_rekey_step_luks2() {
     for p in POINTS {
-        crash_at(p, "luks2");
+        crash_at(*p, "luks2");
     }
 }
 
@@ -143,9 +147,10 @@ fn crash_during_in_place_volume_key_rekey() {
     require_cryptsetup();
     // The boundary points are shared with the clone flow (tested above at
     // every point); these are the ones where the in-place job differs.
-    let crash_points = ["add_keyslot", "persist.recorded", "destroy_old_keyslot"];
+    let crash_points = [Point::done(Step::AddKeyslot), Point::recorded(Step::Persist), Point::done(Step::DestroyOldKeyslot)]
+        .map(|p| p.to_string());
     let kills_ms = [400u64, 1500];
-    let cases = crash_points.iter().map(|p| (Some(*p), 0)).chain(kills_ms.iter().map(|ms| (None, *ms)));
+    let cases = crash_points.iter().map(|p| (Some(p.as_str()), 0)).chain(kills_ms.iter().map(|ms| (None, *ms)));
     for (point, delay_ms) in cases {
         let what = point.map_or_else(|| format!("kill -9 after {delay_ms} ms"), |p| format!("crash at {p}"));
         let dir = tempfile::tempdir().unwrap();

@@ -34,6 +34,48 @@ pub fn require_cryptsetup() {
     assert!(ok, "cryptsetup not found: apt-get install cryptsetup-bin");
 }
 
+/// The database the service under test uses: SQLite in its data directory
+/// (the default), or, with `REKEY_TEST_DATABASE=postgres`, a fresh
+/// PostgreSQL database per data directory on the server `REKEY_TEST_PG_URL`
+/// names (from `scripts/postgres.sh start`), made on first use.
+pub fn postgres_url(data_dir: &Path) -> Option<String> {
+    match std::env::var("REKEY_TEST_DATABASE").as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => return None,
+        Ok("postgres") => {}
+        Ok(other) => panic!("REKEY_TEST_DATABASE must be sqlite or postgres, not {other:?}"),
+    }
+    let base = std::env::var("REKEY_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!("REKEY_TEST_DATABASE=postgres needs REKEY_TEST_PG_URL: run `scripts/postgres.sh start` and export what it prints")
+    });
+    // One database per data directory, named after its path, so a restarted
+    // server (same directory) finds its records again.
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut h);
+    let name = format!("rekey_{:016x}", h.finish());
+    let marker = data_dir.with_extension("pgdb");
+    if !marker.exists() {
+        let rest = base.strip_prefix("postgres://").expect("REKEY_TEST_PG_URL is postgres://USER@HOST:PORT");
+        let (user, hostport) = rest.split_once('@').expect("REKEY_TEST_PG_URL is postgres://USER@HOST:PORT");
+        let (host, port) = hostport.trim_end_matches('/').split_once(':').expect("REKEY_TEST_PG_URL has a port");
+        let out = Command::new("createdb").args(["-h", host, "-p", port, "-U", user, &name]).output().expect("run createdb");
+        assert!(out.status.success(), "createdb {name}: {}", String::from_utf8_lossy(&out.stderr));
+        std::fs::write(&marker, &name).unwrap();
+    }
+    Some(format!("{}/{name}", base.trim_end_matches('/')))
+}
+
+/// Arguments that point a `rekey` admin command at the database of the
+/// service on `data_dir` (none for SQLite, which lives in the directory).
+pub fn db_args(data_dir: &Path) -> Vec<String> {
+    let Some(url) = postgres_url(data_dir) else { return Vec::new() };
+    let conf = data_dir.with_extension("db.toml");
+    if !conf.exists() {
+        std::fs::write(&conf, format!("database_url = {url:?}\n")).unwrap();
+    }
+    vec!["--config".into(), conf.to_str().unwrap().to_owned()]
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -53,20 +95,26 @@ impl Server {
 
     /// [`Server::start`] with extra `rekey serve` flags.
     pub fn start_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut all = postgres_url(data_dir).map(|u| vec!["--database-url".to_owned(), u]).unwrap_or_default();
+        all.extend(args.iter().map(|a| a.to_string()));
+        Server::start_logged(data_dir, &all, env, &data_dir.with_extension("log"))
+    }
+
+    /// Starts the service on `data_dir` with extra arguments and environment,
+    /// its log appended to `log`; waits until it listens.
+    pub fn start_logged(data_dir: &Path, args: &[String], env: &[(&str, &str)], log: &Path) -> Server {
         let port = free_port();
         let mut cmd = Command::new(REKEY);
         cmd.args(["serve", "--data-dir"])
             .arg(data_dir)
-            .args(args)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
             .env("REKEY_LOG", "info,sqlx=warn")
             .env_remove("REKEY_CRASH_AT")
             .env_remove("REKEY_STALL_AT")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new().create(true).append(true).open(data_dir.with_extension("log")).unwrap(),
-            ));
+            .stderr(Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap()));
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -79,7 +127,7 @@ impl Server {
             let _ = tx.send(line);
         });
         let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        assert!(line.contains("listening on http://127.0.0.1:"), "rekey serve did not start: {line:?} (log: {})", data_dir.with_extension("log").display());
+        assert!(line.contains("listening on http://127.0.0.1:"), "rekey serve did not start: {line:?} (log: {})", log.display());
         Server { child, port, data_dir: data_dir.to_owned() }
     }
 
@@ -258,6 +306,7 @@ pub fn passphrase(data_dir: &Path, key_id: &str) -> Vec<u8> {
     let out = Command::new(REKEY)
         .args(["key", "show", key_id, "--passphrase", "--data-dir"])
         .arg(data_dir)
+        .args(db_args(data_dir))
         .output()
         .expect("run rekey key show");
     assert!(out.status.success(), "rekey key show {key_id}: {}", String::from_utf8_lossy(&out.stderr));
@@ -267,12 +316,22 @@ pub fn passphrase(data_dir: &Path, key_id: &str) -> Vec<u8> {
 
 /// Whether `rekey key show` still finds a key.
 pub fn key_exists(data_dir: &Path, key_id: &str) -> bool {
-    Command::new(REKEY).args(["key", "show", key_id, "--data-dir"]).arg(data_dir).output().unwrap().status.success()
+    Command::new(REKEY)
+        .args(["key", "show", key_id, "--data-dir"])
+        .arg(data_dir)
+        .args(db_args(data_dir))
+        .output()
+        .unwrap()
+        .status
+        .success()
 }
 
 /// The backing file of a volume, from `rekey volume path`.
 pub fn volume_path(data_dir: &Path, id: &str) -> PathBuf {
-    PathBuf::from(rekey(&["volume", "path", id, "--data-dir", data_dir.to_str().unwrap()]).trim())
+    let mut args = vec!["volume", "path", id, "--data-dir", data_dir.to_str().unwrap()];
+    let db = db_args(data_dir);
+    args.extend(db.iter().map(String::as_str));
+    PathBuf::from(rekey(&args).trim())
 }
 
 /// `cryptsetup open --test-passphrase --key-file=-` with `pass` on stdin.
@@ -296,7 +355,10 @@ pub fn cryptsetup_opens(path: &Path, pass: &[u8]) -> bool {
 
 /// `rekey volume audit --json` of a data directory.
 pub fn audit_json(data_dir: &Path) -> Value {
-    let out = rekey(&["volume", "audit", "--json", "--data-dir", data_dir.to_str().unwrap()]);
+    let mut args = vec!["volume", "audit", "--json", "--data-dir", data_dir.to_str().unwrap()];
+    let db = db_args(data_dir);
+    args.extend(db.iter().map(String::as_str));
+    let out = rekey(&args);
     serde_json::from_str(&out).expect("audit JSON")
 }
 

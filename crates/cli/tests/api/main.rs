@@ -9,3 +9,4 @@ mod volume_key;
 mod paths;
 mod audit;
 mod paths_faults;
+mod metrics;

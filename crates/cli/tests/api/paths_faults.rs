@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use rekey_service::fault::{Point, Step};
+
 use crate::harness::*;
 use crate::paths::{check_own_key, cinder_as, encrypted_source, wait_backup, wait_volume, Env};
 
@@ -25,7 +27,9 @@ fn crash_then_restart(e: &mut Env, point: &str, act: impl FnOnce(&Server)) {
 fn kill9_during_backup_and_restore_ends_complete() {
     // `backup_key`, `restore_key`, `accept_move`: the key copy is made but
     // not recorded when the process dies; the re-run step must reuse it.
-    for point in ["backup_key", "backup_key.recorded", "backup_data", "backup_data.recorded"] {
+    for point in [Point::done(Step::BackupKey), Point::recorded(Step::BackupKey), Point::done(Step::BackupData), Point::recorded(Step::BackupData)] {
+        let point = point.to_string();
+        let point = point.as_str();
         let mut e = Env::start();
         let (src_id, _key, src_pass) = encrypted_source(&e, "luks", None);
         let mut bid = String::new();
@@ -45,7 +49,9 @@ fn kill9_during_backup_and_restore_ends_complete() {
         check_own_key(e.data(), &v, &[("source", &src_pass)], &pattern(7));
         assert_no_orphan_keys(e.data(), point);
     }
-    for point in ["restore_key", "restore_key.recorded", "restore_data", "restore_data.recorded", "add_keyslot", "persist.recorded"] {
+    for point in [Point::done(Step::RestoreKey), Point::recorded(Step::RestoreKey), Point::done(Step::RestoreData), Point::recorded(Step::RestoreData), Point::done(Step::AddKeyslot), Point::recorded(Step::Persist)] {
+        let point = point.to_string();
+        let point = point.as_str();
         let mut e = Env::start();
         let (src_id, _key, src_pass) = encrypted_source(&e, "luks", None);
         let (st, b) = e.srv.http("POST", "/v3/backups", Some(json!({"backup": {"volume_id": src_id}}).to_string().as_bytes()));
@@ -68,7 +74,9 @@ fn kill9_during_backup_and_restore_ends_complete() {
 
 #[test]
 fn kill9_during_transfer_accept_ends_complete() {
-    for point in ["accept_move", "accept_move.recorded", "new_key", "new_key.recorded", "add_keyslot", "persist", "destroy_old_keyslot"] {
+    for point in [Point::done(Step::AcceptMove), Point::recorded(Step::AcceptMove), Point::done(Step::NewKey), Point::recorded(Step::NewKey), Point::done(Step::AddKeyslot), Point::done(Step::Persist), Point::done(Step::DestroyOldKeyslot)] {
+        let point = point.to_string();
+        let point = point.as_str();
         let mut e = Env::start();
         let (src_id, src_key, src_pass) = encrypted_source(&e, "luks2", None);
         let (st, t) = e.srv.http_as(PROJECT, "POST", "/v3/volume-transfers", Some(json!({"transfer": {"volume_id": src_id}}).to_string().as_bytes()));

@@ -134,7 +134,7 @@ impl World {
         let mut mid_way = 0;
         // A crash at each step boundary, several times (each run moves one
         // record further before the crash point comes round again).
-        for point in ["migrate-before-copy", "migrate-after-copy", "migrate-after-record"] {
+        for point in ["migrate_copy.start", "migrate_copy", "migrate_record.recorded"] {
             for _ in 0..2 {
                 let st = self.migrate_cmd(from, to, Some(point)).status().unwrap();
                 if !st.success() {

@@ -13,6 +13,7 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use rekey_service::fault::{Point, Step};
 use serde_json::{json, Value};
 
 use crate::harness::*;
@@ -172,7 +173,7 @@ fn osd_stopped_during_service_clone_and_backup_fails_cleanly_then_retries_succee
         &conf,
         &dir.path().join("data"),
         &["--config", s(&config)],
-        &[("REKEY_STALL_AT", "interim_key.recorded:8000")],
+        &[("REKEY_STALL_AT", &format!("{}:8000", Point::recorded(Step::InterimKey)))],
         Some(&log),
     );
 
@@ -285,7 +286,7 @@ fn osd_stopped_after_the_new_key_is_recorded_keeps_it_and_finishes_once_ceph_is_
     let data_dir = dir.path().join("data");
     let args = ["--config", s(&config)];
     let conf = cluster.client_conf(60);
-    let srv = Serve::start_with(&conf, &data_dir, &args, &[("REKEY_STALL_AT", "persist.recorded:8000")], None);
+    let srv = Serve::start_with(&conf, &data_dir, &args, &[("REKEY_STALL_AT", &format!("{}:8000", Point::recorded(Step::Persist)))], None);
 
     srv.create_encrypted_type("T", "luks2", None);
     let v = srv.create_volume(json!({"size": 1, "volume_type": "T", "name": "src"}));

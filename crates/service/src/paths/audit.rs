@@ -255,7 +255,7 @@ async fn unreferenced_keys(svc: &Service) -> Result<Vec<UnreferencedKey>> {
     let (projects, referenced, live_jobs) = {
         let mut c = svc.conn().await?;
         let mut referenced: HashSet<String> = super::db::all_recorded_keys(&mut c).await?.into_iter().map(|(k, _, _)| k).collect();
-        referenced.extend(crate::db::pending_key_deletions(&mut c).await?.into_iter().map(|(k, _, _)| k));
+        referenced.extend(crate::db::due_key_deletions(&mut c, i64::MAX).await?.into_iter().map(|(k, _, _)| k));
         let jobs = crate::db::list_jobs(&mut c).await?;
         referenced.extend(jobs.iter().flat_map(|j| [j.old_key_id.clone(), j.new_key_id.clone()]).flatten());
         let live: HashSet<String> = jobs.into_iter().map(|j| j.id).collect();
@@ -280,7 +280,7 @@ async fn key_manager_keys(svc: &Service) -> Result<KeyManagerKeys> {
     let (projects, referenced) = {
         let mut c = svc.conn().await?;
         let mut referenced: HashSet<String> = super::db::all_recorded_keys(&mut c).await?.into_iter().map(|(k, _, _)| k).collect();
-        referenced.extend(crate::db::pending_key_deletions(&mut c).await?.into_iter().map(|(k, _, _)| k));
+        referenced.extend(crate::db::due_key_deletions(&mut c, i64::MAX).await?.into_iter().map(|(k, _, _)| k));
         let jobs = crate::db::list_jobs(&mut c).await?;
         referenced.extend(jobs.iter().flat_map(|j| [j.old_key_id.clone(), j.new_key_id.clone()]).flatten());
         (super::db::known_projects(&mut c).await?, referenced)

@@ -10,14 +10,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::db::{self as pdb, Backup};
-use super::repo::Repo;
-use super::snapshots::new_volume;
+use serde::{Deserialize, Serialize};
+
+use super::db::{self as pdb, restorable, Backup};
+use super::repo::repo;
+use super::volumes::{Make, Onto, Origin};
+use super::{forget_keys, Cipher, Flow, Job, Target};
 use crate::db;
-use crate::engine::{self, blocking, commit, job_copy_key, new_job, project, DONE, GIB};
-use crate::error::{ErrorKind, Result, ServiceError};
-use crate::fault;
-use crate::model::{now_iso, status, Caller, Job, JobKind, RekeyMode, Volume};
+use crate::engine::{self, blocking, job_copy_key, Transition, Tx};
+use crate::error::{Result, ServiceError};
+use crate::fault::{self, Point, Step};
+use crate::model::{now_iso, status, Caller, Volume};
 use crate::service::{check_rekey_mode, CreateVolume, Service};
 
 /// Volume status while it is backed up.
@@ -42,10 +45,6 @@ pub struct CreateBackup {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// The repository of this service: `<data_dir>/backups`.
-pub(crate) fn repo(svc: &Service) -> Result<Repo> {
-    Repo::open(svc.config().data_dir.join("backups"))
-}
 
 impl Service {
     /// Admits a backup: records it `creating`, the volume `backing-up`, and the job.
@@ -68,7 +67,7 @@ impl Service {
         }
         let parent = if req.incremental {
             let all = pdb::list_backups(&mut tx, Some(&caller.project), Some(&v.id)).await?;
-            let latest = all.into_iter().filter(|b| b.status == "available").next_back();
+            let latest = all.into_iter().rfind(|b| b.status == "available");
             Some(latest.ok_or_else(|| ServiceError::invalid("Invalid backup: No backups available to do an incremental backup."))?.id)
         } else {
             None
@@ -92,10 +91,18 @@ impl Service {
             created_at: now.clone(),
             updated_at: now,
         };
-        let job = new_job(JobKind::Backup, &b.id, &b.project_id, Some(&v.id));
+        let flow = Flow::Backup(TakeBackup {
+            backup: b.id.clone(),
+            volume: v.id.clone(),
+            project: v.project_id.clone(),
+            volume_key: v.encryption_key_id.clone(),
+            parent: b.parent_id.clone(),
+            state: BackupState::BackupKey,
+        });
+        let job = Job::new(&b.id, &b.project_id, Some(&v.id), flow);
         pdb::insert_backup(&mut tx, &b).await?;
         db::set_status(&mut tx, &v.id, BACKING_UP).await?;
-        db::insert_job(&mut tx, &job).await?;
+        engine::admit(&self.engine, &mut tx, &job).await?;
         tx.commit().await.map_err(crate::error::db("commit"))?;
         Ok((b, job))
     }
@@ -159,7 +166,7 @@ impl Service {
         }
         pdb::delete_backup(&mut tx, &b.id).await?;
         tx.commit().await.map_err(crate::error::db("commit"))?;
-        self.key_gc.notify_one();
+        self.engine.wake_key_gc();
         Ok(())
     }
 
@@ -201,134 +208,96 @@ impl Service {
                         "Invalid volume: the target volume's type must have the same encryption as the backed-up volume's",
                     ));
                 }
-                check_rekey_mode(self.type_rekey_mode(&mut tx, &v.volume_type_id).await?, te.as_ref())?;
-                let job = new_job(JobKind::Restore, &v.id, &v.project_id, Some(&b.id));
+                let mode = self.type_rekey_mode(&mut tx, &v.volume_type_id).await?;
+                check_rekey_mode(mode, te.as_ref())?;
+                let target = Target {
+                    volume: v.id.clone(),
+                    project: v.project_id.clone(),
+                    size_gb: v.size_gb,
+                    cipher: te.as_ref().map(Cipher::from),
+                    mode,
+                };
+                let from = Origin::Backup {
+                    id: b.id.clone(),
+                    key: b.encryption_key_id.clone(),
+                    onto: Some(Onto { previous_key: v.encryption_key_id.clone() }),
+                };
+                let job = Job::new(&v.id, &v.project_id, Some(&b.id), Flow::Make(Make::new(target, from)));
                 db::set_status(&mut tx, &v.id, RESTORING).await?;
                 pdb::set_backup_status(&mut tx, &b.id, "restoring", None).await?;
-                db::insert_job(&mut tx, &job).await?;
+                engine::admit(&self.engine, &mut tx, &job).await?;
                 tx.commit().await.map_err(crate::error::db("commit"))?;
                 Ok((v, job))
             }
         }
     }
-
-    /// Admits a new volume restored from backup `backup_id`.
-    pub async fn create_volume_from_backup(&self, caller: &Caller, req: CreateVolume, backup_id: &str) -> Result<(Volume, Job)> {
-        let mut tx = self.tx().await?;
-        let b = restorable(&mut tx, caller, backup_id).await?;
-        let (vol, job) = new_volume(self, &mut tx, caller, req, &b.volume_type_id, b.size_gb, JobKind::Restore, &b.id).await?;
-        pdb::set_backup_status(&mut tx, &b.id, "restoring", None).await?;
-        tx.commit().await.map_err(crate::error::db("commit"))?;
-        Ok((vol, job))
-    }
 }
 
-async fn restorable(c: &mut crate::db::Conn, caller: &Caller, id: &str) -> Result<Backup> {
-    let b = pdb::get_backup(c, id)
-        .await?
-        .filter(|b| b.project_id == caller.project)
-        .ok_or_else(|| ServiceError::not_found("Backup", id))?;
-    if b.status != "available" {
-        return Err(ServiceError::invalid(format!("Invalid backup: Backup status must be available, but is {}.", b.status)));
-    }
-    Ok(b)
+
+/// A backup taken: its own copy of the volume's key, then chunks and manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TakeBackup {
+    backup: String,
+    volume: String,
+    project: String,
+    volume_key: Option<String>,
+    parent: Option<String>,
+    state: BackupState,
 }
 
-async fn backup_and_volume(svc: &Service, job: &Job) -> Result<(Backup, Volume)> {
-    let mut c = svc.conn().await?;
-    let b = pdb::get_backup(&mut c, &job.volume_id).await?.ok_or_else(|| ServiceError::not_found("Backup", job.volume_id.clone()))?;
-    let v = db::get_volume(&mut c, &b.volume_id).await?.ok_or_else(|| ServiceError::not_found("Volume", b.volume_id.clone()))?;
-    Ok((b, v))
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "at", rename_all = "snake_case")]
+enum BackupState {
+    BackupKey,
+    BackupData,
 }
 
-/// The backup's own copy of the volume's key.
-pub(crate) async fn backup_key(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
-    let (b, v) = backup_and_volume(svc, job).await?;
-    let mut tx;
-    job.step = "backup_data".into();
-    match (&v.encryption_key_id, &b.encryption_key_id) {
-        (Some(k), None) => {
-            let copy = job_copy_key(svc, job, "backup", &project(job)?, k).await?;
-            tx = svc.tx().await?;
-            pdb::set_backup_key(&mut tx, &b.id, Some(&copy)).await?;
+impl TakeBackup {
+    pub(crate) fn step_name(&self) -> Step {
+        match self.state {
+            BackupState::BackupKey => Step::BackupKey,
+            BackupState::BackupData => Step::BackupData,
         }
-        _ => tx = svc.tx().await?,
     }
-    commit(tx, job, "backup_key").await
-}
 
-/// The chunks and manifest (redone from scratch after a crash).
-pub(crate) async fn backup_data(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
-    let (b, v) = backup_and_volume(svc, job).await?;
-    fault::point("backup_data.start").await;
-    let (backend, r) = (svc.backend.clone(), repo(svc)?);
-    let stored = blocking(move || {
-        let io = backend.open(&v.id)?;
-        r.write(&b.id, &v.id, io.as_ref(), b.parent_id.as_deref())
-    })
-    .await?;
-    tracing::info!(backup = %job.volume_id, chunks = stored.chunks, bytes = stored.bytes, data_chunks = stored.data_chunks, "backup written");
-    job.step = DONE.into();
-    let mut tx = svc.tx().await?;
-    pdb::set_backup_stored(&mut tx, &job.volume_id, stored.chunks, stored.bytes).await?;
-    commit(tx, job, "backup_data").await
-}
-
-async fn job_backup(svc: &Service, job: &Job) -> Result<Backup> {
-    let mut c = svc.conn().await?;
-    let id = job.source_id.as_deref().unwrap_or_default();
-    pdb::get_backup(&mut c, id).await?.ok_or_else(|| ServiceError::not_found("Backup", id))
-}
-
-/// The restored volume's interim key: a copy of the backup's.
-pub(crate) async fn restore_key(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
-    let b = job_backup(svc, job).await?;
-    if let (Some(k), None) = (&b.encryption_key_id, &job.old_key_id) {
-        job.old_key_id = Some(job_copy_key(svc, job, "interim", &project(job)?, k).await?);
-    }
-    job.step = "restore_data".into();
-    commit(svc.tx().await?, job, "restore_key").await
-}
-
-/// Writes the backup onto the volume (checked chunk by chunk); the volume's
-/// record then names the interim key, and the rekey steps follow.
-pub(crate) async fn restore_data(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
-    let b = job_backup(svc, job).await?;
-    let t = engine::target(svc, job).await?;
-    let is_new = t.vol.status == status::CREATING;
-    let (backend, r, id, size, bid) = (svc.backend.clone(), repo(svc)?, job.volume_id.clone(), t.vol.size_gb * GIB, b.id.clone());
-    fault::point("restore_data.start").await;
-    let written = blocking(move || {
-        if is_new {
-            if backend.exists(&id)? {
-                backend.delete(&id)?;
+    pub(crate) async fn step(self, svc: &Arc<Service>, job: &str) -> Result<Transition<TakeBackup>> {
+        match self.state {
+            BackupState::BackupKey => {
+                let tx = match &self.volume_key {
+                    Some(k) => {
+                        let copy = job_copy_key(svc.keys.as_ref(), job, &self.project, "backup", &self.project, k).await?;
+                        let mut tx = svc.tx().await?;
+                        pdb::set_backup_key(&mut tx, &self.backup, Some(&copy)).await?;
+                        tx
+                    }
+                    None => svc.tx().await?,
+                };
+                Ok(Transition::next(tx, TakeBackup { state: BackupState::BackupData, ..self }))
             }
-            backend.create(&id, size)?;
+            BackupState::BackupData => {
+                // Redone from scratch after a crash.
+                fault::point(Point::start(Step::BackupData)).await;
+                let (backend, r) = (svc.backend.clone(), repo(svc)?);
+                let (bid, vid, parent) = (self.backup.clone(), self.volume.clone(), self.parent.clone());
+                let stored = blocking(move || {
+                    let io = backend.open(&vid)?;
+                    r.write(&bid, &vid, io.as_ref(), parent.as_deref())
+                })
+                .await?;
+                tracing::info!(backup = %self.backup, chunks = stored.chunks, bytes = stored.bytes, data_chunks = stored.data_chunks, "backup written");
+                let mut tx = svc.tx().await?;
+                pdb::set_backup_stored(&mut tx, &self.backup, stored.chunks, stored.bytes).await?;
+                pdb::set_backup_status(&mut tx, &self.backup, "available", None).await?;
+                db::set_status(&mut tx, &self.volume, status::AVAILABLE).await?;
+                Ok(Transition::done(tx))
+            }
         }
-        let io = backend.open(&id)?;
-        r.restore(&bid, io.as_ref(), !is_new)
-    })
-    .await;
-    if let Err(e) = written {
-        if e.kind() == ErrorKind::Invalid {
-            // A corrupt backup: say so on the backup, for good.
-            let mut tx = svc.tx().await?;
-            pdb::set_backup_status(&mut tx, &b.id, "error", Some(&e.to_string())).await?;
-            tx.commit().await.map_err(crate::error::db("commit"))?;
-        }
-        return Err(e);
     }
-    job.step = match (&job.old_key_id, t.mode) {
-        (Some(_), RekeyMode::None) | (None, _) => DONE,
-        (Some(_), _) => "new_key",
+
+    pub(crate) async fn roll_back(self, svc: &Service, job: &str, error: &str) -> Result<Tx> {
+        let mut tx = forget_keys(svc, job, &self.project, [None, None], None).await?;
+        pdb::set_backup_status(&mut tx, &self.backup, "error", Some(&format!("backup failed: {error}"))).await?;
+        db::set_status(&mut tx, &self.volume, status::AVAILABLE).await?;
+        Ok(tx)
     }
-    .into();
-    let mut tx = svc.tx().await?;
-    if let Some(prev) = t.vol.encryption_key_id.as_deref().filter(|k| Some(*k) != job.old_key_id.as_deref()) {
-        db::queue_key_deletion(&mut tx, prev, &job.project_id, "key of a volume a backup was restored onto").await?;
-    }
-    db::set_key(&mut tx, &job.volume_id, job.old_key_id.as_deref()).await?;
-    commit(tx, job, "restore_data").await?;
-    svc.key_gc.notify_one();
-    Ok(())
 }

@@ -3,64 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::db::Conn;
-use crate::error::{db, Result};
-use crate::model::now_iso;
-
-/// Tables of this module; run by `crate::db::open` with the rest.
-pub(crate) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS snapshots (
-    id                TEXT PRIMARY KEY,
-    project_id        TEXT NOT NULL,
-    user_id           TEXT NOT NULL,
-    volume_id         TEXT NOT NULL,
-    name              TEXT,
-    description       TEXT,
-    size_gb           BIGINT NOT NULL,
-    status            TEXT NOT NULL,
-    encryption_key_id TEXT UNIQUE,
-    metadata          TEXT NOT NULL,
-    created_at        TEXT NOT NULL,
-    updated_at        TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS snapshots_by_volume ON snapshots (volume_id);
-CREATE TABLE IF NOT EXISTS backups (
-    id                TEXT PRIMARY KEY,
-    project_id        TEXT NOT NULL,
-    user_id           TEXT NOT NULL,
-    volume_id         TEXT NOT NULL,
-    volume_type_id    TEXT NOT NULL,
-    name              TEXT,
-    description       TEXT,
-    size_gb           BIGINT NOT NULL,
-    status            TEXT NOT NULL,
-    parent_id         TEXT,
-    encryption_key_id TEXT UNIQUE,
-    object_count      BIGINT NOT NULL,
-    stored_bytes      BIGINT NOT NULL,
-    fail_reason       TEXT,
-    created_at        TEXT NOT NULL,
-    updated_at        TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS backups_by_volume ON backups (volume_id, created_at);
-CREATE TABLE IF NOT EXISTS transfers (
-    id           TEXT PRIMARY KEY,
-    volume_id    TEXT NOT NULL UNIQUE,
-    project_id   TEXT NOT NULL,
-    user_id      TEXT NOT NULL,
-    name         TEXT,
-    salt         TEXT NOT NULL,
-    crypt_hash   TEXT NOT NULL,
-    no_snapshots BIGINT NOT NULL,
-    accepted     BIGINT NOT NULL,
-    destination_project_id TEXT,
-    destination_user_id    TEXT,
-    created_at   TEXT NOT NULL
-);
-";
+use crate::error::{db, Result, ServiceError};
+use crate::model::{now_iso, Caller};
 
 /// A snapshot record.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,7 +105,7 @@ pub struct Transfer {
     pub created_at: String,
 }
 
-fn u64_col(r: &SqliteRow, c: &str) -> u64 {
+fn u64_col(r: &AnyRow, c: &str) -> u64 {
     u64::try_from(r.get::<i64, _>(c)).unwrap_or(0)
 }
 
@@ -165,14 +113,14 @@ fn i64_of(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn meta(r: &SqliteRow) -> BTreeMap<String, String> {
+fn meta(r: &AnyRow) -> BTreeMap<String, String> {
     let m: String = r.get("metadata");
     serde_json::from_str(&m).unwrap_or_default()
 }
 
 // ---- snapshots -----------------------------------------------------------
 
-fn snapshot_from_row(r: &SqliteRow) -> Snapshot {
+fn snapshot_from_row(r: &AnyRow) -> Snapshot {
     Snapshot {
         id: r.get("id"),
         project_id: r.get("project_id"),
@@ -278,7 +226,7 @@ pub(crate) async fn delete_snapshot(c: &mut Conn, id: &str) -> Result<()> {
 
 // ---- backups -------------------------------------------------------------
 
-fn backup_from_row(r: &SqliteRow) -> Backup {
+fn backup_from_row(r: &AnyRow) -> Backup {
     Backup {
         id: r.get("id"),
         project_id: r.get("project_id"),
@@ -408,7 +356,7 @@ pub(crate) async fn delete_backup(c: &mut Conn, id: &str) -> Result<()> {
 
 // ---- transfers -----------------------------------------------------------
 
-fn transfer_from_row(r: &SqliteRow) -> Transfer {
+fn transfer_from_row(r: &AnyRow) -> Transfer {
     Transfer {
         id: r.get("id"),
         volume_id: r.get("volume_id"),
@@ -536,4 +484,28 @@ pub(crate) async fn all_recorded_keys(c: &mut Conn) -> Result<Vec<(String, Strin
     .await
     .map_err(db("list recorded keys"))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+}
+
+/// Sets the key of a snapshot.
+pub(crate) async fn set_snapshot_key(c: &mut Conn, id: &str, key: Option<&str>) -> Result<()> {
+    sqlx::query("UPDATE snapshots SET encryption_key_id = $1, updated_at = $2 WHERE id = $3")
+        .bind(key)
+        .bind(now_iso())
+        .bind(id)
+        .execute(&mut *c)
+        .await
+        .map_err(db("set snapshot key"))?;
+    Ok(())
+}
+
+/// A backup of the caller's project that may be restored now.
+pub(crate) async fn restorable(c: &mut Conn, caller: &Caller, id: &str) -> Result<Backup> {
+    let b = get_backup(c, id)
+        .await?
+        .filter(|b| b.project_id == caller.project)
+        .ok_or_else(|| ServiceError::not_found("Backup", id))?;
+    if b.status != "available" {
+        return Err(ServiceError::invalid(format!("Invalid backup: Backup status must be available, but is {}.", b.status)));
+    }
+    Ok(b)
 }

@@ -1,123 +1,209 @@
-//! Every other path that makes or hands over a volume — from a snapshot, a
-//! backup restore, a transfer accept — and the key-independence audit.
+//! The jobs: every path that makes, changes or hands over a volume, each a
+//! typed state machine the engine runs ([`Flow`]), and the key-independence
+//! audit.
 //!
-//! Each path is a job of the operation engine whose first steps are its own
-//! (take the data, make the interim key) and whose last steps are the SAME
-//! rekey steps as a clone (`engine::new_key` … `engine::destroy_old_keyslot`):
-//! the job kinds for which [`crate::model::JobKind::rekeys`] is true.
+//! Everything a machine needs is captured once at admission — the target
+//! volume (project, size, cipher, rekey mode), the source and its key id —
+//! and travels in its state; a step reads no record to learn what it is
+//! working on. Every machine that makes or hands over a volume ends in the
+//! SAME rekey sub-machine ([`rekey::Tail`]: new key → add keyslot → persist
+//! → destroy old keyslot, then the old key is queued for deletion).
 //!
-//! | kind            | `volume_id` of the job | `source_id`  | own steps                                      |
-//! |-----------------|------------------------|--------------|------------------------------------------------|
-//! | `snapshot`      | snapshot id            | volume id    | `snapshot_key`, `snapshot_data`                |
-//! | `from_snapshot` | new volume             | snapshot id  | `snapshot_clone_data`, `snapshot_interim_key`  |
-//! | `backup`        | backup id              | volume id    | `backup_key`, `backup_data`                    |
-//! | `restore`       | target volume          | backup id    | `restore_key`, `restore_data`                  |
-//! | `accept`        | the volume             | transfer id  | `accept_move`                                  |
+//! | flow (`kind`)                   | target      | source      | own states before the rekey tail |
+//! |---------------------------------|-------------|-------------|----------------------------------|
+//! | `Create` (`create`)             | new volume  | —           | `Allocate`, `Format` (no tail)   |
+//! | `Make` (`clone`)                | new volume  | volume      | `CloneData`, `InterimKey`        |
+//! | `Make` (`from_snapshot`)        | new volume  | snapshot    | `CloneData`, `InterimKey`        |
+//! | `Make` (`restore`)              | volume      | backup      | `RestoreKey`, `RestoreData`      |
+//! | `Accept` (`accept`)             | volume      | transfer    | `AcceptMove`                     |
+//! | `Rekey` (`rekey_keyslot`, `rekey_volume_key`) | volume | — | — (the tail only)             |
+//! | `Delete` (`delete`)             | volume      | —           | `DeleteData`                     |
+//! | `Snapshot` (`snapshot`)         | snapshot    | volume      | `SnapshotKey`, `SnapshotData`    |
+//! | `Backup` (`backup`)             | backup      | volume      | `BackupKey`, `BackupData`        |
+//!
+//! A volume is made by ONE admission, [`volumes`]' `admit_volume`, whatever
+//! its source (`Source::{Nothing, Volume, Snapshot, Backup}`).
 
 pub mod audit;
 pub(crate) mod backups;
 pub(crate) mod db;
+pub(crate) mod rekey;
 pub mod repo;
 pub(crate) mod snapshots;
 pub(crate) mod transfers;
+pub(crate) mod volumes;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::db::Conn;
-use crate::error::{Result, ServiceError};
-use crate::model::{Job, JobKind};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{key_name, Machine, Transition, Tx};
+use crate::error::Result;
+use crate::fault::Step;
+use crate::model::{Encryption, Provider, RekeyMode};
 use crate::service::Service;
 
 pub use db::{Backup, Snapshot, Transfer};
 
-/// The first step of a job kind this module owns.
-pub(crate) fn first_step(kind: JobKind) -> &'static str {
-    match kind {
-        JobKind::Snapshot => "snapshot_key",
-        JobKind::FromSnapshot => "snapshot_clone_data",
-        JobKind::Backup => "backup_key",
-        JobKind::Restore => "restore_key",
-        JobKind::Accept => "accept_move",
-        // The engine's own kinds never get here.
-        JobKind::Create | JobKind::Clone | JobKind::Delete | JobKind::RekeyKeyslot | JobKind::RekeyVolumeKey => {
-            crate::engine::DONE
-        }
+/// A job's state machine: one variant per flow.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flow {
+    /// A new empty volume.
+    Create(volumes::Create),
+    /// A volume made from another record (clone, from snapshot, restore).
+    Make(volumes::Make),
+    /// A volume deleted with its key.
+    Delete(volumes::Delete),
+    /// An existing volume rekeyed in place (`os-rekey`).
+    Rekey(rekey::InPlace),
+    /// A snapshot taken.
+    Snapshot(snapshots::TakeSnapshot),
+    /// A backup taken.
+    Backup(backups::TakeBackup),
+    /// An accepted transfer: the volume moves, then is rekeyed.
+    Accept(transfers::Accept),
+}
+
+/// The job of a flow.
+pub type Job = crate::engine::Job<Flow>;
+
+/// The volume a machine makes or rekeys, as its admission found it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Target {
+    pub(crate) volume: String,
+    pub(crate) project: String,
+    pub(crate) size_gb: u64,
+    /// `None`: unencrypted.
+    pub(crate) cipher: Option<Cipher>,
+    pub(crate) mode: RekeyMode,
+}
+
+/// What the rekey and format steps need of an encryption type.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cipher {
+    pub(crate) provider: Provider,
+    pub(crate) cipher: String,
+    pub(crate) key_bits: u32,
+}
+
+impl From<&Encryption> for Cipher {
+    fn from(e: &Encryption) -> Self {
+        Cipher { provider: e.provider, cipher: e.cipher().to_owned(), key_bits: e.key_size() }
     }
 }
 
-/// Whether this module runs (some) steps of `kind`.
-pub(crate) fn handles(kind: JobKind) -> bool {
-    matches!(kind, JobKind::Snapshot | JobKind::FromSnapshot | JobKind::Backup | JobKind::Restore | JobKind::Accept)
-}
-
-/// Runs the job's current step (one of this module's own steps).
-pub(crate) async fn run_step(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
-    let step = job.step.clone();
-    match (job.kind, step.as_str()) {
-        (JobKind::Snapshot, "snapshot_key") => snapshots::snapshot_key(svc, job).await,
-        (JobKind::Snapshot, "snapshot_data") => snapshots::snapshot_data(svc, job).await,
-        (JobKind::FromSnapshot, "snapshot_clone_data") => snapshots::clone_data(svc, job).await,
-        (JobKind::FromSnapshot, "snapshot_interim_key") => snapshots::interim_key(svc, job).await,
-        (JobKind::Backup, "backup_key") => backups::backup_key(svc, job).await,
-        (JobKind::Backup, "backup_data") => backups::backup_data(svc, job).await,
-        (JobKind::Restore, "restore_key") => backups::restore_key(svc, job).await,
-        (JobKind::Restore, "restore_data") => backups::restore_data(svc, job).await,
-        (JobKind::Accept, "accept_move") => transfers::accept_move(svc, job).await,
-        (kind, step) => Err(ServiceError::Internal(format!("job {} ({}) at unknown step {step:?}", job.id, kind.as_str()))),
+impl<M> Transition<M> {
+    fn map<N>(self, f: impl FnOnce(M) -> N) -> Transition<N> {
+        Transition { tx: self.tx, next: self.next.map(f) }
     }
 }
 
-/// Recorded with a job's last step, in the same transaction: the states of
-/// the records other than the job's volume.
-pub(crate) async fn on_done(c: &mut Conn, job: &Job) -> Result<()> {
-    match job.kind {
-        JobKind::Snapshot => {
-            db::set_snapshot_status(c, &job.volume_id, "available").await?;
+impl Machine for Flow {
+    type Cx = Arc<Service>;
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Flow::Create(_) => "create",
+            Flow::Make(m) => m.kind(),
+            Flow::Delete(_) => "delete",
+            Flow::Rekey(m) => m.kind(),
+            Flow::Snapshot(_) => "snapshot",
+            Flow::Backup(_) => "backup",
+            Flow::Accept(_) => "accept",
         }
-        JobKind::Backup => {
-            db::set_backup_status(c, &job.volume_id, "available", None).await?;
-            if let Some(v) = &job.source_id {
-                crate::db::set_status(c, v, crate::model::status::AVAILABLE).await?;
-            }
-        }
-        JobKind::Restore => {
-            if let Some(b) = &job.source_id {
-                db::set_backup_status(c, b, "available", None).await?;
-            }
-        }
-        _ => {}
     }
-    Ok(())
+
+    fn step_name(&self) -> Step {
+        match self {
+            Flow::Create(m) => m.step_name(),
+            Flow::Make(m) => m.step_name(),
+            Flow::Delete(_) => Step::DeleteData,
+            Flow::Rekey(m) => m.tail.step_name(),
+            Flow::Snapshot(m) => m.step_name(),
+            Flow::Backup(m) => m.step_name(),
+            Flow::Accept(m) => m.step_name(),
+        }
+    }
+
+    fn is_late(&self) -> bool {
+        match self {
+            Flow::Make(m) => m.tail().is_some_and(rekey::Tail::is_late),
+            Flow::Rekey(m) => m.tail.is_late(),
+            Flow::Accept(m) => m.tail().is_some_and(rekey::Tail::is_late),
+            Flow::Create(_) | Flow::Delete(_) | Flow::Snapshot(_) | Flow::Backup(_) => false,
+        }
+    }
+
+    fn held_keys(&self) -> [Option<&str>; 2] {
+        match self {
+            Flow::Make(m) => m.held_keys(),
+            Flow::Rekey(m) => m.tail.held_keys(),
+            Flow::Accept(m) => m.tail().map_or([None, None], rekey::Tail::held_keys),
+            Flow::Create(_) | Flow::Delete(_) | Flow::Snapshot(_) | Flow::Backup(_) => [None, None],
+        }
+    }
+
+    async fn step(self, svc: &Arc<Service>, job: &str) -> Result<Transition<Flow>> {
+        Ok(match self {
+            Flow::Create(m) => m.step(svc, job).await?.map(Flow::Create),
+            Flow::Make(m) => m.step(svc, job).await?.map(Flow::Make),
+            Flow::Delete(m) => m.step(svc).await?.map(Flow::Delete),
+            Flow::Rekey(m) => m.step(svc, job).await?.map(Flow::Rekey),
+            Flow::Snapshot(m) => m.step(svc, job).await?.map(Flow::Snapshot),
+            Flow::Backup(m) => m.step(svc, job).await?.map(Flow::Backup),
+            Flow::Accept(m) => m.step(svc, job).await?.map(Flow::Accept),
+        })
+    }
+
+    async fn roll_back(self, svc: &Arc<Service>, job: &str, error: &str) -> Result<Tx> {
+        match self {
+            Flow::Create(m) => m.roll_back(svc, job).await,
+            Flow::Make(m) => m.roll_back(svc, job).await,
+            Flow::Delete(m) => m.roll_back(svc).await,
+            Flow::Rekey(m) => m.roll_back(svc, job).await,
+            Flow::Snapshot(m) => m.roll_back(svc, job).await,
+            Flow::Backup(m) => m.roll_back(svc, job, error).await,
+            Flow::Accept(m) => m.roll_back(svc, job).await,
+        }
+    }
+
+    async fn give_up(&self, tx: &mut Tx) -> Result<()> {
+        let volume = match self {
+            Flow::Make(m) => &m.target.volume,
+            Flow::Rekey(m) => &m.target.volume,
+            Flow::Accept(m) => &m.target.volume,
+            // No late states.
+            Flow::Create(_) | Flow::Delete(_) | Flow::Snapshot(_) | Flow::Backup(_) => return Ok(()),
+        };
+        crate::db::set_status(tx, volume, crate::model::status::ERROR).await
+    }
 }
 
-/// Recorded with a job's roll-back (which failed with `error`), in the same transaction.
-pub(crate) async fn on_roll_back(c: &mut Conn, job: &Job, error: &str) -> Result<()> {
-    match job.kind {
-        JobKind::Snapshot => {
-            db::set_snapshot_status(c, &job.volume_id, "error").await?;
-        }
-        JobKind::Backup => {
-            db::set_backup_status(c, &job.volume_id, "error", Some(&format!("backup failed: {error}"))).await?;
-            if let Some(v) = &job.source_id {
-                crate::db::set_status(c, v, crate::model::status::AVAILABLE).await?;
-            }
-        }
-        JobKind::Restore => {
-            // A corrupt backup stays `error` (with its reason); otherwise it is usable again.
-            if let Some(b) = db::get_backup(c, job.source_id.as_deref().unwrap_or_default()).await? {
-                if b.status == "restoring" {
-                    db::set_backup_status(c, &b.id, "available", None).await?;
-                }
-            }
-        }
-        JobKind::Accept if job.step == "accept_move" => {
-            // Nothing moved: the transfer is still open, the volume still the donor's.
-            crate::db::set_status(c, &job.volume_id, transfers::AWAITING_TRANSFER).await?;
-            if let Some(t) = &job.source_id {
-                db::unclaim_transfer(c, t).await?;
-            }
-        }
-        _ => {}
+/// The start of every roll-back: queues for deletion each key job `job`
+/// made or holds (`held`) that no record names — except `keep`, a key the
+/// volume may already need — and returns the transaction to record the
+/// failed states in.
+pub(crate) async fn forget_keys(svc: &Service, job: &str, project: &str, held: [Option<&str>; 2], keep: Option<&str>) -> Result<Tx> {
+    let mut candidates: Vec<String> = held.iter().flatten().map(|k| (*k).to_owned()).collect();
+    // Keys the job made but never recorded (a step failed between making a
+    // key and recording it). Looked up before the transaction: a network call.
+    match rekey_keys::Project::new(project.to_owned()) {
+        Ok(p) => match svc.keys.list_named(&p, &key_name(job, "")).await {
+            Ok(made) => candidates.extend(made.into_iter().map(|(id, _)| id.to_string())),
+            Err(e) => tracing::warn!(%job, error = %e, "cannot list the failed job's keys; the audit will show any left"),
+        },
+        Err(e) => tracing::warn!(%job, error = %e, "job of an unusable project"),
     }
-    Ok(())
+    let mut tx = svc.tx().await?;
+    let recorded: HashSet<String> = db::all_recorded_keys(&mut tx).await?.into_iter().map(|(k, _, _)| k).collect();
+    let mut queued = HashSet::new();
+    for k in candidates {
+        if recorded.contains(&k) || keep == Some(k.as_str()) || !queued.insert(k.clone()) {
+            continue;
+        }
+        crate::db::queue_key_deletion(&mut tx, &k, project, "unrecorded key of a failed job").await?;
+    }
+    Ok(tx)
 }

@@ -27,6 +27,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Result, ServiceError};
+use crate::service::Service;
+
+/// The repository of this service: `<data_dir>/backups`.
+pub(crate) fn repo(svc: &Service) -> Result<Repo> {
+    Repo::open(svc.config().data_dir.join("backups"))
+}
 
 /// Bytes per chunk.
 pub const CHUNK_SIZE: u64 = 1 << 20;

@@ -9,14 +9,16 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rekey_keys::Project;
+use serde::{Deserialize, Serialize};
 
 use super::db::{self as pdb, Snapshot};
+use super::{forget_keys, Flow, Job};
 use crate::db;
-use crate::engine::{self, blocking, commit, job_copy_key, new_job, project, DONE, GIB};
+use crate::engine::{self, blocking, job_copy_key, Transition, Tx};
 use crate::error::{Result, ServiceError};
-use crate::model::{now_iso, status, Caller, Job, JobKind, RekeyMode, Volume};
-use crate::service::{check_rekey_mode, CreateVolume, Service};
+use crate::fault::Step;
+use crate::model::{now_iso, status, Caller};
+use crate::service::Service;
 
 /// A snapshot-create request.
 #[derive(Debug, Clone, Default)]
@@ -65,9 +67,16 @@ impl Service {
             created_at: now.clone(),
             updated_at: now,
         };
-        let job = new_job(JobKind::Snapshot, &s.id, &s.project_id, Some(&v.id));
+        let flow = Flow::Snapshot(TakeSnapshot {
+            snapshot: s.id.clone(),
+            volume: v.id.clone(),
+            project: v.project_id.clone(),
+            volume_key: v.encryption_key_id.clone(),
+            state: SnapshotState::SnapshotKey,
+        });
+        let job = Job::new(&s.id, &s.project_id, Some(&v.id), flow);
         pdb::insert_snapshot(&mut tx, &s).await?;
-        db::insert_job(&mut tx, &job).await?;
+        engine::admit(&self.engine, &mut tx, &job).await?;
         tx.commit().await.map_err(crate::error::db("commit"))?;
         Ok((s, job))
     }
@@ -165,7 +174,7 @@ impl Service {
         }
         pdb::delete_snapshot(&mut tx, &s.id).await?;
         tx.commit().await.map_err(crate::error::db("commit"))?;
-        self.key_gc.notify_one();
+        self.engine.wake_key_gc();
         Ok(())
     }
 
@@ -194,166 +203,68 @@ impl Service {
         Ok(())
     }
 
-    /// Admits a volume made from snapshot `snapshot_id`.
-    pub async fn create_volume_from_snapshot(&self, caller: &Caller, req: CreateVolume, snapshot_id: &str) -> Result<(Volume, Job)> {
-        let mut tx = self.tx().await?;
-        let s = pdb::get_snapshot(&mut tx, snapshot_id)
-            .await?
-            .filter(|s| s.project_id == caller.project)
-            .ok_or_else(|| ServiceError::not_found("Snapshot", snapshot_id))?;
-        if s.status != "available" {
-            return Err(ServiceError::invalid(format!(
-                "Invalid snapshot: Originating snapshot status must be one of 'available' values, but is {}.",
-                s.status
-            )));
-        }
-        let src = db::get_volume(&mut tx, &s.volume_id)
-            .await?
-            .ok_or_else(|| ServiceError::not_found("Volume", s.volume_id.clone()))?;
-        let (vol, job) = new_volume(self, &mut tx, caller, req, &src.volume_type_id, s.size_gb, JobKind::FromSnapshot, &s.id).await?;
-        tx.commit().await.map_err(crate::error::db("commit"))?;
-        Ok((vol, job))
-    }
-}
-
-/// Records a new `creating` volume made from another record (snapshot,
-/// backup) with its job: the type is the request's or `source_type`, whose
-/// encryption it must share; the size at least `min_size`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn new_volume(
-    svc: &Service,
-    tx: &mut crate::db::Conn,
-    caller: &Caller,
-    req: CreateVolume,
-    source_type: &str,
-    min_size: u64,
-    kind: JobKind,
-    source_id: &str,
-) -> Result<(Volume, Job)> {
-    Project::new(caller.project.clone()).map_err(|e| ServiceError::invalid(e.to_string()))?;
-    let vtype = match &req.volume_type {
-        Some(t) => db::find_type(tx, t).await?.ok_or_else(|| ServiceError::not_found("Volume type", t.clone()))?,
-        None => db::get_type(tx, source_type).await?.ok_or_else(|| ServiceError::not_found("Volume type", source_type))?,
-    };
-    let enc = db::get_encryption(tx, &vtype.id).await?;
-    let src_enc = db::get_encryption(tx, source_type).await?;
-    if enc.as_ref().map(|e| (e.provider, e.cipher().to_owned(), e.key_size()))
-        != src_enc.as_ref().map(|e| (e.provider, e.cipher().to_owned(), e.key_size()))
-    {
-        return Err(ServiceError::invalid(
-            "Invalid input received: the new volume's type must have the same encryption as the source's",
-        ));
-    }
-    let mode = svc.rekey_mode(&vtype)?;
-    check_rekey_mode(mode, enc.as_ref())?;
-    let size_gb = match req.size_gb {
-        Some(n) if n < min_size => {
-            return Err(ServiceError::invalid(format!(
-                "Invalid input received: Volume size {n}GB cannot be smaller than the source size {min_size}GB."
-            )))
-        }
-        Some(n) => n,
-        None => min_size,
-    };
-    svc.check_size(size_gb)?;
-    let now = now_iso();
-    let vol = Volume {
-        id: uuid::Uuid::new_v4().to_string(),
-        project_id: caller.project.clone(),
-        user_id: caller.user.clone(),
-        name: req.name,
-        description: req.description,
-        size_gb,
-        status: status::CREATING.into(),
-        volume_type_id: vtype.id.clone(),
-        source_volid: None,
-        snapshot_id: (kind == JobKind::FromSnapshot).then(|| source_id.to_owned()),
-        encryption_key_id: None,
-        metadata: req.metadata,
-        created_at: now.clone(),
-        updated_at: now,
-    };
-    let job = new_job(kind, &vol.id, &vol.project_id, Some(source_id));
-    db::insert_volume(tx, &vol).await?;
-    db::insert_job(tx, &job).await?;
-    Ok((vol, job))
 }
 
 // ---- snapshot job --------------------------------------------------------
 
-async fn snapshot_and_volume(svc: &Service, job: &Job) -> Result<(Snapshot, Volume)> {
-    let mut c = svc.conn().await?;
-    let s = pdb::get_snapshot(&mut c, &job.volume_id)
-        .await?
-        .ok_or_else(|| ServiceError::not_found("Snapshot", job.volume_id.clone()))?;
-    let v = db::get_volume(&mut c, &s.volume_id).await?.ok_or_else(|| ServiceError::not_found("Volume", s.volume_id.clone()))?;
-    Ok((s, v))
+/// A snapshot taken: its own copy of the volume's key, then the data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TakeSnapshot {
+    snapshot: String,
+    volume: String,
+    project: String,
+    volume_key: Option<String>,
+    state: SnapshotState,
 }
 
-/// The snapshot's own copy of the volume's key.
-pub(crate) async fn snapshot_key(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
-    let (mut s, v) = snapshot_and_volume(svc, job).await?;
-    if let (Some(k), None) = (&v.encryption_key_id, &s.encryption_key_id) {
-        s.encryption_key_id = Some(job_copy_key(svc, job, "snapshot", &project(job)?, k).await?);
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "at", rename_all = "snake_case")]
+enum SnapshotState {
+    SnapshotKey,
+    SnapshotData,
+}
+
+impl TakeSnapshot {
+    pub(crate) fn step_name(&self) -> Step {
+        match self.state {
+            SnapshotState::SnapshotKey => Step::SnapshotKey,
+            SnapshotState::SnapshotData => Step::SnapshotData,
+        }
     }
-    job.step = "snapshot_data".into();
-    let mut tx = svc.tx().await?;
-    pdb::update_snapshot(&mut tx, &s).await?;
-    commit(tx, job, "snapshot_key").await
-}
 
-/// The point-in-time copy (hole-aware, reflink where the filesystem has it).
-pub(crate) async fn snapshot_data(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
-    let (s, v) = snapshot_and_volume(svc, job).await?;
-    let backend = svc.backend.clone();
-    blocking(move || {
-        // A crash may have left the copy of an earlier attempt: start over.
-        if backend.snapshots(&v.id)?.contains(&s.id) {
-            backend.delete_snapshot(&s.id)?;
+    pub(crate) async fn step(self, svc: &Arc<Service>, job: &str) -> Result<Transition<TakeSnapshot>> {
+        match self.state {
+            SnapshotState::SnapshotKey => {
+                let copy = match &self.volume_key {
+                    Some(k) => Some(job_copy_key(svc.keys.as_ref(), job, &self.project, "snapshot", &self.project, k).await?),
+                    None => None,
+                };
+                let mut tx = svc.tx().await?;
+                pdb::set_snapshot_key(&mut tx, &self.snapshot, copy.as_deref()).await?;
+                Ok(Transition::next(tx, TakeSnapshot { state: SnapshotState::SnapshotData, ..self }))
+            }
+            SnapshotState::SnapshotData => {
+                // The point-in-time copy (hole-aware, reflink where the filesystem has it).
+                let (backend, sid, vid) = (svc.backend.clone(), self.snapshot.clone(), self.volume.clone());
+                blocking(move || {
+                    // A crash may have left the copy of an earlier attempt: start over.
+                    if backend.snapshots(&vid)?.contains(&sid) {
+                        backend.delete_snapshot(&sid)?;
+                    }
+                    backend.create_snapshot(&vid, &sid)?;
+                    Ok(())
+                })
+                .await?;
+                let mut tx = svc.tx().await?;
+                pdb::set_snapshot_status(&mut tx, &self.snapshot, "available").await?;
+                Ok(Transition::done(tx))
+            }
         }
-        backend.create_snapshot(&v.id, &s.id)?;
-        Ok(())
-    })
-    .await?;
-    job.step = DONE.into();
-    commit(svc.tx().await?, job, "snapshot_data").await
-}
+    }
 
-// ---- volume from snapshot ------------------------------------------------
-
-pub(crate) async fn clone_data(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
-    let t = engine::target(svc, job).await?;
-    let snap = job.source_id.clone().ok_or_else(|| ServiceError::Internal("from-snapshot job without snapshot".into()))?;
-    let (backend, id, size) = (svc.backend.clone(), job.volume_id.clone(), t.vol.size_gb * GIB);
-    let kind = blocking(move || {
-        if backend.exists(&id)? {
-            backend.delete(&id)?;
-        }
-        let kind = backend.clone_from_snapshot(&snap, &id)?;
-        if backend.size(&id)? < size {
-            backend.extend(&id, size)?;
-        }
-        Ok(kind)
-    })
-    .await?;
-    tracing::debug!(volume = %job.volume_id, clone = %kind, "volume data from snapshot");
-    job.step = if t.enc.is_some() { "snapshot_interim_key" } else { DONE }.into();
-    commit(svc.tx().await?, job, "snapshot_clone_data").await
-}
-
-/// The new volume's interim copy of the snapshot's key; then the rekey steps.
-pub(crate) async fn interim_key(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
-    let t = engine::target(svc, job).await?;
-    let snap_key = {
-        let mut c = svc.conn().await?;
-        let sid = job.source_id.as_deref().unwrap_or_default();
-        let s = pdb::get_snapshot(&mut c, sid).await?.ok_or_else(|| ServiceError::not_found("Snapshot", sid))?;
-        s.encryption_key_id.ok_or_else(|| ServiceError::Internal(format!("snapshot {sid} of an encrypted volume has no key")))?
-    };
-    let interim = job_copy_key(svc, job, "interim", &project(job)?, &snap_key).await?;
-    job.old_key_id = Some(interim.clone());
-    job.step = if t.mode == RekeyMode::None { DONE } else { "new_key" }.into();
-    let mut tx = svc.tx().await?;
-    db::set_key(&mut tx, &job.volume_id, Some(&interim)).await?;
-    commit(tx, job, "snapshot_interim_key").await
+    pub(crate) async fn roll_back(self, svc: &Service, job: &str) -> Result<Tx> {
+        let mut tx = forget_keys(svc, job, &self.project, [None, None], None).await?;
+        pdb::set_snapshot_status(&mut tx, &self.snapshot, "error").await?;
+        Ok(tx)
+    }
 }

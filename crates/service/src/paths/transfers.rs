@@ -14,11 +14,16 @@ use rekey_keys::Project;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use serde::{Deserialize, Serialize};
+
 use super::db::{self as pdb, Transfer};
+use super::rekey::Tail;
+use super::{forget_keys, Cipher, Flow, Job, Target};
 use crate::db;
-use crate::engine::{commit, job_copy_key, DONE};
+use crate::engine::{self, job_copy_key, Transition, Tx};
 use crate::error::{Result, ServiceError};
-use crate::model::{now_iso, status, Caller, Job, JobKind, RekeyMode, Volume};
+use crate::fault::Step;
+use crate::model::{now_iso, status, Caller, RekeyMode, Volume};
 use crate::service::{check_rekey_mode, Service};
 
 /// Volume status while a transfer is offered.
@@ -175,66 +180,146 @@ impl Service {
             )));
         }
         let enc = db::get_encryption(&mut tx, &v.volume_type_id).await?;
-        check_rekey_mode(self.type_rekey_mode(&mut tx, &v.volume_type_id).await?, enc.as_ref())?;
+        let mode = self.type_rekey_mode(&mut tx, &v.volume_type_id).await?;
+        check_rekey_mode(mode, enc.as_ref())?;
         if !pdb::claim_transfer(&mut tx, id, &caller.project, &caller.user).await? {
             return Err(ServiceError::invalid(format!("Invalid transfer: transfer {id} has already been accepted.")));
         }
         db::set_status(&mut tx, &v.id, ACCEPTING).await?;
-        let job = crate::engine::new_job(JobKind::Accept, &v.id, &caller.project, Some(id));
-        db::insert_job(&mut tx, &job).await?;
+        let accept = Accept {
+            transfer: t.id.clone(),
+            donor: v.project_id.clone(),
+            user: caller.user.clone(),
+            volume_key: v.encryption_key_id.clone(),
+            target: Target {
+                volume: v.id.clone(),
+                project: caller.project.clone(),
+                size_gb: v.size_gb,
+                cipher: enc.as_ref().map(Cipher::from),
+                mode,
+            },
+            state: AcceptState::AcceptMove,
+        };
+        let job = Job::new(&v.id, &caller.project, Some(id), Flow::Accept(accept));
+        engine::admit(&self.engine, &mut tx, &job).await?;
         tx.commit().await.map_err(crate::error::db("commit"))?;
         Ok((t, v, job))
     }
 }
 
-/// Moves the volume and its snapshots to the recipient in one transaction:
-/// the volume's key becomes an interim copy in the recipient's project, the
-/// donor's keys are queued for deletion. Then the rekey steps.
-pub(crate) async fn accept_move(svc: &Arc<Service>, job: &mut Job) -> Result<()> {
-    let (t, v, snaps) = {
-        let mut c = svc.conn().await?;
-        let tid = job.source_id.clone().unwrap_or_default();
-        let t = pdb::get_transfer(&mut c, &tid).await?.ok_or_else(|| ServiceError::not_found("Transfer", tid.clone()))?;
-        let v = db::get_volume(&mut c, &job.volume_id)
-            .await?
-            .ok_or_else(|| ServiceError::not_found("Volume", job.volume_id.clone()))?;
-        let snaps = pdb::list_snapshots(&mut c, Some(&v.project_id), Some(&v.id)).await?;
-        (t, v, snaps)
-    };
-    let donor = Project::new(v.project_id.clone())?;
-    let user = t.destination_user_id.clone().unwrap_or_else(|| job.project_id.clone());
-    // Copies of the donor's keys, made in the recipient's project.
-    let interim = match &v.encryption_key_id {
-        Some(k) => Some(job_copy_key(svc, job, "interim", &donor, k).await?),
-        None => None,
-    };
-    let mut moved_snaps = Vec::with_capacity(snaps.len());
-    for mut s in snaps {
-        let old = s.encryption_key_id.clone();
-        if let Some(k) = &old {
-            s.encryption_key_id = Some(job_copy_key(svc, job, &format!("snapshot-{}", s.id), &donor, k).await?);
-        }
-        s.project_id = job.project_id.clone();
-        s.user_id = user.clone();
-        moved_snaps.push((s, old));
-    }
-    let mode = crate::engine::target(svc, job).await?.mode;
-    job.old_key_id = interim.clone();
-    job.step = if interim.is_none() || mode == RekeyMode::None { DONE } else { "new_key" }.into();
-    let mut tx = svc.tx().await?;
-    pdb::move_volume(&mut tx, &v.id, &job.project_id, &user).await?;
-    if let Some(k) = &v.encryption_key_id {
-        db::set_key(&mut tx, &v.id, interim.as_deref()).await?;
-        db::queue_key_deletion(&mut tx, k, &v.project_id, "donor's key of a transferred volume").await?;
-    }
-    for (s, old) in &moved_snaps {
-        pdb::update_snapshot(&mut tx, s).await?;
-        if let Some(k) = old {
-            db::queue_key_deletion(&mut tx, k, &v.project_id, "donor's key of a transferred snapshot").await?;
+/// An accepted transfer: the volume and its snapshots move to the
+/// recipient, then the volume is rekeyed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Accept {
+    transfer: String,
+    donor: String,
+    /// The accepting user, the volume's new owner.
+    user: String,
+    volume_key: Option<String>,
+    /// The volume, in the recipient's project.
+    pub(crate) target: Target,
+    state: AcceptState,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "at", rename_all = "snake_case")]
+enum AcceptState {
+    AcceptMove,
+    Rekey(Tail),
+}
+
+impl Accept {
+    pub(crate) fn tail(&self) -> Option<&Tail> {
+        match &self.state {
+            AcceptState::Rekey(t) => Some(t),
+            AcceptState::AcceptMove => None,
         }
     }
-    pdb::delete_transfer(&mut tx, &t.id).await?;
-    commit(tx, job, "accept_move").await?;
-    svc.key_gc.notify_one();
-    Ok(())
+
+    pub(crate) fn step_name(&self) -> Step {
+        match &self.state {
+            AcceptState::AcceptMove => Step::AcceptMove,
+            AcceptState::Rekey(t) => t.step_name(),
+        }
+    }
+
+    pub(crate) async fn step(self, svc: &Arc<Service>, job: &str) -> Result<Transition<Accept>> {
+        match &self.state {
+            AcceptState::AcceptMove => self.accept_move(svc, job).await,
+            AcceptState::Rekey(tail) => {
+                let (mut tx, next) = tail.clone().step(svc, job, &self.target, "interim key of a transferred volume").await?;
+                match next {
+                    Some(tail) => Ok(Transition::next(tx, Accept { state: AcceptState::Rekey(tail), ..self })),
+                    None => {
+                        db::set_status(&mut tx, &self.target.volume, status::AVAILABLE).await?;
+                        Ok(Transition::done(tx))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves the volume and its snapshots to the recipient in one
+    /// transaction: the volume's key becomes an interim copy in the
+    /// recipient's project, the donor's keys are queued for deletion.
+    async fn accept_move(self, svc: &Arc<Service>, job: &str) -> Result<Transition<Accept>> {
+        let t = &self.target;
+        let snaps = {
+            let mut c = svc.conn().await?;
+            pdb::list_snapshots(&mut c, Some(&self.donor), Some(&t.volume)).await?
+        };
+        // Copies of the donor's keys, made in the recipient's project.
+        let interim = match &self.volume_key {
+            Some(k) => Some(job_copy_key(svc.keys.as_ref(), job, &t.project, "interim", &self.donor, k).await?),
+            None => None,
+        };
+        let mut moved_snaps = Vec::with_capacity(snaps.len());
+        for mut s in snaps {
+            let old = s.encryption_key_id.clone();
+            if let Some(k) = &old {
+                let tag = format!("snapshot-{}", s.id);
+                s.encryption_key_id = Some(job_copy_key(svc.keys.as_ref(), job, &t.project, &tag, &self.donor, k).await?);
+            }
+            s.project_id = t.project.clone();
+            s.user_id = self.user.clone();
+            moved_snaps.push((s, old));
+        }
+        let mut tx = svc.tx().await?;
+        pdb::move_volume(&mut tx, &t.volume, &t.project, &self.user).await?;
+        if let Some(k) = &self.volume_key {
+            db::set_key(&mut tx, &t.volume, interim.as_deref()).await?;
+            db::queue_key_deletion(&mut tx, k, &self.donor, "donor's key of a transferred volume").await?;
+        }
+        for (s, old) in &moved_snaps {
+            pdb::update_snapshot(&mut tx, s).await?;
+            if let Some(k) = old {
+                db::queue_key_deletion(&mut tx, k, &self.donor, "donor's key of a transferred snapshot").await?;
+            }
+        }
+        pdb::delete_transfer(&mut tx, &self.transfer).await?;
+        match interim {
+            Some(k) if t.mode != RekeyMode::None => Ok(Transition::next(tx, Accept { state: AcceptState::Rekey(Tail::start(k)), ..self })),
+            _ => {
+                db::set_status(&mut tx, &t.volume, status::AVAILABLE).await?;
+                Ok(Transition::done(tx))
+            }
+        }
+    }
+
+    pub(crate) async fn roll_back(self, svc: &Service, job: &str) -> Result<Tx> {
+        let (held, keep) = match self.tail() {
+            Some(t) => (t.held_keys(), t.keep_on_roll_back().map(str::to_owned)),
+            None => ([None, None], None),
+        };
+        let mut tx = forget_keys(svc, job, &self.target.project, held, keep.as_deref()).await?;
+        match self.state {
+            AcceptState::AcceptMove => {
+                // Nothing moved: the transfer is still open, the volume still the donor's.
+                db::set_status(&mut tx, &self.target.volume, AWAITING_TRANSFER).await?;
+                pdb::unclaim_transfer(&mut tx, &self.transfer).await?;
+            }
+            AcceptState::Rekey(_) => db::set_status(&mut tx, &self.target.volume, status::ERROR).await?,
+        }
+        Ok(tx)
+    }
 }

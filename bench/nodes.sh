@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# 200 keyslot-mode clone requests of a 1 GiB encrypted volume, all sent at
+# once, against three set-ups in one run:
+#   1. one node on SQLite (the anchor: today's configuration),
+#   2. one node on PostgreSQL,
+#   3. three nodes on one PostgreSQL and one shared data directory, the
+#      requests spread round-robin.
+# For each: throughput (clones/s, first request to last `available`), p50
+# and p99 of request → `available`, peak RSS per node (VmHWM); and the ratio
+# of each throughput to the anchor's. Target: p99 under 2 s everywhere.
+# Needs a PostgreSQL: scripts/postgres.sh start (REKEY_TEST_PG_URL), or set
+# REKEY_TEST_PG_URL yourself.
+# Usage: bench/nodes.sh   (env N, default 200; scratch in $BENCH_DIR or /tmp)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-200}
+TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+: "${REKEY_TEST_PG_URL:?run scripts/postgres.sh start and export REKEY_TEST_PG_URL}"
+cargo build --release -q -p rekey-cli
+R=$TARGET_DIR/release/rekey
+W=$(mktemp -d "${BENCH_DIR:-/tmp}/rekey-nodes-bench.XXXXXX")
+cleanup() {
+  for f in "$W"/*.pid; do [[ -f $f ]] && kill "$(cat "$f")" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+echo "# rekey nodes benchmark — $(date -u +%F) — $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) — $N clones each"
+echo
+
+python3 - "$R" "$W" "$N" "$REKEY_TEST_PG_URL" <<'PY'
+import json, os, socket, subprocess, sys, threading, time, urllib.request, uuid
+
+rekey, work, n, pg = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].rstrip("/")
+H = {"X-Auth-Token": "bench", "Content-Type": "application/json", "OpenStack-API-Version": "volume 3.64"}
+
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+def req(port, method, path, body=None):
+    r = urllib.request.Request(f"http://127.0.0.1:{port}/v3{path}", method=method, headers=H,
+                               data=None if body is None else json.dumps(body).encode())
+    with urllib.request.urlopen(r, timeout=120) as resp:
+        return json.loads(resp.read() or b"null")
+
+def start(tag, data, url, name):
+    port = free_port()
+    out = open(f"{work}/{tag}-{name}.out", "w")
+    p = subprocess.Popen([rekey, "serve", "--data-dir", data, "--listen", f"127.0.0.1:{port}",
+                          "--database-url", url, "--node-name", name],
+                         stdout=out, stderr=open(f"{work}/{tag}-{name}.log", "w"))
+    open(f"{work}/{tag}-{name}.pid", "w").write(str(p.pid))
+    for _ in range(200):
+        if "listening" in open(f"{work}/{tag}-{name}.out").read():
+            return p, port
+        time.sleep(0.05)
+    raise SystemExit(f"{tag}/{name} did not start: " + open(f"{work}/{tag}-{name}.log").read())
+
+def wait_available(port, vid):
+    while True:
+        v = req(port, "GET", f"/volumes/{vid}")["volume"]
+        if v["status"] == "available":
+            return
+        if v["status"] not in ("creating",):
+            raise SystemExit(f"volume {vid} ended {v['status']}")
+        time.sleep(0.01)
+
+def createdb(name):
+    rest = pg.split("://", 1)[1]
+    user, hostport = rest.split("@", 1)
+    host, port = hostport.split(":", 1)
+    subprocess.run(["createdb", "-h", host, "-p", port, "-U", user, name], check=True)
+    return f"{pg}/{name}"
+
+def run(tag, url, nodes):
+    data = f"{work}/{tag}"
+    procs = [start(tag, data, url, f"node{i}") for i in range(nodes)]
+    ports = [p for _, p in procs]
+    t = req(ports[0], "POST", "/types", {"volume_type": {"name": "LUKS", "extra_specs": {"rekey:mode": "keyslot"}}})["volume_type"]["id"]
+    req(ports[0], "POST", f"/types/{t}/encryption", {"encryption": {"provider": "luks2", "cipher": "aes-xts-plain64", "key_size": 256, "control_location": "front-end"}})
+    src = req(ports[0], "POST", "/volumes", {"volume": {"size": 1, "volume_type": "LUKS"}})["volume"]["id"]
+    wait_available(ports[0], src)
+    lat = [None] * n
+    def one(i):
+        port = ports[i % len(ports)]
+        t0 = time.monotonic()
+        vid = req(port, "POST", "/volumes", {"volume": {"source_volid": src, "name": f"c{i}"}})["volume"]["id"]
+        wait_available(port, vid)
+        lat[i] = time.monotonic() - t0
+    t0 = time.monotonic()
+    th = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for x in th: x.start()
+    for x in th: x.join()
+    wall = time.monotonic() - t0
+    if any(l is None for l in lat):
+        raise SystemExit(f"{tag}: some clones failed")
+    rss = []
+    for p, _ in procs:
+        for line in open(f"/proc/{p.pid}/status"):
+            if line.startswith("VmHWM:"):
+                rss.append(int(line.split()[1]) // 1024)
+        p.terminate(); p.wait()
+    lat.sort()
+    p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    return {"tag": tag, "nodes": nodes, "throughput": n / wall, "p50": p50, "p99": p99, "max": lat[-1], "rss": rss}
+
+results = [
+    run("sqlite-1", f"sqlite://{work}/sqlite-1/rekey.sqlite", 1),
+    run("pg-1", createdb("bench_" + uuid.uuid4().hex[:12]), 1),
+    run("pg-3", createdb("bench_" + uuid.uuid4().hex[:12]), 3),
+]
+anchor = results[0]["throughput"]
+print("| set-up | nodes | clones/s | ratio to 1 node SQLite | p50 s | p99 s | max s | peak RSS per node MiB |")
+print("|---|---|---|---|---|---|---|---|")
+for r in results:
+    print(f"| {r['tag']} | {r['nodes']} | {r['throughput']:.1f} | {r['throughput'] / anchor:.2f} | {r['p50']:.3f} | {r['p99']:.3f} | {r['max']:.3f} | {', '.join(map(str, r['rss']))} |")
+ok = all(r["p99"] < 2.0 for r in results)
+print()
+print("target p99 < 2 s:", "met" if ok else "NOT met")
+PY

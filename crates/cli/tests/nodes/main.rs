@@ -1,0 +1,275 @@
+//! Several `rekey serve` nodes on one PostgreSQL and one shared data
+//! directory (file backend, embedded key store: both shared between the
+//! processes of one host), requests spread round-robin, nodes killed with
+//! SIGKILL in the middle of rekeys and re-encryptions, then restarted under
+//! their old names. Needs REKEY_TEST_PG_URL (from `scripts/postgres.sh
+//! start`), REKEY_CLIENTS_VENV is not needed; cryptsetup is.
+
+#[allow(dead_code)]
+#[path = "../api/harness.rs"]
+mod harness;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use rekey_service::fault::{Point, Step};
+
+use harness::*;
+
+/// Lease without heartbeat: how long a dead node's jobs wait for another.
+const LEASE_S: u64 = 3;
+/// Jobs of each kind (clone, from snapshot, restore): 60 in all.
+const PER_KIND: usize = 20;
+
+/// One step attempt from the log: (node, epoch, started, ended or -1, step).
+type Attempt = (String, i64, i64, i64, String);
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+struct Cluster {
+    data: std::path::PathBuf,
+    url: String,
+    nodes: Vec<Option<Server>>,
+}
+
+impl Cluster {
+    fn start_node(&mut self, i: usize, env: &[(&str, &str)]) {
+        let name = format!("node{i}");
+        let args = vec![
+            "--database-url".to_owned(),
+            self.url.clone(),
+            "--node-name".to_owned(),
+            name.clone(),
+            "--lease-seconds".to_owned(),
+            LEASE_S.to_string(),
+        ];
+        let log = self.data.with_extension(format!("{name}.log"));
+        self.nodes[i] = Some(Server::start_logged(&self.data, &args, env, &log));
+    }
+    fn node(&self, i: usize) -> &Server {
+        self.nodes[i].as_ref().expect("node running")
+    }
+    /// Any live node, round-robin by `n`.
+    fn any(&self, n: usize) -> &Server {
+        let live: Vec<&Server> = self.nodes.iter().flatten().collect();
+        live[n % live.len()]
+    }
+}
+
+fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql").args([url, "-AtX", "-F", "|", "-c", sql]).output().expect("run psql");
+    assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn wait_status(srv: &Server, path: &str, field: &str, busy: &[&str], within: Duration) -> Value {
+    let start = Instant::now();
+    loop {
+        let (st, v) = srv.http("GET", path, None);
+        assert_eq!(st, 200, "{path}: {v}");
+        let s = v[field]["status"].as_str().unwrap_or("").to_owned();
+        if !busy.contains(&s.as_str()) {
+            return v[field].clone();
+        }
+        assert!(start.elapsed() < within, "{path} still {s} after {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// No step of any job ran on two nodes at once: per job, each attempt
+/// starts after every earlier one ended; an attempt that never ended (its
+/// node was killed) belongs to a killed node, is older than every later
+/// attempt's epoch, and the kill came before the next attempt started.
+/// Returns the takeovers: (job, step, killed node, node that went on).
+fn check_step_log(url: &str, kills: &[(String, i64)]) -> Vec<(String, String, String, String)> {
+    let rows = psql(url, "SELECT job_id, node, epoch, started_at, COALESCE(ended_at, -1), step FROM step_log ORDER BY job_id, started_at, id");
+    let mut by_job: HashMap<String, Vec<Attempt>> = HashMap::new();
+    for line in rows.lines().filter(|l| !l.is_empty()) {
+        let f: Vec<&str> = line.split('|').collect();
+        by_job.entry(f[0].to_owned()).or_default().push((
+            f[1].to_owned(),
+            f[2].parse().unwrap(),
+            f[3].parse().unwrap(),
+            f[4].parse().unwrap(),
+            f[5].to_owned(),
+        ));
+    }
+    let mut takeovers = Vec::new();
+    for (job, steps) in &by_job {
+        let mut ended_max = i64::MIN;
+        for w in steps.windows(2) {
+            let (a, b) = (&w[0], &w[1]);
+            ended_max = ended_max.max(a.3);
+            assert!(ended_max <= b.2, "job {job}: an attempt ended at {ended_max}, after {} on {} started at {}", b.4, b.0, b.2);
+            let killed_before_b = kills.iter().any(|(n, t)| *n == a.0 && *t >= a.2 && *t <= b.2);
+            if killed_before_b && a.0 != b.0 {
+                takeovers.push((job.clone(), a.4.clone(), a.0.clone(), b.0.clone()));
+            }
+            if a.3 >= 0 {
+                assert!(a.3 <= b.2, "job {job}: {} on {} (epoch {}) ended at {} after {} on {} started at {}", a.4, a.0, a.1, a.3, b.4, b.0, b.2);
+            } else {
+                let killed = kills.iter().filter(|(n, _)| *n == a.0).any(|(_, t)| *t >= a.2 && *t <= b.2);
+                assert!(killed, "job {job}: {} on {} never ended, and its node was not killed before {} on {} started", a.4, a.0, b.4, b.0);
+                assert!(a.1 < b.1 || a.0 == b.0, "job {job}: {} on {} epoch {} then {} on {} epoch {}", a.4, a.0, a.1, b.4, b.0, b.1);
+            }
+            assert!(a.1 <= b.1, "job {job}: epochs went down: {} then {}", a.1, b.1);
+        }
+    }
+    takeovers
+}
+
+#[test]
+fn three_nodes_share_the_work_and_take_over_from_killed_ones() {
+    require_cryptsetup();
+    std::env::set_var("REKEY_TEST_DATABASE", "postgres");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let url = postgres_url(&data).expect("a PostgreSQL database");
+    let mut c = Cluster { data: data.clone(), url: url.clone(), nodes: vec![None, None, None] };
+    // node0 first: it makes the embedded key store's KEK; the others open it.
+    c.start_node(0, &[]);
+    // node1 dwells 1.5 s in each add_keyslot step, its keyslot written but
+    // not yet recorded, so it holds jobs in the middle of their rekey when
+    // it is killed.
+    let stall = format!("{}:1500", Point::done(Step::AddKeyslot));
+    c.start_node(1, &[("REKEY_STALL_AT", &stall)]);
+    c.start_node(2, &[]);
+
+    // Sources: an encrypted volume with data, a snapshot and a backup of it.
+    c.node(0).create_type("LUKS", Some("luks2"), &[]);
+    let src = c.node(1).create_volume(json!({"volume": {"size": 1, "name": "src", "volume_type": "LUKS"}}));
+    assert_eq!(src["status"], "available", "{src}");
+    let src_id = src["id"].as_str().unwrap().to_owned();
+    let src_key = src["encryption_key_id"].as_str().unwrap().to_owned();
+    let src_pass = passphrase(&data, &src_key);
+    write_plaintext(&volume_path(&data, &src_id), &src_pass, &pattern(5));
+    let (st, s) = c.node(2).http("POST", "/v3/snapshots", Some(json!({"snapshot": {"volume_id": src_id}}).to_string().as_bytes()));
+    assert_eq!(st, 202, "{s}");
+    let snap_id = s["snapshot"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(wait_status(c.node(0), &format!("/v3/snapshots/{snap_id}"), "snapshot", &["creating"], Duration::from_secs(60))["status"], "available");
+    let (st, b) = c.node(0).http("POST", "/v3/backups", Some(json!({"backup": {"volume_id": src_id}}).to_string().as_bytes()));
+    assert_eq!(st, 202, "{b}");
+    let backup_id = b["backup"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(wait_status(c.node(1), &format!("/v3/backups/{backup_id}"), "backup", &["creating"], Duration::from_secs(60))["status"], "available");
+    wait_status(c.node(2), &format!("/v3/volumes/{src_id}"), "volume", &["backing-up"], Duration::from_secs(60));
+
+    // 60 requests, round-robin over the three nodes. Restores one at a
+    // time per backup is Cinder's rule, so they go through `backup_id`
+    // creates, which may run side by side here only if the backup is
+    // `available`: they are sent after the clones, each once the last is done.
+    let mut made: Vec<(String, &str)> = Vec::new();
+    let mut n = 0;
+    for i in 0..PER_KIND {
+        for (kind, body) in [
+            ("clone", json!({"volume": {"name": format!("clone-{i}"), "source_volid": src_id}})),
+            ("from_snapshot", json!({"volume": {"name": format!("snap-{i}"), "snapshot_id": snap_id}})),
+        ] {
+            let (st, v) = c.any(n).http("POST", "/v3/volumes", Some(body.to_string().as_bytes()));
+            assert_eq!(st, 202, "{kind} {i}: {v}");
+            made.push((v["volume"]["id"].as_str().unwrap().to_owned(), kind));
+            n += 1;
+        }
+    }
+    // Kill node1 while it holds jobs mid-rekey (it dwells after new_key);
+    // once its leases ran out and the others took its jobs, restart it
+    // under its old name: its old leases are no longer its own.
+    std::thread::sleep(Duration::from_millis(800));
+    let mut kills = Vec::new();
+    c.nodes[1].as_mut().unwrap().kill9();
+    kills.push(("node1".to_owned(), now_ms()));
+    c.nodes[1] = None;
+    std::thread::sleep(Duration::from_millis(LEASE_S * 1000 + 1500));
+    c.start_node(1, &[]);
+    for i in 0..PER_KIND {
+        let body = json!({"volume": {"name": format!("restore-{i}"), "backup_id": backup_id}});
+        let srv = c.any(n);
+        let start = Instant::now();
+        let v = loop {
+            let (st, v) = http(srv.port, "POST", "/v3/volumes", &[("X-Auth-Token", PROJECT), ("OpenStack-API-Version", "volume 3.47")], Some(body.to_string().as_bytes())).unwrap();
+            if st == 202 {
+                break v;
+            }
+            // The backup is `restoring` for the previous restore: wait for it.
+            assert_eq!(st, 400, "restore {i}: {v}");
+            assert!(start.elapsed() < Duration::from_secs(60), "restore {i}: backup never free: {v}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        made.push((v["volume"]["id"].as_str().unwrap().to_owned(), "restore"));
+        n += 1;
+    }
+
+    // Mid re-encryption: a volume-key mode clone on node2, killed after
+    // 300 ms, taken over by another node, which resumes the re-encryption.
+    c.node(0).create_type("LUKS-VK", Some("luks2"), &[("rekey:mode", "volume-key")]);
+    let vk_src = c.node(0).create_volume(json!({"volume": {"size": 1, "name": "vk-src", "volume_type": "LUKS-VK"}}));
+    let vk_src_id = vk_src["id"].as_str().unwrap().to_owned();
+    let vk_pass = passphrase(&data, vk_src["encryption_key_id"].as_str().unwrap());
+    write_plaintext(&volume_path(&data, &vk_src_id), &vk_pass, &pattern(6));
+    let (st, v) = c.node(2).http("POST", "/v3/volumes", Some(json!({"volume": {"name": "vk-clone", "source_volid": vk_src_id}}).to_string().as_bytes()));
+    assert_eq!(st, 202, "{v}");
+    let vk_id = v["volume"]["id"].as_str().unwrap().to_owned();
+    let t = Instant::now();
+    while c.node(0).volume(&vk_id)["encryption_key_id"].is_null() && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    c.nodes[2].as_mut().unwrap().kill9();
+    kills.push(("node2".to_owned(), now_ms()));
+    c.nodes[2] = None;
+
+    // Every job ends available through a live node within lease + 30 s.
+    let within = Duration::from_secs(LEASE_S + 30);
+    for (id, kind) in made.iter().map(|(i, k)| (i.as_str(), *k)).chain([(vk_id.as_str(), "vk-clone")]) {
+        let v = wait_status(c.any(0), &format!("/v3/volumes/{id}"), "volume", &["creating", "restoring-backup", "maintenance"], within);
+        assert_eq!(v["status"], "available", "{kind} {id}: {v}");
+    }
+    c.start_node(2, &[]);
+
+    // Each opens with its recorded key and not with its source's.
+    for (id, kind) in &made {
+        let v = c.any(1).volume(id);
+        let key = v["encryption_key_id"].as_str().unwrap();
+        assert_ne!(key, src_key, "{kind} {id} shares the source's key id");
+        let path = volume_path(&data, id);
+        assert!(cryptsetup_opens(&path, &passphrase(&data, key)), "{kind} {id} does not open with its recorded key");
+        assert!(!cryptsetup_opens(&path, &src_pass), "{kind} {id} opens with the source's key");
+        assert_eq!(read_plaintext(&path, &passphrase(&data, key), 1 << 20)[2], pattern(5), "{kind} {id}: plaintext");
+    }
+    let v = c.any(2).volume(&vk_id);
+    let path = volume_path(&data, &vk_id);
+    let pass = passphrase(&data, v["encryption_key_id"].as_str().unwrap());
+    assert!(cryptsetup_opens(&path, &pass), "vk-clone does not open with its recorded key");
+    assert!(!cryptsetup_opens(&path, &vk_pass), "vk-clone opens with its source's key");
+    assert_ne!(volume_key_hex(&path, &pass), volume_key_hex(&volume_path(&data, &vk_src_id), &vk_pass), "vk-clone shares its source's volume key");
+    assert_eq!(read_plaintext(&path, &pass, 1 << 20)[2], pattern(6), "vk-clone plaintext");
+
+    // The audit finds no key without a record, once the queue is drained.
+    let t = Instant::now();
+    while psql(&url, "SELECT COUNT(*) FROM key_deletions").trim() != "0" {
+        assert!(t.elapsed() < Duration::from_secs(60), "key deletion queue not drained");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_no_orphan_keys(&data, "three nodes");
+    assert_eq!(psql(&url, "SELECT COUNT(*) FROM jobs").trim(), "0", "jobs left");
+
+    // The step log: no overlap, and the killed nodes' jobs were finished by
+    // other nodes: node1's at a rekey step, node2's in the re-encryption.
+    let takeovers = check_step_log(&url, &kills);
+    for t in &takeovers {
+        eprintln!("taken over: job {} at {} from {} by {}", t.0, t.1, t.2, t.3);
+    }
+    assert!(takeovers.iter().any(|t| t.2 == "node1" && t.1 == "add_keyslot"), "no job of node1 was taken over mid-rekey: {takeovers:?}");
+    assert!(
+        takeovers.iter().any(|t| t.2 == "node2" && t.1 == "add_keyslot"),
+        "the re-encryption node2 was killed in was not taken over: {takeovers:?}"
+    );
+    let nodes = psql(&url, "SELECT DISTINCT node FROM step_log ORDER BY 1");
+    assert_eq!(nodes.lines().collect::<Vec<_>>(), ["node0", "node1", "node2"], "every node ran steps");
+    eprintln!("jobs taken over by another node: {}", takeovers.len());
+}

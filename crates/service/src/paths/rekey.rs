@@ -1,0 +1,282 @@
+//! The rekey tail every flow that makes or hands over a volume ends in, and
+//! the in-place rekey (`os-rekey`) that is nothing but the tail.
+//!
+//! | state               | action                                  | committed with it                         |
+//! |---------------------|-----------------------------------------|-------------------------------------------|
+//! | `NewKey`            | 1. new key-manager secret               | the state holds the new key id            |
+//! | `AddKeyslot`        | 2. keyslot for the new passphrase       | the state holds both slots                |
+//! | `Persist`           | —                                       | 3. volume key = new, the old one held     |
+//! | `DestroyOldKeyslot` | 4. wipe the old keyslot                 | old key queued; the flow's final records  |
+//! | (key-deletion queue)| 5. delete the old key, retried          | queue row removed                         |
+//!
+//! Until `Persist` the volume's recorded key is the old one (a clone's
+//! interim copy, or the volume's own key), whose keyslot is still there;
+//! from `Persist` on it is the new key, whose keyslot was written and
+//! flushed before. So the recorded key always opens the volume. A failure
+//! before `Persist` rolls the flow back and queues the new key for deletion
+//! (the recorded old key still opens the volume) — except during
+//! `AddKeyslot`, whose half-done volume-key re-encryption may already hold
+//! data under the new key, which is then kept; a failure at `Persist` or
+//! after it never deletes the new key (Cinder's bug) and is retried.
+
+use std::sync::Arc;
+
+use rekey_keys::{passphrase_hex, KeyId, Project};
+use rekey_luks::{PbkdfOptions, Volume as LuksVolume};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{forget_keys, Cipher, Flow, Job, Target};
+use crate::db;
+use crate::engine::{self, blocking, job_new_key, Transition, Tx};
+use crate::error::{Result, ServiceError};
+use crate::fault::Step;
+use crate::model::{status, Caller, RekeyMode};
+use crate::service::{check_rekey_mode, Service};
+
+/// The rekey sub-machine: the key that opens the volume now, and where the
+/// rekey stands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tail {
+    old_key: String,
+    state: TailState,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "at", rename_all = "snake_case")]
+enum TailState {
+    NewKey,
+    AddKeyslot { new_key: String },
+    Persist(Slots),
+    DestroyOldKeyslot(Slots),
+}
+
+/// A new key and its keyslot, and the old keyslot to wipe (`None` after a
+/// volume-key re-encryption, which destroyed every old keyslot itself).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Slots {
+    new_key: String,
+    old_slot: Option<u32>,
+    new_slot: u32,
+}
+
+impl Tail {
+    /// The tail of a volume that `old_key` opens now.
+    pub(crate) fn start(old_key: String) -> Self {
+        Tail { old_key, state: TailState::NewKey }
+    }
+
+    pub(crate) fn step_name(&self) -> Step {
+        match self.state {
+            TailState::NewKey => Step::NewKey,
+            TailState::AddKeyslot { .. } => Step::AddKeyslot,
+            TailState::Persist(_) => Step::Persist,
+            TailState::DestroyOldKeyslot(_) => Step::DestroyOldKeyslot,
+        }
+    }
+
+    /// `Persist` and after: once a keyslot for the new key is recorded the
+    /// volume may open only with it (a volume-key re-encryption destroyed
+    /// the old keyslots), so the record must move forward to it.
+    pub(crate) fn is_late(&self) -> bool {
+        matches!(self.state, TailState::Persist(_) | TailState::DestroyOldKeyslot(_))
+    }
+
+    /// The old and the new key.
+    pub(crate) fn held_keys(&self) -> [Option<&str>; 2] {
+        let new = match &self.state {
+            TailState::NewKey => None,
+            TailState::AddKeyslot { new_key } => Some(new_key.as_str()),
+            TailState::Persist(s) | TailState::DestroyOldKeyslot(s) => Some(s.new_key.as_str()),
+        };
+        [Some(self.old_key.as_str()), new]
+    }
+
+    /// The new key a roll-back must keep: during `AddKeyslot` a half-done
+    /// re-encryption may hold data under it (leaked at worst, never lost).
+    pub(crate) fn keep_on_roll_back(&self) -> Option<&str> {
+        match &self.state {
+            TailState::AddKeyslot { new_key } => Some(new_key),
+            _ => None,
+        }
+    }
+
+    /// Runs one state on `t`'s volume. When the tail is finished (`None`)
+    /// the transaction has queued the old key, `old_key_why`, for deletion;
+    /// the flow adds its final records.
+    pub(crate) async fn step(self, svc: &Arc<Service>, job: &str, t: &Target, old_key_why: &str) -> Result<(Tx, Option<Tail>)> {
+        let Tail { old_key, state } = self;
+        let cipher = t.cipher.as_ref().ok_or_else(|| ServiceError::Internal("rekey of an unencrypted volume".into()))?;
+        let next = match state {
+            TailState::NewKey => {
+                let key = job_new_key(svc.keys.as_ref(), job, &t.project, "new", cipher.key_bits).await?;
+                TailState::AddKeyslot { new_key: key.to_string() }
+            }
+            TailState::AddKeyslot { new_key } => {
+                let slots = add_keyslot(svc, t, &old_key, &new_key).await?;
+                if t.mode == RekeyMode::VolumeKey {
+                    let bytes = t.size_gb * engine::GIB;
+                    svc.engine.metrics.bytes_reencrypted.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+                }
+                TailState::Persist(Slots { new_key, old_slot: slots.0, new_slot: slots.1 })
+            }
+            TailState::Persist(slots) => {
+                let mut tx = svc.tx().await?;
+                db::set_key(&mut tx, &t.volume, Some(&slots.new_key)).await?;
+                return Ok((tx, Some(Tail { old_key, state: TailState::DestroyOldKeyslot(slots) })));
+            }
+            TailState::DestroyOldKeyslot(slots) => {
+                destroy_old_keyslot(svc, t, &slots).await?;
+                let mut tx = svc.tx().await?;
+                db::queue_key_deletion(&mut tx, &old_key, &t.project, old_key_why).await?;
+                return Ok((tx, None));
+            }
+        };
+        Ok((svc.tx().await?, Some(Tail { old_key, state: next })))
+    }
+}
+
+async fn passphrase(svc: &Service, project: &str, id: &str) -> Result<Zeroizing<String>> {
+    let key = svc.keys.get_key(&Project::new(project.to_owned())?, &KeyId::parse(id)?).await?;
+    Ok(passphrase_hex(&key))
+}
+
+/// Step 2: a keyslot for the new passphrase, the old keyslot kept; or, in
+/// volume-key mode, the data re-encrypted under a fresh volume key whose
+/// only keyslot opens with the new passphrase (resumable). Returns the old
+/// keyslot (to wipe at step 4) and the new one.
+async fn add_keyslot(svc: &Service, t: &Target, old_key: &str, new_key: &str) -> Result<(Option<u32>, u32)> {
+    let old = passphrase(svc, &t.project, old_key).await?;
+    let new = passphrase(svc, &t.project, new_key).await?;
+    let (backend, id, mode) = (svc.backend.clone(), t.volume.clone(), t.mode);
+    blocking(move || {
+        let (old_b, new_b) = (old.as_bytes(), new.as_bytes());
+        if mode == RekeyMode::VolumeKey {
+            use rekey_luks::reencrypt::{self, ReencryptOptions};
+            let v = LuksVolume::open(backend.open(&id)?)?;
+            let opts = ReencryptOptions { pbkdf: PbkdfOptions::minimal(), ..Default::default() };
+            if reencrypt::in_progress(&v) {
+                return Ok((None, reencrypt::resume(v, old_b, Some(new_b), &opts, &|_, _| {})?.1.keyslot));
+            }
+            return match v.unlock(new_b, None) {
+                Ok((s, _)) if v.unlock(old_b, None).is_err() => Ok((None, s)), // finished before a crash
+                _ => Ok((None, reencrypt::reencrypt(v, old_b, Some(new_b), &opts, &|_, _| {})?.1.keyslot)),
+            };
+        }
+        let mut v = LuksVolume::open(backend.open(&id)?)?;
+        let (old_slot, vk) = v.unlock(old_b, None)?;
+        // Resumed after a crash that followed the write: the slot is there.
+        let new_slot = match v.unlock(new_b, None) {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == rekey_luks::ErrorKind::WrongPassphrase => {
+                v.add_keyslot_with_key(&vk, new_b, None, &PbkdfOptions::minimal())?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if old_slot == new_slot {
+            return Err(ServiceError::Internal("the old and the new key open the same keyslot".into()));
+        }
+        Ok((Some(old_slot), new_slot))
+    })
+    .await
+}
+
+/// Step 4: wipe the old keyslot, never the one that opens with the new key.
+async fn destroy_old_keyslot(svc: &Service, t: &Target, s: &Slots) -> Result<()> {
+    let new = passphrase(svc, &t.project, &s.new_key).await?;
+    let (backend, id, old_slot, new_slot) = (svc.backend.clone(), t.volume.clone(), s.old_slot, s.new_slot);
+    blocking(move || {
+        let mut v = LuksVolume::open(backend.open(&id)?)?;
+        v.unlock(new.as_bytes(), Some(new_slot))?;
+        if let Some(old_slot) = old_slot.filter(|o| *o != new_slot && v.active_keyslots().contains(o)) {
+            v.destroy_keyslot(old_slot)?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+// ---- in-place rekey ------------------------------------------------------
+
+/// An existing volume rekeyed in place: the tail, with the volume's own key
+/// as the old one, in the mode the request asked for (not the type's).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InPlace {
+    pub(crate) target: Target,
+    pub(crate) tail: Tail,
+}
+
+impl InPlace {
+    pub(crate) fn kind(&self) -> &'static str {
+        match self.target.mode {
+            RekeyMode::VolumeKey => "rekey_volume_key",
+            _ => "rekey_keyslot",
+        }
+    }
+
+    pub(crate) async fn step(self, svc: &Arc<Service>, job: &str) -> Result<Transition<InPlace>> {
+        let InPlace { target, tail } = self;
+        let (mut tx, next) = tail.step(svc, job, &target, "previous key of a rekeyed volume").await?;
+        match next {
+            Some(tail) => Ok(Transition::next(tx, InPlace { target, tail })),
+            None => {
+                db::set_status(&mut tx, &target.volume, status::AVAILABLE).await?;
+                Ok(Transition::done(tx))
+            }
+        }
+    }
+
+    pub(crate) async fn roll_back(self, svc: &Service, job: &str) -> Result<Tx> {
+        let mut tx = forget_keys(svc, job, &self.target.project, self.tail.held_keys(), self.tail.keep_on_roll_back()).await?;
+        // Failed before touching the volume: it is as it was, and its
+        // recorded key still opens it.
+        let st = if self.tail.step_name() == Step::NewKey { status::AVAILABLE } else { status::ERROR };
+        db::set_status(&mut tx, &self.target.volume, st).await?;
+        Ok(tx)
+    }
+}
+
+impl Service {
+    /// Admits an in-place rekey (`os-rekey`): the volume gets a new key (and,
+    /// in volume-key mode, a new volume key with every sector re-encrypted);
+    /// its old key is deleted at the end. Marks it `maintenance` and records
+    /// the job.
+    pub async fn rekey_volume(&self, caller: &Caller, id: &str, mode: RekeyMode) -> Result<Job> {
+        if mode == RekeyMode::None {
+            return Err(ServiceError::invalid("Invalid input received: os-rekey mode must be keyslot or volume-key"));
+        }
+        let mut tx = self.tx().await?;
+        let v = db::get_volume(&mut tx, id)
+            .await?
+            .filter(|v| v.project_id == caller.project)
+            .ok_or_else(|| ServiceError::not_found("Volume", id))?;
+        let enc = db::get_encryption(&mut tx, &v.volume_type_id).await?;
+        let (Some(enc), Some(key)) = (enc, v.encryption_key_id.clone()) else {
+            return Err(ServiceError::invalid(format!("Invalid volume: volume {id} is not encrypted; there is no key to rekey.")));
+        };
+        if v.status != status::AVAILABLE {
+            return Err(ServiceError::invalid(format!(
+                "Invalid volume: Volume status must be available to rekey, but is {}.",
+                v.status
+            )));
+        }
+        if db::is_being_cloned(&mut tx, id).await? {
+            return Err(ServiceError::invalid(format!(
+                "Invalid volume: a clone, snapshot or backup of volume {id} is in progress; rekey it when that is done."
+            )));
+        }
+        check_rekey_mode(mode, Some(&enc))?;
+        let target = Target {
+            volume: v.id.clone(),
+            project: v.project_id.clone(),
+            size_gb: v.size_gb,
+            cipher: Some(Cipher::from(&enc)),
+            mode,
+        };
+        let job = Job::new(id, &v.project_id, None, Flow::Rekey(InPlace { target, tail: Tail::start(key) }));
+        db::set_status(&mut tx, id, status::MAINTENANCE).await?;
+        engine::admit(&self.engine, &mut tx, &job).await?;
+        tx.commit().await.map_err(crate::error::db("commit"))?;
+        Ok(job)
+    }
+}

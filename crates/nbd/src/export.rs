@@ -87,7 +87,8 @@ impl Export {
 
     pub(crate) fn needs_rmw_lock(&self, offset: u64, len: u64) -> bool {
         let a = self.alignment as u64;
-        a > 1 && (offset % a != 0 || len % a != 0)
+        // Sector sizes are powers of two.
+        a > 1 && (offset | len) & (a - 1) != 0
     }
 
     pub(crate) fn rmw_lock(&self) -> std::sync::MutexGuard<'_, ()> {

@@ -518,6 +518,6 @@ fn many_clients_at_once() {
         assert!(!String::from_utf8_lossy(&out.stdout).contains("Pattern verification failed"));
     }
     for i in 0..6u64 {
-        assert!(read_file_at(&img, i * 2 << 20, 1 << 20).iter().all(|&b| b == 0x10 + i as u8));
+        assert!(read_file_at(&img, (i * 2) << 20, 1 << 20).iter().all(|&b| b == 0x10 + i as u8));
     }
 }

@@ -14,4 +14,4 @@ pub mod proto;
 mod server;
 
 pub use export::{random_export_name, Export, Exports, NameTaken, MAX_REQUEST};
-pub use server::{ListenAddr, Server};
+pub use server::{ListenAddr, Server, TlsConfig};

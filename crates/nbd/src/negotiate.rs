@@ -21,6 +21,12 @@ pub enum Step<E> {
         /// Its description, as sent.
         info: ExportInfo,
     },
+    /// Send `reply` (the ACK), then run a TLS handshake as server on the
+    /// bare stream and call [`Negotiation::tls_established`].
+    StartTls {
+        /// Bytes to send.
+        reply: Vec<u8>,
+    },
     /// Send `reply` (possibly empty), then close.
     Close {
         /// Bytes to send.
@@ -28,16 +34,39 @@ pub enum Step<E> {
     },
 }
 
+/// Where the connection stands with TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tls {
+    /// The server has no certificate: STARTTLS is unsupported.
+    Off,
+    /// TLS is mandatory and not yet running: only STARTTLS and ABORT pass.
+    Required,
+    /// The handshake is done.
+    On,
+}
+
 /// Negotiation after the client flags were accepted.
 #[derive(Debug)]
 pub struct Negotiation {
     flags: ClientFlags,
+    tls: Tls,
 }
 
 impl Negotiation {
-    /// Starts haggling with a client that sent `flags`.
+    /// Starts haggling with a client that sent `flags`, without TLS.
     pub fn new(flags: ClientFlags) -> Self {
-        Negotiation { flags }
+        Negotiation { flags, tls: Tls::Off }
+    }
+
+    /// Starts haggling where TLS is mandatory (proto.md's "FORCEDTLS"):
+    /// nothing about exports is said before NBD_OPT_STARTTLS succeeds.
+    pub fn with_tls_required(flags: ClientFlags) -> Self {
+        Negotiation { flags, tls: Tls::Required }
+    }
+
+    /// The TLS handshake after [`Step::StartTls`] succeeded.
+    pub fn tls_established(&mut self) {
+        self.tls = Tls::On;
     }
 
     /// Answers one option. `lookup` resolves an export name; it is asked
@@ -50,6 +79,26 @@ impl Negotiation {
         lookup: impl FnOnce(&str) -> Option<(E, ExportInfo)>,
     ) -> Step<E> {
         let mut reply = Vec::new();
+        if opt_num == opt::STARTTLS {
+            let kind = match self.tls {
+                Tls::Off => rep::ERR_UNSUP,
+                Tls::On => rep::ERR_INVALID,
+                Tls::Required if !data.is_empty() => rep::ERR_INVALID,
+                Tls::Required => {
+                    proto::option_reply(&mut reply, opt_num, rep::ACK, &[]);
+                    return Step::StartTls { reply };
+                }
+            };
+            proto::option_reply(&mut reply, opt_num, kind, b"TLS not available here");
+            return Step::Continue { reply };
+        }
+        if self.tls == Tls::Required && opt_num != opt::ABORT {
+            if opt_num == opt::EXPORT_NAME {
+                return Step::Close { reply };
+            }
+            proto::option_reply(&mut reply, opt_num, rep::ERR_TLS_REQD, b"TLS is required");
+            return Step::Continue { reply };
+        }
         let parsed = match ClientOption::read(opt_num, data) {
             Ok(o) => o,
             Err(_) if opt_num == opt::EXPORT_NAME => return Step::Close { reply },
@@ -110,7 +159,7 @@ impl Negotiation {
                 }
             },
             ClientOption::Unsupported(n) => {
-                // STARTTLS and structured replies land here too: proto.md lets
+                // Structured replies and extended headers land here: proto.md lets
                 // a server without them answer ERR_UNSUP and clients fall back.
                 proto::option_reply(&mut reply, n, rep::ERR_UNSUP, b"option not supported");
                 Step::Continue { reply }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_native_tls::TlsAcceptor;
 
 use crate::export::{Export, Exports, MAX_REQUEST};
 use crate::negotiate::{self, Command, Negotiation, Step};
@@ -67,6 +68,38 @@ pub struct Server {
     listener: Listener,
     exports: Exports,
     slots: Arc<Semaphore>,
+    tls: Option<TlsAcceptor>,
+}
+
+/// Server TLS credentials, laid out as qemu's `tls-creds-x509` reads them.
+#[derive(Clone)]
+pub struct TlsConfig {
+    acceptor: TlsAcceptor,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsConfig")
+    }
+}
+
+impl TlsConfig {
+    /// Reads `server-cert.pem` (the chain) and `server-key.pem` (PKCS#8)
+    /// from `dir`, qemu's file names for an x509 credentials directory.
+    /// Clients are not asked for certificates: the export name is what
+    /// grants access; TLS keeps it and the data off the wire in clear.
+    pub fn from_dir(dir: impl AsRef<std::path::Path>) -> io::Result<Self> {
+        let dir = dir.as_ref();
+        let cert = std::fs::read(dir.join("server-cert.pem"))?;
+        let key = zeroize::Zeroizing::new(std::fs::read(dir.join("server-key.pem"))?);
+        let identity = native_tls::Identity::from_pkcs8(&cert, &key)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("TLS credentials: {e}")))?;
+        let acceptor = native_tls::TlsAcceptor::builder(identity)
+            .min_protocol_version(Some(native_tls::Protocol::Tlsv12))
+            .build()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("TLS setup: {e}")))?;
+        Ok(TlsConfig { acceptor: TlsAcceptor::from(acceptor) })
+    }
 }
 
 impl std::fmt::Debug for Server {
@@ -91,7 +124,14 @@ impl Server {
                 Listener::Unix(UnixListener::bind(path)?)
             }
         };
-        Ok(Server { listener, exports, slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)) })
+        Ok(Server { listener, exports, slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)), tls: None })
+    }
+
+    /// Requires TLS on every connection (NBD_OPT_STARTTLS before anything
+    /// about exports is said).
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls.acceptor);
+        self
     }
 
     /// The TCP address bound (useful with port 0); `None` for a Unix socket.
@@ -107,6 +147,7 @@ impl Server {
         loop {
             let slot = self.slots.clone().acquire_owned().await.expect("semaphore never closed");
             let exports = self.exports.clone();
+            let tls = self.tls.clone();
             match &self.listener {
                 Listener::Tcp(l) => {
                     let (stream, peer) = match l.accept().await {
@@ -119,7 +160,7 @@ impl Server {
                     let _ = stream.set_nodelay(true);
                     tracing::debug!(%peer, "nbd connection");
                     tokio::spawn(async move {
-                        serve(stream, exports).await;
+                        serve(stream, exports, tls).await;
                         drop(slot);
                     });
                 }
@@ -132,7 +173,7 @@ impl Server {
                         }
                     };
                     tokio::spawn(async move {
-                        serve(stream, exports).await;
+                        serve(stream, exports, tls).await;
                         drop(slot);
                     });
                 }
@@ -150,14 +191,33 @@ async fn pause_after(e: io::Error) {
 
 /// Serves one connection from greeting to close. Never panics on what the
 /// peer sends; every protocol error ends in an error reply or a close.
-async fn serve<S>(stream: S, exports: Exports)
+async fn serve<S>(mut stream: S, exports: Exports, tls: Option<TlsAcceptor>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (rd, mut wr) = tokio::io::split(stream);
-    let mut rd = BufReader::with_capacity(256 << 10, rd);
-    let export = match tokio::time::timeout(HANDSHAKE_TIMEOUT, negotiate(&mut rd, &mut wr, &exports)).await {
-        Ok(Ok(Some(export))) => export,
+    let chosen = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        let Some(flags) = greet(&mut stream).await? else { return Ok::<_, io::Error>(None) };
+        let mut negotiation = match tls {
+            Some(_) => Negotiation::with_tls_required(flags),
+            None => Negotiation::new(flags),
+        };
+        match negotiate(&mut stream, &mut negotiation, &exports).await? {
+            Outcome::Export(e) => Ok(Some((Conn::Plain(stream), e))),
+            Outcome::Close => Ok(None),
+            Outcome::StartTls => {
+                let acceptor = tls.expect("STARTTLS is only accepted with TLS configured");
+                let mut stream = acceptor.accept(stream).await.map_err(io::Error::other)?;
+                negotiation.tls_established();
+                match negotiate(&mut stream, &mut negotiation, &exports).await? {
+                    Outcome::Export(e) => Ok(Some((Conn::Tls(Box::new(stream)), e))),
+                    _ => Ok(None),
+                }
+            }
+        }
+    })
+    .await;
+    let (conn, export) = match chosen {
+        Ok(Ok(Some(v))) => v,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "nbd negotiation ended");
@@ -168,56 +228,72 @@ where
             return;
         }
     };
-    if let Err(e) = transmit(rd, wr, export).await {
+    let result = match conn {
+        Conn::Plain(s) => transmit(s, export).await,
+        Conn::Tls(s) => transmit(*s, export).await,
+    };
+    if let Err(e) = result {
         tracing::debug!(error = %e, "nbd connection ended");
     }
 }
 
-async fn negotiate<R, W>(rd: &mut R, wr: &mut W, exports: &Exports) -> io::Result<Option<Arc<Export>>>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    wr.write_all(&proto::greeting()).await?;
-    wr.flush().await?;
+enum Conn<S> {
+    Plain(S),
+    Tls(Box<tokio_native_tls::TlsStream<S>>),
+}
+
+enum Outcome {
+    Export(Arc<Export>),
+    StartTls,
+    Close,
+}
+
+async fn greet<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> io::Result<Option<ClientFlags>> {
+    stream.write_all(&proto::greeting()).await?;
+    stream.flush().await?;
     let mut flags = [0u8; 4];
-    rd.read_exact(&mut flags).await?;
-    let Ok(flags) = ClientFlags::read(flags) else { return Ok(None) };
-    let negotiation = Negotiation::new(flags);
+    stream.read_exact(&mut flags).await?;
+    Ok(ClientFlags::read(flags).ok())
+}
+
+/// Option haggling, unbuffered: after STARTTLS the next bytes belong to the
+/// TLS handshake and must still be in the socket.
+async fn negotiate<S>(stream: &mut S, negotiation: &mut Negotiation, exports: &Exports) -> io::Result<Outcome>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     loop {
         let mut head = [0u8; OptionHeader::LEN];
-        rd.read_exact(&mut head).await?;
-        let Ok(head) = OptionHeader::read(&head) else { return Ok(None) };
+        stream.read_exact(&mut head).await?;
+        let Ok(head) = OptionHeader::read(&head) else { return Ok(Outcome::Close) };
         let mut data = vec![0u8; head.len as usize];
-        rd.read_exact(&mut data).await?;
+        stream.read_exact(&mut data).await?;
         let step = negotiation.option(head.opt, &data, |name| {
             exports.get(name).map(|e| {
                 let info = e.info();
                 (e, info)
             })
         });
-        match step {
-            Step::Continue { reply } => wr.write_all(&reply).await?,
-            Step::Transmit { reply, export, .. } => {
-                wr.write_all(&reply).await?;
-                wr.flush().await?;
-                return Ok(Some(export));
-            }
-            Step::Close { reply } => {
-                wr.write_all(&reply).await?;
-                wr.flush().await?;
-                return Ok(None);
-            }
+        let (reply, outcome) = match step {
+            Step::Continue { reply } => (reply, None),
+            Step::Transmit { reply, export, .. } => (reply, Some(Outcome::Export(export))),
+            Step::StartTls { reply } => (reply, Some(Outcome::StartTls)),
+            Step::Close { reply } => (reply, Some(Outcome::Close)),
+        };
+        stream.write_all(&reply).await?;
+        stream.flush().await?;
+        if let Some(o) = outcome {
+            return Ok(o);
         }
-        wr.flush().await?;
     }
 }
 
-async fn transmit<R, W>(mut rd: R, wr: W, export: Arc<Export>) -> io::Result<()>
+async fn transmit<S>(stream: S, export: Arc<Export>) -> io::Result<()>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (rd, wr) = tokio::io::split(stream);
+    let mut rd = BufReader::with_capacity(256 << 10, rd);
     let _busy = export.busy();
     let mut removed = export.removed();
     if *removed.borrow() {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rekey_luks::{BlockIo, FileIo, Volume};
 use rekey_nbd::proto::{self, cmd, errno, opt, rep, OptionHeader, Request};
-use rekey_nbd::{random_export_name, Export, Exports, ListenAddr, Server};
+use rekey_nbd::{random_export_name, Export, Exports, ListenAddr, Server, TlsConfig};
 
 struct Harness {
     rt: tokio::runtime::Runtime,
@@ -520,4 +520,71 @@ fn many_clients_at_once() {
     for i in 0..6u64 {
         assert!(read_file_at(&img, (i * 2) << 20, 1 << 20).iter().all(|&b| b == 0x10 + i as u8));
     }
+}
+
+// ---- TLS ----
+
+/// A CA, and a server certificate for 127.0.0.1 signed by it, made with
+/// the openssl CLI: `server/` as the server reads it, `client/` holding
+/// only the CA as qemu's client credentials want.
+fn make_certs(dir: &Path) -> (PathBuf, PathBuf) {
+    let server = dir.join("server");
+    let client = dir.join("client");
+    std::fs::create_dir_all(&server).unwrap();
+    std::fs::create_dir_all(&client).unwrap();
+    let ossl = tool("openssl");
+    let ca_key = dir.join("ca-key.pem");
+    let ca_cert = client.join("ca-cert.pem");
+    run(Command::new(ossl).args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=rekey test CA"])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+        .arg("-keyout").arg(&ca_key).arg("-out").arg(&ca_cert));
+    let csr = dir.join("server.csr");
+    run(Command::new(ossl).args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1"])
+        .arg("-keyout").arg(server.join("server-key.pem")).arg("-out").arg(&csr));
+    let ext = dir.join("ext.cnf");
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n").unwrap();
+    run(Command::new(ossl).args(["x509", "-req", "-days", "2", "-set_serial", "2"])
+        .arg("-in").arg(&csr).arg("-CA").arg(&ca_cert).arg("-CAkey").arg(&ca_key)
+        .arg("-extfile").arg(&ext).arg("-out").arg(server.join("server-cert.pem")));
+    std::fs::copy(&ca_cert, server.join("ca-cert.pem")).unwrap();
+    (server, client)
+}
+
+#[test]
+fn tls_export_serves_qemu_and_refuses_clear_text() {
+    let h = Harness::start();
+    let (server_creds, client_creds) = make_certs(h.dir.path());
+    let tls = TlsConfig::from_dir(&server_creds).unwrap();
+    let server = h
+        .rt
+        .block_on(Server::bind(&ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()), h.exports.clone()))
+        .unwrap()
+        .with_tls(tls);
+    let addr = server.local_addr().unwrap();
+    h.rt.spawn(server.run());
+    let img = h.image("tls.img", 8 << 20);
+    let name = h.export_raw(&img, false);
+    let opts = format!(
+        "driver=raw,file.driver=nbd,file.server.type=inet,file.server.host=127.0.0.1,file.server.port={},file.export={name},file.tls-creds=tls0",
+        addr.port()
+    );
+    let out = run(Command::new(tool("qemu-io"))
+        .arg("--object")
+        .arg(format!("tls-creds-x509,id=tls0,endpoint=client,dir={}", client_creds.display()))
+        .args(["--image-opts", &opts, "-c", "write -P 0x9d 0 1M", "-c", "read -P 0x9d 0 1M"]));
+    assert!(!out.contains("Pattern verification failed"), "{out}");
+    assert!(read_file_at(&img, 0, 1 << 20).iter().all(|&b| b == 0x9d));
+    // Without TLS qemu learns nothing and gets no export.
+    let out = fails(&mut qemu_io(&format!("nbd://{addr}/{name}"), &["read 0 512"]));
+    assert!(out.to_lowercase().contains("tls"), "{out}");
+    let mut c = Raw::fixed(addr);
+    let mut data = (name.len() as u32).to_be_bytes().to_vec();
+    data.extend_from_slice(name.as_bytes());
+    data.extend_from_slice(&0u16.to_be_bytes());
+    c.option(opt::GO, &data);
+    assert_eq!(c.option_reply().1, rep::ERR_TLS_REQD);
+    c.option(opt::LIST, &[]);
+    assert_eq!(c.option_reply().1, rep::ERR_TLS_REQD);
+    c.option(opt::EXPORT_NAME, name.as_bytes());
+    assert!(c.closed());
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::Parser;
 use rekey_luks::{BlockIo, FileIo, Volume};
-use rekey_nbd::{Export, Exports, ListenAddr, Server};
+use rekey_nbd::{Export, Exports, ListenAddr, Server, TlsConfig};
 use zeroize::Zeroizing;
 
 #[derive(Parser, Debug)]
@@ -31,6 +31,10 @@ struct Args {
     /// Refuse writes.
     #[arg(long)]
     read_only: bool,
+    /// Require TLS, with server-cert.pem and server-key.pem from this
+    /// directory (qemu's tls-creds-x509 layout).
+    #[arg(long)]
+    tls_creds: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -70,9 +74,17 @@ fn run(args: Args) -> anyhow::Result<()> {
         };
         exports.add(name, export).with_context(|| format!("export {name}"))?;
     }
+    let tls = match &args.tls_creds {
+        Some(dir) => Some(TlsConfig::from_dir(dir).with_context(|| format!("TLS credentials in {}", dir.display()))?),
+        None => None,
+    };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let server = Server::bind(&listen, exports).await.with_context(|| format!("listening on {}", args.listen))?;
+        let mut server =
+            Server::bind(&listen, exports).await.with_context(|| format!("listening on {}", args.listen))?;
+        if let Some(tls) = tls {
+            server = server.with_tls(tls);
+        }
         if let Some(addr) = server.local_addr() {
             eprintln!("rekey-nbd-serve: listening on {addr}");
         }

@@ -74,7 +74,8 @@ fn list_is_policy_refused_and_unknown_options_unsupported() {
     assert_eq!(replies(&reply)[0].1, rep::ERR_POLICY);
     for o in [opt::STARTTLS, opt::STRUCTURED_REPLY, 10, 11, 0xffff] {
         let Step::Continue { reply } = n.option(o, &[], lookup) else { panic!() };
-        assert_eq!(replies(&reply)[0], (o, rep::ERR_UNSUP, b"option not supported".to_vec()));
+        let r = &replies(&reply)[0];
+        assert_eq!((r.0, r.1), (o, rep::ERR_UNSUP));
     }
     let Step::Continue { reply } = n.option(opt::GO, &[0, 0], lookup) else { panic!() };
     assert_eq!(replies(&reply)[0].1, rep::ERR_INVALID);
@@ -111,4 +112,22 @@ fn check_bounds_and_permissions() {
     assert_eq!(check(&req(99, 0, 0, 0), &rw), Err(errno::EINVAL));
     assert_eq!(payload_len(&req(cmd::WRITE, 0, 0, 77)), 77);
     assert_eq!(payload_len(&req(cmd::READ, 0, 0, 77)), 0);
+}
+
+#[test]
+fn forced_tls_says_nothing_before_starttls() {
+    let mut n = Negotiation::with_tls_required(ClientFlags { no_zeroes: true });
+    for o in [opt::GO, opt::INFO, opt::LIST, 77] {
+        let Step::Continue { reply } = n.option(o, &go_data("vol"), lookup) else { panic!() };
+        assert_eq!(replies(&reply)[0].1, rep::ERR_TLS_REQD);
+    }
+    assert!(matches!(n.option(opt::EXPORT_NAME, b"vol", lookup), Step::Close { .. }));
+    let Step::Continue { reply } = n.option(opt::STARTTLS, b"x", lookup) else { panic!() };
+    assert_eq!(replies(&reply)[0].1, rep::ERR_INVALID);
+    let Step::StartTls { reply } = n.option(opt::STARTTLS, &[], lookup) else { panic!() };
+    assert_eq!(replies(&reply)[0].1, rep::ACK);
+    n.tls_established();
+    assert!(matches!(n.option(opt::GO, &go_data("vol"), lookup), Step::Transmit { .. }));
+    let Step::Continue { reply } = n.option(opt::STARTTLS, &[], lookup) else { panic!() };
+    assert_eq!(replies(&reply)[0].1, rep::ERR_INVALID);
 }

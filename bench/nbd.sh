@@ -9,7 +9,7 @@
 # `qemu-img bench` (depth 32) at a stride of 7919 blocks, which wraps
 # around the image and so visits blocks in a scattered order (neither fio
 # nor a random mode of qemu-img bench is available here).
-# Each figure is the median of $RUNS runs (default 3); ratio = ours / qemu-nbd
+# Each figure is the median of $RUNS runs (default 5); ratio = ours / qemu-nbd
 # in throughput (higher is better for us).
 # Usage: bench/nbd.sh   (scratch in $BENCH_DIR or /tmp; ports 18791-18792
 # or $NBD_BENCH_PORT and the next one)
@@ -21,7 +21,7 @@ S=$TARGET_DIR/release/rekey-nbd-serve
 for t in qemu-nbd qemu-img nbdcopy cryptsetup; do
   command -v $t >/dev/null || { echo "$t missing (qemu-utils, libnbd-bin, cryptsetup-bin)" >&2; exit 1; }
 done
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 SIZE_MB=${SIZE_MB:-512}
 P1=${NBD_BENCH_PORT:-18791}; P2=$((P1 + 1))
 W=$(mktemp -d "${BENCH_DIR:-/tmp}/rekey-nbd-bench.XXXXXX")
@@ -41,7 +41,9 @@ start_ours() { "$S" --listen 127.0.0.1:$P1 --export e="$1" "${@:2}" 2>"$W/ours.l
 start_qemu() { qemu-nbd -t -e 4 -x e -p $P2 -b 127.0.0.1 "$@" 2>"$W/qemu.log" & pids+=($!); wait_port $P2; }
 stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
 
-secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
+# A failing client cannot stop the script from inside $(…); it leaves a mark.
+secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>"$W/client.err" || { echo "failed: $*: $(cat "$W/client.err")" >&2; touch "$W/failed"; echo 1; return; }; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
+check() { [ ! -e "$W/failed" ] || { echo "a client run failed; no figures" >&2; exit 1; }; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 # MiB/s or IOPS from the median time of RUNS runs of a command.
 rate() { local amount=$1; shift; local t=(); for _ in $(seq "$RUNS"); do t+=("$(secs "$@")"); done; echo "$amount / $(median "${t[@]}")" | bc -l; }
@@ -50,7 +52,7 @@ N4K=${N4K:-40000}
 STRIDE=$((4096 * 7919))
 measure() { # $1 = port → prints seq_read seq_write rand_read rand_write
   local u=nbd://127.0.0.1:$1/e
-  local nc=(nbdcopy --connections=1 --requests=16 --request-size=1M)
+  local nc=(nbdcopy --connections=1 --requests=16 --request-size=1048576)
   sw=$(rate "$SIZE_MB" "${nc[@]}" "$W/src.img" "$u")
   sr=$(rate "$SIZE_MB" "${nc[@]}" "$u" null:)
   rr=$(rate "$N4K" qemu-img bench -f raw -c "$N4K" -d 32 -s 4096 -S $STRIDE "$u")
@@ -68,11 +70,11 @@ report() {
   done
 }
 
-start_ours "$W/raw.img"; ours=$(measure $P1); stop_all
-start_qemu -f raw "$W/raw.img"; theirs=$(measure $P2); stop_all
+start_ours "$W/raw.img"; ours=$(measure $P1); stop_all; check
+start_qemu -f raw "$W/raw.img"; theirs=$(measure $P2); stop_all; check
 report ciphertext "$ours" "$theirs"
 
-start_ours "$W/luks.img" --luks --key-file "$W/pass"; ours=$(measure $P1); stop_all
+start_ours "$W/luks.img" --luks --key-file "$W/pass"; ours=$(measure $P1); stop_all; check
 start_qemu --object secret,id=s0,file="$W/pass" --image-opts "driver=luks,key-secret=s0,file.filename=$W/luks.img"
-theirs=$(measure $P2); stop_all
+theirs=$(measure $P2); stop_all; check
 report plaintext "$ours" "$theirs"

@@ -35,6 +35,34 @@ const MAX_CONNECTIONS: usize = 512;
 /// Zeros are written in pieces of this size.
 const ZERO_CHUNK: usize = 1 << 20;
 
+/// Buffers handed back after use. Large fresh allocations come from mmap
+/// and fault in page by page on every request; reusing them keeps that cost
+/// off the data path. Reused buffers keep their old length so growing them
+/// zeroes only the new tail; every byte handed out is overwritten (a read
+/// fills all of it or is truncated to the reply head on error).
+#[derive(Clone, Default)]
+struct Pool(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+/// Buffers kept per connection: the in-flight cap plus the writer's one.
+const POOL_KEEP: usize = 130;
+
+impl Pool {
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
+        v.resize(len, 0);
+        v
+    }
+
+    fn give(&self, v: Vec<u8>) {
+        // A buffer from an unusually large request is not worth keeping
+        // beyond the connection's usual working set.
+        let mut pool = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < POOL_KEEP {
+            pool.push(v);
+        }
+    }
+}
+
 /// Where a server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenAddr {
@@ -301,11 +329,15 @@ where
     }
     let info = export.info();
     let budget = Arc::new(Semaphore::new(CONNECTION_BUDGET as usize));
-    let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    let writer = tokio::spawn(write_replies(wr, rx));
+    // A reply keeps its share of the budget until it is on the wire, so a
+    // client that sends requests but never reads replies stalls, instead of
+    // piling replies up in memory.
+    let (tx, rx) = mpsc::unbounded_channel::<(Vec<u8>, OwnedSemaphorePermit)>();
+    let pool = Pool::default();
+    let writer = tokio::spawn(write_replies(wr, rx, pool.clone()));
     let result = loop {
         let next = tokio::select! {
-            r = read_request(&mut rd, &budget) => r,
+            r = read_request(&mut rd, &budget, &pool) => r,
             _ = removed.wait_for(|gone| *gone) => {
                 writer.abort();
                 return Ok(());
@@ -322,17 +354,18 @@ where
             Err(e) => {
                 let mut reply = Vec::with_capacity(proto::SIMPLE_REPLY_LEN);
                 proto::simple_reply(&mut reply, e, req.cookie);
-                let _ = tx.send(reply);
+                let _ = tx.send((reply, permit));
                 continue;
             }
         };
         let export = export.clone();
         let busy = export.busy();
         let tx = tx.clone();
+        let pool = pool.clone();
         tokio::task::spawn_blocking(move || {
-            let reply = execute(&export, command, req.cookie, payload);
-            let _ = tx.send(reply);
-            drop((permit, busy));
+            let reply = execute(&export, command, req.cookie, payload, &pool);
+            let _ = tx.send((reply, permit));
+            drop(busy);
         });
     };
     // Outstanding requests finish and their replies go out before the close,
@@ -352,6 +385,7 @@ where
 async fn read_request<R: AsyncRead + Unpin>(
     rd: &mut R,
     budget: &Arc<Semaphore>,
+    pool: &Pool,
 ) -> io::Result<Option<(Request, Vec<u8>, OwnedSemaphorePermit)>> {
     let mut head = [0u8; Request::LEN];
     match rd.read_exact(&mut head).await {
@@ -370,15 +404,22 @@ async fn read_request<R: AsyncRead + Unpin>(
         .acquire_many_owned(data_len.max(MIN_CHARGE))
         .await
         .expect("budget semaphore is never closed");
-    let mut data = vec![0u8; payload as usize];
+    let mut data = if payload == 0 { Vec::new() } else { pool.take(payload as usize) };
     rd.read_exact(&mut data).await?;
     Ok(Some((req, data, permit)))
 }
 
-async fn write_replies<W: AsyncWrite + Unpin>(wr: W, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) -> io::Result<()> {
+async fn write_replies<W: AsyncWrite + Unpin>(
+    wr: W,
+    mut rx: mpsc::UnboundedReceiver<(Vec<u8>, OwnedSemaphorePermit)>,
+    pool: Pool,
+) -> io::Result<()> {
     let mut wr = BufWriter::with_capacity(256 << 10, wr);
-    while let Some(reply) = rx.recv().await {
+    while let Some((reply, _permit)) = rx.recv().await {
         wr.write_all(&reply).await?;
+        if reply.capacity() > 4096 {
+            pool.give(reply);
+        }
         if rx.is_empty() {
             wr.flush().await?;
         }
@@ -400,16 +441,20 @@ fn errno_of(e: &io::Error) -> u32 {
 
 /// Runs one checked command against the export's backend and returns the
 /// encoded reply.
-fn execute(export: &Export, command: Command, cookie: u64, payload: Vec<u8>) -> Vec<u8> {
+fn execute(export: &Export, command: Command, cookie: u64, payload: Vec<u8>, pool: &Pool) -> Vec<u8> {
     let io = export.io();
     let outcome = match command {
         Command::Read { offset, len } => {
-            let mut reply = Vec::with_capacity(proto::SIMPLE_REPLY_LEN + len as usize);
-            proto::simple_reply(&mut reply, 0, cookie);
-            reply.resize(proto::SIMPLE_REPLY_LEN + len as usize, 0);
+            let mut reply = pool.take(proto::SIMPLE_REPLY_LEN + len as usize);
+            let mut head = Vec::with_capacity(proto::SIMPLE_REPLY_LEN);
+            proto::simple_reply(&mut head, 0, cookie);
+            reply[..proto::SIMPLE_REPLY_LEN].copy_from_slice(&head);
             match io.read_at(&mut reply[proto::SIMPLE_REPLY_LEN..], offset) {
                 Ok(()) => return reply,
-                Err(e) => Err(e),
+                Err(e) => {
+                    pool.give(reply);
+                    Err(e)
+                }
             }
         }
         Command::Write { offset, len, fua } => {
@@ -434,6 +479,9 @@ fn execute(export: &Export, command: Command, cookie: u64, payload: Vec<u8>) -> 
         }
         Command::Disconnect => Ok(()),
     };
+    if payload.capacity() > 4096 {
+        pool.give(payload);
+    }
     let mut reply = Vec::with_capacity(proto::SIMPLE_REPLY_LEN);
     match outcome {
         Ok(()) => proto::simple_reply(&mut reply, 0, cookie),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine (run as root):
-#   - installs what the tests need (apt: cryptsetup-bin, qemu-utils, Ceph;
+#   - installs what the tests need (apt: cryptsetup-bin, qemu-utils, libnbd-bin, Ceph;
 #     pip venvs: Barbican and the OpenStack clients) where missing;
 #   - starts a real Barbican and a real single-node Ceph on 127.0.0.1;
 #   - builds the workspace once and runs every test;
@@ -31,7 +31,7 @@ trap cleanup EXIT
 
 step "system packages"
 need=()
-for p in cryptsetup-bin qemu-utils libnbd-bin argon2 python3 python3-venv python3-cryptography libssl-dev pkg-config curl \
+for p in cryptsetup-bin qemu-utils libnbd-bin openssl argon2 python3 python3-venv python3-cryptography libssl-dev pkg-config curl \
          ceph-mon ceph-osd ceph-common librbd-dev librados-dev; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
 done

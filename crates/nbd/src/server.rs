@@ -221,7 +221,7 @@ async fn pause_after(e: io::Error) {
 /// peer sends; every protocol error ends in an error reply or a close.
 async fn serve<S>(mut stream: S, exports: Exports, tls: Option<TlsAcceptor>)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + IntoHalves + Unpin + Send + 'static,
 {
     let chosen = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         let Some(flags) = greet(&mut stream).await? else { return Ok::<_, io::Error>(None) };
@@ -257,11 +257,41 @@ where
         }
     };
     let result = match conn {
-        Conn::Plain(s) => transmit(s, export).await,
-        Conn::Tls(s) => transmit(*s, export).await,
+        Conn::Plain(s) => {
+            let (rd, wr) = s.into_halves();
+            transmit(rd, wr, export).await
+        }
+        Conn::Tls(s) => {
+            let (rd, wr) = tokio::io::split(*s);
+            transmit(rd, wr, export).await
+        }
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "nbd connection ended");
+    }
+}
+
+/// Sockets split into halves that need no lock between reader and writer
+/// (`tokio::io::split`'s halves share one); TLS streams still use that.
+trait IntoHalves {
+    type Read: AsyncRead + Unpin + Send + 'static;
+    type Write: AsyncWrite + Unpin + Send + 'static;
+    fn into_halves(self) -> (Self::Read, Self::Write);
+}
+
+impl IntoHalves for tokio::net::TcpStream {
+    type Read = tokio::net::tcp::OwnedReadHalf;
+    type Write = tokio::net::tcp::OwnedWriteHalf;
+    fn into_halves(self) -> (Self::Read, Self::Write) {
+        self.into_split()
+    }
+}
+
+impl IntoHalves for tokio::net::UnixStream {
+    type Read = tokio::net::unix::OwnedReadHalf;
+    type Write = tokio::net::unix::OwnedWriteHalf;
+    fn into_halves(self) -> (Self::Read, Self::Write) {
+        self.into_split()
     }
 }
 
@@ -316,11 +346,11 @@ where
     }
 }
 
-async fn transmit<S>(stream: S, export: Arc<Export>) -> io::Result<()>
+async fn transmit<R, W>(rd: R, wr: W, export: Arc<Export>) -> io::Result<()>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (rd, wr) = tokio::io::split(stream);
     let mut rd = BufReader::with_capacity(256 << 10, rd);
     let _busy = export.busy();
     let mut removed = export.removed();

@@ -32,6 +32,10 @@ const CONNECTION_BUDGET: u32 = 2 * MAX_REQUEST;
 const MIN_CHARGE: u32 = CONNECTION_BUDGET / 128;
 /// Connections served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 512;
+/// Requests of one connection running on the blocking pool at once. More
+/// threads than this only queue on the backend's own locks (a file's inode
+/// lock serialises buffered writes) and on the two cores.
+const WORKERS_PER_CONNECTION: usize = 8;
 /// Zeros are written in pieces of this size.
 const ZERO_CHUNK: usize = 1 << 20;
 
@@ -364,6 +368,7 @@ where
     // piling replies up in memory.
     let (tx, rx) = mpsc::unbounded_channel::<(Vec<u8>, OwnedSemaphorePermit)>();
     let pool = Pool::default();
+    let workers = Arc::new(Semaphore::new(WORKERS_PER_CONNECTION));
     let writer = tokio::spawn(write_replies(wr, rx, pool.clone()));
     let result = loop {
         let next = tokio::select! {
@@ -392,7 +397,9 @@ where
         let busy = export.busy();
         let tx = tx.clone();
         let pool = pool.clone();
+        let worker = workers.clone().acquire_owned().await.expect("worker semaphore is never closed");
         tokio::task::spawn_blocking(move || {
+            let _worker = worker;
             let reply = execute(&export, command, req.cookie, payload, &pool);
             let _ = tx.send((reply, permit));
             drop(busy);

@@ -31,7 +31,9 @@ pub struct Export {
 
 impl std::fmt::Debug for Export {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Export").field("info", &self.info).finish_non_exhaustive()
+        f.debug_struct("Export")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
 }
 
@@ -48,9 +50,15 @@ impl Export {
         Self::new(io, read_only, sector, sector.max(4096))
     }
 
-    fn new(io: Arc<dyn BlockIo>, read_only: bool, alignment: u32, preferred: u32) -> io::Result<Self> {
+    fn new(
+        io: Arc<dyn BlockIo>,
+        read_only: bool,
+        alignment: u32,
+        preferred: u32,
+    ) -> io::Result<Self> {
         let size = io.size()?;
-        let mut flags = tflag::HAS_FLAGS | tflag::SEND_FLUSH | tflag::SEND_FUA | tflag::CAN_MULTI_CONN;
+        let mut flags =
+            tflag::HAS_FLAGS | tflag::SEND_FLUSH | tflag::SEND_FUA | tflag::CAN_MULTI_CONN;
         if read_only {
             flags |= tflag::READ_ONLY;
         } else {
@@ -59,7 +67,11 @@ impl Export {
         // Every write goes straight to the backend and FLUSH syncs the whole
         // backend, so a flush on one connection covers writes done on all of
         // them: that is what CAN_MULTI_CONN promises.
-        let block = BlockSize { minimum: alignment, preferred, maximum: MAX_REQUEST };
+        let block = BlockSize {
+            minimum: alignment,
+            preferred,
+            maximum: MAX_REQUEST,
+        };
         Ok(Export {
             io,
             info: ExportInfo { size, flags, block },

@@ -2,7 +2,9 @@
 //! caller hands in a parsed message and a way to look exports up, and gets
 //! back the bytes to send and what to do next.
 
-use crate::proto::{self, cflag, cmd, errno, info, opt, rep, ClientFlags, ClientOption, ExportInfo, Request};
+use crate::proto::{
+    self, cflag, cmd, errno, info, opt, rep, ClientFlags, ClientOption, ExportInfo, Request,
+};
 
 /// What the connection does after an option.
 #[derive(Debug)]
@@ -55,13 +57,19 @@ pub struct Negotiation {
 impl Negotiation {
     /// Starts haggling with a client that sent `flags`, without TLS.
     pub fn new(flags: ClientFlags) -> Self {
-        Negotiation { flags, tls: Tls::Off }
+        Negotiation {
+            flags,
+            tls: Tls::Off,
+        }
     }
 
     /// Starts haggling where TLS is mandatory (proto.md's "FORCEDTLS"):
     /// nothing about exports is said before NBD_OPT_STARTTLS succeeds.
     pub fn with_tls_required(flags: ClientFlags) -> Self {
-        Negotiation { flags, tls: Tls::Required }
+        Negotiation {
+            flags,
+            tls: Tls::Required,
+        }
     }
 
     /// The TLS handshake after [`Step::StartTls`] succeeded.
@@ -117,7 +125,11 @@ impl Negotiation {
                     if !self.flags.no_zeroes {
                         reply.extend_from_slice(&[0u8; 124]);
                     }
-                    Step::Transmit { reply, export, info }
+                    Step::Transmit {
+                        reply,
+                        export,
+                        info,
+                    }
                 }
             },
             ClientOption::Abort => {
@@ -127,7 +139,12 @@ impl Negotiation {
             ClientOption::List => {
                 // Listing would hand out the unguessable names that are the
                 // only thing keeping other attachments' exports private.
-                proto::option_reply(&mut reply, opt_num, rep::ERR_POLICY, b"export listing is disabled");
+                proto::option_reply(
+                    &mut reply,
+                    opt_num,
+                    rep::ERR_POLICY,
+                    b"export listing is disabled",
+                );
                 Step::Continue { reply }
             }
             ClientOption::Info { name, requests, go } => match lookup(&name) {
@@ -152,7 +169,11 @@ impl Negotiation {
                     }
                     proto::option_reply(&mut reply, opt_num, rep::ACK, &[]);
                     if go {
-                        Step::Transmit { reply, export, info }
+                        Step::Transmit {
+                            reply,
+                            export,
+                            info,
+                        }
                     } else {
                         Step::Continue { reply }
                     }
@@ -243,7 +264,10 @@ pub fn check(req: &Request, info: &ExportInfo) -> Result<Command, u32> {
             if !within {
                 return Err(errno::EINVAL);
             }
-            Ok(Command::Read { offset: req.offset, len: req.len })
+            Ok(Command::Read {
+                offset: req.offset,
+                len: req.len,
+            })
         }
         cmd::WRITE | cmd::TRIM | cmd::WRITE_ZEROES => {
             if req.kind == cmd::WRITE && req.len > info.block.maximum {
@@ -254,7 +278,11 @@ pub fn check(req: &Request, info: &ExportInfo) -> Result<Command, u32> {
             }
             if !within {
                 // proto.md: ENOSPC for a write past the end, EINVAL otherwise.
-                return Err(if req.kind == cmd::TRIM { errno::EINVAL } else { errno::ENOSPC });
+                return Err(if req.kind == cmd::TRIM {
+                    errno::EINVAL
+                } else {
+                    errno::ENOSPC
+                });
             }
             let (offset, len) = (req.offset, req.len);
             Ok(match req.kind {

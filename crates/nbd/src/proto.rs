@@ -151,17 +151,23 @@ impl<'a> Reader<'a> {
 
     /// A big-endian u16.
     pub fn u16(&mut self, what: &'static str) -> Result<u16, InvalidMessage> {
-        Ok(u16::from_be_bytes(self.take(2, what)?.try_into().expect("2 bytes")))
+        Ok(u16::from_be_bytes(
+            self.take(2, what)?.try_into().expect("2 bytes"),
+        ))
     }
 
     /// A big-endian u32.
     pub fn u32(&mut self, what: &'static str) -> Result<u32, InvalidMessage> {
-        Ok(u32::from_be_bytes(self.take(4, what)?.try_into().expect("4 bytes")))
+        Ok(u32::from_be_bytes(
+            self.take(4, what)?.try_into().expect("4 bytes"),
+        ))
     }
 
     /// A big-endian u64.
     pub fn u64(&mut self, what: &'static str) -> Result<u64, InvalidMessage> {
-        Ok(u64::from_be_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
+        Ok(u64::from_be_bytes(
+            self.take(8, what)?.try_into().expect("8 bytes"),
+        ))
     }
 
     /// Fails unless everything was consumed.
@@ -201,7 +207,9 @@ impl ClientFlags {
         if flags & client::FIXED_NEWSTYLE == 0 {
             return Err(InvalidMessage("client does not speak fixed newstyle"));
         }
-        Ok(ClientFlags { no_zeroes: flags & client::NO_ZEROES != 0 })
+        Ok(ClientFlags {
+            no_zeroes: flags & client::NO_ZEROES != 0,
+        })
     }
 }
 
@@ -286,7 +294,11 @@ impl ClientOption {
                     requests.push(r.u16("information request")?);
                 }
                 r.finish("trailing data after information requests")?;
-                Ok(ClientOption::Info { name, requests, go: opt == opt::GO })
+                Ok(ClientOption::Info {
+                    name,
+                    requests,
+                    go: opt == opt::GO,
+                })
             }
             other => Ok(ClientOption::Unsupported(other)),
         }

@@ -52,7 +52,12 @@ const POOL_KEEP: usize = 130;
 
 impl Pool {
     fn take(&self, len: usize) -> Vec<u8> {
-        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
+        let mut v = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default();
         v.resize(len, 0);
         v
     }
@@ -124,19 +129,24 @@ impl TlsConfig {
         let dir = dir.as_ref();
         let cert = std::fs::read(dir.join("server-cert.pem"))?;
         let key = zeroize::Zeroizing::new(std::fs::read(dir.join("server-key.pem"))?);
-        let identity = native_tls::Identity::from_pkcs8(&cert, &key)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("TLS credentials: {e}")))?;
+        let identity = native_tls::Identity::from_pkcs8(&cert, &key).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("TLS credentials: {e}"))
+        })?;
         let acceptor = native_tls::TlsAcceptor::builder(identity)
             .min_protocol_version(Some(native_tls::Protocol::Tlsv12))
             .build()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("TLS setup: {e}")))?;
-        Ok(TlsConfig { acceptor: TlsAcceptor::from(acceptor) })
+        Ok(TlsConfig {
+            acceptor: TlsAcceptor::from(acceptor),
+        })
     }
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("local_addr", &self.local_addr()).finish_non_exhaustive()
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr())
+            .finish_non_exhaustive()
     }
 }
 
@@ -156,7 +166,12 @@ impl Server {
                 Listener::Unix(UnixListener::bind(path)?)
             }
         };
-        Ok(Server { listener, exports, slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)), tls: None })
+        Ok(Server {
+            listener,
+            exports,
+            slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            tls: None,
+        })
     }
 
     /// Requires TLS on every connection (NBD_OPT_STARTTLS before anything
@@ -177,7 +192,12 @@ impl Server {
     /// Accepts connections until the task is dropped.
     pub async fn run(self) {
         loop {
-            let slot = self.slots.clone().acquire_owned().await.expect("semaphore never closed");
+            let slot = self
+                .slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore never closed");
             let exports = self.exports.clone();
             let tls = self.tls.clone();
             match &self.listener {
@@ -228,7 +248,9 @@ where
     S: AsyncRead + AsyncWrite + IntoHalves + Unpin + Send + 'static,
 {
     let chosen = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-        let Some(flags) = greet(&mut stream).await? else { return Ok::<_, io::Error>(None) };
+        let Some(flags) = greet(&mut stream).await? else {
+            return Ok::<_, io::Error>(None);
+        };
         let mut negotiation = match tls {
             Some(_) => Negotiation::with_tls_required(flags),
             None => Negotiation::new(flags),
@@ -310,7 +332,9 @@ enum Outcome {
     Close,
 }
 
-async fn greet<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> io::Result<Option<ClientFlags>> {
+async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+) -> io::Result<Option<ClientFlags>> {
     stream.write_all(&proto::greeting()).await?;
     stream.flush().await?;
     let mut flags = [0u8; 4];
@@ -320,14 +344,20 @@ async fn greet<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> io::Result<
 
 /// Option haggling, unbuffered: after STARTTLS the next bytes belong to the
 /// TLS handshake and must still be in the socket.
-async fn negotiate<S>(stream: &mut S, negotiation: &mut Negotiation, exports: &Exports) -> io::Result<Outcome>
+async fn negotiate<S>(
+    stream: &mut S,
+    negotiation: &mut Negotiation,
+    exports: &Exports,
+) -> io::Result<Outcome>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
         let mut head = [0u8; OptionHeader::LEN];
         stream.read_exact(&mut head).await?;
-        let Ok(head) = OptionHeader::read(&head) else { return Ok(Outcome::Close) };
+        let Ok(head) = OptionHeader::read(&head) else {
+            return Ok(Outcome::Close);
+        };
         let mut data = vec![0u8; head.len as usize];
         stream.read_exact(&mut data).await?;
         let step = negotiation.option(head.opt, &data, |name| {
@@ -397,7 +427,11 @@ where
         let busy = export.busy();
         let tx = tx.clone();
         let pool = pool.clone();
-        let worker = workers.clone().acquire_owned().await.expect("worker semaphore is never closed");
+        let worker = workers
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("worker semaphore is never closed");
         tokio::task::spawn_blocking(move || {
             let _worker = worker;
             let reply = execute(&export, command, req.cookie, payload, &pool);
@@ -433,15 +467,26 @@ async fn read_request<R: AsyncRead + Unpin>(
     let req = Request::read(&head).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     let payload = negotiate::payload_len(&req);
     if payload > MAX_REQUEST {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "write payload larger than the maximum block size"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "write payload larger than the maximum block size",
+        ));
     }
-    let data_len = if req.kind == proto::cmd::READ { req.len.min(MAX_REQUEST) } else { payload };
+    let data_len = if req.kind == proto::cmd::READ {
+        req.len.min(MAX_REQUEST)
+    } else {
+        payload
+    };
     let permit = budget
         .clone()
         .acquire_many_owned(data_len.max(MIN_CHARGE))
         .await
         .expect("budget semaphore is never closed");
-    let mut data = if payload == 0 { Vec::new() } else { pool.take(payload as usize) };
+    let mut data = if payload == 0 {
+        Vec::new()
+    } else {
+        pool.take(payload as usize)
+    };
     rd.read_exact(&mut data).await?;
     Ok(Some((req, data, permit)))
 }
@@ -478,7 +523,13 @@ fn errno_of(e: &io::Error) -> u32 {
 
 /// Runs one checked command against the export's backend and returns the
 /// encoded reply.
-fn execute(export: &Export, command: Command, cookie: u64, payload: Vec<u8>, pool: &Pool) -> Vec<u8> {
+fn execute(
+    export: &Export,
+    command: Command,
+    cookie: u64,
+    payload: Vec<u8>,
+    pool: &Pool,
+) -> Vec<u8> {
     let io = export.io();
     let outcome = match command {
         Command::Read { offset, len } => {
@@ -507,12 +558,19 @@ fn execute(export: &Export, command: Command, cookie: u64, payload: Vec<u8>, poo
         Command::Trim { offset, len, fua } => {
             // Advisory: a backend that cannot discard keeps the data, which
             // proto.md allows.
-            io.discard(offset, len as u64).map(|_| ()).and_then(|()| if fua { io.flush() } else { Ok(()) })
+            io.discard(offset, len as u64).map(|_| ()).and_then(|()| {
+                if fua {
+                    io.flush()
+                } else {
+                    Ok(())
+                }
+            })
         }
         Command::WriteZeroes { offset, len, fua } => {
             // Zeros are always written, never punched, so NO_HOLE holds and
             // a plaintext export reads back zeros rather than garbage.
-            write_zeroes(export, offset, len as u64).and_then(|()| if fua { io.flush() } else { Ok(()) })
+            write_zeroes(export, offset, len as u64)
+                .and_then(|()| if fua { io.flush() } else { Ok(()) })
         }
         Command::Disconnect => Ok(()),
     };

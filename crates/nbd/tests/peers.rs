@@ -24,14 +24,26 @@ struct Harness {
 
 impl Harness {
     fn start() -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         let exports = Exports::new();
         let server = rt
-            .block_on(Server::bind(&ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()), exports.clone()))
+            .block_on(Server::bind(
+                &ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()),
+                exports.clone(),
+            ))
             .unwrap();
         let addr = server.local_addr().unwrap();
         rt.spawn(server.run());
-        Harness { rt, exports, addr, dir: tempfile::tempdir().unwrap() }
+        Harness {
+            rt,
+            exports,
+            addr,
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     fn uri(&self, name: &str) -> String {
@@ -50,17 +62,32 @@ impl Harness {
     }
 
     fn export_raw(&self, image: &Path, read_only: bool) -> String {
-        let io = if read_only { FileIo::open_read_only(image) } else { FileIo::open(image) }.unwrap();
+        let io = if read_only {
+            FileIo::open_read_only(image)
+        } else {
+            FileIo::open(image)
+        }
+        .unwrap();
         let name = random_export_name();
-        self.exports.add(name.clone(), Export::raw(Arc::new(io), read_only).unwrap()).unwrap();
+        self.exports
+            .add(name.clone(), Export::raw(Arc::new(io), read_only).unwrap())
+            .unwrap();
         name
     }
 
     fn export_plain(&self, image: &Path, pass: &[u8]) -> String {
-        let plain = Volume::open(FileIo::open(image).unwrap()).unwrap().decrypted(pass).unwrap();
+        let plain = Volume::open(FileIo::open(image).unwrap())
+            .unwrap()
+            .decrypted(pass)
+            .unwrap();
         let sector = plain.sector_size() as u32;
         let name = random_export_name();
-        self.exports.add(name.clone(), Export::plaintext(Arc::new(plain), sector, false).unwrap()).unwrap();
+        self.exports
+            .add(
+                name.clone(),
+                Export::plaintext(Arc::new(plain), sector, false).unwrap(),
+            )
+            .unwrap();
         name
     }
 
@@ -68,7 +95,8 @@ impl Harness {
         let img = self.image(name, size);
         let pass = self.path(&format!("{name}.pass"));
         std::fs::write(&pass, b"correct horse battery").unwrap();
-        run(Command::new(tool("cryptsetup")).args(["luksFormat", "-q", "--type", kind, "--pbkdf", "pbkdf2"])
+        run(Command::new(tool("cryptsetup"))
+            .args(["luksFormat", "-q", "--type", kind, "--pbkdf", "pbkdf2"])
             .args(["--pbkdf-force-iterations", "1000", "--key-file"])
             .arg(&pass)
             .arg(&img));
@@ -82,20 +110,35 @@ fn tool(name: &str) -> &str {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
         .unwrap_or(false);
-    assert!(found, "{name} is not installed (qemu-utils, libnbd-bin and cryptsetup-bin are needed)");
+    assert!(
+        found,
+        "{name} is not installed (qemu-utils, libnbd-bin and cryptsetup-bin are needed)"
+    );
     name
 }
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{cmd:?} failed: {text}");
     text
 }
 
 fn fails(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!out.status.success(), "{cmd:?} should have failed: {text}");
     text
 }
@@ -111,7 +154,10 @@ fn qemu_io(target: &str, cmds: &[&str]) -> Command {
 
 fn read_file_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
     let mut buf = vec![0u8; len];
-    FileIo::open_read_only(path).unwrap().read_at(&mut buf, offset).unwrap();
+    FileIo::open_read_only(path)
+        .unwrap()
+        .read_at(&mut buf, offset)
+        .unwrap();
     buf
 }
 
@@ -120,31 +166,46 @@ fn qemu_io_writes_and_reads_back_over_tcp() {
     let h = Harness::start();
     let img = h.image("a.img", 64 << 20);
     let name = h.export_raw(&img, false);
-    let out = run(&mut qemu_io(&h.uri(&name), &[
-        "write -P 0x5a 0 4M",
-        "read -P 0x5a 0 4M",
-        "write -f -P 0x11 5M 64k",
-        "write -z 8M 1M",
-        "read -P 0 8M 1M",
-        "flush",
-    ]));
+    let out = run(&mut qemu_io(
+        &h.uri(&name),
+        &[
+            "write -P 0x5a 0 4M",
+            "read -P 0x5a 0 4M",
+            "write -f -P 0x11 5M 64k",
+            "write -z 8M 1M",
+            "read -P 0 8M 1M",
+            "flush",
+        ],
+    ));
     assert!(!out.contains("Pattern verification failed"), "{out}");
     assert!(read_file_at(&img, 0, 4 << 20).iter().all(|&b| b == 0x5a));
-    assert!(read_file_at(&img, 5 << 20, 64 << 10).iter().all(|&b| b == 0x11));
+    assert!(read_file_at(&img, 5 << 20, 64 << 10)
+        .iter()
+        .all(|&b| b == 0x11));
 }
 
 #[test]
 fn qemu_io_over_a_unix_socket() {
     let h = Harness::start();
     let sock = h.path("nbd.sock");
-    let server = h.rt.block_on(Server::bind(&ListenAddr::Unix(sock.clone()), h.exports.clone())).unwrap();
+    let server =
+        h.rt.block_on(Server::bind(
+            &ListenAddr::Unix(sock.clone()),
+            h.exports.clone(),
+        ))
+        .unwrap();
     h.rt.spawn(server.run());
     let img = h.image("u.img", 16 << 20);
     let name = h.export_raw(&img, false);
     let uri = format!("nbd+unix:///{name}?socket={}", sock.display());
-    let out = run(&mut qemu_io(&uri, &["write -P 0x77 1M 2M", "read -P 0x77 1M 2M"]));
+    let out = run(&mut qemu_io(
+        &uri,
+        &["write -P 0x77 1M 2M", "read -P 0x77 1M 2M"],
+    ));
     assert!(!out.contains("Pattern verification failed"), "{out}");
-    assert!(read_file_at(&img, 1 << 20, 2 << 20).iter().all(|&b| b == 0x77));
+    assert!(read_file_at(&img, 1 << 20, 2 << 20)
+        .iter()
+        .all(|&b| b == 0x77));
 }
 
 #[test]
@@ -155,7 +216,10 @@ fn nbdinfo_sees_size_and_block_constraints() {
     let out = run(Command::new(tool("nbdinfo")).arg(h.uri(&name)));
     assert!(out.contains("export-size: 33554432"), "{out}");
     assert!(out.contains("block_size_maximum: 33554432"), "{out}");
-    assert!(out.contains("can_fua: true") && out.contains("can_zero: true"), "{out}");
+    assert!(
+        out.contains("can_fua: true") && out.contains("can_zero: true"),
+        "{out}"
+    );
     let info = run(Command::new(tool("qemu-img")).args(["info", "-f", "raw", &h.uri(&name)]));
     assert!(info.contains("32 MiB"), "{info}");
 }
@@ -164,15 +228,23 @@ fn nbdinfo_sees_size_and_block_constraints() {
 fn nbdcopy_round_trips_an_image() {
     let h = Harness::start();
     let src = h.path("src.img");
-    let data: Vec<u8> = (0..(24u32 << 20)).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..(24u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(&src, &data).unwrap();
     let img = h.image("dst.img", 24 << 20);
     let name = h.export_raw(&img, false);
     run(Command::new(tool("nbdcopy")).arg(&src).arg(h.uri(&name)));
-    assert!(std::fs::read(&img).unwrap() == data, "image differs after nbdcopy in");
+    assert!(
+        std::fs::read(&img).unwrap() == data,
+        "image differs after nbdcopy in"
+    );
     let back = h.path("back.img");
     run(Command::new(tool("nbdcopy")).arg(h.uri(&name)).arg(&back));
-    assert!(std::fs::read(&back).unwrap() == data, "copy differs after nbdcopy out");
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "copy differs after nbdcopy out"
+    );
 }
 
 /// qemu's LUKS driver reads LUKS1 only ("LUKS version 2 is not supported"
@@ -192,15 +264,35 @@ fn front_end_luks1_ciphertext_export_decrypted_by_qemu() {
     let out = run(Command::new(tool("qemu-io"))
         .arg("--object")
         .arg(format!("secret,id=s0,file={}", pass.display()))
-        .args(["--image-opts", &opts, "-c", "write -P 0x3c 0 2M", "-c", "read -P 0x3c 0 2M", "-c", "flush"]));
+        .args([
+            "--image-opts",
+            &opts,
+            "-c",
+            "write -P 0x3c 0 2M",
+            "-c",
+            "read -P 0x3c 0 2M",
+            "-c",
+            "flush",
+        ]));
     assert!(!out.contains("Pattern verification failed"), "{out}");
-    run(Command::new(tool("cryptsetup")).args(["isLuks", "--type", "luks1"]).arg(&img));
-    let plain = Volume::open(FileIo::open_read_only(&img).unwrap()).unwrap().decrypted(b"correct horse battery").unwrap();
+    run(Command::new(tool("cryptsetup"))
+        .args(["isLuks", "--type", "luks1"])
+        .arg(&img));
+    let plain = Volume::open(FileIo::open_read_only(&img).unwrap())
+        .unwrap()
+        .decrypted(b"correct horse battery")
+        .unwrap();
     let mut buf = vec![0u8; 2 << 20];
     plain.read_at(&mut buf, 0).unwrap();
-    assert!(buf.iter().all(|&b| b == 0x3c), "engine does not read qemu's pattern");
+    assert!(
+        buf.iter().all(|&b| b == 0x3c),
+        "engine does not read qemu's pattern"
+    );
     let raw = read_file_at(&img, plain.data_offset(), 4096);
-    assert!(raw.iter().any(|&b| b != 0x3c), "pattern stored in the clear");
+    assert!(
+        raw.iter().any(|&b| b != 0x3c),
+        "pattern stored in the clear"
+    );
 }
 
 #[test]
@@ -208,26 +300,37 @@ fn back_end_plaintext_export_of_a_luks2_volume() {
     let h = Harness::start();
     let (img, _pass) = h.luks_format("be.img", "luks2", 32 << 20);
     let name = h.export_plain(&img, b"correct horse battery");
-    let out = run(&mut qemu_io(&h.uri(&name), &[
-        "write -P 0xa5 0 3M",
-        "write -P 0x42 100 1000",
-        "read -P 0xa5 0 100",
-        "read -P 0x42 100 1000",
-        "read -P 0xa5 1100 1M",
-        "flush",
-    ]));
+    let out = run(&mut qemu_io(
+        &h.uri(&name),
+        &[
+            "write -P 0xa5 0 3M",
+            "write -P 0x42 100 1000",
+            "read -P 0xa5 0 100",
+            "read -P 0x42 100 1000",
+            "read -P 0xa5 1100 1M",
+            "flush",
+        ],
+    ));
     assert!(!out.contains("Pattern verification failed"), "{out}");
-    run(Command::new(tool("cryptsetup")).args(["isLuks", "--type", "luks2"]).arg(&img));
+    run(Command::new(tool("cryptsetup"))
+        .args(["isLuks", "--type", "luks2"])
+        .arg(&img));
     let dump = run(Command::new(tool("cryptsetup")).arg("luksDump").arg(&img));
     assert!(dump.contains("aes-xts-plain64"), "{dump}");
-    let plain = Volume::open(FileIo::open_read_only(&img).unwrap()).unwrap().decrypted(b"correct horse battery").unwrap();
+    let plain = Volume::open(FileIo::open_read_only(&img).unwrap())
+        .unwrap()
+        .decrypted(b"correct horse battery")
+        .unwrap();
     let mut buf = vec![0u8; 3 << 20];
     plain.read_at(&mut buf, 0).unwrap();
     assert!(buf[..100].iter().all(|&b| b == 0xa5));
     assert!(buf[100..1100].iter().all(|&b| b == 0x42));
     assert!(buf[1100..].iter().all(|&b| b == 0xa5));
     let raw = read_file_at(&img, plain.data_offset(), 1 << 20);
-    assert!(raw.windows(16).all(|w| w != [0xa5; 16]), "plaintext reached the image");
+    assert!(
+        raw.windows(16).all(|w| w != [0xa5; 16]),
+        "plaintext reached the image"
+    );
 }
 
 #[test]
@@ -241,11 +344,16 @@ fn removed_export_is_refused_and_its_connections_closed() {
     assert_eq!(open.reply_with_data(4096), (0, 1));
     let export = h.exports.remove(&name).expect("was exported");
     h.rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(10), export.drained()).await.expect("connections drain")
+        tokio::time::timeout(Duration::from_secs(10), export.drained())
+            .await
+            .expect("connections drain")
     });
     assert!(open.closed(), "open connection survived the removal");
     let out = fails(&mut qemu_io(&h.uri(&name), &["read 0 4k"]));
-    assert!(out.contains("not available") || out.contains("export"), "{out}");
+    assert!(
+        out.contains("not available") || out.contains("export"),
+        "{out}"
+    );
     let out = fails(Command::new(tool("nbdinfo")).arg(h.uri(&name)));
     assert!(!out.is_empty());
 }
@@ -266,7 +374,13 @@ fn read_only_export_refuses_writes() {
     assert_eq!(c.reply_with_data(512), (0, 9));
     assert!(read_file_at(&img, 0, 512).iter().all(|&b| b == 0));
     // qemu opened read-write is turned down at the write.
-    fails(Command::new(tool("qemu-io")).args(["-f", "raw", &h.uri(&name), "-c", "write -P 1 0 512"]));
+    fails(Command::new(tool("qemu-io")).args([
+        "-f",
+        "raw",
+        &h.uri(&name),
+        "-c",
+        "write -P 1 0 512",
+    ]));
 }
 
 // ---- bad input from a raw client ----
@@ -317,7 +431,11 @@ impl Raw {
 
     fn option(&mut self, opt: u32, data: &[u8]) {
         let mut out = Vec::new();
-        OptionHeader { opt, len: data.len() as u32 }.encode(&mut out);
+        OptionHeader {
+            opt,
+            len: data.len() as u32,
+        }
+        .encode(&mut out);
         out.extend_from_slice(data);
         self.send(&out);
     }
@@ -331,9 +449,24 @@ impl Raw {
         (opt, kind, self.read_n(len as usize))
     }
 
-    fn request(&mut self, flags: u16, kind: u16, cookie: u64, offset: u64, len: u32, payload: &[u8]) {
+    fn request(
+        &mut self,
+        flags: u16,
+        kind: u16,
+        cookie: u64,
+        offset: u64,
+        len: u32,
+        payload: &[u8],
+    ) {
         let mut out = Vec::new();
-        Request { flags, kind, cookie, offset, len }.encode(&mut out);
+        Request {
+            flags,
+            kind,
+            cookie,
+            offset,
+            len,
+        }
+        .encode(&mut out);
         out.extend_from_slice(payload);
         self.send(&out);
     }
@@ -341,7 +474,10 @@ impl Raw {
     fn reply(&mut self) -> (u32, u64) {
         let h = self.read_n(16);
         assert_eq!(&h[..4], &proto::SIMPLE_REPLY_MAGIC.to_be_bytes());
-        (u32::from_be_bytes(h[4..8].try_into().unwrap()), u64::from_be_bytes(h[8..16].try_into().unwrap()))
+        (
+            u32::from_be_bytes(h[4..8].try_into().unwrap()),
+            u64::from_be_bytes(h[8..16].try_into().unwrap()),
+        )
     }
 
     fn reply_with_data(&mut self, len: usize) -> (u32, u64) {
@@ -359,7 +495,10 @@ impl Raw {
             match self.0.read(&mut b) {
                 Ok(0) => return true,
                 Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
                     return false
                 }
                 Err(_) => return true,
@@ -370,7 +509,10 @@ impl Raw {
 
 /// After each bad client, a good export must still serve qemu.
 fn still_serves(h: &Harness, good: &str) {
-    let out = run(&mut qemu_io(&h.uri(good), &["write -P 0x66 0 64k", "read -P 0x66 0 64k"]));
+    let out = run(&mut qemu_io(
+        &h.uri(good),
+        &["write -P 0x66 0 64k", "read -P 0x66 0 64k"],
+    ));
     assert!(!out.contains("Pattern verification failed"), "{out}");
 }
 
@@ -395,14 +537,22 @@ fn bad_negotiation_closes_or_errors_and_the_server_keeps_serving() {
     // Option length beyond any sane option.
     let mut c = Raw::fixed(h.addr);
     let mut out = Vec::new();
-    OptionHeader { opt: opt::GO, len: 1 << 30 }.encode(&mut out);
+    OptionHeader {
+        opt: opt::GO,
+        len: 1 << 30,
+    }
+    .encode(&mut out);
     c.send(&out);
     assert!(c.closed());
 
     // Truncated option: the length promises more than arrives, then EOF.
     let mut c = Raw::fixed(h.addr);
     let mut out = Vec::new();
-    OptionHeader { opt: opt::INFO, len: 100 }.encode(&mut out);
+    OptionHeader {
+        opt: opt::INFO,
+        len: 100,
+    }
+    .encode(&mut out);
     out.extend_from_slice(&[0; 10]);
     c.send(&out);
     c.0.shutdown(std::net::Shutdown::Write).unwrap();
@@ -450,7 +600,11 @@ fn bad_requests_get_errors_or_a_close_and_the_server_keeps_serving() {
 
     let mut c = Raw::go(h.addr, &victim);
     c.request(0, cmd::READ, 1, size - 512, 1024, &[]);
-    assert_eq!(c.reply_with_data(1024), (errno::EINVAL, 1), "read past the end");
+    assert_eq!(
+        c.reply_with_data(1024),
+        (errno::EINVAL, 1),
+        "read past the end"
+    );
     c.request(0, cmd::WRITE, 2, size, 512, &[1; 512]);
     assert_eq!(c.reply(), (errno::ENOSPC, 2), "write past the end");
     c.request(0, cmd::WRITE_ZEROES, 3, u64::MAX - 10, 512, &[]);
@@ -462,7 +616,11 @@ fn bad_requests_get_errors_or_a_close_and_the_server_keeps_serving() {
     c.request(0, 42, 6, 0, 512, &[]);
     assert_eq!(c.reply(), (errno::EINVAL, 6), "unknown command");
     c.request(0x80, cmd::READ, 7, 0, 512, &[]);
-    assert_eq!(c.reply_with_data(512), (errno::EINVAL, 7), "unknown command flag");
+    assert_eq!(
+        c.reply_with_data(512),
+        (errno::EINVAL, 7),
+        "unknown command flag"
+    );
     c.request(0, cmd::READ, 8, 0, 512, &[]);
     assert_eq!(c.reply_with_data(512), (0, 8), "connection still usable");
     c.request(0, cmd::FLUSH, 9, 0, 0, &[]);
@@ -494,7 +652,10 @@ fn bad_requests_get_errors_or_a_close_and_the_server_keeps_serving() {
     c.request(0, cmd::READ, 13, 0, 1000, &[]);
     let (e, _) = c.reply();
     assert_eq!(e, 0);
-    assert!(c.read_n(1000).iter().all(|&b| b == 0), "a torn write reached the image");
+    assert!(
+        c.read_n(1000).iter().all(|&b| b == 0),
+        "a torn write reached the image"
+    );
 
     still_serves(&h, &good);
     still_serves(&h, &victim);
@@ -509,7 +670,10 @@ fn many_clients_at_once() {
         .map(|i| {
             let w = format!("write -P {} {}M 1M", 0x10 + i, i * 2);
             let r = format!("read -P {} {}M 1M", 0x10 + i, i * 2);
-            qemu_io(&h.uri(&name), &[&w, &r]).stdout(std::process::Stdio::piped()).spawn().unwrap()
+            qemu_io(&h.uri(&name), &[&w, &r])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
         })
         .collect();
     for c in children {
@@ -518,7 +682,9 @@ fn many_clients_at_once() {
         assert!(!String::from_utf8_lossy(&out.stdout).contains("Pattern verification failed"));
     }
     for i in 0..6u64 {
-        assert!(read_file_at(&img, (i * 2) << 20, 1 << 20).iter().all(|&b| b == 0x10 + i as u8));
+        assert!(read_file_at(&img, (i * 2) << 20, 1 << 20)
+            .iter()
+            .all(|&b| b == 0x10 + i as u8));
     }
 }
 
@@ -535,17 +701,56 @@ fn make_certs(dir: &Path) -> (PathBuf, PathBuf) {
     let ossl = tool("openssl");
     let ca_key = dir.join("ca-key.pem");
     let ca_cert = client.join("ca-cert.pem");
-    run(Command::new(ossl).args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=rekey test CA"])
-        .args(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
-        .arg("-keyout").arg(&ca_key).arg("-out").arg(&ca_cert));
+    run(Command::new(ossl)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=rekey test CA",
+        ])
+        .args([
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ])
+        .arg("-keyout")
+        .arg(&ca_key)
+        .arg("-out")
+        .arg(&ca_cert));
     let csr = dir.join("server.csr");
-    run(Command::new(ossl).args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1"])
-        .arg("-keyout").arg(server.join("server-key.pem")).arg("-out").arg(&csr));
+    run(Command::new(ossl)
+        .args([
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(server.join("server-key.pem"))
+        .arg("-out")
+        .arg(&csr));
     let ext = dir.join("ext.cnf");
     std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n").unwrap();
-    run(Command::new(ossl).args(["x509", "-req", "-days", "2", "-set_serial", "2"])
-        .arg("-in").arg(&csr).arg("-CA").arg(&ca_cert).arg("-CAkey").arg(&ca_key)
-        .arg("-extfile").arg(&ext).arg("-out").arg(server.join("server-cert.pem")));
+    run(Command::new(ossl)
+        .args(["x509", "-req", "-days", "2", "-set_serial", "2"])
+        .arg("-in")
+        .arg(&csr)
+        .arg("-CA")
+        .arg(&ca_cert)
+        .arg("-CAkey")
+        .arg(&ca_key)
+        .arg("-extfile")
+        .arg(&ext)
+        .arg("-out")
+        .arg(server.join("server-cert.pem")));
     std::fs::copy(&ca_cert, server.join("ca-cert.pem")).unwrap();
     (server, client)
 }
@@ -555,9 +760,11 @@ fn tls_export_serves_qemu_and_refuses_clear_text() {
     let h = Harness::start();
     let (server_creds, client_creds) = make_certs(h.dir.path());
     let tls = TlsConfig::from_dir(&server_creds).unwrap();
-    let server = h
-        .rt
-        .block_on(Server::bind(&ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()), h.exports.clone()))
+    let server =
+        h.rt.block_on(Server::bind(
+            &ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()),
+            h.exports.clone(),
+        ))
         .unwrap()
         .with_tls(tls);
     let addr = server.local_addr().unwrap();
@@ -570,12 +777,25 @@ fn tls_export_serves_qemu_and_refuses_clear_text() {
     );
     let out = run(Command::new(tool("qemu-io"))
         .arg("--object")
-        .arg(format!("tls-creds-x509,id=tls0,endpoint=client,dir={}", client_creds.display()))
-        .args(["--image-opts", &opts, "-c", "write -P 0x9d 0 1M", "-c", "read -P 0x9d 0 1M"]));
+        .arg(format!(
+            "tls-creds-x509,id=tls0,endpoint=client,dir={}",
+            client_creds.display()
+        ))
+        .args([
+            "--image-opts",
+            &opts,
+            "-c",
+            "write -P 0x9d 0 1M",
+            "-c",
+            "read -P 0x9d 0 1M",
+        ]));
     assert!(!out.contains("Pattern verification failed"), "{out}");
     assert!(read_file_at(&img, 0, 1 << 20).iter().all(|&b| b == 0x9d));
     // Without TLS qemu learns nothing and gets no export.
-    let out = fails(&mut qemu_io(&format!("nbd://{addr}/{name}"), &["read 0 512"]));
+    let out = fails(&mut qemu_io(
+        &format!("nbd://{addr}/{name}"),
+        &["read 0 512"],
+    ));
     assert!(out.to_lowercase().contains("tls"), "{out}");
     let mut c = Raw::fixed(addr);
     let mut data = (name.len() as u32).to_be_bytes().to_vec();

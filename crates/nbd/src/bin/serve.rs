@@ -52,36 +52,56 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let listen: ListenAddr = args.listen.parse().with_context(|| format!("bad --listen {}", args.listen))?;
+    let listen: ListenAddr = args
+        .listen
+        .parse()
+        .with_context(|| format!("bad --listen {}", args.listen))?;
     let passphrase = match &args.key_file {
-        Some(p) => Some(Zeroizing::new(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)),
+        Some(p) => Some(Zeroizing::new(
+            std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        )),
         None => None,
     };
     let exports = Exports::new();
     for spec in &args.exports {
-        let Some((name, image)) = spec.split_once('=') else { bail!("--export wants NAME=IMAGE, got {spec}") };
-        let file = if args.read_only { FileIo::open_read_only(image) } else { FileIo::open(image) }
-            .with_context(|| format!("opening {image}"))?;
+        let Some((name, image)) = spec.split_once('=') else {
+            bail!("--export wants NAME=IMAGE, got {spec}")
+        };
+        let file = if args.read_only {
+            FileIo::open_read_only(image)
+        } else {
+            FileIo::open(image)
+        }
+        .with_context(|| format!("opening {image}"))?;
         let export = match (&passphrase, args.luks) {
             (Some(pass), true) => {
-                let volume = Volume::open(file).with_context(|| format!("{image} is not a LUKS volume"))?;
-                let plain = volume.decrypted(pass).with_context(|| format!("unlocking {image}"))?;
+                let volume =
+                    Volume::open(file).with_context(|| format!("{image} is not a LUKS volume"))?;
+                let plain = volume
+                    .decrypted(pass)
+                    .with_context(|| format!("unlocking {image}"))?;
                 let sector = plain.sector_size() as u32;
                 let io: Arc<dyn BlockIo> = Arc::new(plain);
                 Export::plaintext(io, sector, args.read_only)?
             }
             _ => Export::raw(Arc::new(file), args.read_only)?,
         };
-        exports.add(name, export).with_context(|| format!("export {name}"))?;
+        exports
+            .add(name, export)
+            .with_context(|| format!("export {name}"))?;
     }
     let tls = match &args.tls_creds {
-        Some(dir) => Some(TlsConfig::from_dir(dir).with_context(|| format!("TLS credentials in {}", dir.display()))?),
+        Some(dir) => Some(
+            TlsConfig::from_dir(dir)
+                .with_context(|| format!("TLS credentials in {}", dir.display()))?,
+        ),
         None => None,
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let mut server =
-            Server::bind(&listen, exports).await.with_context(|| format!("listening on {}", args.listen))?;
+        let mut server = Server::bind(&listen, exports)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
         if let Some(tls) = tls {
             server = server.with_tls(tls);
         }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine (run as root):
 #   - installs what the tests need (apt: cryptsetup-bin, qemu-utils,
-#     qemu-user, Ceph, PostgreSQL; pip venvs: Keystone, Barbican, OpenBao,
+#     qemu-user, libnbd-bin, Ceph, PostgreSQL; pip venvs: Keystone, Barbican, OpenBao,
 #     castellan, the OpenStack clients, prometheus_client) where missing;
 #   - starts on 127.0.0.1 a real Barbican, a real Keystone (with a second
 #     Barbican behind it), a real OpenBao (Vault) dev server, a throw-away
@@ -42,7 +42,7 @@ trap cleanup EXIT
 
 step "system packages"
 need=()
-for p in cryptsetup-bin qemu-utils qemu-user argon2 python3 python3-venv python3-cryptography libssl-dev pkg-config curl postgresql \
+for p in cryptsetup-bin qemu-utils qemu-user libnbd-bin openssl argon2 python3 python3-venv python3-cryptography libssl-dev pkg-config curl postgresql \
          ceph-mon ceph-osd ceph-common librbd-dev librados-dev; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
 done

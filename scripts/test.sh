@@ -19,6 +19,7 @@ if [[ -z ${REKEY_TEST_DIR:-} ]]; then
   REKEY_TEST_DIR=$(mktemp -d /tmp/rekey-test.XXXXXX)
   own_dir=1
 fi
+mkdir -p "$REKEY_TEST_DIR"
 export REKEY_TEST_DIR
 t0=$(date +%s)
 step() { echo "== [$(( $(date +%s) - t0 ))s] $*"; }

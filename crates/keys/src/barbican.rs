@@ -28,7 +28,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -39,6 +39,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::config::{BarbicanAuth, BarbicanConfig};
 use crate::error::KeyError;
+use crate::http::{endpoint_base, keystone_time_left};
 use crate::types::{check_name, check_spec, check_stored, KeyBytes, KeyId, Project, MAX_BIT_LENGTH};
 use crate::KeyManager;
 
@@ -186,29 +187,6 @@ struct ProjectToken {
     renew_at: Instant,
 }
 
-/// Time left until Keystone's `expires_at` (`2026-12-01T21:00:00.000000Z`),
-/// `None` if past or unreadable.
-fn seconds_until(expires_at: &str) -> Option<Duration> {
-    let (date, time) = expires_at.trim().split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let hms = time.trim_end_matches('Z').split(['.', '+']).next()?;
-    let mut t = hms.split(':').map(|x| x.parse::<i64>().ok());
-    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
-        return None;
-    }
-    // Days from the civil date (H. Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    let at = u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
-    at.checked_sub(now).filter(|s| *s > 0).map(Duration::from_secs)
-}
-
 /// One attempt's failure that may be worth another attempt.
 struct Transient {
     cause: String,
@@ -219,16 +197,7 @@ struct Transient {
 impl BarbicanKeyManager {
     /// A client for the endpoint in `config`. Nothing is sent yet.
     pub fn new(config: &BarbicanConfig) -> Result<Self, KeyError> {
-        let url = config.url.trim().trim_end_matches('/');
-        let base = url.strip_suffix("/v1").unwrap_or(url).to_string();
-        let parsed = reqwest::Url::parse(&base)
-            .map_err(|e| KeyError::invalid("barbican url", format!("{base:?}: {e}")))?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-            return Err(KeyError::invalid(
-                "barbican url",
-                format!("{base:?} is not an http(s) URL with a host"),
-            ));
-        }
+        let base = endpoint_base("barbican url", &config.url)?;
         if config.timeout_ms == 0 {
             return Err(KeyError::invalid(
                 "barbican timeout",
@@ -413,7 +382,7 @@ impl BarbicanKeyManager {
             expires_at: String,
         }
         let issued: Issued = json(resp, op).await?;
-        let lifetime = seconds_until(&issued.token.expires_at).unwrap_or(Duration::ZERO);
+        let lifetime = keystone_time_left(&issued.token.expires_at).unwrap_or(Duration::ZERO);
         let renew_at = Instant::now() + lifetime - RENEW_MARGIN.min(lifetime / 2);
         tracing::debug!(%project, lifetime_s = lifetime.as_secs(), "keystone token for barbican obtained");
         tokens.insert(project.as_str().to_owned(), ProjectToken { token: token.clone(), renew_at });
@@ -859,13 +828,5 @@ mod tests {
         let BarbicanAuth::Keystone(k) = &b.auth else { panic!("not keystone: {:?}", b.auth) };
         assert_eq!((k.username.as_str(), k.user_domain_name.as_str()), ("rekey", "Default"));
         assert!(!format!("{b:?}").contains("s3cret"));
-    }
-
-    #[test]
-    fn keystone_expiry() {
-        assert_eq!(seconds_until("2000-01-01T00:00:00.000000Z"), None);
-        let left = seconds_until("2999-01-01T00:00:00.000000Z").unwrap();
-        assert!(left > Duration::from_secs(86_400 * 365 * 900));
-        assert_eq!(seconds_until("soon"), None);
     }
 }

@@ -27,6 +27,7 @@ mod barbican;
 mod config;
 mod embedded;
 mod error;
+mod http;
 mod passphrase;
 mod types;
 mod vault;
@@ -40,6 +41,7 @@ pub use config::{
 };
 pub use embedded::{rotate_kek, EmbeddedKeyManager, KekRotation};
 pub use error::{ErrorKind, KeyError};
+pub use http::keystone_time_left;
 pub use passphrase::{passphrase_hex, passphrase_legacy};
 pub use types::{KeyBytes, KeyId, Project, MAX_BIT_LENGTH};
 pub use vault::VaultKeyManager;

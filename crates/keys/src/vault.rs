@@ -268,16 +268,7 @@ impl VaultKeyManager {
     /// A client for the Vault in `config`. Nothing is sent yet; an AppRole
     /// login happens on first use.
     pub fn new(config: &VaultConfig) -> Result<Self, KeyError> {
-        let url = config.url.trim().trim_end_matches('/');
-        let base = url.strip_suffix("/v1").unwrap_or(url).to_string();
-        let parsed = reqwest::Url::parse(&base)
-            .map_err(|e| KeyError::invalid("vault url", format!("{base:?}: {e}")))?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-            return Err(KeyError::invalid(
-                "vault url",
-                format!("{base:?} is not an http(s) URL with a host"),
-            ));
-        }
+        let base = crate::http::endpoint_base("vault url", &config.url)?;
         let auth = match (&config.token, &config.approle_role_id, &config.approle_secret_id) {
             (Some(t), None, None) if !t.is_empty() => Auth::Token(t.clone()),
             (None, Some(r), Some(s)) if !r.is_empty() && !s.is_empty() => Auth::AppRole {

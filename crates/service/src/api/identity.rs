@@ -12,9 +12,10 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
+use rekey_keys::keystone_time_left;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -301,7 +302,7 @@ impl Keystone {
             .map(|s| Zeroizing::new(s.to_owned()))
             .ok_or_else(|| AuthError::Unavailable("Keystone issued no X-Subject-Token".into()))?;
         let info: TokenBody = resp.json().await.map_err(|e| unavailable("reading the service token", &e))?;
-        let lifetime = seconds_until(&info.token.expires_at)
+        let lifetime = keystone_time_left(&info.token.expires_at)
             .ok_or_else(|| AuthError::Unavailable("Keystone sent an unreadable expires_at".into()))?;
         let margin = RENEW_MARGIN.min(lifetime / 2);
         tracing::info!(token = %token_tag(&token), lifetime_s = lifetime.as_secs(), "service token obtained");
@@ -317,7 +318,7 @@ fn unavailable(what: &str, e: &reqwest::Error) -> AuthError {
 
 /// The caller a validated token names, and how long it stays valid.
 fn caller_of(t: TokenInfo) -> Result<(Caller, Duration), AuthError> {
-    let expires = seconds_until(&t.expires_at).ok_or(AuthError::Unauthorized("The token has expired."))?;
+    let expires = keystone_time_left(&t.expires_at).ok_or(AuthError::Unauthorized("The token has expired."))?;
     let project = t.project.ok_or(AuthError::Forbidden("A project-scoped token is required."))?;
     let roles: Vec<String> = t.roles.into_iter().filter_map(|r| r.name).collect();
     let admin = roles.iter().any(|r| r.eq_ignore_ascii_case("admin"));
@@ -326,39 +327,6 @@ fn caller_of(t: TokenInfo) -> Result<(Caller, Duration), AuthError> {
         Caller { user: t.user.id, project: project.id, admin, roles, domain: project.domain.map(|d| d.id) },
         expires,
     ))
-}
-
-/// Time left until Keystone's `expires_at` (`2026-12-01T21:00:00.000000Z`);
-/// `None` if it is past or unreadable.
-fn seconds_until(expires_at: &str) -> Option<Duration> {
-    let at = unix_seconds(expires_at)?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
-    at.checked_sub(now).filter(|s| *s > 0).map(Duration::from_secs)
-}
-
-/// Seconds since the epoch of an RFC 3339 UTC time (fractions dropped).
-fn unix_seconds(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (date, time) = s.split_once('T')?;
-    let time = time.trim_end_matches('Z');
-    let time = time.strip_suffix("+00:00").unwrap_or(time);
-    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let hms = time.split('.').next()?;
-    let mut t = hms.split(':').map(|x| x.parse::<i64>().ok());
-    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    // Days from civil (H. Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
 }
 
 #[cfg(test)]
@@ -386,17 +354,6 @@ mod tests {
         let c = noauth_caller(&hdrs(&[("x-auth-token", "u:p")])).unwrap().unwrap();
         assert_eq!(check_path_project(&Identity::Noauth, &c, Some("other")).unwrap_err().status, 403);
         assert!(check_path_project(&Identity::Noauth, &c, Some("p")).is_ok());
-    }
-
-    #[test]
-    fn keystone_times() {
-        assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(unix_seconds("2026-12-01T21:00:00.000000Z"), Some(1_796_158_800));
-        assert_eq!(unix_seconds("2000-02-29T12:30:15+00:00"), Some(951_827_415));
-        assert_eq!(unix_seconds("2026-13-01T00:00:00Z"), None);
-        assert_eq!(unix_seconds("tomorrow"), None);
-        assert_eq!(seconds_until("2000-01-01T00:00:00Z"), None);
-        assert!(seconds_until("2999-01-01T00:00:00Z").is_some());
     }
 
     #[test]

@@ -249,6 +249,14 @@ async fn open_postgres(url: &str) -> Result<Db> {
         .connect(url)
         .await
         .map_err(|e| ServiceError::Config(format!("cannot open database {}: {e}", redact(url))))?;
+    // A database that has every table and index is left alone: the DDL of
+    // `IF NOT EXISTS` still locks the tables it names (CREATE INDEX takes a
+    // SHARE lock before it finds the index there), which deadlocks against
+    // the running nodes' writes when an admin command or another node opens
+    // the database.
+    if postgres_schema_present(&pool).await? {
+        return Ok(Db { pool, postgres: true });
+    }
     let mut tx = pool.begin().await.map_err(db("migrate"))?;
     // Several nodes may start at once: one migrates, the others wait.
     sqlx::query("SELECT pg_advisory_xact_lock(7312657)").execute(&mut *tx).await.map_err(db("migrate"))?;
@@ -256,6 +264,32 @@ async fn open_postgres(url: &str) -> Result<Db> {
     insert_default_type(&mut tx).await?;
     tx.commit().await.map_err(db("migrate"))?;
     Ok(Db { pool, postgres: true })
+}
+
+/// The tables and indexes [`SCHEMA`] creates.
+fn schema_objects() -> impl Iterator<Item = &'static str> {
+    SCHEMA.lines().filter_map(|l| {
+        let l = l.trim();
+        l.strip_prefix("CREATE TABLE IF NOT EXISTS ")
+            .or_else(|| l.strip_prefix("CREATE INDEX IF NOT EXISTS "))
+            .and_then(|rest| rest.split_whitespace().next())
+    })
+}
+
+/// Whether every object of [`SCHEMA`] exists (a catalog read, no locks).
+async fn postgres_schema_present(pool: &AnyPool) -> Result<bool> {
+    let mut c = pool.acquire().await.map_err(db("migrate"))?;
+    for name in schema_objects() {
+        let found: Option<String> = sqlx::query_scalar("SELECT CAST(to_regclass($1) AS TEXT)")
+            .bind(name)
+            .fetch_one(&mut *c)
+            .await
+            .map_err(db("migrate"))?;
+        if found.is_none() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// `url` without a password, for messages.
@@ -1040,4 +1074,19 @@ pub async fn key_project(c: &mut Conn, key_id: &str) -> Result<Option<String>> {
     .fetch_optional(&mut *c)
     .await
     .map_err(db("find key owner"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_objects_names_every_table_and_index() {
+        let names: Vec<&str> = schema_objects().collect();
+        assert_eq!(names.len(), SCHEMA.matches("IF NOT EXISTS").count());
+        for n in ["volume_types", "volumes", "volumes_by_project", "jobs", "step_log", "key_deletions", "transfers"] {
+            assert!(names.contains(&n), "{n} missing from {names:?}");
+        }
+        assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')), "{names:?}");
+    }
 }

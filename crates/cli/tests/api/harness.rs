@@ -76,7 +76,8 @@ pub fn db_args(data_dir: &Path) -> Vec<String> {
     vec!["--config".into(), conf.to_str().unwrap().to_owned()]
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on now (for a server about to start).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -280,7 +281,8 @@ pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body:
     Ok((status, json))
 }
 
-fn dechunk(s: &str) -> String {
+/// The body of a `Transfer-Encoding: chunked` payload.
+pub fn dechunk(s: &str) -> String {
     let mut out = String::new();
     let mut rest = s;
     while let Some((size, tail)) = rest.split_once("\r\n") {

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::api_harness::{dechunk, free_port};
+
 pub const REKEY: &str = env!("CARGO_BIN_EXE_rekey");
 
 /// The shared Keystone's v3 URL; panics with what to do when unset.
@@ -80,20 +82,6 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&
     Ok(Answer { status, headers, body })
 }
 
-fn dechunk(s: &str) -> String {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || tail.len() < n {
-            break;
-        }
-        out.push_str(&tail[..n]);
-        rest = tail[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
 /// A Keystone user token (password method, scoped to `project`) and the
 /// token's project id.
 pub fn token_at(keystone: &str, user: &str, project: &str) -> (String, String) {
@@ -147,10 +135,6 @@ pub struct Server {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     _dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Server {

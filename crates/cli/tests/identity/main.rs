@@ -6,6 +6,9 @@
 //! the other tests. Every test ends by checking that no token it used is in
 //! the service's log.
 
+#[allow(dead_code)]
+#[path = "../api/harness.rs"]
+mod api_harness;
 mod auth;
 mod barbican;
 mod cli;

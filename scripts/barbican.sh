@@ -34,18 +34,12 @@ STOP_TIMEOUT_S=20
 
 log() { echo "barbican.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
+# shellcheck source=lib/pidfile.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/pidfile.sh"
 
 # The PID in the PID file, if that process is alive and really is our gunicorn
 # (guards against a stale file whose PID was reused by something else).
-running_pid() {
-  [[ -f $PIDFILE ]] || return 1
-  local pid
-  pid=$(<"$PIDFILE")
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
-  [[ -r /proc/$pid/cmdline ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q gunicorn || return 1
-  echo "$pid"
-}
+running_pid() { pid_from_file "$PIDFILE" "gunicorn"; }
 
 # True when the API answers an authenticated (noauth) request, which proves the
 # whole paste pipeline works, not only the version document at "/".
@@ -237,13 +231,7 @@ stop() {
     log "not running"
     return 0
   fi
-  kill "$pid"
-  local deadline=$((SECONDS + STOP_TIMEOUT_S))
-  while [[ -d /proc/$pid ]] && ((SECONDS < deadline)); do sleep 0.2; done
-  if [[ -d /proc/$pid ]]; then
-    log "pid $pid ignored SIGTERM for ${STOP_TIMEOUT_S}s; sending SIGKILL"
-    kill -9 "$pid" 2>/dev/null || true
-  fi
+  stop_pid "$pid" "$STOP_TIMEOUT_S"
   rm -f "$PIDFILE"
   log "stopped (pid $pid)"
 }

@@ -44,16 +44,10 @@ STOP_TIMEOUT_S=20
 
 log() { echo "keystone.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
+# shellcheck source=lib/pidfile.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/pidfile.sh"
 
-running_pid() {
-  [[ -f $PIDFILE ]] || return 1
-  local pid
-  pid=$(<"$PIDFILE")
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
-  [[ -r /proc/$pid/cmdline ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q gunicorn || return 1
-  echo "$pid"
-}
+running_pid() { pid_from_file "$PIDFILE" "gunicorn"; }
 
 api_ready() { curl -m 5 -sf -o /dev/null "$URL"; }
 
@@ -205,13 +199,7 @@ stop() {
     log "not running"
     return 0
   fi
-  kill "$pid"
-  local deadline=$((SECONDS + STOP_TIMEOUT_S))
-  while [[ -d /proc/$pid ]] && ((SECONDS < deadline)); do sleep 0.2; done
-  if [[ -d /proc/$pid ]]; then
-    log "pid $pid ignored SIGTERM for ${STOP_TIMEOUT_S}s; sending SIGKILL"
-    kill -9 "$pid" 2>/dev/null || true
-  fi
+  stop_pid "$pid" "$STOP_TIMEOUT_S"
   rm -f "$PIDFILE"
   log "stopped (pid $pid)"
 }

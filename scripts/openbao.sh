@@ -37,6 +37,8 @@ STOP_TIMEOUT_S=20
 
 log() { echo "openbao.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
+# shellcheck source=lib/pidfile.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/pidfile.sh"
 
 bao_bin() {
   local b
@@ -45,15 +47,7 @@ bao_bin() {
   echo "$b"
 }
 
-running_pid() {
-  [[ -f $PIDFILE ]] || return 1
-  local pid
-  pid=$(<"$PIDFILE")
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
-  [[ -r /proc/$pid/cmdline ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "bao server" || return 1
-  echo "$pid"
-}
+running_pid() { pid_from_file "$PIDFILE" "bao server"; }
 
 api_ready() {
   curl -m 5 -sf -o /dev/null -H "X-Vault-Token: $ROOT_TOKEN" "$URL/v1/sys/mounts/secret/tune"
@@ -162,13 +156,7 @@ stop() {
     log "not running"
     return 0
   fi
-  kill "$pid"
-  local deadline=$((SECONDS + STOP_TIMEOUT_S))
-  while [[ -d /proc/$pid ]] && ((SECONDS < deadline)); do sleep 0.2; done
-  if [[ -d /proc/$pid ]]; then
-    log "pid $pid ignored SIGTERM for ${STOP_TIMEOUT_S}s; sending SIGKILL"
-    kill -9 "$pid" 2>/dev/null || true
-  fi
+  stop_pid "$pid" "$STOP_TIMEOUT_S"
   rm -f "$PIDFILE" "$STATE/role_id" "$STATE/secret_id"
   log "stopped (pid $pid)"
 }

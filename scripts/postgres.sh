@@ -33,6 +33,8 @@ URL=postgres://rekey@127.0.0.1:$PORT
 
 log() { echo "postgres.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
+# shellcheck source=lib/pidfile.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/pidfile.sh"
 
 pg_bin() {
   if [[ -n ${PG_BIN:-} ]]; then echo "$PG_BIN"; return; fi
@@ -53,15 +55,7 @@ as_owner() {
 
 # The postmaster's PID (first line of postmaster.pid) if that process is alive
 # and really is a postgres server of this data directory.
-running_pid() {
-  [[ -f $DATA/postmaster.pid ]] || return 1
-  local pid
-  pid=$(head -1 "$DATA/postmaster.pid")
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
-  [[ -r /proc/$pid/cmdline ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "postgres" || return 1
-  echo "$pid"
-}
+running_pid() { pid_from_file "$DATA/postmaster.pid" postgres; }
 
 ready() {
   "$(pg_bin)/pg_isready" -q -h 127.0.0.1 -p "$PORT" -U rekey 2>/dev/null

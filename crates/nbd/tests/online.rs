@@ -8,7 +8,6 @@
 //!
 //! Needs cryptsetup on PATH; a missing tool fails the test.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use rekey_luks::luks2::reenc::{self, Progress};
 use rekey_luks::{FileIo, Header};
-use rekey_nbd::proto::{self, cmd, opt, rep};
+
+mod client;
+use client::Client;
 
 const BLOCK: usize = 4096;
 const DATA: u64 = 16 << 20;
@@ -47,103 +48,6 @@ fn version_of(i: usize, buf: &[u8]) -> Option<u64> {
     (block(i, v) == buf).then_some(v)
 }
 
-/// A minimal synchronous NBD client: fixed newstyle, NBD_OPT_GO, simple
-/// replies, one request at a time.
-struct Client {
-    s: TcpStream,
-    handle: u64,
-}
-
-impl Client {
-    fn connect(port: u16) -> std::io::Result<Client> {
-        let mut s = TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(Duration::from_secs(60)))?;
-        s.set_nodelay(true)?;
-        let mut hello = [0u8; 18];
-        s.read_exact(&mut hello)?;
-        assert_eq!(
-            u64::from_be_bytes(hello[..8].try_into().unwrap()),
-            proto::NBD_MAGIC
-        );
-        s.write_all(&(proto::client::FIXED_NEWSTYLE | proto::client::NO_ZEROES).to_be_bytes())?;
-        let mut data = (EXPORT.len() as u32).to_be_bytes().to_vec();
-        data.extend_from_slice(EXPORT.as_bytes());
-        data.extend_from_slice(&0u16.to_be_bytes());
-        let mut o = proto::IHAVEOPT.to_be_bytes().to_vec();
-        o.extend_from_slice(&opt::GO.to_be_bytes());
-        o.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        o.extend_from_slice(&data);
-        s.write_all(&o)?;
-        loop {
-            let mut head = [0u8; 20];
-            s.read_exact(&mut head)?;
-            let kind = u32::from_be_bytes(head[12..16].try_into().unwrap());
-            let len = u32::from_be_bytes(head[16..20].try_into().unwrap());
-            let mut body = vec![0u8; len as usize];
-            s.read_exact(&mut body)?;
-            match kind {
-                rep::ACK => return Ok(Client { s, handle: 0 }),
-                rep::INFO => continue,
-                other => {
-                    return Err(std::io::Error::other(format!(
-                        "option GO refused: {other:#x}"
-                    )))
-                }
-            }
-        }
-    }
-
-    fn request(
-        &mut self,
-        kind: u16,
-        offset: u64,
-        len: u32,
-        payload: &[u8],
-        out: &mut [u8],
-    ) -> std::io::Result<()> {
-        self.handle += 1;
-        let mut r = proto::REQUEST_MAGIC.to_be_bytes().to_vec();
-        r.extend_from_slice(&0u16.to_be_bytes());
-        r.extend_from_slice(&kind.to_be_bytes());
-        r.extend_from_slice(&self.handle.to_be_bytes());
-        r.extend_from_slice(&offset.to_be_bytes());
-        r.extend_from_slice(&len.to_be_bytes());
-        r.extend_from_slice(payload);
-        self.s.write_all(&r)?;
-        let mut head = [0u8; 16];
-        self.s.read_exact(&mut head)?;
-        assert_eq!(
-            u32::from_be_bytes(head[..4].try_into().unwrap()),
-            proto::SIMPLE_REPLY_MAGIC
-        );
-        assert_eq!(
-            u64::from_be_bytes(head[8..16].try_into().unwrap()),
-            self.handle
-        );
-        let err = u32::from_be_bytes(head[4..8].try_into().unwrap());
-        if err != 0 {
-            return Err(std::io::Error::other(format!("NBD error {err}")));
-        }
-        if kind == cmd::READ {
-            self.s.read_exact(out)?;
-        }
-        Ok(())
-    }
-
-    fn write(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
-        self.request(cmd::WRITE, offset, buf.len() as u32, buf, &mut [])
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.request(cmd::FLUSH, 0, 0, &[], &mut [])
-    }
-
-    fn read(&mut self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
-        let len = out.len() as u32;
-        self.request(cmd::READ, offset, len, &[], out)
-    }
-}
-
 /// Per block: last version flushed after its write, last version sent, and
 /// whether a write to it went unanswered (it may have landed torn).
 struct Ledger {
@@ -159,7 +63,7 @@ struct Ledger {
 fn writer(port: u16, ledger: &Ledger, w: usize, stop: &AtomicBool) {
     let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ (w as u64 + 1);
     'connect: while !stop.load(Ordering::SeqCst) {
-        let Ok(mut c) = Client::connect(port) else {
+        let Ok(mut c) = Client::connect(port, EXPORT) else {
             std::thread::sleep(Duration::from_millis(20));
             continue;
         };
@@ -402,7 +306,7 @@ fn online_reencrypt_survives_kill_9_with_writes_in_flight() {
         reconnects: AtomicU64::new(0),
     });
     let server = serve(&s, 0, false);
-    let mut c = Client::connect(s.port).unwrap();
+    let mut c = Client::connect(s.port, EXPORT).unwrap();
     for i in 0..BLOCKS {
         c.write((i * BLOCK) as u64, &block(i, 1)).unwrap();
     }
@@ -498,7 +402,7 @@ fn online_reencrypt_survives_kill_9_with_writes_in_flight() {
         "the clients reconnected after each kill"
     );
 
-    let mut c = Client::connect(s.port).unwrap();
+    let mut c = Client::connect(s.port, EXPORT).unwrap();
     let mut buf = vec![0u8; BLOCK];
     for i in 0..BLOCKS {
         c.read((i * BLOCK) as u64, &mut buf).unwrap();

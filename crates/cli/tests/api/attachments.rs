@@ -505,3 +505,64 @@ fn restart_serves_attached_exports_again() {
     assert!(!export_answers(&buri));
     assert!(export_answers(&furi), "the other export is untouched");
 }
+
+/// A CA and a server certificate for 127.0.0.1 (openssl CLI): `server/` in
+/// the layout `[nbd] tls_dir` reads, `client/` with the CA for qemu's
+/// `tls-creds-x509,endpoint=client`.
+fn make_certs(dir: &Path) -> (PathBuf, PathBuf) {
+    let (server, client) = (dir.join("server"), dir.join("client"));
+    std::fs::create_dir_all(&server).unwrap();
+    std::fs::create_dir_all(&client).unwrap();
+    let (ca_key, ca_cert, csr, ext) = (dir.join("ca-key.pem"), client.join("ca-cert.pem"), dir.join("s.csr"), dir.join("ext.cnf"));
+    let openssl = |args: &[&str]| ok(&run(Command::new("openssl").args(args)), "openssl");
+    let p = |x: &Path| x.to_str().unwrap().to_owned();
+    openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=rekey attach test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout", &p(&ca_key), "-out", &p(&ca_cert)]);
+    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", &p(&server.join("server-key.pem")), "-out", &p(&csr)]);
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n").unwrap();
+    openssl(&["x509", "-req", "-days", "2", "-set_serial", "7", "-in", &p(&csr), "-CA", &p(&ca_cert), "-CAkey", &p(&ca_key),
+        "-extfile", &p(&ext), "-out", &p(&server.join("server-cert.pem"))]);
+    (server, client)
+}
+
+/// `--nbd-socket` and `--nbd-tls-dir`: a connector asking for the Unix
+/// socket gets an `nbds+unix://` URI, the TCP one `nbds://`; qemu reaches
+/// the back-end export over both with x509 credentials, and without TLS it
+/// gets nothing.
+#[test]
+fn unix_socket_and_tls_exports_follow_the_nbd_flags() {
+    require_tool("qemu-io", &["--version"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (server_creds, client_creds) = make_certs(dir.path());
+    let sock = dir.path().join("nbd.sock");
+    let nbd = format!("127.0.0.1:{}", free_port());
+    let args = ["--nbd-listen", &nbd, "--nbd-socket", sock.to_str().unwrap(), "--nbd-tls-dir", server_creds.to_str().unwrap()];
+    let srv = Server::start_with(&dir.path().join("data"), &args, &[]);
+    let e = Env { srv, nbd_port: 0, dir };
+    e.typed("BE", "luks2", "back-end");
+    let vol = e.volume("BE");
+    let mut c = connector();
+    c["nbd_socket"] = json!(true);
+    let data = conn_data(&e.attach(&vol, c));
+    let name = data["export_name"].as_str().unwrap();
+    assert_eq!(data["tls"], true);
+    assert_eq!(data["uri"], format!("nbds+unix:///{name}?socket={}", sock.display()));
+    assert_eq!(data["socket"], sock.to_str().unwrap());
+
+    let creds = format!("tls-creds-x509,id=t0,endpoint=client,dir={}", client_creds.display());
+    let over_unix = format!(
+        "driver=raw,file.driver=nbd,file.server.type=unix,file.server.path={},file.export={name},file.tls-creds=t0,file.tls-hostname=127.0.0.1",
+        sock.display()
+    );
+    let out = run(Command::new("qemu-io").args(["--object", &creds, "--image-opts", &over_unix, "-c", "write -P 0x55 0 1M", "-c", "read -P 0x55 0 1M"]));
+    ok(&out, "qemu-io over the Unix socket with TLS");
+    let over_tcp = format!(
+        "driver=raw,file.driver=nbd,file.server.type=inet,file.server.host={},file.server.port={},file.export={name},file.tls-creds=t0",
+        data["host"].as_str().unwrap(),
+        data["port"]
+    );
+    ok(&run(Command::new("qemu-io").args(["--object", &creds, "--image-opts", &over_tcp, "-c", "read -P 0x55 0 1M"])), "qemu-io over TCP with TLS");
+    let clear = format!("nbd://{}:{}/{name}", data["host"].as_str().unwrap(), data["port"]);
+    assert!(!export_answers(&clear), "without TLS the export is not served");
+}

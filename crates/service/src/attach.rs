@@ -368,19 +368,17 @@ impl Service {
             let mut c = self.conn().await?;
             db::list_attachments(&mut c, None, Some(volume_id)).await?
         };
-        let a = match attachment_id {
-            Some(id) => all.into_iter().find(|a| a.id == id).ok_or_else(|| ServiceError::not_found("Attachment", id))?,
-            None if all.len() == 1 => all.into_iter().next().unwrap_or_else(|| unreachable!()),
-            None if all.is_empty() => {
-                return Err(ServiceError::invalid(format!("Invalid volume: Volume {volume_id} is not attached.")))
-            }
-            None => {
+        let a = match (attachment_id, all.as_slice()) {
+            (Some(id), _) => all.iter().find(|a| a.id == id).ok_or_else(|| ServiceError::not_found("Attachment", id))?,
+            (None, [one]) => one,
+            (None, []) => return Err(ServiceError::invalid(format!("Invalid volume: Volume {volume_id} is not attached."))),
+            (None, _) => {
                 return Err(ServiceError::invalid(
                     "Invalid input received: the volume has several attachments; name one with attachment_id",
                 ))
             }
         };
-        self.drop_attachment(&a).await
+        self.drop_attachment(a).await
     }
 
     /// `os-terminate_connection`: the exports made for this connector's

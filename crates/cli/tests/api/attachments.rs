@@ -11,7 +11,7 @@ use rekey_luks::{BlockIo, FileIo, Volume};
 use serde_json::{json, Value};
 
 use crate::harness::*;
-use crate::paths::cinder_as;
+use crate::paths::{cinder_as, json_ok, os};
 
 struct Env {
     srv: Server,
@@ -223,6 +223,9 @@ fn front_end_luks1_volume_attached_with_the_cinder_cli_is_written_by_qemu_throug
     assert_eq!(v["status"], "in-use");
     assert_eq!(v["attachments"][0]["attachment_id"], att_id.as_str(), "{v}");
     assert_eq!(v["attachments"][0]["server_id"], "server-1");
+    let listed = json_ok(&os(&e.srv, "3.27", &["volume", "attachment", "list", "--volume-id", &vol, "-f", "json"]));
+    assert_eq!(listed[0]["ID"], att_id.as_str(), "openstack lists it: {listed}");
+    assert_eq!(listed[0]["Status"], "attached", "{listed}");
 
     let out = cinder_as(&e.srv, PROJECT, "3.54", &["attachment-delete", &att_id]);
     assert!(out.status.success(), "delete: {}", String::from_utf8_lossy(&out.stderr));

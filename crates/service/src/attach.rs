@@ -249,11 +249,11 @@ impl Service {
         tx.commit().await.map_err(crate::error::db("commit"))
     }
 
-    /// A volume being rekeyed (`maintenance`) keeps that status: the rekey
-    /// sets the settled one when it ends.
+    /// A volume being rekeyed (`maintenance`) or backed up keeps that
+    /// status: the job sets the settled one when it ends.
     async fn set_status_unless_busy(&self, c: &mut db::Conn, volume: &str, to: &str) -> Result<()> {
         match db::get_volume(c, volume).await? {
-            Some(v) if v.status == status::MAINTENANCE || v.status == status::DELETING => Ok(()),
+            Some(v) if [status::MAINTENANCE, status::DELETING, "backing-up"].contains(&v.status.as_str()) => Ok(()),
             Some(_) => db::set_status(c, volume, to).await,
             None => Ok(()),
         }

@@ -329,6 +329,7 @@ fn back_end_export_serves_plaintext_and_the_volume_stays_encrypted() {
 /// `mode: ro` (3.54) gives an export that refuses writes.
 #[test]
 fn attachments_move_the_volume_through_cinders_statuses_and_refuse_what_cinder_refuses() {
+    venv();
     let e = Env::start();
     e.typed("FE", "luks2", "front-end");
     let vol = e.volume("FE");
@@ -360,6 +361,12 @@ fn attachments_move_the_volume_through_cinders_statuses_and_refuse_what_cinder_r
     let (st, list) = e.srv.http("GET", &format!("/v3/attachments?volume_id={vol}"), None);
     assert_eq!(st, 200, "{list}");
     assert_eq!(list["attachments"][0]["status"], "attached");
+
+    // A forced backup of the attached volume leaves it in-use.
+    let b = crate::paths::backup(&e.srv, &["--force", &vol]);
+    assert_eq!(b["volume_id"], vol.as_str());
+    assert_eq!(e.status(&vol), "in-use", "back to in-use after the backup");
+    assert!(export_answers(&uri), "the export stayed up");
 
     let (st, d) = e.srv.http("DELETE", &format!("/v3/volumes/{vol}"), None);
     assert_eq!(st, 400, "{d}");

@@ -153,6 +153,21 @@ impl ExportManager {
         self.ios.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Refuses, at start-up, TLS credentials that cannot be loaded, so that
+    /// a bad `[nbd] tls_dir` stops the service instead of failing attaches.
+    pub fn check(&self) -> Result<()> {
+        self.tls().map(drop)
+    }
+
+    fn tls(&self) -> Result<Option<TlsConfig>> {
+        match &self.config.tls_dir {
+            Some(dir) => TlsConfig::from_dir(dir)
+                .map(Some)
+                .map_err(|e| ServiceError::Config(format!("[nbd] tls_dir {}: {e}", dir.display()))),
+            None => Ok(None),
+        }
+    }
+
     /// Binds the server (TCP, and the Unix socket if configured) unless it
     /// is bound; returns where consumers reach it.
     pub async fn endpoint(&self) -> Result<NbdEndpoint> {
@@ -160,12 +175,7 @@ impl ExportManager {
         if let Some(l) = l.as_ref() {
             return Ok(l.endpoint.clone());
         }
-        let tls = match &self.config.tls_dir {
-            Some(dir) => Some(TlsConfig::from_dir(dir).map_err(|e| {
-                ServiceError::Config(format!("[nbd] tls_dir {}: {e}", dir.display()))
-            })?),
-            None => None,
-        };
+        let tls = self.tls()?;
         let unavailable = |what: String, e: io::Error| ServiceError::Unavailable(format!("NBD server: cannot listen on {what}: {e}"));
         let tcp = Server::bind(&ListenAddr::Tcp(self.config.listen), self.registry.clone())
             .await

@@ -54,6 +54,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     svc.config().auth.check(svc.config().listen)?;
+    svc.exports.check()?;
     let app = api::router(svc.clone()).map_err(ServiceError::Config)?;
     let listener = tokio::net::TcpListener::bind(svc.config().listen)
         .await

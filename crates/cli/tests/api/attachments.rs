@@ -544,6 +544,10 @@ fn make_certs(dir: &Path) -> (PathBuf, PathBuf) {
 fn unix_socket_and_tls_exports_follow_the_nbd_flags() {
     require_tool("qemu-io", &["--version"]);
     let dir = tempfile::tempdir().unwrap();
+    // Credentials that cannot be read stop `rekey serve` at once.
+    let out = run(Command::new(REKEY).args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())]).arg("--data-dir").arg(dir.path().join("bad")).arg("--nbd-tls-dir").arg(dir.path()));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[nbd] tls_dir"), "{}", String::from_utf8_lossy(&out.stderr));
     let (server_creds, client_creds) = make_certs(dir.path());
     let sock = dir.path().join("nbd.sock");
     let nbd = format!("127.0.0.1:{}", free_port());

@@ -220,7 +220,9 @@ impl InPlace {
         match next {
             Some(tail) => Ok(Transition::next(tx, InPlace { target, tail })),
             None => {
-                db::set_status(&mut tx, &target.volume, status::AVAILABLE).await?;
+                // `in-use` again when a consumer stayed attached throughout.
+                let settled = db::settled_status(&mut tx, &target.volume).await?;
+                db::set_status(&mut tx, &target.volume, settled).await?;
                 Ok(Transition::done(tx))
             }
         }
@@ -230,10 +232,22 @@ impl InPlace {
         let mut tx = forget_keys(svc, job, &self.target.project, self.tail.held_keys(), self.tail.keep_on_roll_back()).await?;
         // Failed before touching the volume: it is as it was, and its
         // recorded key still opens it.
-        let st = if self.tail.step_name() == Step::NewKey { status::AVAILABLE } else { status::ERROR };
+        let st = if self.tail.step_name() == Step::NewKey { db::settled_status(&mut tx, &self.target.volume).await? } else { status::ERROR };
         db::set_status(&mut tx, &self.target.volume, st).await?;
         Ok(tx)
     }
+}
+
+/// Volume-key mode on an attached back-end volume: rekey serves the
+/// plaintext export, so it can re-encrypt under live I/O by swapping the
+/// export's data path ([`crate::exports::ExportManager::io`]). Until that
+/// is built, refused like the front-end case.
+fn admit_online_volume_key(_svc: &Service, v: &crate::model::Volume) -> Result<()> {
+    Err(ServiceError::Conflict(format!(
+        "Volume {} is attached: volume-key mode on an attached back-end volume is not available yet. \
+         Detach it first, or use mode keyslot.",
+        v.id
+    )))
 }
 
 impl Service {
@@ -254,11 +268,21 @@ impl Service {
         let (Some(enc), Some(key)) = (enc, v.encryption_key_id.clone()) else {
             return Err(ServiceError::invalid(format!("Invalid volume: volume {id} is not encrypted; there is no key to rekey.")));
         };
-        if v.status != status::AVAILABLE {
+        if v.status != status::AVAILABLE && v.status != status::IN_USE {
             return Err(ServiceError::invalid(format!(
-                "Invalid volume: Volume status must be available to rekey, but is {}.",
+                "Invalid volume: Volume status must be available or in-use to rekey, but is {}.",
                 v.status
             )));
+        }
+        if mode == RekeyMode::VolumeKey && db::has_attachments(&mut tx, id).await? {
+            if enc.control_location == "back-end" {
+                admit_online_volume_key(self, &v)?;
+            } else {
+                return Err(ServiceError::Conflict(format!(
+                    "Volume {id} is attached with control_location front-end: its consumer holds the volume key, \
+                     which volume-key mode would replace under it. Detach it first, or use mode keyslot."
+                )));
+            }
         }
         if db::is_being_cloned(&mut tx, id).await? {
             return Err(ServiceError::invalid(format!(

@@ -74,7 +74,7 @@ fn serve(dir: &Path, port: u16, args: &[&str]) -> Served {
 fn measure(port: u16, blocks: u64, max: usize, done: &dyn Fn() -> bool) -> Vec<f64> {
     let mut c = Client::connect(port, "e").unwrap();
     let buf = vec![0x5au8; BLOCK as usize];
-    let mut lat = Vec::with_capacity(max);
+    let mut lat = Vec::with_capacity(max.min(1 << 20));
     let mut i = 0u64;
     while lat.len() < max && !(lat.len() % 64 == 0 && done()) {
         i = (i + 7919) % blocks;

@@ -22,6 +22,7 @@ pub mod fault;
 pub mod key_migrate;
 mod metrics;
 pub mod model;
+mod online;
 pub mod paths;
 mod service;
 

@@ -469,10 +469,8 @@ fn keyslot_rekey_works_on_attached_volumes_and_volume_key_on_front_end_is_409() 
     let (st, body) = e.action(&fe, json!({"os-rekey": {"mode": "volume-key"}}));
     assert_eq!(st, 409, "{body}");
     assert!(body["conflictingRequest"]["message"].as_str().unwrap().contains("front-end"), "{body}");
-    // Online re-encryption of an attached back-end volume is not there yet
-    // (`admit_online_volume_key`): refused the same way for now.
-    let (st, body) = e.action(&be, json!({"os-rekey": {"mode": "volume-key"}}));
-    assert_eq!(st, 409, "{body}");
+    // (Volume-key mode on the attached back-end volume is admitted and runs
+    // online: `volume_key_rekey_of_an_attached_back_end_volume_…`.)
 
     for vol in [&fe, &be] {
         let before = e.srv.volume(vol)["encryption_key_id"].as_str().unwrap().to_owned();
@@ -579,4 +577,193 @@ fn unix_socket_and_tls_exports_follow_the_nbd_flags() {
     ok(&run(Command::new("qemu-io").args(["--object", &creds, "--image-opts", &over_tcp, "-c", "read -P 0x55 0 1M"])), "qemu-io over TCP with TLS");
     let clear = format!("nbd://{}:{}/{name}", data["host"].as_str().unwrap(), data["port"]);
     assert!(!export_answers(&clear), "without TLS the export is not served");
+}
+
+// ---- volume-key rekey under live I/O -------------------------------------
+
+#[path = "../../../nbd/tests/client/mod.rs"]
+mod nbd_client;
+
+/// Per written block: last version flushed, last version sent.
+struct Ledger {
+    flushed: Vec<std::sync::atomic::AtomicU64>,
+    sent: Vec<std::sync::atomic::AtomicU64>,
+    unanswered: Vec<std::sync::atomic::AtomicBool>,
+    writes: std::sync::atomic::AtomicU64,
+}
+
+const LIVE_BLOCK: usize = 4096;
+/// Blocks written: one per 128 KiB over the plaintext of a 1 GiB LUKS2
+/// volume (1008 MiB after its 16 MiB header).
+const LIVE_BLOCKS: usize = 1008 * 8;
+const LIVE_STRIDE: u64 = 128 << 10;
+
+fn live_block(i: usize, v: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(LIVE_BLOCK);
+    while out.len() < LIVE_BLOCK {
+        out.extend_from_slice(&(i as u64).to_be_bytes());
+        out.extend_from_slice(&v.to_be_bytes());
+        out.extend_from_slice(&(i as u64 ^ v.rotate_left(17) ^ 0x5eed).to_be_bytes());
+        out.extend_from_slice(b"rekey-ok");
+    }
+    out
+}
+
+/// A writer on its own NBD connection, owning blocks `i % 2 == w`; it
+/// reconnects (the same URI) whenever the server goes away.
+fn live_writer(port: u16, export: &str, l: &Ledger, w: usize, stop: &std::sync::atomic::AtomicBool) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut seed = 0x2545_f491_4f6c_dd1du64 ^ (w as u64 + 1);
+    'connect: while !stop.load(SeqCst) {
+        let Ok(mut c) = nbd_client::Client::connect(port, export) else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        let mut pending = vec![];
+        while !stop.load(SeqCst) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let i = (seed as usize % (LIVE_BLOCKS / 2)) * 2 + w;
+            let v = l.sent[i].load(SeqCst) + 1;
+            l.sent[i].store(v, SeqCst);
+            if c.write(i as u64 * LIVE_STRIDE, &live_block(i, v)).is_err() {
+                l.unanswered[i].store(true, SeqCst);
+                continue 'connect;
+            }
+            l.writes.fetch_add(1, SeqCst);
+            pending.push((i, v));
+            if pending.len() == 4 {
+                if c.flush().is_err() {
+                    continue 'connect;
+                }
+                for (i, v) in pending.drain(..) {
+                    l.flushed[i].store(v, SeqCst);
+                }
+            }
+        }
+    }
+}
+
+/// How far the re-encryption recorded in the volume's header got, if one is
+/// recorded (an error while the header is being rewritten under the read).
+fn reencrypt_done(path: &Path) -> rekey_luks::Result<Option<(u64, u64)>> {
+    let rekey_luks::Header::Luks2(h) = rekey_luks::volume::read_header(&FileIo::open_read_only(path).unwrap())? else {
+        return Ok(None);
+    };
+    let Some(st) = rekey_luks::luks2::reenc::parse(&h.meta)? else { return Ok(None) };
+    Ok(Some(match st.progress(&h.meta, 1 << 30)? {
+        rekey_luks::luks2::reenc::Progress::Between { done } => (done, 1 << 30),
+        rekey_luks::luks2::reenc::Progress::Hot { offset, .. } => (offset, 1 << 30),
+    }))
+}
+
+/// `os-rekey` volume-key on an attached back-end volume: two consumers keep
+/// writing versioned blocks (and flushing) through the export while the
+/// volume is re-encrypted under them; `rekey serve` is killed with SIGKILL
+/// at randomized points mid-re-encryption and started again; the consumers
+/// reconnect to the same URI, the job resumes and finishes. Afterwards every
+/// block holds its last flushed version (or a later one sent), cryptsetup
+/// shows a new volume key, and the old key opens nothing.
+#[test]
+fn volume_key_rekey_of_an_attached_back_end_volume_runs_under_live_writes_and_kill_9() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+    use std::sync::Arc;
+    let mut e = Env::start();
+    e.typed("BE", "luks2", "back-end");
+    let vol = e.volume("BE");
+    let a = e.attach(&vol, connector());
+    assert_eq!(e.post(&format!("/v3/attachments/{}/action", a["id"].as_str().unwrap()), json!({"os-complete": {}})).0, 204);
+    let data = conn_data(&a);
+    let export = data["export_name"].as_str().unwrap().to_owned();
+    let path = volume_path(e.data(), &vol);
+    let (old_pass, _) = e.pass_file(&vol);
+    let old_vk = volume_key_hex(&path, &old_pass);
+    let old_key_id = e.srv.volume(&vol)["encryption_key_id"].as_str().unwrap().to_owned();
+
+    let ledger = Arc::new(Ledger {
+        flushed: (0..LIVE_BLOCKS).map(|_| AtomicU64::new(0)).collect(),
+        sent: (0..LIVE_BLOCKS).map(|_| AtomicU64::new(0)).collect(),
+        unanswered: (0..LIVE_BLOCKS).map(|_| AtomicBool::new(false)).collect(),
+        writes: AtomicU64::new(0),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let (l, stop, export, port) = (ledger.clone(), stop.clone(), export.clone(), e.nbd_port);
+            std::thread::spawn(move || live_writer(port, &export, &l, w, &stop))
+        })
+        .collect();
+    while ledger.writes.load(SeqCst) < 200 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let (st, body) = e.action(&vol, json!({"os-rekey": {"mode": "volume-key"}}));
+    assert_eq!(st, 202, "{body}");
+    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    eprintln!("kill-point seed {seed}");
+    let mut kills = 0;
+    let mut last = 0;
+    // Kill whenever the header shows progress past the last kill, after a
+    // random extra wait, until the re-encryption ends by itself.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        assert!(Instant::now() < deadline, "the re-encryption did not finish");
+        match reencrypt_done(&path) {
+            Ok(Some((done, total))) if done > last && done < total && kills < 8 => {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                std::thread::sleep(Duration::from_millis(seed % 300));
+                let before = ledger.writes.load(SeqCst);
+                e.restart();
+                kills += 1;
+                last = reencrypt_done(&path).ok().flatten().map_or(total, |(d, _)| d);
+                eprintln!("kill {kills}: at {last} of {total}, {before} writes so far");
+            }
+            Ok(None) if e.status(&vol) == "in-use" => break,
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    assert!(kills >= 3, "only {kills} kills landed mid-re-encryption");
+    let new_key_id = e.srv.volume(&vol)["encryption_key_id"].as_str().unwrap().to_owned();
+    assert_ne!(new_key_id, old_key_id, "the volume has a new key");
+    let at_end = ledger.writes.load(SeqCst);
+    while ledger.writes.load(SeqCst) < at_end + 100 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, SeqCst);
+    for w in writers {
+        w.join().unwrap();
+    }
+
+    let mut c = nbd_client::Client::connect(e.nbd_port, &export).unwrap();
+    let mut buf = vec![0u8; LIVE_BLOCK];
+    let mut checked = 0;
+    for i in 0..LIVE_BLOCKS {
+        let (flushed, sent) = (ledger.flushed[i].load(SeqCst), ledger.sent[i].load(SeqCst));
+        if sent == 0 {
+            continue;
+        }
+        checked += 1;
+        c.read(i as u64 * LIVE_STRIDE, &mut buf).unwrap();
+        let v = u64::from_be_bytes(buf[8..16].try_into().unwrap());
+        if live_block(i, v) != buf {
+            assert!(ledger.unanswered[i].load(SeqCst), "block {i} is torn, yet every write to it was answered");
+            continue;
+        }
+        assert!((flushed..=sent).contains(&v), "block {i}: version {v}, flushed {flushed}, sent {sent}");
+    }
+    assert!(checked > 1000, "only {checked} blocks written");
+    drop(c);
+
+    let new_pass = passphrase(e.data(), &new_key_id);
+    let new_vk = volume_key_hex(&path, &new_pass);
+    assert_ne!(new_vk, old_vk, "cryptsetup shows a new volume key");
+    assert!(!cryptsetup_opens(&path, &old_pass), "the old passphrase opens nothing");
+    let key_file = e.dir.path().join("old.vk");
+    let bytes: Vec<u8> = (0..old_vk.len()).step_by(2).map(|i| u8::from_str_radix(&old_vk[i..i + 2], 16).unwrap()).collect();
+    std::fs::write(&key_file, bytes).unwrap();
+    let out = run(Command::new("cryptsetup").args(["open", "--test-passphrase", "--volume-key-file"]).arg(&key_file).arg(&path));
+    assert!(!out.status.success(), "the old volume key opens nothing");
 }

@@ -148,6 +148,12 @@ async fn passphrase(svc: &Service, project: &str, id: &str) -> Result<Zeroizing<
 async fn add_keyslot(svc: &Service, t: &Target, old_key: &str, new_key: &str) -> Result<(Option<u32>, u32)> {
     let old = passphrase(svc, &t.project, old_key).await?;
     let new = passphrase(svc, &t.project, new_key).await?;
+    if t.mode == RekeyMode::VolumeKey {
+        let exports = crate::online::local_exports(svc, &t.volume).await?;
+        if !exports.is_empty() {
+            return Ok((None, crate::online::reencrypt_attached(svc, &t.volume, old, new, &exports).await?));
+        }
+    }
     let (backend, id, mode) = (svc.backend.clone(), t.volume.clone(), t.mode);
     blocking(move || {
         let (old_b, new_b) = (old.as_bytes(), new.as_bytes());
@@ -239,15 +245,10 @@ impl InPlace {
 }
 
 /// Volume-key mode on an attached back-end volume: rekey serves the
-/// plaintext export, so it can re-encrypt under live I/O by swapping the
-/// export's data path ([`crate::exports::ExportManager::io`]). Until that
-/// is built, refused like the front-end case.
-fn admit_online_volume_key(_svc: &Service, v: &crate::model::Volume) -> Result<()> {
-    Err(ServiceError::Conflict(format!(
-        "Volume {} is attached: volume-key mode on an attached back-end volume is not available yet. \
-         Detach it first, or use mode keyslot.",
-        v.id
-    )))
+/// plaintext export, so it re-encrypts under live I/O by swapping the
+/// export's data path (`crate::online`).
+fn admit_online_volume_key(_svc: &Service, _v: &crate::model::Volume) -> Result<()> {
+    Ok(())
 }
 
 impl Service {

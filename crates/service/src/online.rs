@@ -30,15 +30,23 @@ use crate::service::Service;
 const HOTZONE: u64 = 1 << 20;
 
 /// The exports of `volume`'s attachments this node serves: name, read-only.
+/// An export served by another node fails the step (to be retried): only
+/// the node in the data path can re-encrypt under it; converting the volume
+/// offline there would write under a view that does not know.
 pub(crate) async fn local_exports(svc: &Service, volume: &str) -> Result<Vec<(String, bool)>> {
     let node = svc.config.node_name();
-    Ok(svc
-        .attachments_of(volume)
-        .await?
-        .into_iter()
-        .filter(|a| a.node == node)
-        .filter_map(|a| Some((a.export_name?, a.attach_mode == AttachMode::Ro)))
-        .collect())
+    let mut local = vec![];
+    for a in svc.attachments_of(volume).await? {
+        let Some(name) = a.export_name else { continue };
+        if a.node != node {
+            return Err(ServiceError::Unavailable(format!(
+                "volume {volume} is served to its consumer by node {}; its online re-encryption runs there",
+                a.node
+            )));
+        }
+        local.push((name, a.attach_mode == AttachMode::Ro));
+    }
+    Ok(local)
 }
 
 /// Re-encrypts `volume` under a fresh volume key whose only keyslot opens

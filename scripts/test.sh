@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine (run as root):
-#   - installs what the tests need (apt: cryptsetup-bin, qemu-utils,
+#   - installs what the tests need (apt: cryptsetup-bin, qemu-utils and
+#     qemu-block-extra 10 from bookworm-backports,
 #     qemu-user, libnbd-bin, Ceph, PostgreSQL; pip venvs: Keystone, Barbican, OpenBao,
 #     castellan, the OpenStack clients, prometheus_client) where missing;
 #   - starts on 127.0.0.1 a real Barbican, a real Keystone (with a second
@@ -43,13 +44,24 @@ trap cleanup EXIT
 
 step "system packages"
 need=()
-for p in cryptsetup-bin qemu-utils qemu-user libnbd-bin openssl argon2 python3 python3-venv python3-cryptography libssl-dev pkg-config curl postgresql \
+for p in cryptsetup-bin qemu-user libnbd-bin openssl argon2 python3 python3-venv python3-cryptography libssl-dev pkg-config curl postgresql \
          ceph-mon ceph-osd ceph-common librbd-dev librados-dev; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
 done
 if (( ${#need[@]} )); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+# qemu 10 from bookworm-backports: qemu-img/qemu-io (qemu-utils) and the rbd
+# block driver (qemu-block-extra), which the attachment tests open volumes with.
+qemu10() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null | grep -q '^1:10\.'; }
+if ! qemu10 qemu-utils || ! qemu10 qemu-block-extra; then
+  if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+      > /etc/apt/sources.list.d/bookworm-backports.sources
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-utils qemu-block-extra
 fi
 scripts/ceph.sh install
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest

@@ -65,6 +65,20 @@ pub struct ServeArgs {
     /// can act as any project.
     #[arg(long)]
     insecure_noauth: bool,
+    /// Where attachments' NBD exports listen (opened at the first export)
+    /// [default: 127.0.0.1:10809].
+    #[arg(long)]
+    nbd_listen: Option<SocketAddr>,
+    /// The host put in NBD connection info [default: the --nbd-listen address].
+    #[arg(long)]
+    nbd_host: Option<String>,
+    /// Also serve NBD on this Unix socket (for connectors with "nbd_socket": true).
+    #[arg(long)]
+    nbd_socket: Option<PathBuf>,
+    /// Require TLS on NBD, with server-cert.pem and server-key.pem from this
+    /// directory (qemu's tls-creds-x509 layout).
+    #[arg(long)]
+    nbd_tls_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -254,6 +268,18 @@ pub fn run(args: ServeArgs) -> Result<()> {
         None => {}
     }
     config.auth.insecure_noauth = args.insecure_noauth;
+    if let Some(l) = args.nbd_listen {
+        config.nbd.listen = l;
+    }
+    if let Some(h) = args.nbd_host {
+        config.nbd.host = Some(h);
+    }
+    if let Some(s) = args.nbd_socket {
+        config.nbd.socket = Some(s);
+    }
+    if let Some(d) = args.nbd_tls_dir {
+        config.nbd.tls_dir = Some(d);
+    }
     config.auth.check(config.listen)?;
     init_logging(log_format);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;

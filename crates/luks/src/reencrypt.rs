@@ -35,6 +35,7 @@ use std::sync::mpsc;
 
 mod cryptsetup;
 pub use cryptsetup::ResilienceMode;
+pub mod live;
 
 use serde_json::{json, Map, Value};
 

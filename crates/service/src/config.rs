@@ -17,6 +17,13 @@
 //! [rekey]
 //! default_mode = "keyslot"             # for types without a rekey:mode extra spec
 //!
+//! [nbd]                                # the NBD exports of attachments
+//! listen = "127.0.0.1:10809"           # TCP; opened at the first export
+//! host = "192.0.2.10"                  # address put in connection_info (default: listen's)
+//! socket = "/run/rekey/nbd.sock"       # also serve a Unix socket; offered when a connector asks
+//! tls_dir = "/etc/rekey/nbd-tls"       # server-cert.pem + server-key.pem: TLS required
+//! rbd_transport = "rbd"                # RBD backend, front-end volumes: "rbd" (librbd) or "nbd"
+//!
 //! [auth]                               # default: noauth (loopback only)
 //! strategy = "keystone"
 //! auth_url = "http://127.0.0.1:5000/v3"
@@ -87,6 +94,61 @@ pub struct Config {
     /// runs out another node takes the job over.
     #[serde(default = "default_lease_seconds")]
     pub lease_seconds: u64,
+    /// Where attachments' NBD exports are served.
+    #[serde(default)]
+    pub nbd: NbdConfig,
+}
+
+/// Default NBD listen address: NBD's registered port, loopback only.
+pub const DEFAULT_NBD_LISTEN: &str = "127.0.0.1:10809";
+
+/// Which connection an attachment of a front-end volume on the RBD backend gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RbdTransport {
+    /// `driver_volume_type: rbd`: the consumer opens the image with librbd,
+    /// as with Cinder's RBD driver.
+    #[default]
+    Rbd,
+    /// `driver_volume_type: nbd`: rekey serves the image.
+    Nbd,
+}
+
+/// The `[nbd]` section: how consumers reach attachments' exports.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct NbdConfig {
+    /// TCP address the NBD server listens on. It is opened when the first
+    /// export is made (at an attach, or at start-up for attachments that
+    /// were served before a restart), so a node that serves none holds no port.
+    #[serde(default = "default_nbd_listen")]
+    pub listen: SocketAddr,
+    /// The host consumers are told to connect to; default the listen address.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// A Unix socket served beside TCP; a connector with `"nbd_socket": true`
+    /// gets an `nbd+unix://` URI.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// Directory with `server-cert.pem` and `server-key.pem` (qemu's
+    /// `tls-creds-x509` layout): every connection must then start TLS.
+    #[serde(default)]
+    pub tls_dir: Option<PathBuf>,
+    /// On the RBD backend, what front-end volumes are attached with
+    /// (back-end ones are always NBD: only rekey holds their key).
+    #[serde(default)]
+    pub rbd_transport: RbdTransport,
+}
+
+impl Default for NbdConfig {
+    fn default() -> Self {
+        NbdConfig { listen: default_nbd_listen(), host: None, socket: None, tls_dir: None, rbd_transport: RbdTransport::Rbd }
+    }
+}
+
+fn default_nbd_listen() -> SocketAddr {
+    DEFAULT_NBD_LISTEN.parse().expect("built-in address")
 }
 
 /// How callers are identified.
@@ -276,6 +338,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             node_name: None,
             lease_seconds: default_lease_seconds(),
+            nbd: NbdConfig::default(),
         }
     }
 }

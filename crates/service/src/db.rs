@@ -15,7 +15,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
 
 use crate::error::{db, Result, ServiceError};
-use crate::model::{now_iso, Encryption, Provider, Volume, VolumeType, DEFAULT_TYPE_NAME};
+use crate::model::{now_iso, AttachMode, Attachment, Encryption, Provider, Volume, VolumeType, DEFAULT_TYPE_NAME};
 
 /// A connection inside or outside a transaction.
 pub type Conn = AnyConnection;
@@ -186,6 +186,23 @@ CREATE TABLE IF NOT EXISTS transfers (
     destination_user_id    TEXT,
     created_at   TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS attachments (
+    id             TEXT PRIMARY KEY,
+    volume_id      TEXT NOT NULL,
+    project_id     TEXT NOT NULL,
+    instance_uuid  TEXT,
+    attach_status  TEXT NOT NULL,
+    attach_mode    TEXT NOT NULL,
+    mountpoint     TEXT,
+    attached_host  TEXT,
+    connector      TEXT,
+    export_name    TEXT UNIQUE,
+    node           TEXT NOT NULL,
+    attach_time    TEXT,
+    created_at     TEXT NOT NULL,
+    updated_at     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attachments_by_volume ON attachments (volume_id, created_at);
 ";
 
 /// Opens (creating and migrating) the database at `url`: `sqlite://PATH`
@@ -710,6 +727,132 @@ pub async fn delete_volume(c: &mut Conn, id: &str) -> Result<()> {
     Ok(())
 }
 
+// ---- attachments ---------------------------------------------------------
+
+fn attachment_from_row(r: &AnyRow) -> Attachment {
+    let connector: Option<String> = r.get("connector");
+    let mode: String = r.get("attach_mode");
+    Attachment {
+        id: r.get("id"),
+        volume_id: r.get("volume_id"),
+        project_id: r.get("project_id"),
+        instance_uuid: r.get("instance_uuid"),
+        attach_status: r.get("attach_status"),
+        attach_mode: AttachMode::parse(&mode).unwrap_or(AttachMode::Rw),
+        mountpoint: r.get("mountpoint"),
+        attached_host: r.get("attached_host"),
+        connector: connector.and_then(|c| serde_json::from_str(&c).ok()),
+        export_name: r.get("export_name"),
+        node: r.get("node"),
+        attach_time: r.get("attach_time"),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+    }
+}
+
+/// Inserts or replaces an attachment record.
+pub async fn put_attachment(c: &mut Conn, a: &Attachment) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO attachments (id, volume_id, project_id, instance_uuid, attach_status, attach_mode, mountpoint,
+             attached_host, connector, export_name, node, attach_time, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+         ON CONFLICT (id) DO UPDATE SET instance_uuid = excluded.instance_uuid, attach_status = excluded.attach_status,
+             attach_mode = excluded.attach_mode, mountpoint = excluded.mountpoint, attached_host = excluded.attached_host,
+             connector = excluded.connector, export_name = excluded.export_name, node = excluded.node,
+             attach_time = excluded.attach_time, updated_at = excluded.updated_at",
+    )
+    .bind(&a.id)
+    .bind(&a.volume_id)
+    .bind(&a.project_id)
+    .bind(&a.instance_uuid)
+    .bind(&a.attach_status)
+    .bind(a.attach_mode.as_str())
+    .bind(&a.mountpoint)
+    .bind(&a.attached_host)
+    .bind(a.connector.as_ref().map(|c| c.to_string()))
+    .bind(&a.export_name)
+    .bind(&a.node)
+    .bind(&a.attach_time)
+    .bind(&a.created_at)
+    .bind(now_iso())
+    .execute(&mut *c)
+    .await
+    .map_err(db("write attachment"))?;
+    Ok(())
+}
+
+/// An attachment by id, whatever its project.
+pub async fn get_attachment(c: &mut Conn, id: &str) -> Result<Option<Attachment>> {
+    let row = sqlx::query("SELECT * FROM attachments WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(db("read attachment"))?;
+    Ok(row.as_ref().map(attachment_from_row))
+}
+
+/// Attachments of `project` (all when `None`), of `volume` when given, oldest first.
+pub async fn list_attachments(c: &mut Conn, project: Option<&str>, volume: Option<&str>) -> Result<Vec<Attachment>> {
+    let rows = sqlx::query(
+        "SELECT * FROM attachments WHERE ($1 IS NULL OR project_id = $1) AND ($2 IS NULL OR volume_id = $2)
+         ORDER BY created_at, id",
+    )
+    .bind(project)
+    .bind(volume)
+    .fetch_all(&mut *c)
+    .await
+    .map_err(db("list attachments"))?;
+    Ok(rows.iter().map(attachment_from_row).collect())
+}
+
+/// The attachments whose export `node` serves.
+pub async fn node_exports(c: &mut Conn, node: &str) -> Result<Vec<Attachment>> {
+    let rows = sqlx::query("SELECT * FROM attachments WHERE node = $1 AND export_name IS NOT NULL ORDER BY created_at, id")
+        .bind(node)
+        .fetch_all(&mut *c)
+        .await
+        .map_err(db("list exports"))?;
+    Ok(rows.iter().map(attachment_from_row).collect())
+}
+
+/// Removes an attachment record.
+pub async fn delete_attachment(c: &mut Conn, id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM attachments WHERE id = $1")
+        .bind(id)
+        .execute(&mut *c)
+        .await
+        .map_err(db("delete attachment"))?;
+    Ok(())
+}
+
+/// Whether any attachment of `volume` exists, in whatever state.
+pub async fn has_attachments(c: &mut Conn, volume: &str) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM attachments WHERE volume_id = $1")
+        .bind(volume)
+        .fetch_one(&mut *c)
+        .await
+        .map_err(db("read attachments"))?;
+    Ok(n > 0)
+}
+
+/// The status an idle volume returns to: `in-use` while a complete
+/// attachment remains, `available` when none is left at all, and the
+/// attach-in-progress status in between.
+pub async fn settled_status(c: &mut Conn, volume: &str) -> Result<&'static str> {
+    use crate::model::{attach_status as a, status as s};
+    let rows = list_attachments(c, None, Some(volume)).await?;
+    let any = |st: &str| rows.iter().any(|r| r.attach_status == st);
+    Ok(if any(a::ATTACHED) {
+        s::IN_USE
+    } else if any(a::ATTACHING) {
+        s::ATTACHING
+    } else if any(a::RESERVED) {
+        s::RESERVED
+    } else {
+        s::AVAILABLE
+    })
+}
+
 // ---- jobs ----------------------------------------------------------------
 
 /// A job as stored: the engine's bookkeeping plus the machine's state,
@@ -1077,7 +1220,7 @@ mod tests {
     fn schema_objects_names_every_table_and_index() {
         let names: Vec<&str> = schema_objects().collect();
         assert_eq!(names.len(), SCHEMA.matches("IF NOT EXISTS").count());
-        for n in ["volume_types", "volumes", "volumes_by_project", "jobs", "step_log", "key_deletions", "transfers"] {
+        for n in ["volume_types", "volumes", "volumes_by_project", "jobs", "step_log", "key_deletions", "transfers", "attachments"] {
             assert!(names.contains(&n), "{n} missing from {names:?}");
         }
         assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')), "{names:?}");

@@ -67,6 +67,9 @@ pub enum ServiceError {
     /// Configuration or startup problem.
     #[error("configuration: {0}")]
     Config(String),
+    /// A part of this node cannot serve now (the NBD listener could not bind).
+    #[error("{0}")]
+    Unavailable(String),
     /// A background task died (panicked or was cancelled).
     #[error("internal: {0}")]
     Internal(String),
@@ -83,6 +86,7 @@ impl ServiceError {
             ServiceError::Forbidden(_) => ErrorKind::Forbidden,
             ServiceError::OverLimit(_) => ErrorKind::OverLimit,
             ServiceError::Conflict(_) => ErrorKind::Conflict,
+            ServiceError::Unavailable(_) => ErrorKind::Unavailable,
             ServiceError::Keys(e) => match e.kind() {
                 K::Unavailable => ErrorKind::Unavailable,
                 K::Invalid => ErrorKind::Invalid,

@@ -12,14 +12,17 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+mod attach;
 pub mod config;
 mod db;
 mod engine;
 mod error;
+pub mod exports;
 pub mod fault;
 pub mod key_migrate;
 mod metrics;
 pub mod model;
+mod online;
 pub mod paths;
 mod service;
 
@@ -27,6 +30,7 @@ use std::sync::Arc;
 
 pub use config::Config;
 pub use error::{ErrorKind, Result, ServiceError};
+pub use attach::AttachmentInfo;
 pub use service::{CreateVolume, EncryptionSpec, Service, UpdateVolume, VolumeFilter};
 
 /// Opens the database, key manager and backend `config` names.
@@ -51,6 +55,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     svc.config().auth.check(svc.config().listen)?;
+    svc.exports.check()?;
     let app = api::router(svc.clone()).map_err(ServiceError::Config)?;
     let listener = tokio::net::TcpListener::bind(svc.config().listen)
         .await
@@ -59,6 +64,10 @@ pub async fn serve(
     let resumed = engine::recover::<paths::Flow>(svc.clone()).await?;
     if resumed > 0 {
         tracing::info!(resumed, "resumed unfinished jobs");
+    }
+    let exports = attach::restore_exports(&svc).await?;
+    if exports > 0 {
+        tracing::info!(exports, "serving the exports of attached volumes again");
     }
     on_listening(addr);
     // `/metrics` beside the Cinder API (whose router answers every other

@@ -100,6 +100,87 @@ pub mod status {
     pub const ERROR_DELETING: &str = "error_deleting";
     /// Being rekeyed in place (`os-rekey`), or moved by a transfer accept.
     pub const MAINTENANCE: &str = "maintenance";
+    /// Held for an attachment that has no connector yet.
+    pub const RESERVED: &str = "reserved";
+    /// An attachment has a connector (and connection info) but is not complete.
+    pub const ATTACHING: &str = "attaching";
+    /// Attached to a consumer.
+    pub const IN_USE: &str = "in-use";
+    /// A legacy detach has begun (`os-begin_detaching`).
+    pub const DETACHING: &str = "detaching";
+}
+
+/// An attachment's own status (Cinder's `attach_status`).
+pub mod attach_status {
+    /// Made without a connector.
+    pub const RESERVED: &str = "reserved";
+    /// Has a connector and connection info; not yet complete.
+    pub const ATTACHING: &str = "attaching";
+    /// Complete (`os-complete`, `os-attach`).
+    pub const ATTACHED: &str = "attached";
+}
+
+/// Who reads an attachment's export, and what they get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// Read and write.
+    Rw,
+    /// Read only: the export refuses writes.
+    Ro,
+}
+
+impl AttachMode {
+    /// Cinder's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::Rw => "rw",
+            AttachMode::Ro => "ro",
+        }
+    }
+
+    /// `rw` or `ro`, as Cinder accepts them.
+    pub fn parse(s: &str) -> Result<Self, ServiceError> {
+        match s {
+            "rw" => Ok(AttachMode::Rw),
+            "ro" => Ok(AttachMode::Ro),
+            _ => Err(ServiceError::invalid(format!("Invalid input received: mode must be rw or ro, not {s:?}"))),
+        }
+    }
+}
+
+/// One attachment of a volume to a consumer (Cinder's `volume_attachment`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attachment {
+    /// UUID.
+    pub id: String,
+    /// The attached volume.
+    pub volume_id: String,
+    /// The volume's project.
+    pub project_id: String,
+    /// The consumer (Nova's server id); `None` for a legacy attach not yet made.
+    pub instance_uuid: Option<String>,
+    /// One of [`attach_status`].
+    pub attach_status: String,
+    /// `rw` or `ro`.
+    pub attach_mode: AttachMode,
+    /// The consumer's device path, as it reported it.
+    pub mountpoint: Option<String>,
+    /// The connector's `host`.
+    pub attached_host: Option<String>,
+    /// The connector as the consumer sent it (JSON), once it has.
+    pub connector: Option<serde_json::Value>,
+    /// The NBD export serving it; `None` before a connector, and for an
+    /// `rbd` connection (the consumer opens the image itself).
+    pub export_name: Option<String>,
+    /// The node serving the export (it comes back there after a restart).
+    pub node: String,
+    /// When it was completed.
+    pub attach_time: Option<String>,
+    /// ISO 8601 creation time.
+    pub created_at: String,
+    /// ISO 8601 last update time.
+    pub updated_at: String,
 }
 
 /// A volume record.

@@ -27,6 +27,8 @@ pub struct Service {
     pub(crate) config: Config,
     /// Runs the jobs and the key-deletion queue.
     pub(crate) engine: Arc<Engine>,
+    /// This node's NBD server: one export per attachment it serves.
+    pub(crate) exports: Arc<crate::exports::ExportManager>,
 }
 
 impl Context for Arc<Service> {
@@ -92,12 +94,19 @@ impl Service {
     pub(crate) fn new(db: crate::db::Db, keys: Arc<dyn KeyManager>, backend: Arc<dyn Backend>, config: Config) -> Self {
         let lease = std::time::Duration::from_secs(config.lease_seconds.max(1));
         let engine = Arc::new(Engine::new(db.clone(), keys.clone(), config.node_name(), lease));
-        Service { db, keys, backend, config, engine }
+        let exports = Arc::new(crate::exports::ExportManager::new(config.nbd.clone()));
+        Service { db, keys, backend, config, engine, exports }
     }
 
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// This node's NBD exports (what an online re-encryption swaps the
+    /// data path of, see [`crate::exports::SwapIo`]).
+    pub fn exports(&self) -> &Arc<crate::exports::ExportManager> {
+        &self.exports
     }
 
     /// A write transaction (see [`crate::db::Db::tx`]).

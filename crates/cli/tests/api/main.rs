@@ -1,5 +1,8 @@
 //! API tests: the real `rekey serve`, driven by the real OpenStack clients.
-//! Needs REKEY_CLIENTS_VENV (from scripts/clients.sh) and cryptsetup.
+//! Needs REKEY_CLIENTS_VENV (from scripts/clients.sh) and cryptsetup; the
+//! attachment tests also qemu-io and qemu-img (qemu-utils 10).
+
+mod attachments;
 
 mod bad_input;
 mod crash;

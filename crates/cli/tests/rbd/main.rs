@@ -10,6 +10,7 @@
 //! fails the test with a message saying what.
 #![cfg(feature = "rbd")]
 
+mod attach;
 mod harness;
 mod librbd_luks;
 mod outage;

@@ -57,7 +57,7 @@ impl ResilienceMode {
 const MIN_CHECKSUM_BLOCK: u32 = 4096;
 const CHECKSUM_HASH: HashAlg = HashAlg::Sha256;
 
-fn segment_view(s: &Segment) -> Result<DataSegment> {
+pub(super) fn segment_view(s: &Segment) -> Result<DataSegment> {
     if s.kind != "crypt" {
         return Err(Error::Unsupported(format!("{} segment in a re-encryption (encrypt/decrypt)", s.kind)));
     }
@@ -81,6 +81,24 @@ pub(super) fn start<IO: BlockIo>(
     opts: &ReencryptOptions,
     progress: ProgressFn<'_>,
 ) -> Result<(Volume<IO>, ReencryptReport)> {
+    let passphrase = match old {
+        super::OldKey::Passphrase(p) => Some(p),
+        super::OldKey::VolumeKey(_) => None,
+    };
+    let vol = begin(vol, old, new_passphrase, opts)?;
+    let new_pass = new_passphrase.or(passphrase).expect("checked by begin");
+    resume(vol, passphrase.unwrap_or(new_pass), Some(new_pass), opts, progress)
+}
+
+/// Commits the start of a re-encryption (new key, backup segments, the
+/// reencrypt keyslot) without converting anything; afterwards the new
+/// passphrase opens both keys.
+pub(super) fn begin<IO: BlockIo>(
+    vol: Volume<IO>,
+    old: super::OldKey<'_>,
+    new_passphrase: Option<&[u8]>,
+    opts: &ReencryptOptions,
+) -> Result<Volume<IO>> {
     let Header::Luks2(h) = vol.header().clone() else { unreachable!("checked by the caller") };
     let seg = vol.data_segment()?;
     let old_cipher = CipherSpec::parse(&seg.cipher)?;
@@ -185,7 +203,7 @@ pub(super) fn start<IO: BlockIo>(
     drop((old_vk, new_vk, data));
     let mut vol = vol;
     vol.commit_luks2(next)?;
-    resume(vol, passphrase.unwrap_or(new_pass), Some(new_pass), opts, progress)
+    Ok(vol)
 }
 
 /// Adds a PBKDF2 digest of `key`, bound to nothing yet; returns its number.
@@ -416,14 +434,14 @@ fn run_hotzones<IO: BlockIo>(
     })
 }
 
-fn open_either<IO: BlockIo>(vol: &Volume<IO>, h: &L2Header, digest: u32, passes: [&[u8]; 2]) -> Result<(u32, Secret)> {
+pub(super) fn open_either<IO: BlockIo>(vol: &Volume<IO>, h: &L2Header, digest: u32, passes: [&[u8]; 2]) -> Result<(u32, Secret)> {
     match super::open_by_digest(vol, h, digest, passes[0]) {
         Err(Error::WrongPassphrase) if passes[0] != passes[1] => super::open_by_digest(vol, h, digest, passes[1]),
         r => r,
     }
 }
 
-fn hotzone_len(st: &ReencState, wanted: u64, block: u64) -> Result<u64> {
+pub(super) fn hotzone_len(st: &ReencState, wanted: u64, block: u64) -> Result<u64> {
     let area = st.area.1;
     let limit = match &st.resilience {
         Resilience::Checksum { hash, .. } => area / HashAlg::from_name(hash)?.digest_len() as u64 * block,
@@ -438,7 +456,7 @@ fn hotzone_len(st: &ReencState, wanted: u64, block: u64) -> Result<u64> {
 }
 
 /// Brings the interrupted hotzone `offset..offset+len` to the new key.
-fn recover<IO: BlockIo>(old: &Decrypted<&IO>, new: &Decrypted<&IO>, st: &ReencState, offset: u64, len: u64) -> Result<()> {
+pub(super) fn recover<IO: BlockIo>(old: &Decrypted<&IO>, new: &Decrypted<&IO>, st: &ReencState, offset: u64, len: u64) -> Result<()> {
     let io = *old.io();
     let at = old.data_offset() + offset;
     let mut buf = Secret::zeroed(len as usize);
@@ -478,7 +496,7 @@ fn recover<IO: BlockIo>(old: &Decrypted<&IO>, new: &Decrypted<&IO>, st: &ReencSt
 /// Sets the live segments for progress `done` (with hotzone `done..done+hot`
 /// in re-encryption when `hot` is given), then the backup segments, and binds
 /// every segment to its key, as cryptsetup lays them out.
-fn set_segments(h: &mut L2Header, st: &ReencState, done: u64, hot: Option<u64>, total: u64) -> Result<()> {
+pub(super) fn set_segments(h: &mut L2Header, st: &ReencState, done: u64, hot: Option<u64>, total: u64) -> Result<()> {
     let (prev, fin) = (&st.previous.1, &st.final_.1);
     let base = fin.offset;
     let fixed = matches!(prev.size, SegmentSize::Bytes(_));
@@ -535,7 +553,7 @@ fn set_segments(h: &mut L2Header, st: &ReencState, done: u64, hot: Option<u64>, 
 /// All data is new: one commit makes the new key the only one, then the old
 /// keyslots and the resilience area are wiped. A crash between the two leaves
 /// the old material unreferenced (docs/reencrypt.md).
-fn finish<IO: BlockIo>(
+pub(super) fn finish<IO: BlockIo>(
     vol: Volume<IO>,
     mut cur: L2Header,
     st: &ReencState,

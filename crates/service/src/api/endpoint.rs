@@ -60,12 +60,26 @@ pub enum Endpoint {
     UpdateEncryption(String),
     /// `DELETE /types/{id}/encryption/{encryption_id}`.
     DeleteEncryption(String),
+    /// `GET /attachments` (3.27+).
+    ListAttachments,
+    /// `GET /attachments/detail`.
+    ListAttachmentsDetail,
+    /// `POST /attachments`.
+    CreateAttachment,
+    /// `GET /attachments/{id}`.
+    ShowAttachment(String),
+    /// `PUT /attachments/{id}`: a connector → connection info.
+    UpdateAttachment(String),
+    /// `DELETE /attachments/{id}`: detach.
+    DeleteAttachment(String),
+    /// `POST /attachments/{id}/action` (`os-complete`, 3.44+).
+    AttachmentAction(String),
     /// Snapshots, backups, transfers and the audit (`super::paths`).
     Paths(super::paths::PathsEndpoint),
 }
 
 /// Collections that can follow `/v3/` directly (so are not project ids).
-const COLLECTIONS: &[&str] = &["volumes", "types", "snapshots", "backups", "volume-transfers", "os-volume-transfer", "os-rekey"];
+const COLLECTIONS: &[&str] = &["volumes", "types", "attachments", "snapshots", "backups", "volume-transfers", "os-volume-transfer", "os-rekey"];
 
 /// A routed request: the endpoint and the project named in the path, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +131,13 @@ fn resource(m: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
         (["volumes", id], &Method::DELETE) => DeleteVolume(s(id)),
         (["volumes", id, "encryption"], &Method::GET) => VolumeEncryption(s(id)),
         (["volumes", id, "action"], &Method::POST) => VolumeAction(s(id)),
+        (["attachments"], &Method::GET) => ListAttachments,
+        (["attachments"], &Method::POST) => CreateAttachment,
+        (["attachments", "detail"], &Method::GET) => ListAttachmentsDetail,
+        (["attachments", id], &Method::GET) => ShowAttachment(s(id)),
+        (["attachments", id], &Method::PUT) => UpdateAttachment(s(id)),
+        (["attachments", id], &Method::DELETE) => DeleteAttachment(s(id)),
+        (["attachments", id, "action"], &Method::POST) => AttachmentAction(s(id)),
         (["types"], &Method::GET) => ListTypes,
         (["types"], &Method::POST) => CreateType,
         (["types", id], &Method::GET) => ShowType(s(id)),
@@ -134,6 +155,7 @@ fn resource(m: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
         (["types", id, "encryption", _], &Method::DELETE) => DeleteEncryption(s(id)),
         // A known path with another method.
         (["volumes"] | ["volumes", _] | ["volumes", _, "encryption" | "action"], _)
+        | (["attachments"] | ["attachments", _] | ["attachments", _, "action"], _)
         | (["types"] | ["types", _] | ["types", _, "extra_specs"] | ["types", _, "extra_specs", _], _)
         | (["types", _, "encryption"] | ["types", _, "encryption", _], _) => return Err(ApiError::bad_method()),
         _ => return super::paths::resource(m, segs).map(Paths),
@@ -158,6 +180,8 @@ mod tests {
         assert_eq!(r(Method::DELETE, "/v3/p1/volumes/abc").endpoint, Endpoint::DeleteVolume("abc".into()));
         assert_eq!(r(Method::GET, "/v3/").endpoint, Endpoint::V3Version);
         assert_eq!(r(Method::GET, "/").endpoint, Endpoint::Versions);
+        assert_eq!(r(Method::GET, "/v3/p1/attachments/detail").endpoint, Endpoint::ListAttachmentsDetail);
+        assert_eq!(r(Method::POST, "/v3/attachments/a/action").endpoint, Endpoint::AttachmentAction("a".into()));
         assert_eq!(
             r(Method::PUT, "/v3/types/t/encryption/e").endpoint,
             Endpoint::UpdateEncryption("t".into())

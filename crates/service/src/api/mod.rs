@@ -5,6 +5,7 @@
 //! extracts and validates the body and calls one domain function; errors
 //! become Cinder bodies in [`error`].
 
+mod attachments;
 pub mod endpoint;
 pub mod error;
 pub mod identity;
@@ -237,6 +238,13 @@ async fn handle(
         DeleteVolume(id) => volumes::delete(&v, &id, uri, noauth).await,
         VolumeAction(id) => volumes::action(&v, &id, bytes).await,
         VolumeEncryption(id) => volumes::encryption(&v, &id).await,
+        ListAttachments => attachments::list(&v, uri, false).await,
+        ListAttachmentsDetail => attachments::list(&v, uri, true).await,
+        ShowAttachment(id) => attachments::show(&v, &id).await,
+        CreateAttachment => attachments::create(&v, bytes).await,
+        UpdateAttachment(id) => attachments::update(&v, &id, bytes).await,
+        DeleteAttachment(id) => attachments::delete(&v, &id).await,
+        AttachmentAction(id) => attachments::action(&v, &id, bytes).await,
         ListTypes => types::list(svc).await,
         CreateType => types::create(svc, bytes).await,
         ShowType(id) => types::show(svc, &id).await,

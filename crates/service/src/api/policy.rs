@@ -54,6 +54,11 @@ pub fn rule(e: &Endpoint) -> (Rule, &'static str) {
         CreateEncryption(_) => (Admin, "volume_extension:volume_type_encryption:create"),
         UpdateEncryption(_) => (Admin, "volume_extension:volume_type_encryption:update"),
         DeleteEncryption(_) => (Admin, "volume_extension:volume_type_encryption:delete"),
+        ListAttachments | ListAttachmentsDetail | ShowAttachment(_) => (Reader, "volume:get"),
+        CreateAttachment => (Member, "volume:attachment_create"),
+        UpdateAttachment(_) => (Member, "volume:attachment_update"),
+        DeleteAttachment(_) => (Member, "volume:attachment_delete"),
+        AttachmentAction(_) => (Member, "volume:attachment_complete"),
         Paths(p) => paths_rule(p),
     }
 }

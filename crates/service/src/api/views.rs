@@ -2,7 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::model::{Encryption, Volume, VolumeType};
+use crate::model::{Attachment, Encryption, Volume, VolumeType};
 
 /// Newest microversion served.
 pub const MAX_VERSION: (u32, u32) = (3, 71);
@@ -110,6 +110,19 @@ pub fn volume_detail(base: &str, v: &Volume, type_name: Option<&str>, type_encry
         put("consumes_quota", json!(true));
     }
     Value::Object(m)
+}
+
+/// An entry of a volume's `attachments`.
+pub fn volume_attachment(a: &Attachment) -> Value {
+    json!({
+        "id": a.volume_id,
+        "attachment_id": a.id,
+        "volume_id": a.volume_id,
+        "server_id": a.instance_uuid,
+        "host_name": a.attached_host,
+        "device": a.mountpoint,
+        "attached_at": a.attach_time,
+    })
 }
 
 /// Volume type view.

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::{body, parse_size, policy, query, truthy, views, Reply};
-use crate::model::{Caller, RekeyMode, Volume};
+use crate::model::{attach_status, AttachMode, Caller, RekeyMode, Volume};
 use crate::service::{CreateVolume, Service, VolumeFilter};
 
 /// What every volume handler needs.
@@ -179,8 +179,75 @@ pub(super) async fn action(c: &Ctx<'_>, id: &str, bytes: &Bytes) -> Reply {
             crate::engine::spawn(svc.clone(), job);
             Ok((StatusCode::ACCEPTED, Value::Null))
         }
+        "os-reserve" => {
+            svc.os_reserve(who, id).await?;
+            Ok((StatusCode::ACCEPTED, Value::Null))
+        }
+        "os-unreserve" => {
+            svc.os_unreserve(who, id).await?;
+            Ok((StatusCode::ACCEPTED, Value::Null))
+        }
+        "os-initialize_connection" => {
+            let connector = legacy_connector(&name, &args)?;
+            let info = svc.os_initialize_connection(who, id, connector).await?;
+            Ok((StatusCode::OK, json!({ "connection_info": info })))
+        }
+        "os-terminate_connection" => {
+            let connector = legacy_connector(&name, &args)?;
+            svc.os_terminate_connection(who, id, &connector).await?;
+            Ok((StatusCode::ACCEPTED, Value::Null))
+        }
+        "os-attach" => {
+            let a: AttachAction = legacy_args(&name, args)?;
+            let mode = AttachMode::parse(a.mode.as_deref().unwrap_or("rw"))?;
+            svc.os_attach(who, id, a.instance_uuid, a.mountpoint, a.host_name, mode).await?;
+            Ok((StatusCode::ACCEPTED, Value::Null))
+        }
+        "os-begin_detaching" | "os-roll_detaching" => {
+            svc.os_detaching(who, id, name == "os-begin_detaching").await?;
+            Ok((StatusCode::ACCEPTED, Value::Null))
+        }
+        "os-detach" => {
+            let a: DetachAction = legacy_args(&name, args)?;
+            svc.os_detach(who, id, a.attachment_id.as_deref()).await?;
+            Ok((StatusCode::ACCEPTED, Value::Null))
+        }
         other => Err(ApiError::bad_request(format!("There is no such action: {other}"))),
     }
+}
+
+/// The arguments of a legacy attach action (`null` = none given).
+fn legacy_args<T: serde::de::DeserializeOwned + Default>(name: &str, args: Value) -> Result<T, ApiError> {
+    match args {
+        Value::Null => Ok(T::default()),
+        v => serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("Invalid input received: {name}: {e}"))),
+    }
+}
+
+/// `{"connector": {...}}` of `os-initialize_connection` / `os-terminate_connection`.
+fn legacy_connector(name: &str, args: &Value) -> Result<Value, ApiError> {
+    match args.get("connector") {
+        Some(c @ Value::Object(_)) => Ok(c.clone()),
+        _ => Err(ApiError::bad_request(format!("Invalid input received: {name} needs a connector object"))),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct AttachAction {
+    #[serde(default)]
+    instance_uuid: Option<String>,
+    #[serde(default)]
+    mountpoint: Option<String>,
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    host_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct DetachAction {
+    #[serde(default)]
+    attachment_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -193,7 +260,17 @@ struct RekeyAction {
 async fn detail_view(c: &Ctx<'_>, v: &Volume) -> Result<Value, ApiError> {
     let (svc, who, base, mv) = (c.svc, c.who, c.base, c.mv);
     let (t, enc) = svc.type_of(v).await?;
-    Ok(views::volume_detail(base, v, t.as_ref().map(|t| t.name.as_str()), enc, mv, who.admin))
+    let mut view = views::volume_detail(base, v, t.as_ref().map(|t| t.name.as_str()), enc, mv, who.admin);
+    // As Cinder: only complete attachments are listed on the volume.
+    let attached: Vec<Value> = svc
+        .attachments_of(&v.id)
+        .await?
+        .iter()
+        .filter(|a| a.attach_status == attach_status::ATTACHED)
+        .map(views::volume_attachment)
+        .collect();
+    view["attachments"] = Value::Array(attached);
+    Ok(view)
 }
 
 pub(super) async fn create(c: &Ctx<'_>, bytes: &Bytes) -> Reply {

@@ -288,7 +288,9 @@ impl TakeBackup {
                 let mut tx = svc.tx().await?;
                 pdb::set_backup_stored(&mut tx, &self.backup, stored.chunks, stored.bytes).await?;
                 pdb::set_backup_status(&mut tx, &self.backup, "available", None).await?;
-                db::set_status(&mut tx, &self.volume, status::AVAILABLE).await?;
+                // A forced backup of an attached volume leaves it in-use.
+                let settled = db::settled_status(&mut tx, &self.volume).await?;
+                db::set_status(&mut tx, &self.volume, settled).await?;
                 Ok(Transition::done(tx))
             }
         }
@@ -297,7 +299,8 @@ impl TakeBackup {
     pub(crate) async fn roll_back(self, svc: &Service, job: &str, error: &str) -> Result<Tx> {
         let mut tx = forget_keys(svc, job, &self.project, [None, None], None).await?;
         pdb::set_backup_status(&mut tx, &self.backup, "error", Some(&format!("backup failed: {error}"))).await?;
-        db::set_status(&mut tx, &self.volume, status::AVAILABLE).await?;
+        let settled = db::settled_status(&mut tx, &self.volume).await?;
+        db::set_status(&mut tx, &self.volume, settled).await?;
         Ok(tx)
     }
 }

@@ -148,6 +148,12 @@ async fn passphrase(svc: &Service, project: &str, id: &str) -> Result<Zeroizing<
 async fn add_keyslot(svc: &Service, t: &Target, old_key: &str, new_key: &str) -> Result<(Option<u32>, u32)> {
     let old = passphrase(svc, &t.project, old_key).await?;
     let new = passphrase(svc, &t.project, new_key).await?;
+    if t.mode == RekeyMode::VolumeKey {
+        let exports = crate::online::local_exports(svc, &t.volume).await?;
+        if !exports.is_empty() {
+            return Ok((None, crate::online::reencrypt_attached(svc, &t.volume, old, new, &exports).await?));
+        }
+    }
     let (backend, id, mode) = (svc.backend.clone(), t.volume.clone(), t.mode);
     blocking(move || {
         let (old_b, new_b) = (old.as_bytes(), new.as_bytes());
@@ -220,7 +226,9 @@ impl InPlace {
         match next {
             Some(tail) => Ok(Transition::next(tx, InPlace { target, tail })),
             None => {
-                db::set_status(&mut tx, &target.volume, status::AVAILABLE).await?;
+                // `in-use` again when a consumer stayed attached throughout.
+                let settled = db::settled_status(&mut tx, &target.volume).await?;
+                db::set_status(&mut tx, &target.volume, settled).await?;
                 Ok(Transition::done(tx))
             }
         }
@@ -230,10 +238,17 @@ impl InPlace {
         let mut tx = forget_keys(svc, job, &self.target.project, self.tail.held_keys(), self.tail.keep_on_roll_back()).await?;
         // Failed before touching the volume: it is as it was, and its
         // recorded key still opens it.
-        let st = if self.tail.step_name() == Step::NewKey { status::AVAILABLE } else { status::ERROR };
+        let st = if self.tail.step_name() == Step::NewKey { db::settled_status(&mut tx, &self.target.volume).await? } else { status::ERROR };
         db::set_status(&mut tx, &self.target.volume, st).await?;
         Ok(tx)
     }
+}
+
+/// Volume-key mode on an attached back-end volume: rekey serves the
+/// plaintext export, so it re-encrypts under live I/O by swapping the
+/// export's data path (`crate::online`).
+fn admit_online_volume_key(_svc: &Service, _v: &crate::model::Volume) -> Result<()> {
+    Ok(())
 }
 
 impl Service {
@@ -254,11 +269,21 @@ impl Service {
         let (Some(enc), Some(key)) = (enc, v.encryption_key_id.clone()) else {
             return Err(ServiceError::invalid(format!("Invalid volume: volume {id} is not encrypted; there is no key to rekey.")));
         };
-        if v.status != status::AVAILABLE {
+        if v.status != status::AVAILABLE && v.status != status::IN_USE {
             return Err(ServiceError::invalid(format!(
-                "Invalid volume: Volume status must be available to rekey, but is {}.",
+                "Invalid volume: Volume status must be available or in-use to rekey, but is {}.",
                 v.status
             )));
+        }
+        if mode == RekeyMode::VolumeKey && db::has_attachments(&mut tx, id).await? {
+            if enc.control_location == "back-end" {
+                admit_online_volume_key(self, &v)?;
+            } else {
+                return Err(ServiceError::Conflict(format!(
+                    "Volume {id} is attached with control_location front-end: its consumer holds the volume key, \
+                     which volume-key mode would replace under it. Detach it first, or use mode keyslot."
+                )));
+            }
         }
         if db::is_being_cloned(&mut tx, id).await? {
             return Err(ServiceError::invalid(format!(

@@ -196,7 +196,8 @@ impl Service {
                 "Invalid volume: Volume {id} is the source of a clone in progress; delete it when the clone is done."
             )));
         }
-        if !db::claim_for_delete(&mut tx, id, force).await? {
+        // Forced or not: an attached volume has a consumer (Cinder refuses it too).
+        if db::has_attachments(&mut tx, id).await? || !db::claim_for_delete(&mut tx, id, force).await? {
             return Err(ServiceError::invalid(format!(
                 "Invalid volume: Volume status must be available or error or error_restoring or error_extending \
                  or error_managing and must not be migrating, attached, belong to a group, have snapshots, \

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod crash;
+mod cs_resume;
 mod flows;
 mod harness;
 mod volume_key;

@@ -42,4 +42,33 @@ for r in checksum journal; do
     rm "$t/i"
   done
 done
+# Encrypt in place (data shift, backward, the first segment moved to the end)
+# and decrypt (cryptsetup 2.6 decrypts LUKS2 only with a detached header:
+# backward, checksum): after --init-only, and killed with a hotzone in progress.
+rm -f "$t/i"; truncate -s 100M "$t/i"
+cryptsetup -q reencrypt --encrypt --init-only --reduce-device-size 32M --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$t/k" "$t/i"
+head -c 16384 "$t/i" > corpus/reenc_metadata/init-encrypt-datashift; rm "$t/i"
+rm -f "$t/h"; truncate -s 20M "$t/i"
+cryptsetup -q luksFormat --type luks2 --header "$t/h" --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$t/k" "$t/i"
+cryptsetup -q reencrypt --decrypt --init-only --force-offline-reencrypt --header "$t/h" --key-file "$t/k" "$t/i"
+head -c 16384 "$t/h" > corpus/reenc_metadata/init-decrypt-checksum; rm "$t/i" "$t/h"
+for m in encrypt decrypt; do
+  for try in $(seq 1 50); do
+    rm -f "$t/i" "$t/h"; truncate -s 400M "$t/i"
+    if [[ $m == encrypt ]]; then
+      args=(--encrypt --reduce-device-size 32M); hdr="$t/i"
+    else
+      cryptsetup -q luksFormat --type luks2 --header "$t/h" --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$t/k" "$t/i"
+      args=(--decrypt --header "$t/h" --hotzone-size 4M); hdr="$t/h"
+    fi
+    # decrypt spends its first second or so before the first hotzone
+    [[ $m == decrypt ]] && pause=$((RANDOM % 3 + 1)).$((RANDOM % 9)) || pause=0.$((RANDOM % 9 + 1))
+    cryptsetup -q reencrypt --force-offline-reencrypt "${args[@]}" --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$t/k" "$t/i" & pid=$!
+    sleep "$pause"; kill -9 $pid 2>/dev/null || true; wait $pid 2>/dev/null || true
+    if cryptsetup luksDump "$hdr" 2>/dev/null | grep -q in-reencryption; then
+      head -c 16384 "$hdr" > "corpus/reenc_metadata/hot-$m"; break
+    fi
+  done
+  rm -f "$t/i" "$t/h"
+done
 ls -l corpus/*

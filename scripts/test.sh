@@ -8,7 +8,9 @@
 #     Barbican behind it), a real OpenBao (Vault) dev server, a throw-away
 #     PostgreSQL and a real single-node Ceph;
 #   - builds the workspace once and runs every test, the API tests again with
-#     the service on PostgreSQL, and the XTS kernels under qemu-user;
+#     the service on PostgreSQL, and the XTS kernels under qemu-user, while
+#     cargo-fuzz runs the re-encryption metadata target for
+#     $REKEY_FUZZ_SECONDS (default 90) in the background (scripts/fuzz.sh);
 #   - stops the services by their PID files, whatever happened.
 # Scratch state lives in $REKEY_TEST_DIR (default: a new temp dir, removed after).
 set -euo pipefail
@@ -27,6 +29,8 @@ step() { echo "== [$(( $(date +%s) - t0 ))s] $*"; }
 
 cleanup() {
   rc=$?
+  # bounded by its -max_total_time; let it end rather than leave it running
+  if [[ -n ${fuzz_pid:-} ]]; then wait "$fuzz_pid" 2>/dev/null || true; fi
   step "stopping services"
   scripts/barbican.sh stop || true
   BARBICAN_PORT=$BARBICAN_KS_PORT BARBICAN_KEYSTONE_URL=x scripts/barbican.sh stop || true
@@ -84,6 +88,12 @@ prom_pid=$!
 step "build (once)"
 cargo build --workspace --all-targets --features rekey-cli/rbd
 
+# The re-encryption metadata parser under libFuzzer for a bounded time, on
+# its cryptsetup-made seeds, while the tests run (its own build included).
+step "fuzz reenc_metadata for ${REKEY_FUZZ_SECONDS:=90} s, in the background"
+nice scripts/fuzz.sh reenc_metadata "$REKEY_FUZZ_SECONDS" > "$REKEY_TEST_DIR/fuzz.log" 2>&1 &
+fuzz_pid=$!
+
 step "start Ceph"
 eval "$(scripts/ceph.sh start | grep '^export ')"
 step "start PostgreSQL"
@@ -114,5 +124,13 @@ step "API tests again, the service on PostgreSQL"
 REKEY_TEST_DATABASE=postgres cargo nextest run -p rekey-cli --test api --no-fail-fast || rc=1
 step "XTS kernels and their dispatch on other CPUs (qemu-user)"
 scripts/xts-qemu.sh || rc=1
+step "fuzz result"
+if wait "$fuzz_pid"; then
+  fuzz_pid=
+  grep -E '^Done [0-9]+ runs' "$REKEY_TEST_DIR/fuzz.log" || true
+else
+  fuzz_pid=
+  tail -n 60 "$REKEY_TEST_DIR/fuzz.log"; rc=1
+fi
 step "done (rc=$rc)"
 exit $rc

@@ -263,6 +263,10 @@ fn print_audit(r: &rekey_service::paths::audit::AuditReport) {
     for k in &r.unreferenced_keys {
         println!("unreferenced key {} of project {} ({}): nothing names it; delete it", k.key_id, k.project, k.name);
     }
+    for u in &r.unfinished_reencryptions {
+        println!("volume {} ({}) has an unfinished re-encryption ({})", u.volume, u.status, u.requirement);
+        println!("  fix: {}", u.fix);
+    }
     for e in &r.errors {
         println!("cannot check volume {}: {}", e.volume, e.error);
     }

@@ -761,11 +761,19 @@ impl<IO: BlockIo> Volume<IO> {
 /// Writes both copies: primary, flush, secondary, flush. A crash tears at
 /// most one copy, and the reader then takes the other.
 pub(crate) fn write_luks2(io: &impl BlockIo, h: &mut luks2::Header) -> Result<()> {
-    let (primary, secondary) = h.encode_next()?;
+    let (primary, secondary) = encode_checked(h)?;
     write(io, 0, &primary)?;
     flush(io)?;
     write(io, h.hdr_size, &secondary)?;
     flush(io)
+}
+
+/// Encodes the next copies of `h`, refusing metadata this engine would not
+/// read back: never write a header that leaves the volume unopenable.
+pub(crate) fn encode_checked(h: &mut luks2::Header) -> Result<(Vec<u8>, Vec<u8>)> {
+    let (primary, secondary) = h.encode_next()?;
+    luks2::decode_copy(&luks2::CopyBytes { offset: 0, bytes: primary.clone() })?;
+    Ok((primary, secondary))
 }
 
 /// Writes (and flushes) the material of a new LUKS2 keyslot holding `vk` for

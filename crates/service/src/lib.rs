@@ -140,6 +140,11 @@ pub mod admin {
         pub project_id: String,
         /// The record it reads from.
         pub source_id: Option<String>,
+        /// The key it replaces (deleted when it is done).
+        pub old_key_id: Option<String>,
+        /// The key it is giving the target: the passphrase that finishes an
+        /// interrupted re-encryption by hand (docs/reencrypt.md).
+        pub new_key_id: Option<String>,
         /// The current state's label.
         pub step: String,
         /// Failed attempts at the current state.
@@ -174,6 +179,8 @@ pub mod admin {
                 target_id: r.target_id,
                 project_id: r.project_id,
                 source_id: r.source_id,
+                old_key_id: r.old_key_id,
+                new_key_id: r.new_key_id,
                 step: r.step,
                 attempts: r.attempts,
                 next_attempt_at: r.next_attempt_at,

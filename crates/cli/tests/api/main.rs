@@ -6,6 +6,7 @@ mod attachments;
 
 mod bad_input;
 mod crash;
+mod cs_resume;
 mod flows;
 mod harness;
 mod volume_key;

@@ -264,6 +264,10 @@ pub fn parse(meta: &Metadata) -> Result<Option<ReencState>> {
         .digest_for_keyslot(slot)
         .map(|(d, _)| d)
         .ok_or_else(|| bad("reencrypt keyslot has no digest"))?;
+    let slot_name = slot.to_string();
+    if meta.digests.values().filter(|d| d.keyslots.contains(&slot_name)).count() != 1 {
+        return Err(bad("more than one digest names the reencrypt keyslot"));
+    }
     if Some(digest_reenc) == digest_old || Some(digest_reenc) == digest_new {
         return Err(bad("reencryption digest is also a volume-key digest"));
     }

@@ -303,8 +303,14 @@ pub(super) fn resume<IO: BlockIo>(
     if block % align != 0 {
         return Err(Error::Unsupported("checksum block smaller than the encryption sector".into()));
     }
+    let progressed = st.progress(&h.meta, total)?;
+    let from = match progressed {
+        Progress::Between { done } => done,
+        Progress::Hot { offset, .. } => offset,
+    };
+    check_headers_ahead(&h, &st, from, total)?;
     let mut cur = h.clone();
-    let done = match st.progress(&h.meta, total)? {
+    let done = match progressed {
         Progress::Between { done } => done,
         Progress::Hot { offset, len } => {
             recover(&old, &new, &st, offset, len)?;
@@ -555,11 +561,23 @@ pub(super) fn set_segments(h: &mut L2Header, st: &ReencState, done: u64, hot: Op
 /// the old material unreferenced (docs/reencrypt.md).
 pub(super) fn finish<IO: BlockIo>(
     vol: Volume<IO>,
-    mut cur: L2Header,
+    cur: L2Header,
     st: &ReencState,
     new_slot: u32,
     total: u64,
 ) -> Result<(Volume<IO>, ReencryptReport)> {
+    let (mut cur, wipe, old_slots) = finished_header(cur, st);
+    volume::write_luks2(vol.io(), &mut cur)?;
+    for (off, len) in wipe {
+        volume::wipe_area(vol.io(), off, len)?;
+    }
+    let vol = Volume::open(vol.into_io())?;
+    Ok((vol, ReencryptReport { keyslot: new_slot, destroyed_keyslots: old_slots, bytes: total }))
+}
+
+/// The header once the re-encryption is done, the areas to wipe and the old
+/// keyslots it drops.
+fn finished_header(mut cur: L2Header, st: &ReencState) -> (L2Header, Vec<(u64, u64)>, Vec<u32>) {
     let (d_old, d_new) = (st.digest_old.expect("reencrypt mode"), st.digest_new.expect("reencrypt mode"));
     let old_slots: Vec<u32> = cur.meta.digests[&d_old].keyslots.iter().filter_map(|k| k.parse().ok()).collect();
     let mut wipe = vec![st.area];
@@ -582,12 +600,20 @@ pub(super) fn finish<IO: BlockIo>(
             cur.meta.config.requirements = None;
         }
     }
-    volume::write_luks2(vol.io(), &mut cur)?;
-    for (off, len) in wipe {
-        volume::wipe_area(vol.io(), off, len)?;
+    (cur, wipe, old_slots)
+}
+
+/// Refuses, before a byte is written, metadata whose later headers would not
+/// encode: a state that would be found out only at a later commit, with data
+/// already moved, is refused here instead.
+fn check_headers_ahead(h: &L2Header, st: &ReencState, done: u64, total: u64) -> Result<()> {
+    let mut probe = h.clone();
+    if done < total {
+        set_segments(&mut probe, st, done, Some(total - done), total)?;
+        volume::encode_checked(&mut probe)?;
     }
-    let vol = Volume::open(vol.into_io())?;
-    Ok((vol, ReencryptReport { keyslot: new_slot, destroyed_keyslots: old_slots, bytes: total }))
+    volume::encode_checked(&mut finished_header(h.clone(), st).0)?;
+    Ok(())
 }
 
 /// Whether `h` holds cryptsetup's re-encryption state.

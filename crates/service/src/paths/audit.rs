@@ -4,6 +4,8 @@
 //! - key ids that more than one record (volume, snapshot, backup) names;
 //! - passphrases that open more than one volume (volumes whose keys have the
 //!   same bytes under different ids: Cinder's clone-by-copy);
+//! - volumes whose LUKS header shows an unfinished re-encryption (rekey's or
+//!   cryptsetup's requirement), with how to finish it;
 //! - groups of volumes that share a volume (master) key — a keyslot rekey
 //!   does not change it, so anyone who held one volume's key and header can
 //!   decrypt the others — each with the fix: re-encrypt under a new volume
@@ -48,6 +50,9 @@ pub struct AuditReport {
     /// Keys the service made (named `rekey-job-…`) that no volume, snapshot,
     /// backup, running job or deletion queue entry names: orphans.
     pub unreferenced_keys: Vec<UnreferencedKey>,
+    /// Volumes whose header shows a re-encryption not yet finished (read
+    /// from the header alone, whatever the volume's status).
+    pub unfinished_reencryptions: Vec<UnfinishedReencryption>,
     /// Volumes that could not be checked, and why.
     pub errors: Vec<AuditError>,
     /// Per key manager in use: how many of its keys (in the projects the
@@ -104,6 +109,22 @@ pub struct ExtraKeyslots {
     pub volume: String,
     /// Its active keyslots.
     pub keyslots: Vec<u32>,
+}
+
+/// A volume in the middle of a re-encryption.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UnfinishedReencryption {
+    /// The volume.
+    pub volume: String,
+    /// Its status in the database (`maintenance` while a job runs).
+    pub status: String,
+    /// The header's requirement: `online-reencrypt-v2` (cryptsetup's format,
+    /// which either tool finishes) or `rekey-reencrypt-v1/v2` (rekey only).
+    pub requirement: String,
+    /// The unfinished job re-encrypting it, if there is one.
+    pub job: Option<String>,
+    /// How to finish it.
+    pub fix: String,
 }
 
 /// A key of the service's that nothing refers to.
@@ -195,10 +216,19 @@ pub async fn run(svc: &Service) -> Result<AuditReport> {
         })
         .collect();
 
+    let jobs = {
+        let mut c = svc.conn().await?;
+        crate::db::list_jobs(&mut c).await?
+    };
     let mut by_pass: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut by_vk: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for v in vols {
         let Some(key) = v.encryption_key_id.clone() else { continue };
+        match unfinished_reencryption(svc, &v, &jobs).await {
+            Ok(Some(u)) => report.unfinished_reencryptions.push(u),
+            Ok(None) => {}
+            Err(e) => report.errors.push(AuditError { volume: v.id.clone(), error: e.to_string() }),
+        }
         if v.status != crate::model::status::AVAILABLE {
             continue;
         }
@@ -245,6 +275,43 @@ pub async fn run(svc: &Service) -> Result<AuditReport> {
         )
     });
     Ok(report)
+}
+
+/// The re-encryption `v`'s header records, if any. Needs no key: the
+/// requirement is in the plaintext header.
+async fn unfinished_reencryption(
+    svc: &Service,
+    v: &crate::model::Volume,
+    jobs: &[crate::db::JobRow],
+) -> Result<Option<UnfinishedReencryption>> {
+    let (backend, id) = (svc.backend.clone(), v.id.clone());
+    let requirement = crate::engine::blocking(move || {
+        let lv = LuksVolume::open(backend.open(&id)?)?;
+        let rekey_luks::Header::Luks2(h) = lv.header() else { return Ok(None) };
+        Ok(h.meta.mandatory_requirements().iter().find(|r| is_reencryption(r)).cloned())
+    })
+    .await?;
+    let Some(requirement) = requirement else { return Ok(None) };
+    let job = jobs.iter().find(|j| j.target_id == v.id);
+    let fix = match (job.and_then(|j| j.new_key_id.as_deref()), requirement == rekey_luks::luks2::reenc::REQUIREMENT) {
+        (Some(new_key), true) => format!(
+            "start the service and job {} resumes it; or, with the service stopped, finish it with stock cryptsetup (`cryptsetup repair` \
+             first when luksDump shows a segment in-reencryption): `cryptsetup reencrypt --resume-only --force-offline-reencrypt --key-file <(rekey key show {new_key} \
+             --passphrase) $(rekey volume path {})`, then start the service (the job sees it finished and records the new key)",
+            job.map_or("", |j| j.id.as_str()),
+            v.id
+        ),
+        (Some(_), false) => format!("start the service: job {} resumes it", job.map_or("", |j| j.id.as_str())),
+        (None, _) => "no job is re-encrypting it: finish it with `rekey luks reencrypt --resume` (or `cryptsetup reencrypt \
+                      --resume-only` for online-reencrypt-v2) with the passphrase of its new keyslot"
+            .to_owned(),
+    };
+    Ok(Some(UnfinishedReencryption { volume: v.id.clone(), status: v.status.clone(), requirement, job: job.map(|j| j.id.clone()), fix }))
+}
+
+fn is_reencryption(requirement: &str) -> bool {
+    rekey_luks::luks2::reenc::requirement_version(requirement).is_some()
+        || rekey_luks::reencrypt::requirement_format(requirement).is_some()
 }
 
 /// Keys the service made that nothing names any more (see

@@ -28,7 +28,7 @@ KDF=(--pbkdf pbkdf2 --pbkdf-force-iterations 1000)
 THR=(); [ -n "${THREADS:-}" ] && THR=(--threads "$THREADS")
 
 now() { date +%s%N; }
-stats() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {printf "%d %d", a[1], a[int((NR+1)/2)]}'; }
+stats() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {printf "%.0f %.0f\n", a[1], a[int((NR+1)/2)]}'; }
 ms() { awk -v n="$1" 'BEGIN {printf "%.0f", n/1e6}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 fresh() { rm -f a.img; cp base.img a.img; sync; }

@@ -345,71 +345,112 @@ fn run_hotzones<IO: BlockIo>(
     };
     let pipe = pipeline::Options::new(threads, round_up(CHUNK, block) as usize);
     let read = |at: u64, buf: &mut [u8]| io.read_at(buf, at).map_err(Error::io("read", at));
-    let mut p = done;
-    while p < total {
-        let len = hotzone.min(total - p);
-        match &st.resilience {
-            Resilience::Checksum { hash, block } => {
-                let (hash, block) = (HashAlg::from_name(hash)?, *block as usize);
-                let mut sums = Vec::with_capacity(len.div_ceil(block as u64) as usize * hash.digest_len());
-                pipeline::run(
+    std::thread::scope(|s| -> Result<L2Header> {
+        // Checksums of hotzone N+1 are of old data nothing touches before
+        // N+1's own turn, so they are computed while hotzone N is converted
+        // and flushed: the hashing overlaps the disk's writeback.
+        let (sums_tx, sums_rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>>>(1);
+        if let Resilience::Checksum { hash, block } = &st.resilience {
+            let (hash, block) = (HashAlg::from_name(hash)?, *block as usize);
+            s.spawn(move || {
+                let mut p = done;
+                while p < total {
+                    let len = hotzone.min(total - p);
+                    let r = checksums(io, data_offset + p, len, hash, block, pipe);
+                    let failed = r.is_err();
+                    if sums_tx.send(r).is_err() || failed {
+                        return;
+                    }
+                    p += len;
+                }
+            });
+        }
+        let mut p = done;
+        while p < total {
+            let len = hotzone.min(total - p);
+            match &st.resilience {
+                Resilience::Checksum { .. } => {
+                    let sums = sums_rx.recv().map_err(|_| Error::header("checksum worker stopped"))??;
+                    volume::write(io, st.area.0, &sums)?;
+                }
+                Resilience::Journal => pipeline::run(
                     len,
                     pipe,
-                    |pos, buf| {
-                        read(data_offset + p + pos, buf)?;
-                        let mut s = Vec::with_capacity(buf.len().div_ceil(block) * hash.digest_len());
-                        for b in buf.chunks(block) {
-                            s.extend_from_slice(&hash.digest(&[b])?);
-                        }
-                        Ok(s)
-                    },
-                    |_, _, s| {
-                        sums.extend_from_slice(&s);
-                        Ok(())
-                    },
-                )?;
-                volume::write(io, st.area.0, &sums)?;
+                    |pos, buf| read(data_offset + p + pos, buf),
+                    |pos, buf, ()| volume::write(io, st.area.0 + pos, buf),
+                )?,
+                _ => {}
             }
-            Resilience::Journal => pipeline::run(
-                len,
-                pipe,
-                |pos, buf| read(data_offset + p + pos, buf),
-                |pos, buf, ()| volume::write(io, st.area.0 + pos, buf),
-            )?,
-            _ => {}
-        }
-        if protected {
-            volume::flush(io)?;
-            set_segments(&mut cur, st, p, Some(len), total)?;
-            volume::write_luks2(io, &mut cur)?;
-        }
-        pipeline::run(
-            len,
-            pipe,
-            |pos, buf| {
-                read(data_offset + p + pos, buf)?;
-                super::convert_chunk(old, new, buf, p + pos, 1)
-            },
-            |pos, buf, ()| {
-                volume::write(io, data_offset + p + pos, buf)?;
-                progress(p + pos + buf.len() as u64, total);
-                Ok(())
-            },
-        )?;
-        // Not after the last hotzone: a header whose only live segment is
-        // the new one looks to cryptsetup like a re-encryption at offset 0,
-        // which would convert new data as if it were old. The final commit
-        // comes straight after.
-        if protected {
-            volume::flush(io)?;
-            if p + len < total {
-                set_segments(&mut cur, st, p + len, None, total)?;
+            if protected {
+                volume::flush(io)?;
+                set_segments(&mut cur, st, p, Some(len), total)?;
                 volume::write_luks2(io, &mut cur)?;
             }
+            pipeline::run(
+                len,
+                pipe,
+                |pos, buf| {
+                    read(data_offset + p + pos, buf)?;
+                    super::convert_chunk(old, new, buf, p + pos, 1)
+                },
+                |pos, buf, ()| {
+                    volume::write(io, data_offset + p + pos, buf)?;
+                    progress(p + pos + buf.len() as u64, total);
+                    Ok(())
+                },
+            )?;
+            // Not after the last hotzone: a header whose only live segment is
+            // the new one looks to cryptsetup like a re-encryption at offset 0,
+            // which would convert new data as if it were old. The final commit
+            // comes straight after.
+            if protected {
+                volume::flush(io)?;
+                if p + len < total {
+                    set_segments(&mut cur, st, p + len, None, total)?;
+                    volume::write_luks2(io, &mut cur)?;
+                }
+            }
+            p += len;
         }
-        p += len;
+        Ok(cur)
+    })
+}
+
+/// The checksum of every `block` of old ciphertext in `at..at+len`, in
+/// order, hashed on the pipeline's workers.
+fn checksums(io: &impl BlockIo, at: u64, len: u64, hash: HashAlg, block: usize, pipe: pipeline::Options) -> Result<Vec<u8>> {
+    let mut sums = Vec::with_capacity(len.div_ceil(block as u64) as usize * hash.digest_len());
+    pipeline::run(
+        len,
+        pipe,
+        |pos, buf| {
+            io.read_at(buf, at + pos).map_err(Error::io("read", at + pos))?;
+            let mut s = Vec::with_capacity(buf.len().div_ceil(block) * hash.digest_len());
+            for b in buf.chunks(block) {
+                block_digest(hash, b, &mut s)?;
+            }
+            Ok(s)
+        },
+        |_, _, s| {
+            sums.extend_from_slice(&s);
+            Ok(())
+        },
+    )?;
+    Ok(sums)
+}
+
+/// Appends the hash of one checksum block to `out`. SHA-256, cryptsetup's
+/// default, goes to the `sha2` crate (SHA-NI where the CPU has it) because
+/// a fresh OpenSSL context per 4 KiB block cost more than the hashing.
+fn block_digest(hash: HashAlg, b: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    match hash {
+        HashAlg::Sha256 => {
+            use sha2::Digest;
+            out.extend_from_slice(&sha2::Sha256::digest(b));
+        }
+        _ => out.extend_from_slice(&hash.digest(&[b])?),
     }
-    Ok(cur)
+    Ok(())
 }
 
 fn open_either<IO: BlockIo>(vol: &Volume<IO>, h: &L2Header, digest: u32, passes: [&[u8]; 2]) -> Result<(u32, Secret)> {
@@ -446,6 +487,7 @@ fn recover<IO: BlockIo>(old: &Decrypted<&IO>, new: &Decrypted<&IO>, st: &ReencSt
                 return Err(Error::header("hotzone does not fit its checksums"));
             }
             let sums = volume::read(io, st.area.0, count * hl)?;
+            let mut digest = Vec::with_capacity(hl);
             // Chunk by chunk, so a large hotzone costs no more memory here
             // than in the run that was interrupted.
             let step = round_up(CHUNK, block as u64) as usize;
@@ -457,7 +499,9 @@ fn recover<IO: BlockIo>(old: &Decrypted<&IO>, new: &Decrypted<&IO>, st: &ReencSt
                 for (i, (b, sum)) in buf.chunks_mut(block).zip(sums.chunks(hl)).enumerate() {
                     // A block whose hash is still that of its old ciphertext
                     // was not rewritten yet; every other block already is new.
-                    if crate::crypto::ct_eq(&hash.digest(&[b])?, sum) {
+                    digest.clear();
+                    block_digest(hash, b, &mut digest)?;
+                    if crate::crypto::ct_eq(&digest, sum) {
                         let pos = offset + rel + (i * block) as u64;
                         super::convert_chunk(old, new, b, pos, 1)?;
                         volume::write(io, old.data_offset() + pos, b)?;

@@ -12,14 +12,19 @@
 # rounds (default 5); prints min and median of each and the ratios of both.
 # HOTZONES="16M 64M 256M" runs ours once per hotzone size in each round
 # (default: ours with the CLI's default only); THREADS=N passes --threads.
+# REKEY_BIN=path uses that binary instead of building one.
 # Usage: bench/reencrypt.sh [SIZE_MIB]   (scratch in $BENCH_DIR or /tmp)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB=${1:-1024}
 REPS=${REPS:-5}
 HOTZONES=${HOTZONES:-default}
-cargo build --release -q -p rekey-cli
-R=${CARGO_TARGET_DIR:-$PWD/target}/release/rekey
+# REKEY_BIN: a binary already built (skips the build)
+if [ -z "${REKEY_BIN:-}" ]; then
+  cargo build --release -q -p rekey-cli
+  REKEY_BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/rekey
+fi
+R=$(realpath "$REKEY_BIN")
 W=$(mktemp -d "${BENCH_DIR:-/tmp}/rekey-bench.XXXXXX")
 trap 'rm -rf "$W"' EXIT
 cd "$W"

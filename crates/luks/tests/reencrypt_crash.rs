@@ -10,10 +10,6 @@ use rekey_luks::{BlockIo, FormatOptions, MemIo, PbkdfOptions, Volume};
 
 const DATA: usize = 1 << 20;
 
-fn plaintext() -> Vec<u8> {
-    plaintext_of(DATA)
-}
-
 fn plaintext_of(len: usize) -> Vec<u8> {
     (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect()
 }

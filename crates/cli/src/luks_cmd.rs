@@ -106,9 +106,13 @@ pub struct ReencryptArgs {
     /// Continue an interrupted re-encryption.
     #[arg(long)]
     resume: bool,
-    /// Data converted per crash-safe step, in MiB.
-    #[arg(long, default_value_t = 16)]
-    hotzone_mib: u64,
+    /// Data converted per crash-safe step, in MiB (default: 256 in
+    /// cryptsetup's format, as the resilience area allows).
+    #[arg(long)]
+    hotzone_mib: Option<u64>,
+    /// Crypt workers (default: one per CPU).
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    threads: usize,
     /// Hotzone protection, as cryptsetup's: checksum, journal or none.
     #[arg(long, default_value = "checksum")]
     resilience: String,
@@ -604,10 +608,12 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
                 cipher: a.cipher.as_deref().map(CipherSpec::parse).transpose().map_err(rekey_luks::Error::from)?,
                 key_size_bits: a.key_size,
                 pbkdf: a.pbkdf.options()?,
-                hotzone: match a.hotzone_size {
-                    Some(bytes) => bytes,
-                    None => a.hotzone_mib.checked_mul(1 << 20).context("--hotzone-mib too large")?,
+                hotzone: match (a.hotzone_size, a.hotzone_mib) {
+                    (Some(bytes), _) => bytes,
+                    (None, Some(mib)) => mib.checked_mul(1 << 20).context("--hotzone-mib too large")?,
+                    (None, None) => reencrypt::DEFAULT_HOTZONE,
                 },
+                threads: if a.threads == 0 { rekey_luks::pipeline::default_threads() } else { a.threads },
                 resilience: reencrypt::ResilienceMode::parse(&a.resilience)?,
                 ..Default::default()
             };

@@ -79,8 +79,11 @@ pub enum Format {
 }
 /// Keyslot type holding the re-encryption state.
 pub const KEYSLOT_KIND: &str = "rekey-reencrypt";
-/// Default hotzone: 16 MiB of data per record.
-pub const DEFAULT_HOTZONE: u64 = 16 << 20;
+/// Default hotzone: 256 MiB of data per crash-safe step. cryptsetup's format
+/// streams a hotzone through the crypt pipeline, so its size costs no memory
+/// and each step's flushes and two header commits are spread over more data
+/// (with `journal`, the area caps the hotzone lower).
+pub const DEFAULT_HOTZONE: u64 = 256 << 20;
 /// Unit of hotzone hashes: the smallest atomic device write.
 const UNIT: u64 = 512;
 const HASH_LEN: usize = 16;

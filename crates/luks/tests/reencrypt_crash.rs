@@ -10,17 +10,21 @@ use rekey_luks::{BlockIo, FormatOptions, MemIo, PbkdfOptions, Volume};
 
 const DATA: usize = 1 << 20;
 
-fn plaintext() -> Vec<u8> {
-    (0..DATA as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect()
+fn plaintext_of(len: usize) -> Vec<u8> {
+    (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect()
 }
 
 fn formatted(sector: u32) -> (MemIo, rekey_luks::Secret) {
-    let io = MemIo::new((16 << 20) + DATA);
+    formatted_of(sector, DATA)
+}
+
+fn formatted_of(sector: u32, data: usize) -> (MemIo, rekey_luks::Secret) {
+    let io = MemIo::new((16 << 20) + data);
     let opts = FormatOptions { pbkdf: PbkdfOptions::minimal(), key_size_bits: 256, sector_size: sector, ..Default::default() };
     let v = Volume::format(&io, &opts, b"pw", None).unwrap();
     let (_, vk) = v.unlock(b"pw", None).unwrap();
     let d = v.decrypted(b"pw").unwrap();
-    d.write_at(&plaintext(), 0).unwrap();
+    d.write_at(&plaintext_of(data), 0).unwrap();
     (io, vk)
 }
 
@@ -39,8 +43,12 @@ fn run_format(sector: u32, format: Format) {
 }
 
 fn run_with(sector: u32, format: Format, resilience: ResilienceMode) {
-    let opts = || ReencryptOptions { format, resilience, ..opts() };
-    let (base, old_vk) = formatted(sector);
+    run_sized(sector, format, resilience, DATA, opts().hotzone);
+}
+
+fn run_sized(sector: u32, format: Format, resilience: ResilienceMode, data: usize, hotzone: u64) {
+    let opts = || ReencryptOptions { format, resilience, hotzone, ..opts() };
+    let (base, old_vk) = formatted_of(sector, data);
     let pristine = base.to_vec();
     let mut crashes = 0;
     for fail_at in 0.. {
@@ -63,9 +71,9 @@ fn run_with(sector: u32, format: Format, resilience: ResilienceMode) {
         let (_, vk) = v.unlock(b"pw", None).unwrap();
         assert_ne!(vk, old_vk, "sector {sector}, crash at step {fail_at}: key must be new");
         let d = v.decrypted(b"pw").unwrap();
-        let mut got = vec![0u8; DATA];
+        let mut got = vec![0u8; data];
         d.read_at(&mut got, 0).unwrap();
-        let first_bad = got.iter().zip(plaintext()).position(|(a, b)| *a != b);
+        let first_bad = got.iter().zip(plaintext_of(data)).position(|(a, b)| *a != b);
         assert!(first_bad.is_none(), "sector {sector}, crash at step {fail_at}: plaintext differs from byte {first_bad:?}");
         if done {
             break;
@@ -104,6 +112,16 @@ fn cryptsetup_format_journal_survives_a_crash_at_every_write_512() {
 #[test]
 fn cryptsetup_format_journal_survives_a_crash_at_every_write_4096() {
     run_with(4096, Format::Cryptsetup, ResilienceMode::Journal);
+}
+
+/// Hotzones of several pipeline chunks (1 MiB each; the last hotzone and
+/// its last chunk short): a crash between two chunks of one hotzone leaves
+/// it part new, part old, which the checksums must sort out.
+#[test]
+fn cryptsetup_format_checksum_multi_chunk_hotzones_survive_a_crash_at_every_write() {
+    for sector in [512, 4096] {
+        run_sized(sector, Format::Cryptsetup, ResilienceMode::Checksum, (3 << 20) + (1 << 19), 2 << 20);
+    }
 }
 
 #[test]

@@ -19,12 +19,14 @@ use serde_json::{json, Map};
 
 use super::{Progress as ProgressFn, ReencryptOptions, ReencryptReport};
 use crate::blockio::BlockIo;
+use crate::codec::round_up;
 use crate::crypto::{kdf, CipherSpec, HashAlg, KdfParams};
 use crate::data::Decrypted;
 use crate::error::{Error, Result};
 use crate::luks2::json::{self as lj, Segment, SegmentSize};
 use crate::luks2::reenc::{self, Mode, Progress, ReencState, Resilience};
 use crate::luks2::{self, Header as L2Header};
+use crate::pipeline;
 use crate::volume::{self, DataSegment, Header, Volume};
 use crate::Secret;
 
@@ -333,111 +335,146 @@ pub(super) fn resume<IO: BlockIo>(
     finish(vol, cur, &st, new_slot, total)
 }
 
-/// What the writer puts in the resilience area before a hotzone's data.
-enum Protect {
-    Checksums(Vec<u8>),
-    Journal(Secret),
-    Nothing,
-}
+/// Bytes per pipeline chunk: large enough for sequential I/O, small enough
+/// that `2 × threads` of them stay a few MiB whatever the hotzone size.
+const CHUNK: u64 = 1 << 20;
 
-/// Converts hotzones `done..total` in three overlapping stages: a reader
-/// prefetches hotzone N+1 and a writer commits hotzone N-1 (area, header,
-/// data, header: the order in the module docs, one hotzone at a time) while
-/// hotzone N is hashed and converted here. Returns the header as last written.
+/// Converts hotzones `done..total`, one after another, in the order of the
+/// module docs: protect, flush, commit "hot", convert, flush, commit "done".
+/// Each pass over a hotzone streams it through [`pipeline::run`] (reads and
+/// crypto on `threads` workers, writes in order here), so memory stays at a
+/// few chunks and a hotzone can be as large as the area allows: the flushes
+/// and header commits, not the crypto, are what costs per hotzone. Without
+/// resilience nothing is committed until the end, so the rest is one run.
+/// Returns the header as last written.
 #[allow(clippy::too_many_arguments)]
 fn run_hotzones<IO: BlockIo>(
     old: &Decrypted<&IO>,
     new: &Decrypted<&IO>,
     st: &ReencState,
-    cur: L2Header,
+    mut cur: L2Header,
     done: u64,
     hotzone: u64,
     total: u64,
     threads: usize,
     progress: ProgressFn<'_>,
 ) -> Result<L2Header> {
-    use std::sync::mpsc;
     let io = *old.io();
     let data_offset = old.data_offset();
+    let protected = matches!(st.resilience, Resilience::Checksum { .. } | Resilience::Journal);
+    let hotzone = if protected { hotzone } else { total - done };
+    let block = match &st.resilience {
+        Resilience::Checksum { block, .. } => *block as u64,
+        _ => 1,
+    };
+    let pipe = pipeline::Options::new(threads, round_up(CHUNK, block) as usize);
+    let read = |at: u64, buf: &mut [u8]| io.read_at(buf, at).map_err(Error::io("read", at));
     std::thread::scope(|s| -> Result<L2Header> {
-        let (rtx, rrx) = mpsc::sync_channel::<(u64, std::io::Result<Secret>)>(1);
-        let (wtx, wrx) = mpsc::sync_channel::<(u64, Protect, Secret)>(1);
-        let (spare_tx, spare_rx) = mpsc::channel::<Secret>();
-        s.spawn(move || {
-            let mut p = done;
-            while p < total {
-                let len = hotzone.min(total - p);
-                let mut buf = match spare_rx.try_recv() {
-                    Ok(b) if b.len() as u64 == len => b,
-                    _ => Secret::zeroed(len as usize),
-                };
-                let r = io.read_at(buf.as_mut(), data_offset + p).map(|_| buf);
-                let failed = r.is_err();
-                if rtx.send((p, r)).is_err() || failed {
-                    return;
+        // Checksums of hotzone N+1 are of old data nothing touches before
+        // N+1's own turn, so they are computed while hotzone N is converted
+        // and flushed: the hashing overlaps the disk's writeback.
+        let (sums_tx, sums_rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>>>(1);
+        if let Resilience::Checksum { hash, block } = &st.resilience {
+            let (hash, block) = (HashAlg::from_name(hash)?, *block as usize);
+            s.spawn(move || {
+                let mut p = done;
+                while p < total {
+                    let len = hotzone.min(total - p);
+                    let r = checksums(io, data_offset + p, len, hash, block, pipe);
+                    let failed = r.is_err();
+                    if sums_tx.send(r).is_err() || failed {
+                        return;
+                    }
+                    p += len;
                 }
-                p += len;
+            });
+        }
+        let mut p = done;
+        while p < total {
+            let len = hotzone.min(total - p);
+            match &st.resilience {
+                Resilience::Checksum { .. } => {
+                    let sums = sums_rx.recv().map_err(|_| Error::header("checksum worker stopped"))??;
+                    volume::write(io, st.area.0, &sums)?;
+                }
+                Resilience::Journal => pipeline::run(
+                    len,
+                    pipe,
+                    |pos, buf| read(data_offset + p + pos, buf),
+                    |pos, buf, ()| volume::write(io, st.area.0 + pos, buf),
+                )?,
+                _ => {}
             }
-        });
-        let writer = s.spawn(move || -> Result<L2Header> {
-            let mut cur = cur;
-            for (p, protect, buf) in wrx {
-                let len = buf.len() as u64;
-                let protected = match &protect {
-                    Protect::Checksums(sums) => Some(volume::write(io, st.area.0, sums)),
-                    Protect::Journal(copy) => Some(volume::write(io, st.area.0, copy.expose())),
-                    Protect::Nothing => None,
-                };
-                let is_protected = protected.is_some();
-                if let Some(w) = protected {
-                    w?;
-                    volume::flush(io)?;
-                    set_segments(&mut cur, st, p, Some(len), total)?;
+            if protected {
+                volume::flush(io)?;
+                set_segments(&mut cur, st, p, Some(len), total)?;
+                volume::write_luks2(io, &mut cur)?;
+            }
+            pipeline::run(
+                len,
+                pipe,
+                |pos, buf| {
+                    read(data_offset + p + pos, buf)?;
+                    super::convert_chunk(old, new, buf, p + pos, 1)
+                },
+                |pos, buf, ()| {
+                    volume::write(io, data_offset + p + pos, buf)?;
+                    progress(p + pos + buf.len() as u64, total);
+                    Ok(())
+                },
+            )?;
+            // Not after the last hotzone: a header whose only live segment is
+            // the new one looks to cryptsetup like a re-encryption at offset 0,
+            // which would convert new data as if it were old. The final commit
+            // comes straight after.
+            if protected {
+                volume::flush(io)?;
+                if p + len < total {
+                    set_segments(&mut cur, st, p + len, None, total)?;
                     volume::write_luks2(io, &mut cur)?;
                 }
-                volume::write(io, data_offset + p, buf.expose())?;
-                // Not after the last hotzone: a header whose only live
-                // segment is the new one looks to cryptsetup like a
-                // re-encryption at offset 0, which would convert new data as
-                // if it were old. The final commit comes straight after.
-                if is_protected {
-                    volume::flush(io)?;
-                    if p + len < total {
-                        set_segments(&mut cur, st, p + len, None, total)?;
-                        volume::write_luks2(io, &mut cur)?;
-                    }
-                }
-                progress(p + len, total);
-                let _ = spare_tx.send(buf);
             }
-            Ok(cur)
-        });
-        let converted = (|| -> Result<()> {
-            for (p, buf) in rrx {
-                let mut buf = buf.map_err(Error::io("read", data_offset + p))?;
-                let protect = match &st.resilience {
-                    Resilience::Checksum { hash, block } => {
-                        let hash = HashAlg::from_name(hash)?;
-                        let mut sums = Vec::with_capacity(buf.len() / *block as usize * hash.digest_len());
-                        for b in buf.expose().chunks(*block as usize) {
-                            sums.extend_from_slice(&hash.digest(&[b])?);
-                        }
-                        Protect::Checksums(sums)
-                    }
-                    Resilience::Journal => Protect::Journal(Secret::from_slice(buf.expose())),
-                    _ => Protect::Nothing,
-                };
-                super::convert_chunk(old, new, buf.as_mut(), p, threads)?;
-                if wtx.send((p, protect, buf)).is_err() {
-                    break; // the writer failed; its error is reported below
-                }
-            }
-            Ok(())
-        })();
-        drop(wtx);
-        let written = writer.join().expect("writer panicked");
-        converted.and(written)
+            p += len;
+        }
+        Ok(cur)
     })
+}
+
+/// The checksum of every `block` of old ciphertext in `at..at+len`, in
+/// order, hashed on the pipeline's workers.
+fn checksums(io: &impl BlockIo, at: u64, len: u64, hash: HashAlg, block: usize, pipe: pipeline::Options) -> Result<Vec<u8>> {
+    let mut sums = Vec::with_capacity(len.div_ceil(block as u64) as usize * hash.digest_len());
+    pipeline::run(
+        len,
+        pipe,
+        |pos, buf| {
+            io.read_at(buf, at + pos).map_err(Error::io("read", at + pos))?;
+            let mut s = Vec::with_capacity(buf.len().div_ceil(block) * hash.digest_len());
+            for b in buf.chunks(block) {
+                block_digest(hash, b, &mut s)?;
+            }
+            Ok(s)
+        },
+        |_, _, s| {
+            sums.extend_from_slice(&s);
+            Ok(())
+        },
+    )?;
+    Ok(sums)
+}
+
+/// Appends the hash of one checksum block to `out`. SHA-256, cryptsetup's
+/// default, goes to the `sha2` crate (SHA-NI where the CPU has it) because
+/// a fresh OpenSSL context per 4 KiB block cost more than the hashing.
+fn block_digest(hash: HashAlg, b: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    match hash {
+        HashAlg::Sha256 => {
+            use sha2::Digest;
+            out.extend_from_slice(&sha2::Sha256::digest(b));
+        }
+        _ => out.extend_from_slice(&hash.digest(&[b])?),
+    }
+    Ok(())
 }
 
 pub(super) fn open_either<IO: BlockIo>(vol: &Volume<IO>, h: &L2Header, digest: u32, passes: [&[u8]; 2]) -> Result<(u32, Secret)> {
@@ -465,7 +502,6 @@ pub(super) fn hotzone_len(st: &ReencState, wanted: u64, block: u64) -> Result<u6
 pub(super) fn recover<IO: BlockIo>(old: &Decrypted<&IO>, new: &Decrypted<&IO>, st: &ReencState, offset: u64, len: u64) -> Result<()> {
     let io = *old.io();
     let at = old.data_offset() + offset;
-    let mut buf = Secret::zeroed(len as usize);
     match &st.resilience {
         Resilience::Checksum { hash, block } => {
             let hash = HashAlg::from_name(hash)?;
@@ -475,14 +511,25 @@ pub(super) fn recover<IO: BlockIo>(old: &Decrypted<&IO>, new: &Decrypted<&IO>, s
                 return Err(Error::header("hotzone does not fit its checksums"));
             }
             let sums = volume::read(io, st.area.0, count * hl)?;
-            io.read_at(buf.as_mut(), at).map_err(Error::io("read", at))?;
-            for (i, (b, sum)) in buf.as_mut().chunks_mut(block).zip(sums.chunks(hl)).enumerate() {
-                // A block whose hash is still that of its old ciphertext was
-                // not rewritten yet; every other block already is new.
-                if crate::crypto::ct_eq(&hash.digest(&[b])?, sum) {
-                    let pos = offset + (i * block) as u64;
-                    super::convert_chunk(old, new, b, pos, 1)?;
-                    volume::write(io, old.data_offset() + pos, b)?;
+            let mut digest = Vec::with_capacity(hl);
+            // Chunk by chunk, so a large hotzone costs no more memory here
+            // than in the run that was interrupted.
+            let step = round_up(CHUNK, block as u64) as usize;
+            let mut buf = Secret::zeroed(step.min(len as usize));
+            for (c, sums) in sums.chunks(step / block * hl).enumerate() {
+                let rel = (c * step) as u64;
+                let buf = &mut buf.as_mut()[..sums.len() / hl * block];
+                io.read_at(buf, at + rel).map_err(Error::io("read", at + rel))?;
+                for (i, (b, sum)) in buf.chunks_mut(block).zip(sums.chunks(hl)).enumerate() {
+                    // A block whose hash is still that of its old ciphertext
+                    // was not rewritten yet; every other block already is new.
+                    digest.clear();
+                    block_digest(hash, b, &mut digest)?;
+                    if crate::crypto::ct_eq(&digest, sum) {
+                        let pos = offset + rel + (i * block) as u64;
+                        super::convert_chunk(old, new, b, pos, 1)?;
+                        volume::write(io, old.data_offset() + pos, b)?;
+                    }
                 }
             }
         }
@@ -490,6 +537,7 @@ pub(super) fn recover<IO: BlockIo>(old: &Decrypted<&IO>, new: &Decrypted<&IO>, s
             if len > st.area.1 {
                 return Err(Error::header("hotzone larger than its journal"));
             }
+            let mut buf = Secret::zeroed(len as usize);
             io.read_at(buf.as_mut(), st.area.0).map_err(Error::io("read", st.area.0))?;
             super::convert_chunk(old, new, buf.as_mut(), offset, 1)?;
             volume::write(io, at, buf.expose())?;

@@ -15,7 +15,9 @@
 //! Retries are part of the row too: a failure in a state the machine calls
 //! late ([`Machine::is_late`], past its point of no return) is counted in
 //! `attempts` and given a backoff deadline `next_attempt_at`, and the state
-//! is retried (by this process or, after a restart, the next); any other
+//! is retried (by this process or, after a restart, the next); so is an
+//! earlier state whose key manager or backend was unavailable (a timeout, a
+//! refused connection), up to [`TRANSIENT_ATTEMPTS`] times; any other
 //! failure rolls the machine back ([`Machine::roll_back`]) and removes the
 //! job.
 //!
@@ -59,6 +61,11 @@ pub(crate) const KEY_ALGORITHM: &str = "aes";
 /// Attempts at a late state before the machine's target is marked `error`;
 /// the job keeps retrying (see [`retry_delay`]).
 const LATE_STEP_ATTEMPTS: u32 = 4;
+/// Attempts at a state before the point of no return whose failures were
+/// all transient (key manager or backend unavailable) before the machine is
+/// rolled back: about 15 s of backoff, so an overloaded Barbican or a
+/// restarting OSD does not fail a clone.
+const TRANSIENT_ATTEMPTS: u32 = 5;
 /// The longest pause between two attempts at a late state.
 const RETRY_MAX: Duration = Duration::from_secs(30);
 /// How often the key-deletion queue is looked at without being woken.
@@ -97,7 +104,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub(crate) fn new(db: Db, keys: Arc<dyn KeyManager>, node: String, lease: Duration) -> Self {
+    pub(crate) fn new(db: Db, keys: Arc<dyn KeyManager>, node: String, lease: Duration, calls: Arc<crate::metrics::Calls>) -> Self {
         Engine {
             db,
             keys,
@@ -105,7 +112,7 @@ impl Engine {
             node,
             lease,
             running: Mutex::new(HashMap::new()),
-            metrics: crate::metrics::Metrics::default(),
+            metrics: crate::metrics::Metrics::new(calls),
         }
     }
 
@@ -500,7 +507,8 @@ async fn run_held<M: Machine>(cx: &M::Cx, mut job: Job<M>, hold: &Hold, mut logg
             }
             Err(Failure::Error(e)) => e,
         };
-        if late {
+        let transient = !late && e.kind() == crate::error::ErrorKind::Unavailable && job.attempts + 1 < TRANSIENT_ATTEMPTS;
+        if late || transient {
             job.attempts += 1;
             job.next_attempt_at = now_ms() + retry_delay(job.attempts).as_millis() as i64;
             tracing::warn!(job = %job.id, target = %job.target_id, %step, error = %e, attempt = job.attempts, "step failed; will retry");
@@ -577,7 +585,7 @@ async fn record_failure<M: Machine>(cx: &M::Cx, job: &Job<M>, log: &str, error: 
     if !db::job_failed(&mut tx, &job.id, job.epoch, error, job.attempts, job.next_attempt_at).await? {
         return Err(Failure::Fenced);
     }
-    if job.attempts >= LATE_STEP_ATTEMPTS {
+    if job.state.is_late() && job.attempts >= LATE_STEP_ATTEMPTS {
         job.state.give_up(&mut tx).await?;
     }
     tx.commit().await.map_err(crate::error::db("commit"))?;

@@ -18,6 +18,7 @@ mod engine;
 mod error;
 pub mod fault;
 pub mod key_migrate;
+mod metered;
 mod metrics;
 pub mod model;
 pub mod paths;

@@ -230,6 +230,19 @@ fn wait_mid_step(url: &str, node: &str, step: &str, target: Option<&str>) {
     }
 }
 
+/// The sum of a counter's samples in a node's `/metrics`.
+fn metric_sum(srv: &Server, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
 fn psql(url: &str, sql: &str) -> String {
     let out = Command::new("psql").args([url, "-AtX", "-F", "|", "-c", sql]).output().expect("run psql");
     assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
@@ -456,4 +469,12 @@ fn three_nodes(keys: Keys, volumes: Volumes) {
     let nodes = psql(&url, "SELECT DISTINCT node FROM step_log ORDER BY 1");
     assert_eq!(nodes.lines().collect::<Vec<_>>(), ["node0", "node1", "node2"], "every node ran steps");
     eprintln!("jobs taken over by another node: {}", takeovers.len());
+
+    // The live nodes' /metrics saw it too: takeovers counted, and the
+    // taken-over re-encryption's 1 GiB (the restarted nodes count from zero).
+    let total = |name: &str| -> f64 {
+        c.nodes.iter().flatten().map(|srv| metric_sum(srv, name)).sum()
+    };
+    assert!(total("rekey_lease_takeovers_total") >= 1.0, "no lease takeover counted in /metrics");
+    assert!(total("rekey_reencrypted_bytes_total") >= (1u64 << 30) as f64, "the re-encryption's bytes are not counted");
 }

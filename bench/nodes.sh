@@ -10,7 +10,11 @@
 # of each throughput to the anchor's. Target: p99 under 2 s everywhere.
 # Needs a PostgreSQL: scripts/postgres.sh start (REKEY_TEST_PG_URL), or set
 # REKEY_TEST_PG_URL yourself.
-# Usage: bench/nodes.sh   (env N, default 200; scratch in $BENCH_DIR or /tmp)
+# After the table, where the time went: each state's mean step time (from
+# every node's /metrics) and its share of a clone's time to `available`.
+# Usage: bench/nodes.sh   (env N, default 200; CONFIGS, default
+# sqlite-1,pg-1,pg-3, the set-ups to run — the first one run is the anchor;
+# scratch in $BENCH_DIR or /tmp)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-200}
@@ -29,10 +33,11 @@ trap cleanup EXIT
 echo "# rekey nodes benchmark — $(date -u +%F) — $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) — $N clones each"
 echo
 
-python3 - "$R" "$W" "$N" "$REKEY_TEST_PG_URL" <<'PY'
-import json, os, socket, subprocess, sys, threading, time, urllib.request, uuid
+python3 - "$R" "$W" "$N" "$REKEY_TEST_PG_URL" "${CONFIGS:-sqlite-1,pg-1,pg-3}" <<'PY'
+import json, os, re, socket, subprocess, sys, threading, time, urllib.request, uuid
 
 rekey, work, n, pg = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].rstrip("/")
+configs = sys.argv[5].split(",")
 H = {"X-Auth-Token": "bench", "Content-Type": "application/json", "OpenStack-API-Version": "volume 3.64"}
 
 def free_port():
@@ -95,6 +100,13 @@ def run(tag, url, nodes):
     wall = time.monotonic() - t0
     if any(l is None for l in lat):
         raise SystemExit(f"{tag}: some clones failed")
+    steps = {}
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
+            text = resp.read().decode()
+        for m in re.finditer(r'^rekey_step_seconds_(sum|count)\{[^}]*kind="clone",state="([a-z_]+)",outcome="done"\} (\S+)$', text, re.M):
+            s = steps.setdefault(m.group(2), [0.0, 0])
+            s[0 if m.group(1) == "sum" else 1] += float(m.group(3))
     rss = []
     for p, _ in procs:
         for line in open(f"/proc/{p.pid}/status"):
@@ -103,18 +115,30 @@ def run(tag, url, nodes):
         p.terminate(); p.wait()
     lat.sort()
     p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-    return {"tag": tag, "nodes": nodes, "throughput": n / wall, "p50": p50, "p99": p99, "max": lat[-1], "rss": rss}
+    return {"tag": tag, "nodes": nodes, "throughput": n / wall, "p50": p50, "p99": p99, "max": lat[-1], "rss": rss, "steps": steps, "mean": sum(lat) / len(lat)}
 
-results = [
-    run("sqlite-1", f"sqlite://{work}/sqlite-1/rekey.sqlite", 1),
-    run("pg-1", createdb("bench_" + uuid.uuid4().hex[:12]), 1),
-    run("pg-3", createdb("bench_" + uuid.uuid4().hex[:12]), 3),
-]
+setups = {
+    "sqlite-1": lambda: run("sqlite-1", f"sqlite://{work}/sqlite-1/rekey.sqlite", 1),
+    "pg-1": lambda: run("pg-1", createdb("bench_" + uuid.uuid4().hex[:12]), 1),
+    "pg-3": lambda: run("pg-3", createdb("bench_" + uuid.uuid4().hex[:12]), 3),
+}
+results = [setups[c]() for c in configs]
 anchor = results[0]["throughput"]
 print("| set-up | nodes | clones/s | ratio to 1 node SQLite | p50 s | p99 s | max s | peak RSS per node MiB |")
 print("|---|---|---|---|---|---|---|---|")
 for r in results:
     print(f"| {r['tag']} | {r['nodes']} | {r['throughput']:.1f} | {r['throughput'] / anchor:.2f} | {r['p50']:.3f} | {r['p99']:.3f} | {r['max']:.3f} | {', '.join(map(str, r['rss']))} |")
+print()
+print("| set-up | " + " | ".join(f"{st} ms (share)" for st in results[0]["steps"]) + " | rest of mean latency ms |")
+print("|---|" + "---|" * (len(results[0]["steps"]) + 1))
+for r in results:
+    cells, total = [], 0.0
+    for st in results[0]["steps"]:
+        sm, c = r["steps"].get(st, [0.0, 0])
+        mean = sm / c if c else 0.0
+        total += mean
+        cells.append(f"{mean * 1000:.1f} ({mean / r['mean']:.0%})")
+    print(f"| {r['tag']} | " + " | ".join(cells) + f" | {(r['mean'] - total) * 1000:.1f} |")
 ok = all(r["p99"] < 2.0 for r in results)
 print()
 print("target p99 < 2 s:", "met" if ok else "NOT met")

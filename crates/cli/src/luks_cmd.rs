@@ -456,6 +456,8 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
                 subsystem: a.subsystem,
                 uuid: a.uuid,
                 keyslot: a.key_slot,
+                // An image given to `luks format` may hold anything: wipe.
+                zeroed: false,
             };
             opts.validate()?;
             let is_rbd = a.image.to_string_lossy().starts_with("rbd:");

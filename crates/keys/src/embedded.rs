@@ -18,8 +18,10 @@
 //!
 //! SQLite is reached through sqlx (async, the same driver and the same
 //! `libsqlite3-sys` the service uses for its own database: two different
-//! SQLite bindings in one binary would not link). WAL with `synchronous=FULL`
-//! makes every committed key durable; `secure_delete` overwrites deleted rows.
+//! SQLite bindings in one binary would not link). WAL with
+//! `synchronous=NORMAL` and a [`WalSync`] after every commit makes every
+//! committed key durable before the call returns, with concurrent commits
+//! sharing their fsyncs; `secure_delete` overwrites deleted rows.
 
 use std::fmt;
 use std::fs::{self, OpenOptions};
@@ -38,6 +40,7 @@ use zeroize::Zeroizing;
 use crate::config::{EmbeddedConfig, KEK_ENV};
 use crate::error::KeyError;
 use crate::types::{check_name, check_spec, check_stored, KeyBytes, KeyId, Project};
+use crate::wal_sync::WalSync;
 use crate::KeyManager;
 
 const KEK_LEN: usize = 32;
@@ -86,6 +89,7 @@ pub struct EmbeddedKeyManager {
     /// The next KEK while a rotation is under way (`<kek file>.new`).
     pending: Option<Kek>,
     db_path: PathBuf,
+    wal: WalSync,
 }
 
 /// What `rotate_kek` did.
@@ -102,6 +106,11 @@ pub struct KekRotation {
 }
 
 impl EmbeddedKeyManager {
+    /// Makes the commits made so far durable (see [`WalSync`]).
+    async fn durable(&self, op: &'static str) -> Result<(), KeyError> {
+        self.wal.sync().await.map_err(|e| KeyError::storage(op, io_cause(&self.db_path, e)))
+    }
+
     /// Opens (creating if needed) the store `config` describes.
     ///
     /// The KEK comes from `config.kek_hex`, else `REKEY_KEK`, else the KEK
@@ -127,7 +136,7 @@ impl EmbeddedKeyManager {
             .filename(&db_path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .pragma("secure_delete", "ON");
         let pool = SqlitePoolOptions::new()
@@ -250,7 +259,8 @@ impl EmbeddedKeyManager {
             ));
         }
         tracing::info!(db = %db_path.display(), kek_source = %source, "opened embedded key store");
-        Ok(EmbeddedKeyManager { pool, kek, pending, db_path })
+        let wal = WalSync::new(&db_path);
+        Ok(EmbeddedKeyManager { pool, kek, pending, db_path, wal })
     }
 
     /// The database file.
@@ -304,6 +314,7 @@ impl EmbeddedKeyManager {
         .await
         .map_err(db("store key"))?;
         tx.commit().await.map_err(db("store key"))?;
+        self.durable("store key").await?;
         Ok(id)
     }
 }
@@ -386,6 +397,7 @@ impl KeyManager for EmbeddedKeyManager {
             .await
             .map_err(db("delete key"))?;
         tx.commit().await.map_err(db("delete key"))?;
+        self.durable("delete key").await?;
         if done.rows_affected() == 0 {
             return Err(KeyError::NotFound {
                 project: project.clone(),
@@ -521,6 +533,7 @@ pub async fn rotate_kek(
                 rewrapped += 1;
             }
             tx.commit().await.map_err(db("rotate KEK"))?;
+            km.durable("rotate KEK").await?;
             progress(rewrapped.min(total), total);
         }
         // Flip the check only if no row under the old KEK appeared since.
@@ -542,6 +555,7 @@ pub async fn rotate_kek(
             .await
             .map_err(db("rotate KEK"))?;
         tx.commit().await.map_err(db("rotate KEK"))?;
+        km.durable("rotate KEK").await?;
     }
     km.pool.close().await;
     crash_point("rotate-kek-before-rename");

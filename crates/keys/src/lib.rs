@@ -31,6 +31,7 @@ mod http;
 mod passphrase;
 mod types;
 mod vault;
+mod wal_sync;
 
 use async_trait::async_trait;
 
@@ -43,6 +44,7 @@ pub use embedded::{rotate_kek, EmbeddedKeyManager, KekRotation};
 pub use error::{ErrorKind, KeyError};
 pub use http::keystone_time_left;
 pub use passphrase::{passphrase_hex, passphrase_legacy};
+pub use wal_sync::WalSync;
 pub use types::{KeyBytes, KeyId, Project, MAX_BIT_LENGTH};
 pub use vault::VaultKeyManager;
 

@@ -15,7 +15,9 @@
 //! Retries are part of the row too: a failure in a state the machine calls
 //! late ([`Machine::is_late`], past its point of no return) is counted in
 //! `attempts` and given a backoff deadline `next_attempt_at`, and the state
-//! is retried (by this process or, after a restart, the next); any other
+//! is retried (by this process or, after a restart, the next); so is an
+//! earlier state whose key manager or backend was unavailable (a timeout, a
+//! refused connection), up to [`TRANSIENT_ATTEMPTS`] times; any other
 //! failure rolls the machine back ([`Machine::roll_back`]) and removes the
 //! job.
 //!
@@ -27,8 +29,12 @@
 //! fenced by it (`UPDATE … WHERE epoch = $`), so a node that lost the job
 //! never commits a step of it. Every attempt is written to `step_log`
 //! (start committed before the action, end with the step's commit), which
-//! shows that no step of a job ran on two nodes at once. The key-deletion
-//! queue is leased per key the same way.
+//! shows that no step of a job ran on two nodes at once. The start of a
+//! job's next attempt is written in the commit of the step before it (and
+//! the first one in the admission), so a step costs one commit, not three:
+//! that commit was fenced at the run's epoch, which is as good a check as a
+//! separate read before the action. The key-deletion queue is leased per
+//! key the same way.
 //!
 //! The machines (creates, clones, snapshots, restores, transfers, rekeys,
 //! deletes) live in [`crate::paths`]; this module only runs them, keeps the
@@ -55,6 +61,11 @@ pub(crate) const KEY_ALGORITHM: &str = "aes";
 /// Attempts at a late state before the machine's target is marked `error`;
 /// the job keeps retrying (see [`retry_delay`]).
 const LATE_STEP_ATTEMPTS: u32 = 4;
+/// Attempts at a state before the point of no return whose failures were
+/// all transient (key manager or backend unavailable) before the machine is
+/// rolled back: about 15 s of backoff, so an overloaded Barbican or a
+/// restarting OSD does not fail a clone.
+const TRANSIENT_ATTEMPTS: u32 = 5;
 /// The longest pause between two attempts at a late state.
 const RETRY_MAX: Duration = Duration::from_secs(30);
 /// How often the key-deletion queue is looked at without being woken.
@@ -93,7 +104,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub(crate) fn new(db: Db, keys: Arc<dyn KeyManager>, node: String, lease: Duration) -> Self {
+    pub(crate) fn new(db: Db, keys: Arc<dyn KeyManager>, node: String, lease: Duration, calls: Arc<crate::metrics::Calls>) -> Self {
         Engine {
             db,
             keys,
@@ -101,7 +112,7 @@ impl Engine {
             node,
             lease,
             running: Mutex::new(HashMap::new()),
-            metrics: crate::metrics::Metrics::default(),
+            metrics: crate::metrics::Metrics::new(calls),
         }
     }
 
@@ -117,6 +128,21 @@ impl Engine {
     /// How often leases are renewed and expired ones looked for.
     fn beat(&self) -> Duration {
         (self.lease / 3).clamp(Duration::from_millis(200), Duration::from_secs(5))
+    }
+
+    /// The start of job `id`'s next attempt at `step`, to be committed by
+    /// the caller's transaction (the previous step's commit, or the
+    /// admission), at `epoch`.
+    fn next_attempt(&self, id: &str, kind: &str, step: Step, epoch: i64) -> StepLogEntry {
+        StepLogEntry {
+            id: uuid::Uuid::new_v4().to_string(),
+            job_id: id.to_owned(),
+            kind: kind.to_owned(),
+            step: step.as_str().to_owned(),
+            node: self.node.clone(),
+            epoch,
+            started_at: now_ms(),
+        }
     }
 
     /// Registers a run of job `id` at `epoch` in this process; `None` if a
@@ -218,7 +244,8 @@ pub struct Job<M> {
 struct Hold(Arc<AtomicI64>);
 
 impl<M: Machine> Job<M> {
-    /// A new job at the machine's first state.
+    /// A new job at the machine's first state, at epoch 1: the admitting
+    /// node takes it up in the admission itself ([`admit`]).
     pub(crate) fn new(target_id: &str, project_id: &str, source_id: Option<&str>, state: M) -> Self {
         Job {
             id: uuid::Uuid::new_v4().to_string(),
@@ -227,7 +254,7 @@ impl<M: Machine> Job<M> {
             source_id: source_id.map(str::to_owned),
             attempts: 0,
             next_attempt_at: 0,
-            epoch: 0,
+            epoch: 1,
             state,
         }
     }
@@ -282,42 +309,35 @@ impl<M: Machine> Job<M> {
 }
 
 /// Records a new job in `tx` (the admission's transaction), leased to this
-/// node, which runs it ([`spawn`]) once the admission is committed: no
-/// other node's claimer can take it up in between.
+/// node at the job's first epoch, with the start of its first attempt; the
+/// node runs it ([`spawn`]) once the admission is committed. No other
+/// node's claimer can take it up in between (the lease), and if this node
+/// dies first, the claimer that does bumps the epoch.
 pub(crate) async fn admit<M: Machine>(engine: &Engine, tx: &mut Tx, job: &Job<M>) -> Result<()> {
-    db::insert_job(tx, &job.row_leased(Some(&engine.node), engine.lease_until())?).await
+    db::insert_job(tx, &job.row_leased(Some(&engine.node), engine.lease_until())?).await?;
+    let mut first = engine.next_attempt(&job.id, job.state.kind(), job.state.step_name(), job.epoch);
+    first.id = admitted_attempt(&job.id);
+    db::step_started(tx, &first).await
+}
+
+/// The step-log id of a job's first attempt, which its admission writes.
+fn admitted_attempt(job_id: &str) -> String {
+    format!("{job_id}-admitted")
 }
 
 /// Starts running `job` (just admitted, its admission committed) on this
 /// node in the background.
 pub fn spawn<M: Machine>(cx: M::Cx, job: Job<M>) {
-    tokio::spawn(async move {
-        match take_up(&cx, job).await {
-            Ok(Some(job)) => start(cx, job),
-            Ok(None) => {}
-            Err(e) => tracing::error!(error = %e, "cannot take up a job"),
-        }
-    });
-}
-
-/// Takes the job up by bumping its epoch under this node's lease: from now
-/// on only this run may commit its steps. `None` if the job is gone.
-async fn take_up<M: Machine>(cx: &M::Cx, mut job: Job<M>) -> Result<Option<Job<M>>> {
-    let engine = cx.engine();
-    let mut tx = engine.tx().await?;
-    let Some(epoch) = db::take_job(&mut tx, &job.id, &engine.node, engine.lease_until(), true).await? else {
-        return Ok(None);
-    };
-    tx.commit().await.map_err(crate::error::db("commit"))?;
-    job.epoch = epoch;
-    Ok(Some(job))
+    let first = admitted_attempt(&job.id);
+    start(cx, job, Some(first));
 }
 
 /// Runs a job this node holds, unless a run of it is here already (which
-/// then carries on at the new epoch).
-fn start<M: Machine>(cx: M::Cx, job: Job<M>) {
+/// then carries on at the new epoch). `logged`: the step-log id of the
+/// attempt at its current state, if a commit already wrote its start.
+fn start<M: Machine>(cx: M::Cx, job: Job<M>, logged: Option<String>) {
     if let Some(hold) = cx.engine().register(&job.id, job.epoch) {
-        tokio::spawn(run(cx, job, Hold(hold)));
+        tokio::spawn(run(cx, job, Hold(hold), logged));
     }
 }
 
@@ -361,7 +381,7 @@ async fn claim_round<M: Machine>(cx: &M::Cx) -> Result<usize> {
         match Job::<M>::from_row(row) {
             Ok(job) => {
                 tracing::info!(job = %id, %kind, target = %job.target_id, %step, epoch, node = %engine.node, "taking up job");
-                start(cx.clone(), job);
+                start(cx.clone(), job, None);
             }
             Err(e) => tracing::error!(job = %id, %kind, error = %e, "cannot run job; left as it is"),
         }
@@ -384,12 +404,18 @@ async fn heartbeat(engine: Arc<Engine>) {
         // Only the jobs a run of this process is working on: a job whose run
         // ended any other way is left to expire and be taken up again.
         let ids: Vec<String> = engine.running.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        if ids.is_empty() {
+            continue;
+        }
+        // One transaction for all of them: on SQLite one commit (one fsync)
+        // per beat rather than one per running job.
         let renewed = async {
-            let mut c = engine.db.conn().await?;
+            let mut tx = engine.tx().await?;
+            let until = engine.lease_until();
             for id in &ids {
-                db::renew_lease(&mut c, id, &engine.node, engine.lease_until()).await?;
+                db::renew_lease(&mut tx, id, &engine.node, until).await?;
             }
-            Ok::<_, ServiceError>(())
+            tx.commit().await.map_err(crate::error::db("commit"))
         };
         if let Err(e) = renewed.await {
             tracing::warn!(error = %e, "lease heartbeat failed");
@@ -410,33 +436,49 @@ impl From<ServiceError> for Failure {
     }
 }
 
-async fn run<M: Machine>(cx: M::Cx, job: Job<M>, hold: Hold) {
+async fn run<M: Machine>(cx: M::Cx, job: Job<M>, hold: Hold, logged: Option<String>) {
     let id = job.id.clone();
-    run_held(&cx, job, &hold).await;
+    run_held(&cx, job, &hold, logged).await;
     cx.engine().unregister(&id);
 }
 
-async fn run_held<M: Machine>(cx: &M::Cx, mut job: Job<M>, hold: &Hold) {
+async fn run_held<M: Machine>(cx: &M::Cx, mut job: Job<M>, hold: &Hold, mut logged: Option<String>) {
     let engine = cx.engine();
     loop {
         let wait = job.next_attempt_at - now_ms();
         if wait > 0 {
             tokio::time::sleep(Duration::from_millis(wait as u64)).await;
         }
-        job.epoch = hold.0.load(Ordering::SeqCst);
+        let epoch = hold.0.load(Ordering::SeqCst);
         let step = job.state.step_name();
         let late = job.state.is_late();
-        // Never start an action for a job another node has taken up.
-        let log = match start_step(engine, &job, step).await {
-            Ok(Some(log)) => log,
-            Ok(None) => {
-                tracing::warn!(job = %job.id, %step, epoch = job.epoch, "job taken up by another run; this one stops");
-                return;
+        // The attempt whose start the last commit wrote, at the epoch that
+        // commit was fenced by; if this node has taken the job up again
+        // since (its lease ran out while it stalled), that attempt is
+        // closed and a checked one started.
+        let prelogged = logged.take();
+        if let Some(id) = prelogged.as_deref().filter(|_| epoch != job.epoch) {
+            if let Err(e) = close_attempt(engine, id, "fenced").await {
+                tracing::warn!(job = %job.id, %step, error = %e, "cannot close a step-log entry");
             }
-            Err(e) => {
-                tracing::warn!(job = %job.id, %step, error = %e, "cannot start step; will retry");
-                tokio::time::sleep(engine.beat()).await;
-                continue;
+        }
+        let log = match prelogged.filter(|_| epoch == job.epoch) {
+            Some(id) => id,
+            // Never start an action for a job another node has taken up.
+            None => {
+                job.epoch = epoch;
+                match start_step(engine, &job, step).await {
+                    Ok(Some(log)) => log.id,
+                    Ok(None) => {
+                        tracing::warn!(job = %job.id, %step, epoch = job.epoch, "job taken up by another run; this one stops");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %job.id, %step, error = %e, "cannot start step; will retry");
+                        tokio::time::sleep(engine.beat()).await;
+                        continue;
+                    }
+                }
             }
         };
         let began = std::time::Instant::now();
@@ -452,8 +494,9 @@ async fn run_held<M: Machine>(cx: &M::Cx, mut job: Job<M>, hold: &Hold) {
         engine.metrics.step(job.state.kind(), step.as_str(), result, began.elapsed());
         let e = match outcome {
             Ok(None) => return,
-            Ok(Some(next)) => {
+            Ok(Some((next, next_log))) => {
                 job.state = next;
+                logged = Some(next_log);
                 job.attempts = 0;
                 job.next_attempt_at = 0;
                 continue;
@@ -464,7 +507,8 @@ async fn run_held<M: Machine>(cx: &M::Cx, mut job: Job<M>, hold: &Hold) {
             }
             Err(Failure::Error(e)) => e,
         };
-        if late {
+        let transient = !late && e.kind() == crate::error::ErrorKind::Unavailable && job.attempts + 1 < TRANSIENT_ATTEMPTS;
+        if late || transient {
             job.attempts += 1;
             job.next_attempt_at = now_ms() + retry_delay(job.attempts).as_millis() as i64;
             tracing::warn!(job = %job.id, target = %job.target_id, %step, error = %e, attempt = job.attempts, "step failed; will retry");
@@ -486,8 +530,6 @@ async fn run_held<M: Machine>(cx: &M::Cx, mut job: Job<M>, hold: &Hold) {
     }
 }
 
-/// Commits a step: its effects, the next state (or the job's removal) and
-/// the fence, with the fault-injection points around the commit.
 /// Checks the run still holds its job and logs the attempt's start; `None`
 /// if another run has taken the job up.
 async fn start_step<M: Machine>(engine: &Engine, job: &Job<M>, step: Step) -> Result<Option<StepLogEntry>> {
@@ -495,28 +537,30 @@ async fn start_step<M: Machine>(engine: &Engine, job: &Job<M>, step: Step) -> Re
     if !db::job_is_current(&mut c, &job.id, job.epoch).await? {
         return Ok(None);
     }
-    let e = StepLogEntry {
-        id: uuid::Uuid::new_v4().to_string(),
-        job_id: job.id.clone(),
-        kind: job.state.kind().to_owned(),
-        step: step.as_str().to_owned(),
-        node: engine.node.clone(),
-        epoch: job.epoch,
-        started_at: now_ms(),
-    };
+    let e = engine.next_attempt(&job.id, job.state.kind(), step, job.epoch);
     db::step_started(&mut c, &e).await?;
     Ok(Some(e))
 }
 
-async fn commit<M: Machine>(cx: &M::Cx, job: &Job<M>, step: Step, log: &StepLogEntry, t: Transition<M>) -> Result<Option<M>, Failure> {
+/// Commits a step: its effects, the next state (or the job's removal), the
+/// end of this attempt and the start of the next one (whose id it returns
+/// with the next state), and the fence, with the fault-injection points
+/// around the commit.
+async fn commit<M: Machine>(cx: &M::Cx, job: &Job<M>, step: Step, log: &str, t: Transition<M>) -> Result<Option<(M, String)>, Failure> {
+    let engine = cx.engine();
     let Transition { mut tx, next } = t;
-    db::step_ended(&mut tx, &log.id, now_ms(), "done").await?;
-    let current = match &next {
+    db::step_ended(&mut tx, log, now_ms(), "done").await?;
+    let (current, next) = match next {
         Some(next) => {
             let row = Job { state: next.clone(), attempts: 0, next_attempt_at: 0, ..job.clone() }.row()?;
-            db::save_job(&mut tx, &row).await?
+            let current = db::save_job(&mut tx, &row).await?;
+            let attempt = engine.next_attempt(&job.id, next.kind(), next.step_name(), job.epoch);
+            if current {
+                db::step_started(&mut tx, &attempt).await?;
+            }
+            (current, Some((next, attempt.id)))
         }
-        None => db::delete_job(&mut tx, &job.id, job.epoch).await?,
+        None => (db::delete_job(&mut tx, &job.id, job.epoch).await?, None),
     };
     if !current {
         return Err(Failure::Fenced);
@@ -524,27 +568,33 @@ async fn commit<M: Machine>(cx: &M::Cx, job: &Job<M>, step: Step, log: &StepLogE
     fault::point(Point::done(step)).await;
     tx.commit().await.map_err(crate::error::db("commit"))?;
     // A step may have queued a key for deletion; the worker looks now.
-    cx.engine().wake_key_gc();
+    engine.wake_key_gc();
     fault::point(Point::recorded(step)).await;
     Ok(next)
 }
 
-async fn record_failure<M: Machine>(cx: &M::Cx, job: &Job<M>, log: &StepLogEntry, error: &str) -> Result<(), Failure> {
+/// Ends a step-log entry outside any step's commit.
+async fn close_attempt(engine: &Engine, log: &str, outcome: &str) -> Result<()> {
+    let mut c = engine.db.conn().await?;
+    db::step_ended(&mut c, log, now_ms(), outcome).await
+}
+
+async fn record_failure<M: Machine>(cx: &M::Cx, job: &Job<M>, log: &str, error: &str) -> Result<(), Failure> {
     let mut tx = cx.engine().tx().await?;
-    db::step_ended(&mut tx, &log.id, now_ms(), "failed").await?;
+    db::step_ended(&mut tx, log, now_ms(), "failed").await?;
     if !db::job_failed(&mut tx, &job.id, job.epoch, error, job.attempts, job.next_attempt_at).await? {
         return Err(Failure::Fenced);
     }
-    if job.attempts >= LATE_STEP_ATTEMPTS {
+    if job.state.is_late() && job.attempts >= LATE_STEP_ATTEMPTS {
         job.state.give_up(&mut tx).await?;
     }
     tx.commit().await.map_err(crate::error::db("commit"))?;
     Ok(())
 }
 
-async fn roll_back<M: Machine>(cx: &M::Cx, job: &Job<M>, log: &StepLogEntry, error: &str) -> Result<(), Failure> {
+async fn roll_back<M: Machine>(cx: &M::Cx, job: &Job<M>, log: &str, error: &str) -> Result<(), Failure> {
     let mut tx = job.state.clone().roll_back(cx, &job.id, error).await?;
-    db::step_ended(&mut tx, &log.id, now_ms(), "rolled back").await?;
+    db::step_ended(&mut tx, log, now_ms(), "rolled back").await?;
     if !db::delete_job(&mut tx, &job.id, job.epoch).await? {
         return Err(Failure::Fenced);
     }
@@ -633,13 +683,25 @@ async fn key_gc_pass(engine: &Engine) -> Result<()> {
         let mut c = engine.db.conn().await?;
         db::due_key_deletions(&mut c, now_ms()).await?
     };
-    for (key, project, attempts) in pending {
-        {
-            let mut c = engine.db.conn().await?;
-            if !db::claim_key_deletion(&mut c, &key, &engine.node, now_ms(), engine.lease_until()).await? {
-                continue; // another node is deleting it
+    if pending.is_empty() {
+        return Ok(());
+    }
+    // Claimed together, and the deletions done recorded together below: two
+    // commits per pass, not two per key.
+    let mut claimed = Vec::with_capacity(pending.len());
+    {
+        let mut tx = engine.tx().await?;
+        let (now, until) = (now_ms(), engine.lease_until());
+        for p in pending {
+            // Not claimed: another node is deleting it.
+            if db::claim_key_deletion(&mut tx, &p.0, &engine.node, now, until).await? {
+                claimed.push(p);
             }
         }
+        tx.commit().await.map_err(crate::error::db("commit"))?;
+    }
+    let mut deleted = Vec::new();
+    for (key, project, attempts) in claimed {
         let result = match (Project::new(project.clone()), KeyId::parse(&key)) {
             (Ok(p), Ok(k)) => match engine.keys.delete_key(&p, &k).await {
                 Ok(()) => Ok(()),
@@ -651,20 +713,29 @@ async fn key_gc_pass(engine: &Engine) -> Result<()> {
                 Ok(())
             }
         };
-        let mut c = engine.db.conn().await?;
         match result {
             Ok(()) => {
                 fault::point(Point::done(Step::DeleteInterimKey)).await;
-                db::key_deleted(&mut c, &key).await?;
                 tracing::info!(%key, %project, "deleted key");
+                deleted.push(key);
             }
             Err(e) => {
                 engine.metrics.key_deletion_errors.fetch_add(1, Ordering::Relaxed);
                 let next = now_ms() + (Duration::from_secs(2) * (1u32 << attempts.min(5))).as_millis() as i64;
                 tracing::warn!(%key, %project, error = %e, attempts = attempts + 1, "key deletion failed; will retry");
+                let mut c = engine.db.conn().await?;
                 db::key_deletion_failed(&mut c, &key, &e, next).await?;
             }
         }
+    }
+    // A crash before this commit leaves the rows; the next pass deletes
+    // those keys again and finds them gone, which counts as deleted.
+    if !deleted.is_empty() {
+        let mut tx = engine.tx().await?;
+        for key in &deleted {
+            db::key_deleted(&mut tx, key).await?;
+        }
+        tx.commit().await.map_err(crate::error::db("commit"))?;
     }
     Ok(())
 }

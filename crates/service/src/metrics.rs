@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Upper bounds of the latency histogram buckets, seconds.
@@ -47,13 +47,57 @@ pub struct Metrics {
     pub(crate) bytes_reencrypted: AtomicU64,
     /// Key-manager calls of the key-deletion queue that failed.
     pub(crate) key_deletion_errors: AtomicU64,
+    /// Key-manager and backend calls (see [`crate::metered`]).
+    pub(crate) calls: Arc<Calls>,
+}
+
+/// Latency of this node's key-manager and backend calls by operation and
+/// outcome (`ok` or `error`): the `error` counts are the error counts.
+#[derive(Debug, Default)]
+pub struct Calls {
+    key_manager: Mutex<BTreeMap<(&'static str, &'static str), Histogram>>,
+    backend: Mutex<BTreeMap<(&'static str, &'static str), Histogram>>,
+}
+
+fn outcome(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "error"
+    }
+}
+
+impl Calls {
+    pub(crate) fn key_manager(&self, op: &'static str, ok: bool, took: Duration) {
+        let mut m = self.key_manager.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry((op, outcome(ok))).or_default().observe(took.as_secs_f64());
+    }
+    pub(crate) fn backend(&self, op: &'static str, ok: bool, took: Duration) {
+        let mut m = self.backend.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry((op, outcome(ok))).or_default().observe(took.as_secs_f64());
+    }
 }
 
 impl Metrics {
+    /// Fresh figures, the calls counted into `calls`.
+    pub(crate) fn new(calls: Arc<Calls>) -> Self {
+        Metrics { calls, ..Default::default() }
+    }
+
     pub(crate) fn step(&self, kind: &str, step: &'static str, outcome: &'static str, took: Duration) {
         let mut m = self.steps.lock().unwrap_or_else(|e| e.into_inner());
         m.entry((kind.to_owned(), step, outcome)).or_default().observe(took.as_secs_f64());
     }
+}
+
+/// One histogram's series with labels `l`.
+fn histogram(out: &mut String, name: &str, l: &str, h: &Histogram) {
+    for (c, b) in h.counts.iter().zip(BUCKETS) {
+        let _ = writeln!(out, "{name}_bucket{{{l},le=\"{b}\"}} {c}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{l},le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(out, "{name}_sum{{{l}}} {}", h.sum);
+    let _ = writeln!(out, "{name}_count{{{l}}} {}", h.count);
 }
 
 fn label(v: &str) -> String {
@@ -80,12 +124,18 @@ pub(crate) fn render(node: &str, jobs: &[(String, String, i64)], volumes: &[(Str
     let steps = m.steps.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for ((kind, step, outcome), h) in &steps {
         let l = format!("node=\"{node}\",kind=\"{}\",state=\"{step}\",outcome=\"{outcome}\"", label(kind));
-        for (c, b) in h.counts.iter().zip(BUCKETS) {
-            let _ = writeln!(out, "rekey_step_seconds_bucket{{{l},le=\"{b}\"}} {c}");
+        histogram(&mut out, "rekey_step_seconds", &l, h);
+    }
+    for (name, help, calls) in [
+        ("rekey_key_manager_call_seconds", "Key-manager calls of this node by operation and outcome.", &m.calls.key_manager),
+        ("rekey_backend_call_seconds", "Volume backend calls of this node by operation and outcome.", &m.calls.backend),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let calls = calls.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for ((op, outcome), h) in &calls {
+            histogram(&mut out, name, &format!("node=\"{node}\",op=\"{op}\",outcome=\"{outcome}\""), h);
         }
-        let _ = writeln!(out, "rekey_step_seconds_bucket{{{l},le=\"+Inf\"}} {}", h.count);
-        let _ = writeln!(out, "rekey_step_seconds_sum{{{l}}} {}", h.sum);
-        let _ = writeln!(out, "rekey_step_seconds_count{{{l}}} {}", h.count);
     }
     for (name, help, v) in [
         ("rekey_lease_takeovers_total", "Jobs this node took up after another node's lease ran out.", &m.lease_takeovers),

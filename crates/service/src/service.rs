@@ -93,7 +93,10 @@ impl Service {
     /// Assembles a service from its parts (see [`crate::open`]).
     pub(crate) fn new(db: crate::db::Db, keys: Arc<dyn KeyManager>, backend: Arc<dyn Backend>, config: Config) -> Self {
         let lease = std::time::Duration::from_secs(config.lease_seconds.max(1));
-        let engine = Arc::new(Engine::new(db.clone(), keys.clone(), config.node_name(), lease));
+        let calls = Arc::new(crate::metrics::Calls::default());
+        let keys: Arc<dyn KeyManager> = Arc::new(crate::metered::MeteredKeys { inner: keys, calls: calls.clone() });
+        let backend: Arc<dyn Backend> = Arc::new(crate::metered::MeteredBackend { inner: backend, calls: calls.clone() });
+        let engine = Arc::new(Engine::new(db.clone(), keys.clone(), config.node_name(), lease, calls));
         let exports = Arc::new(crate::exports::ExportManager::new(config.nbd.clone()));
         Service { db, keys, backend, config, engine, exports }
     }

@@ -90,4 +90,21 @@ fn metrics_parse_and_agree_with_the_api() {
     assert_eq!(done, 3.0);
     assert_eq!(sample(&samples, "rekey_step_seconds_bucket", &[("kind", "clone"), ("state", "clone_data"), ("le", "+Inf")]), done);
     assert_eq!(sample(&samples, "rekey_lease_takeovers_total", &[]), 0.0);
+    assert_eq!(sample(&samples, "rekey_reencrypted_bytes_total", &[]), 0.0, "keyslot mode re-encrypts nothing");
+
+    // Key-manager and backend calls, timed by operation and outcome: the
+    // source's key, each clone's interim copy and new key (the dwell comes
+    // once it is recorded); the source's volume and three clones of it; no
+    // call failed.
+    let km = |op, outcome| sample(&samples, "rekey_key_manager_call_seconds_count", &[("op", op), ("outcome", outcome)]);
+    assert_eq!(km("create", "ok"), 4.0, "the source's key and the clones' new keys");
+    assert_eq!(km("store", "ok"), 3.0, "each clone's interim copy of the source's key");
+    assert!(km("get", "ok") >= 4.0, "key bytes read: {}", km("get", "ok"));
+    let be = |op, outcome| sample(&samples, "rekey_backend_call_seconds_count", &[("op", op), ("outcome", outcome)]);
+    assert_eq!(be("create", "ok"), 1.0);
+    assert_eq!(be("clone_volume", "ok"), 3.0);
+    assert_eq!(sample(&samples, "rekey_backend_call_seconds_bucket", &[("op", "clone_volume"), ("le", "+Inf")]), 3.0);
+    for name in ["rekey_key_manager_call_seconds_count", "rekey_backend_call_seconds_count"] {
+        assert_eq!(sample(&samples, name, &[("outcome", "error")]), 0.0, "{name}: no call failed");
+    }
 }

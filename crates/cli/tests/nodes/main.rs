@@ -1,15 +1,19 @@
-//! Several `rekey serve` nodes on one PostgreSQL and one shared data
-//! directory (file backend, embedded key store: both shared between the
-//! processes of one host), requests spread round-robin, nodes killed with
-//! SIGKILL in the middle of rekeys and re-encryptions, then restarted under
-//! their old names. Needs REKEY_TEST_PG_URL (from `scripts/postgres.sh
-//! start`), REKEY_CLIENTS_VENV is not needed; cryptsetup is.
+//! Several `rekey serve` nodes on one PostgreSQL, requests spread
+//! round-robin, nodes killed with SIGKILL in the middle of rekeys and
+//! re-encryptions, then restarted under their old names. The same run on
+//! each set-up a cloud would have: the file backend on one shared data
+//! directory with the embedded key store (both shared between the processes
+//! of one host), the real Barbican (REKEY_BARBICAN_URL), and the real Ceph
+//! (CEPH_CONF; builds with `--features rekey-cli/rbd`) with Barbican.
+//! Needs REKEY_TEST_PG_URL (from `scripts/postgres.sh start`) and
+//! cryptsetup; a missing service fails the test that needs it.
 
 #[allow(dead_code)]
 #[path = "../api/harness.rs"]
 mod harness;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,6 +28,15 @@ const LEASE_S: u64 = 3;
 /// Jobs of each kind (clone, from snapshot, restore): 60 in all.
 const PER_KIND: usize = 20;
 
+/// The first MiB of plaintext of the LUKS volume in `path`.
+fn plaintext_at_0(path: &Path, pass: &[u8]) -> Vec<u8> {
+    let v = rekey_luks::Volume::open(rekey_luks::FileIo::open_read_only(path).unwrap()).unwrap();
+    let plain = v.decrypted(pass).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    rekey_luks::BlockIo::read_at(&plain, &mut buf, 0).unwrap();
+    buf
+}
+
 /// One step attempt from the log: (node, epoch, started, ended or -1, step).
 type Attempt = (String, i64, i64, i64, String);
 
@@ -31,34 +44,203 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
-struct Cluster {
-    data: std::path::PathBuf,
+/// Where the nodes keep keys.
+#[derive(Debug, Clone, Copy)]
+enum Keys {
+    /// The embedded store in the shared data directory.
+    Embedded,
+    /// The real Barbican of REKEY_BARBICAN_URL.
+    Barbican,
+}
+
+/// Where the nodes keep volumes.
+#[derive(Debug, Clone, Copy)]
+enum Volumes {
+    /// The file backend in the shared data directory.
+    File,
+    /// Pool `rbd` of the real Ceph of CEPH_CONF.
+    #[cfg_attr(not(feature = "rbd"), allow(dead_code))]
+    Rbd,
+}
+
+/// One set-up: its configuration file (database, key manager, backend),
+/// which every node and every admin command of the test reads.
+struct Setup {
+    keys: Keys,
+    volumes: Volumes,
+    data: PathBuf,
     url: String,
+    config: PathBuf,
+}
+
+impl Setup {
+    fn new(dir: &Path, keys: Keys, volumes: Volumes) -> Setup {
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let url = postgres_url(&data).expect("a PostgreSQL database");
+        let mut toml = format!("data_dir = {:?}\ndatabase_url = {url:?}\n", data.to_str().unwrap());
+        if let Keys::Barbican = keys {
+            let b = std::env::var("REKEY_BARBICAN_URL").unwrap_or_else(|_| panic!("REKEY_BARBICAN_URL is not set: start `scripts/barbican.sh start`"));
+            toml += &format!("[key_manager]\nbackend = \"barbican\"\nurl = {b:?}\n");
+        }
+        if let Volumes::Rbd = volumes {
+            let conf = ceph_conf();
+            toml += &format!("[backend]\ntype = \"rbd\"\npool = \"rbd\"\nceph_conf = {:?}\n", conf.to_str().unwrap());
+        }
+        // The harness's admin commands (`rekey key show`, `volume audit`,
+        // `volume path`) read `<data>.db.toml` (see `db_args`): the whole
+        // configuration goes there, so they see this set-up's key manager
+        // and backend as the nodes do.
+        let config = data.with_extension("db.toml");
+        std::fs::write(&config, toml).unwrap();
+        Setup { keys, volumes, data, url, config }
+    }
+
+    /// A copy of the first `len` bytes of volume `id` in a local file, for
+    /// cryptsetup and the plaintext checks (the file backend's volume is
+    /// such a file already; an RBD image is read through librbd, no map).
+    fn image(&self, id: &str, len: u64) -> PathBuf {
+        match self.volumes {
+            Volumes::File => volume_path(&self.data, id),
+            Volumes::Rbd => rbd_head(&ceph_conf(), id, len, &self.data.with_extension(format!("{id}.head"))),
+        }
+    }
+
+    /// Writes `data` as plaintext into volume `id` (at each of the
+    /// harness's OFFSETS on files; at 0 on RBD, through `rekey luks import`).
+    fn write_plaintext(&self, id: &str, pass: &[u8], data: &[u8]) {
+        match self.volumes {
+            Volumes::File => write_plaintext(&volume_path(&self.data, id), pass, data),
+            Volumes::Rbd => {
+                let (key, plain) = (self.data.with_extension("import.key"), self.data.with_extension("import.bin"));
+                std::fs::write(&key, pass).unwrap();
+                std::fs::write(&plain, data).unwrap();
+                let out = Command::new(REKEY)
+                    .args(["luks", "import", "-d", key.to_str().unwrap(), plain.to_str().unwrap(), &format!("rbd:rbd/volume-{id}")])
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "rekey luks import: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+    }
+}
+
+fn ceph_conf() -> PathBuf {
+    std::env::var_os("CEPH_CONF").map(PathBuf::from).unwrap_or_else(|| {
+        panic!("CEPH_CONF is not set: start `scripts/ceph.sh start` and export the CEPH_CONF it prints")
+    })
+}
+
+/// The first `len` bytes of RBD image `volume-<id>` (header, keyslots and
+/// the first plaintext pattern) copied to `to`.
+#[cfg(feature = "rbd")]
+fn rbd_head(conf: &Path, id: &str, len: u64, to: &Path) -> PathBuf {
+    let io = rekey_storage::open_rbd_spec(&format!("rbd:rbd/volume-{id}"), Some(conf), None).unwrap();
+    let mut buf = vec![0u8; len as usize];
+    io.read_at(&mut buf, 0).unwrap();
+    std::fs::write(to, &buf).unwrap();
+    to.to_owned()
+}
+
+#[cfg(not(feature = "rbd"))]
+fn rbd_head(_: &Path, _: &str, _: u64, _: &Path) -> PathBuf {
+    unreachable!("the RBD set-up is built with --features rekey-cli/rbd only")
+}
+
+/// What the checks read of a volume: the LUKS2 area and the first MiB of data.
+const HEAD: u64 = 18 << 20;
+
+struct Cluster {
+    setup: Setup,
+    /// The project every request is made in: this run's own, so the audit
+    /// of a key manager other tests share sees only this run's keys.
+    project: String,
     nodes: Vec<Option<Server>>,
+}
+
+/// A node, called as the run's project.
+struct Node<'a> {
+    srv: &'a Server,
+    project: &'a str,
+}
+
+impl Node<'_> {
+    fn http(&self, method: &str, path: &str, body: Option<&[u8]>) -> (u16, Value) {
+        self.srv.http_as(self.project, method, path, body)
+    }
+    fn volume(&self, id: &str) -> Value {
+        let (st, v) = self.http("GET", &format!("/v3/volumes/{id}"), None);
+        assert_eq!(st, 200, "{v}");
+        v["volume"].clone()
+    }
+    fn create_type(&self, name: &str, provider: Option<&str>, specs: &[(&str, &str)]) -> String {
+        self.srv.create_type(name, provider, specs)
+    }
+    /// Creates a volume and waits for it to settle; its record.
+    fn create_volume(&self, body: Value) -> Value {
+        let (st, v) = self.http("POST", "/v3/volumes", Some(body.to_string().as_bytes()));
+        assert_eq!(st, 202, "{v}");
+        let id = v["volume"]["id"].as_str().unwrap().to_owned();
+        wait_status(self, &format!("/v3/volumes/{id}"), "volume", &["creating"], Duration::from_secs(120))
+    }
 }
 
 impl Cluster {
     fn start_node(&mut self, i: usize, env: &[(&str, &str)]) {
         let name = format!("node{i}");
         let args = vec![
-            "--database-url".to_owned(),
-            self.url.clone(),
+            "--config".to_owned(),
+            self.setup.config.to_str().unwrap().to_owned(),
             "--node-name".to_owned(),
             name.clone(),
             "--lease-seconds".to_owned(),
             LEASE_S.to_string(),
         ];
-        let log = self.data.with_extension(format!("{name}.log"));
-        self.nodes[i] = Some(Server::start_logged(&self.data, &args, env, &log));
+        let log = self.setup.data.with_extension(format!("{name}.log"));
+        self.nodes[i] = Some(Server::start_logged(&self.setup.data, &args, env, &log));
     }
-    fn node(&self, i: usize) -> &Server {
-        self.nodes[i].as_ref().expect("node running")
+    fn node(&self, i: usize) -> Node<'_> {
+        Node { srv: self.nodes[i].as_ref().expect("node running"), project: &self.project }
+    }
+    /// The nodes' log lines that name `id`, for a failure's message.
+    fn log_lines(&self, id: &str) -> String {
+        (0..self.nodes.len())
+            .filter_map(|i| std::fs::read_to_string(self.setup.data.with_extension(format!("node{i}.log"))).ok())
+            .flat_map(|l| l.lines().filter(|l| l.contains(id)).map(str::to_owned).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
     /// Any live node, round-robin by `n`.
-    fn any(&self, n: usize) -> &Server {
+    fn any(&self, n: usize) -> Node<'_> {
         let live: Vec<&Server> = self.nodes.iter().flatten().collect();
-        live[n % live.len()]
+        Node { srv: live[n % live.len()], project: &self.project }
     }
+}
+
+/// Waits until `node` is in the middle of `step` (an attempt it started
+/// and has not ended) of some job (of target `target`, if given): a key
+/// manager or backend slower than another shifts when that happens.
+fn wait_mid_step(url: &str, node: &str, step: &str, target: Option<&str>) {
+    let of_target = target.map(|t| format!(" AND job_id IN (SELECT id FROM jobs WHERE target_id = '{t}')")).unwrap_or_default();
+    let sql = format!("SELECT COUNT(*) FROM step_log WHERE node = '{node}' AND step = '{step}' AND ended_at IS NULL{of_target}");
+    let t = Instant::now();
+    while psql(url, &sql).trim() == "0" {
+        assert!(t.elapsed() < Duration::from_secs(120), "{node} never started {step}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The sum of a counter's samples in a node's `/metrics`.
+fn metric_sum(srv: &Server, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
 }
 
 fn psql(url: &str, sql: &str) -> String {
@@ -67,7 +249,7 @@ fn psql(url: &str, sql: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn wait_status(srv: &Server, path: &str, field: &str, busy: &[&str], within: Duration) -> Value {
+fn wait_status(srv: &Node, path: &str, field: &str, busy: &[&str], within: Duration) -> Value {
     let start = Instant::now();
     loop {
         let (st, v) = srv.http("GET", path, None);
@@ -125,13 +307,29 @@ fn check_step_log(url: &str, kills: &[(String, i64)]) -> Vec<(String, String, St
 
 #[test]
 fn three_nodes_share_the_work_and_take_over_from_killed_ones() {
+    three_nodes(Keys::Embedded, Volumes::File);
+}
+
+#[test]
+fn three_nodes_on_barbican() {
+    three_nodes(Keys::Barbican, Volumes::File);
+}
+
+#[cfg(feature = "rbd")]
+#[test]
+fn three_nodes_on_rbd_and_barbican() {
+    three_nodes(Keys::Barbican, Volumes::Rbd);
+}
+
+fn three_nodes(keys: Keys, volumes: Volumes) {
     require_cryptsetup();
     std::env::set_var("REKEY_TEST_DATABASE", "postgres");
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let url = postgres_url(&data).expect("a PostgreSQL database");
-    let mut c = Cluster { data: data.clone(), url: url.clone(), nodes: vec![None, None, None] };
+    let setup = Setup::new(dir.path(), keys, volumes);
+    eprintln!("set-up: {:?} keys, {:?} volumes", setup.keys, setup.volumes);
+    let (data, url) = (setup.data.clone(), setup.url.clone());
+    let project = format!("nodes{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let mut c = Cluster { setup, project, nodes: vec![None, None, None] };
     // node0 first: it makes the embedded key store's KEK; the others open it.
     c.start_node(0, &[]);
     // node1 dwells 1.5 s in each add_keyslot step, its keyslot written but
@@ -148,16 +346,16 @@ fn three_nodes_share_the_work_and_take_over_from_killed_ones() {
     let src_id = src["id"].as_str().unwrap().to_owned();
     let src_key = src["encryption_key_id"].as_str().unwrap().to_owned();
     let src_pass = passphrase(&data, &src_key);
-    write_plaintext(&volume_path(&data, &src_id), &src_pass, &pattern(5));
+    c.setup.write_plaintext(&src_id, &src_pass, &pattern(5));
     let (st, s) = c.node(2).http("POST", "/v3/snapshots", Some(json!({"snapshot": {"volume_id": src_id}}).to_string().as_bytes()));
     assert_eq!(st, 202, "{s}");
     let snap_id = s["snapshot"]["id"].as_str().unwrap().to_owned();
-    assert_eq!(wait_status(c.node(0), &format!("/v3/snapshots/{snap_id}"), "snapshot", &["creating"], Duration::from_secs(60))["status"], "available");
+    assert_eq!(wait_status(&c.node(0), &format!("/v3/snapshots/{snap_id}"), "snapshot", &["creating"], Duration::from_secs(60))["status"], "available");
     let (st, b) = c.node(0).http("POST", "/v3/backups", Some(json!({"backup": {"volume_id": src_id}}).to_string().as_bytes()));
     assert_eq!(st, 202, "{b}");
     let backup_id = b["backup"]["id"].as_str().unwrap().to_owned();
-    assert_eq!(wait_status(c.node(1), &format!("/v3/backups/{backup_id}"), "backup", &["creating"], Duration::from_secs(60))["status"], "available");
-    wait_status(c.node(2), &format!("/v3/volumes/{src_id}"), "volume", &["backing-up"], Duration::from_secs(60));
+    assert_eq!(wait_status(&c.node(1), &format!("/v3/backups/{backup_id}"), "backup", &["creating"], Duration::from_secs(60))["status"], "available");
+    wait_status(&c.node(2), &format!("/v3/volumes/{src_id}"), "volume", &["backing-up"], Duration::from_secs(60));
 
     // 60 requests, round-robin over the three nodes. Restores one at a
     // time per backup is Cinder's rule, so they go through `backup_id`
@@ -179,7 +377,7 @@ fn three_nodes_share_the_work_and_take_over_from_killed_ones() {
     // Kill node1 while it holds jobs mid-rekey (it dwells after new_key);
     // once its leases ran out and the others took its jobs, restart it
     // under its old name: its old leases are no longer its own.
-    std::thread::sleep(Duration::from_millis(800));
+    wait_mid_step(&url, "node1", "add_keyslot", None);
     let mut kills = Vec::new();
     c.nodes[1].as_mut().unwrap().kill9();
     kills.push(("node1".to_owned(), now_ms()));
@@ -191,7 +389,8 @@ fn three_nodes_share_the_work_and_take_over_from_killed_ones() {
         let srv = c.any(n);
         let start = Instant::now();
         let v = loop {
-            let (st, v) = http(srv.port, "POST", "/v3/volumes", &[("X-Auth-Token", PROJECT), ("OpenStack-API-Version", "volume 3.47")], Some(body.to_string().as_bytes())).unwrap();
+            let token = format!("u:{}", c.project);
+            let (st, v) = http(srv.srv.port, "POST", "/v3/volumes", &[("X-Auth-Token", &token), ("OpenStack-API-Version", "volume 3.47")], Some(body.to_string().as_bytes())).unwrap();
             if st == 202 {
                 break v;
             }
@@ -210,14 +409,11 @@ fn three_nodes_share_the_work_and_take_over_from_killed_ones() {
     let vk_src = c.node(0).create_volume(json!({"volume": {"size": 1, "name": "vk-src", "volume_type": "LUKS-VK"}}));
     let vk_src_id = vk_src["id"].as_str().unwrap().to_owned();
     let vk_pass = passphrase(&data, vk_src["encryption_key_id"].as_str().unwrap());
-    write_plaintext(&volume_path(&data, &vk_src_id), &vk_pass, &pattern(6));
+    c.setup.write_plaintext(&vk_src_id, &vk_pass, &pattern(6));
     let (st, v) = c.node(2).http("POST", "/v3/volumes", Some(json!({"volume": {"name": "vk-clone", "source_volid": vk_src_id}}).to_string().as_bytes()));
     assert_eq!(st, 202, "{v}");
     let vk_id = v["volume"]["id"].as_str().unwrap().to_owned();
-    let t = Instant::now();
-    while c.node(0).volume(&vk_id)["encryption_key_id"].is_null() && t.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_mid_step(&url, "node2", "add_keyslot", Some(&vk_id));
     std::thread::sleep(Duration::from_millis(300));
     c.nodes[2].as_mut().unwrap().kill9();
     kills.push(("node2".to_owned(), now_ms()));
@@ -226,8 +422,8 @@ fn three_nodes_share_the_work_and_take_over_from_killed_ones() {
     // Every job ends available through a live node within lease + 30 s.
     let within = Duration::from_secs(LEASE_S + 30);
     for (id, kind) in made.iter().map(|(i, k)| (i.as_str(), *k)).chain([(vk_id.as_str(), "vk-clone")]) {
-        let v = wait_status(c.any(0), &format!("/v3/volumes/{id}"), "volume", &["creating", "restoring-backup", "maintenance"], within);
-        assert_eq!(v["status"], "available", "{kind} {id}: {v}");
+        let v = wait_status(&c.any(0), &format!("/v3/volumes/{id}"), "volume", &["creating", "restoring-backup", "maintenance"], within);
+        assert_eq!(v["status"], "available", "{kind} {id}: {v}\n{}", c.log_lines(id));
     }
     c.start_node(2, &[]);
 
@@ -236,18 +432,19 @@ fn three_nodes_share_the_work_and_take_over_from_killed_ones() {
         let v = c.any(1).volume(id);
         let key = v["encryption_key_id"].as_str().unwrap();
         assert_ne!(key, src_key, "{kind} {id} shares the source's key id");
-        let path = volume_path(&data, id);
-        assert!(cryptsetup_opens(&path, &passphrase(&data, key)), "{kind} {id} does not open with its recorded key");
+        let path = c.setup.image(id, HEAD);
+        let pass = passphrase(&data, key);
+        assert!(cryptsetup_opens(&path, &pass), "{kind} {id} does not open with its recorded key");
         assert!(!cryptsetup_opens(&path, &src_pass), "{kind} {id} opens with the source's key");
-        assert_eq!(read_plaintext(&path, &passphrase(&data, key), 1 << 20)[2], pattern(5), "{kind} {id}: plaintext");
+        assert_eq!(plaintext_at_0(&path, &pass), pattern(5), "{kind} {id}: plaintext");
     }
     let v = c.any(2).volume(&vk_id);
-    let path = volume_path(&data, &vk_id);
+    let path = c.setup.image(&vk_id, HEAD);
     let pass = passphrase(&data, v["encryption_key_id"].as_str().unwrap());
     assert!(cryptsetup_opens(&path, &pass), "vk-clone does not open with its recorded key");
     assert!(!cryptsetup_opens(&path, &vk_pass), "vk-clone opens with its source's key");
-    assert_ne!(volume_key_hex(&path, &pass), volume_key_hex(&volume_path(&data, &vk_src_id), &vk_pass), "vk-clone shares its source's volume key");
-    assert_eq!(read_plaintext(&path, &pass, 1 << 20)[2], pattern(6), "vk-clone plaintext");
+    assert_ne!(volume_key_hex(&path, &pass), volume_key_hex(&c.setup.image(&vk_src_id, HEAD), &vk_pass), "vk-clone shares its source's volume key");
+    assert_eq!(plaintext_at_0(&path, &pass), pattern(6), "vk-clone plaintext");
 
     // The audit finds no key without a record, once the queue is drained.
     let t = Instant::now();
@@ -272,4 +469,12 @@ fn three_nodes_share_the_work_and_take_over_from_killed_ones() {
     let nodes = psql(&url, "SELECT DISTINCT node FROM step_log ORDER BY 1");
     assert_eq!(nodes.lines().collect::<Vec<_>>(), ["node0", "node1", "node2"], "every node ran steps");
     eprintln!("jobs taken over by another node: {}", takeovers.len());
+
+    // The live nodes' /metrics saw it too: takeovers counted, and the
+    // taken-over re-encryption's 1 GiB (the restarted nodes count from zero).
+    let total = |name: &str| -> f64 {
+        c.nodes.iter().flatten().map(|srv| metric_sum(srv, name)).sum()
+    };
+    assert!(total("rekey_lease_takeovers_total") >= 1.0, "no lease takeover counted in /metrics");
+    assert!(total("rekey_reencrypted_bytes_total") >= (1u64 << 30) as f64, "the re-encryption's bytes are not counted");
 }

@@ -302,6 +302,8 @@ fn format_options(c: &Cipher) -> Result<FormatOptions> {
         cipher,
         key_size_bits: c.key_bits,
         pbkdf: PbkdfOptions::minimal(),
+        // The volume was made by the backend in the step before: all zeros.
+        zeroed: true,
         ..FormatOptions::default()
     })
 }

@@ -237,9 +237,15 @@ fn crash_and_resume(sector: u32, resilience: ResilienceMode) {
         });
         io.steps.load(Ordering::SeqCst)
     };
+    // The writers make the step count vary, so a crash point may land
+    // before the first hotzone or after the end: try more points than the
+    // 20 mid-way crashes required, and stop once they have landed.
     let mut mid_way = 0;
-    for k in 1..40 {
-        let fail_at = steps * k / 40;
+    for k in 1..160 {
+        if mid_way >= 24 {
+            break;
+        }
+        let fail_at = steps * k / 160;
         let mem = MemIo::from_bytes(pristine.clone());
         let io = Crashy { inner: &mem, steps: AtomicUsize::new(0), fail_at };
         let ledger = Ledger::new();

@@ -25,6 +25,20 @@ pub trait BlockIo: Send + Sync {
     fn discard(&self, _offset: u64, _len: u64) -> io::Result<bool> {
         Ok(false)
     }
+    /// Reads now if that needs no waiting: the data is in the page cache.
+    /// `None` means the read would wait on a device, a network or a lock;
+    /// call [`read_at`](Self::read_at) from a thread that may block. An
+    /// event-loop server tries this first and so skips a hop to a thread
+    /// for data it has at hand.
+    fn read_at_nowait(&self, _buf: &mut [u8], _offset: u64) -> Option<io::Result<()>> {
+        None
+    }
+    /// Writes now if that needs no waiting beyond the page cache's own
+    /// write-back throttling, as a buffered write to a regular file does.
+    /// `None` as for [`read_at_nowait`](Self::read_at_nowait).
+    fn write_at_nowait(&self, _buf: &[u8], _offset: u64) -> Option<io::Result<()>> {
+        None
+    }
 }
 
 impl<T: BlockIo + ?Sized> BlockIo for &T {
@@ -42,6 +56,12 @@ impl<T: BlockIo + ?Sized> BlockIo for &T {
     }
     fn discard(&self, offset: u64, len: u64) -> io::Result<bool> {
         (**self).discard(offset, len)
+    }
+    fn read_at_nowait(&self, buf: &mut [u8], offset: u64) -> Option<io::Result<()>> {
+        (**self).read_at_nowait(buf, offset)
+    }
+    fn write_at_nowait(&self, buf: &[u8], offset: u64) -> Option<io::Result<()>> {
+        (**self).write_at_nowait(buf, offset)
     }
 }
 
@@ -61,6 +81,12 @@ impl<T: BlockIo + ?Sized> BlockIo for Box<T> {
     fn discard(&self, offset: u64, len: u64) -> io::Result<bool> {
         (**self).discard(offset, len)
     }
+    fn read_at_nowait(&self, buf: &mut [u8], offset: u64) -> Option<io::Result<()>> {
+        (**self).read_at_nowait(buf, offset)
+    }
+    fn write_at_nowait(&self, buf: &[u8], offset: u64) -> Option<io::Result<()>> {
+        (**self).write_at_nowait(buf, offset)
+    }
 }
 
 impl<T: BlockIo + ?Sized> BlockIo for std::sync::Arc<T> {
@@ -78,6 +104,12 @@ impl<T: BlockIo + ?Sized> BlockIo for std::sync::Arc<T> {
     }
     fn discard(&self, offset: u64, len: u64) -> io::Result<bool> {
         (**self).discard(offset, len)
+    }
+    fn read_at_nowait(&self, buf: &mut [u8], offset: u64) -> Option<io::Result<()>> {
+        (**self).read_at_nowait(buf, offset)
+    }
+    fn write_at_nowait(&self, buf: &[u8], offset: u64) -> Option<io::Result<()>> {
+        (**self).write_at_nowait(buf, offset)
     }
 }
 
@@ -165,6 +197,33 @@ impl BlockIo for FileIo {
             Err(e) if e == rustix::io::Errno::OPNOTSUPP => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn read_at_nowait(&self, buf: &mut [u8], offset: u64) -> Option<io::Result<()>> {
+        use rustix::io::{preadv2, ReadWriteFlags};
+        if buf.is_empty() {
+            return Some(Ok(()));
+        }
+        // RWF_NOWAIT: EAGAIN instead of waiting for pages not in the cache.
+        // A short read (part cached, or the end of the file) is left to the
+        // blocking path, which finishes it or reports the end.
+        match preadv2(&self.file, &mut [io::IoSliceMut::new(buf)], offset, ReadWriteFlags::NOWAIT) {
+            Ok(n) if n == buf.len() => Some(Ok(())),
+            Ok(_) => None,
+            Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::OPNOTSUPP => None,
+            Err(e) => Some(Err(e.into())),
+        }
+    }
+
+    fn write_at_nowait(&self, buf: &[u8], offset: u64) -> Option<io::Result<()>> {
+        // ext4 refuses RWF_NOWAIT for buffered writes (EOPNOTSUPP), but a
+        // buffered write to a regular file only copies into the page cache;
+        // a block device's writes go to the same cache yet can wait on the
+        // device's queue, so they stay on the blocking path.
+        if self.is_block_device {
+            return None;
+        }
+        Some(self.write_at(buf, offset))
     }
 }
 

@@ -90,6 +90,11 @@ impl<IO: BlockIo> Decrypted<IO> {
         }
     }
 
+    /// Whether `len` bytes at `offset` are whole sectors inside the data.
+    fn whole_sectors(&self, offset: u64, len: usize) -> bool {
+        len != 0 && (offset | len as u64).is_multiple_of(self.sector) && self.check_range(offset, len).is_ok()
+    }
+
     /// Reads and decrypts whole sectors at sector-aligned `pos` into `buf`.
     pub fn read_sectors(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
         debug_assert!(pos % self.sector == 0 && buf.len() as u64 % self.sector == 0);
@@ -156,6 +161,27 @@ impl<IO: BlockIo> BlockIo for Decrypted<IO> {
     fn discard(&self, _offset: u64, _len: u64) -> io::Result<bool> {
         // A discarded range would read back as garbage plaintext, not zeros.
         Ok(false)
+    }
+
+    fn read_at_nowait(&self, buf: &mut [u8], offset: u64) -> Option<io::Result<()>> {
+        if !self.whole_sectors(offset, buf.len()) {
+            return None;
+        }
+        Some(self.io.read_at_nowait(buf, self.offset + offset)?.and_then(|()| {
+            self.cipher.decrypt(buf, self.sector as usize, self.iv_at(offset)).map_err(io::Error::other)
+        }))
+    }
+
+    fn write_at_nowait(&self, buf: &[u8], offset: u64) -> Option<io::Result<()>> {
+        // Partial sectors read first, which may wait; they take the blocking path.
+        if !self.whole_sectors(offset, buf.len()) {
+            return None;
+        }
+        let mut tmp = Secret::from(buf.to_vec());
+        if let Err(e) = self.cipher.encrypt(tmp.as_mut(), self.sector as usize, self.iv_at(offset)) {
+            return Some(Err(io::Error::other(e)));
+        }
+        self.io.write_at_nowait(tmp.expose(), self.offset + offset)
     }
 }
 

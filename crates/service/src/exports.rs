@@ -76,6 +76,14 @@ impl BlockIo for SwapIo {
     fn discard(&self, offset: u64, len: u64) -> io::Result<bool> {
         self.read().discard(offset, len)
     }
+    // Under the same guard as the call, so a swap to the online view (whose
+    // requests may wait for a hotzone) cannot slip in between.
+    fn read_at_nowait(&self, buf: &mut [u8], offset: u64) -> Option<io::Result<()>> {
+        self.read().read_at_nowait(buf, offset)
+    }
+    fn write_at_nowait(&self, buf: &[u8], offset: u64) -> Option<io::Result<()>> {
+        self.read().write_at_nowait(buf, offset)
+    }
 }
 
 /// What an export carries.

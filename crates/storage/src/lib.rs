@@ -152,6 +152,9 @@ impl<T: BlockIo> BlockIo for ReadOnly<T> {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.0.read_at(buf, offset)
     }
+    fn read_at_nowait(&self, buf: &mut [u8], offset: u64) -> Option<io::Result<()>> {
+        self.0.read_at_nowait(buf, offset)
+    }
     fn write_at(&self, _buf: &[u8], _offset: u64) -> io::Result<()> {
         Err(io::Error::new(io::ErrorKind::PermissionDenied, "snapshot is read-only"))
     }

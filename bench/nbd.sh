@@ -46,7 +46,10 @@ secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>"$W/client.err" || { ech
 check() { [ ! -e "$W/failed" ] || { echo "a client run failed; no figures" >&2; exit 1; }; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 # MiB/s or IOPS from the median time of RUNS runs of a command.
-rate() { local amount=$1; shift; local t=(); for _ in $(seq "$RUNS"); do t+=("$(secs "$@")"); done; echo "$amount / $(median "${t[@]}")" | bc -l; }
+# Each run starts with nothing dirty in the page cache (sync, not timed):
+# otherwise 4 KiB writes wait on the write-back the sequential write left
+# behind, and both servers show the disk's speed, not their own.
+rate() { local amount=$1; shift; local t=(); for _ in $(seq "$RUNS"); do sync; t+=("$(secs "$@")"); done; echo "$amount / $(median "${t[@]}")" | bc -l; }
 
 N4K=${N4K:-40000}
 STRIDE=$((4096 * 7919))

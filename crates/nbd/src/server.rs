@@ -404,6 +404,7 @@ where
     let pool = Pool::default();
     let writer = tokio::spawn(write_replies(wr, rx, pool.clone()));
     let queue = Queue::new(export.clone(), tx.clone(), pool.clone());
+    let mut write_cost = WriteCost::default();
     let result = loop {
         let next = tokio::select! {
             r = read_request(&mut rd, &budget, &pool) => r,
@@ -427,12 +428,21 @@ where
                 continue;
             }
         };
-        let payload = match try_now(&export, command, req.cookie, payload, &pool) {
-            Ok(reply) => {
-                let _ = tx.send((reply, permit));
-                continue;
+        let is_write = matches!(command, Command::Write { .. });
+        let payload = if !is_write || write_cost.cheap() {
+            let started = std::time::Instant::now();
+            match try_now(&export, command, req.cookie, payload, &pool) {
+                Ok(reply) => {
+                    if is_write {
+                        write_cost.record(started.elapsed());
+                    }
+                    let _ = tx.send((reply, permit));
+                    continue;
+                }
+                Err(payload) => payload,
             }
-            Err(payload) => payload,
+        } else {
+            payload
         };
         queue.push(Job {
             command,
@@ -452,6 +462,45 @@ where
         Err(e) => return Err(io::Error::other(e)),
     }
     result
+}
+
+/// How long writes done on the connection's task take, so they stop being
+/// done there once they cost more than a hand-off to a worker would.
+///
+/// A buffered 4 KiB write into the page cache usually takes a few
+/// microseconds, but the kernel can make it cost far more (ext4 on large
+/// folios walks every block of the folio on each write: ~60 µs measured),
+/// and then the task reading requests should not also do the writing.
+/// Every [`WriteCost::PROBE`]th write is tried on the task anyway, so the
+/// estimate follows the backend when it gets cheap again.
+#[derive(Default)]
+struct WriteCost {
+    /// Moving average of recent inline writes, in nanoseconds.
+    average: u64,
+    since_probe: u32,
+}
+
+impl WriteCost {
+    /// About the cost of handing a request to a worker and back.
+    const LIMIT_NS: u64 = 20_000;
+    const PROBE: u32 = 64;
+
+    fn cheap(&mut self) -> bool {
+        if self.average < Self::LIMIT_NS {
+            return true;
+        }
+        self.since_probe += 1;
+        if self.since_probe >= Self::PROBE {
+            self.since_probe = 0;
+            return true;
+        }
+        false
+    }
+
+    fn record(&mut self, took: Duration) {
+        let ns = took.as_nanos().min(u64::MAX as u128) as u64;
+        self.average = (self.average * 7 + ns) / 8;
+    }
 }
 
 /// A checked request waiting for a worker.

@@ -21,6 +21,8 @@ pub mod pbkdf;
 pub mod pipeline;
 pub mod reencrypt;
 mod secret;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod transfer;
 pub mod volume;
 

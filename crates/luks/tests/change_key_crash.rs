@@ -2,9 +2,8 @@
 //! interrupted write torn in half) and the image must always open with the
 //! old or the new passphrase.
 
-mod common;
 
-use common::FaultIo;
+use rekey_luks::testing::FaultIo;
 use rekey_luks::{FormatOptions, MemIo, PbkdfOptions, Version, Volume};
 
 fn run(version: Version) {

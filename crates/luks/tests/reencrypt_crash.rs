@@ -2,9 +2,8 @@
 //! torn) at every write step, then resume; the plaintext must come out
 //! identical and the volume must end under a new key.
 
-mod common;
 
-use common::FaultIo;
+use rekey_luks::testing::FaultIo;
 use rekey_luks::reencrypt::{self, Format, ReencryptOptions, ResilienceMode};
 use rekey_luks::{BlockIo, FormatOptions, MemIo, PbkdfOptions, Volume};
 

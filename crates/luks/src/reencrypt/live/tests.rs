@@ -7,6 +7,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use super::*;
+use crate::testing::FaultIo;
 use crate::{FormatOptions, MemIo, PbkdfOptions};
 
 const BLOCK: usize = 4096;
@@ -172,50 +173,6 @@ fn writers_keep_going_during_online_rekey_journal() {
     online_rekey_under_writers(4096, ResilienceMode::Journal);
 }
 
-/// Storage that fails for good at its `fail_at`-th write or flush, tearing
-/// that write in half, like a machine that lost power (writes that returned
-/// stay, as after a kill of the process).
-struct Crashy<'a> {
-    inner: &'a MemIo,
-    steps: AtomicUsize,
-    fail_at: usize,
-}
-
-impl Crashy<'_> {
-    fn step(&self) -> io::Result<bool> {
-        let n = self.steps.fetch_add(1, Ordering::SeqCst);
-        if n > self.fail_at {
-            return Err(io::Error::other("crashed"));
-        }
-        Ok(n == self.fail_at)
-    }
-}
-
-impl BlockIo for Crashy<'_> {
-    fn size(&self) -> io::Result<u64> {
-        self.inner.size()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        if self.steps.load(Ordering::SeqCst) > self.fail_at {
-            return Err(io::Error::other("crashed"));
-        }
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        if self.step()? {
-            self.inner.write_at(&buf[..buf.len() / 2], offset)?;
-            return Err(io::Error::other("crashed mid-write"));
-        }
-        self.inner.write_at(buf, offset)
-    }
-    fn flush(&self) -> io::Result<()> {
-        if self.step()? {
-            return Err(io::Error::other("crashed in flush"));
-        }
-        Ok(())
-    }
-}
-
 fn crash_and_resume(sector: u32, resilience: ResilienceMode) {
     let (base, old_vk) = formatted(sector);
     drop(Online::start(Volume::open(&base).unwrap(), OldKey::Passphrase(b"old"), b"new", &opts(resilience)).unwrap());
@@ -224,7 +181,7 @@ fn crash_and_resume(sector: u32, resilience: ResilienceMode) {
     // the crash points over it (the writers make it vary from run to run).
     let steps = {
         let mem = MemIo::from_bytes(pristine.clone());
-        let io = Crashy { inner: &mem, steps: AtomicUsize::new(0), fail_at: usize::MAX };
+        let io = FaultIo::counting(&mem);
         let (ledger, stop) = (Ledger::new(), AtomicBool::new(false));
         let online = Online::resume(Volume::open(&io).unwrap(), b"new", None).unwrap();
         std::thread::scope(|s| {
@@ -247,7 +204,7 @@ fn crash_and_resume(sector: u32, resilience: ResilienceMode) {
         }
         let fail_at = steps * k / 160;
         let mem = MemIo::from_bytes(pristine.clone());
-        let io = Crashy { inner: &mem, steps: AtomicUsize::new(0), fail_at };
+        let io = FaultIo::new(&mem, fail_at);
         let ledger = Ledger::new();
         let online = Online::resume(Volume::open(&io).unwrap(), b"new", None).unwrap();
         let stop = AtomicBool::new(false);

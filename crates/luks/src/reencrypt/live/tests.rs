@@ -3,7 +3,6 @@
 //! acknowledged version, also when the storage "crashes" mid-way and the
 //! re-encryption is resumed.
 
-use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use super::*;

@@ -701,6 +701,29 @@ impl Backend for RbdBackend {
         })()
         .map_err(|e: Error| e.context(NAME, "open_snapshot", snap_id))
     }
+
+    fn session(&self) -> Option<String> {
+        match self.ioctx.cluster().addrs() {
+            Ok(a) if !a.is_empty() => Some(a),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read this client's address: it cannot be fenced");
+                None
+            }
+        }
+    }
+
+    fn fence(&self, session: &str) -> Result<()> {
+        // Blocklisted for the cluster's default time (an hour): the process
+        // is gone and its address is never reused by a new session.
+        self.ioctx
+            .cluster()
+            .blocklist_add(session, 0)
+            .map_err(|e| rbd_error(format!("cannot blocklist client {session}"), e))
+            .map_err(|e| e.context(NAME, "fence", session))?;
+        tracing::info!(client = session, "dead client blocklisted: its image locks and watches are released");
+        Ok(())
+    }
 }
 
 /// Marks a volume as a clone source until dropped.

@@ -1352,4 +1352,32 @@ mod tests {
         }
         assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')), "{names:?}");
     }
+
+    /// A SQLite database made before `snapshots.backing_volume_id` (and
+    /// `storage_sessions`) existed gets both when it is opened.
+    #[test]
+    fn an_older_sqlite_database_gets_the_added_column_and_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("old.sqlite").display());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let db = open(&url).await.unwrap();
+            let mut c = db.conn().await.unwrap();
+            sqlx::raw_sql("ALTER TABLE snapshots DROP COLUMN backing_volume_id; DROP TABLE storage_sessions;")
+                .execute(&mut *c)
+                .await
+                .unwrap();
+            assert!(!has_column(&mut c, "snapshots", "backing_volume_id").await.unwrap());
+            drop(c);
+            drop(db);
+            let db = open(&url).await.unwrap();
+            let mut c = db.conn().await.unwrap();
+            assert!(has_column(&mut c, "snapshots", "backing_volume_id").await.unwrap(), "column not added");
+            session_alive(&mut c, "127.0.0.1:0/1", "n", 5).await.unwrap();
+            assert_eq!(dead_sessions(&mut c, 6).await.unwrap(), vec![("127.0.0.1:0/1".to_owned(), "n".to_owned())]);
+            assert!(dead_sessions(&mut c, 5).await.unwrap().is_empty(), "a session alive until 5 is not dead at 5");
+            forget_session(&mut c, "127.0.0.1:0/1", 6).await.unwrap();
+            assert!(dead_sessions(&mut c, 100).await.unwrap().is_empty());
+        });
+    }
 }

@@ -111,7 +111,6 @@ fn kill9_while_rekeying_a_transferred_snapshot_ends_complete() {
     for point in [
         Point::done(Step::SnapshotClone),
         Point::recorded(Step::SnapshotClone),
-        Point::start(Step::SnapshotReplace),
         Point::done(Step::SnapshotReplace),
     ] {
         let point = point.to_string();

@@ -24,8 +24,12 @@
 //!
 //! Crash safety: a clone or copy is made under `volume-<id>.tmp` and renamed;
 //! a retried clone or a `delete` of the same id removes a leftover temporary.
-//! Concurrency: one process per pool is assumed for name changes; a volume
-//! being cloned by this process cannot be deleted (`Busy`).
+//! Concurrency: a volume being cloned by this process cannot be deleted
+//! (`Busy`); another client's clone holds the source open, and librbd
+//! refuses to remove an image with watchers. Name changes of `<id>` are
+//! made by one process at a time: the service runs each job on one node and
+//! fences (`Backend::fence`) a node whose lease ran out before another
+//! takes its jobs over.
 
 mod ffi;
 

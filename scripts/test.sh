@@ -48,7 +48,7 @@ trap cleanup EXIT
 
 step "system packages"
 need=()
-for p in cryptsetup-bin qemu-user libnbd-bin openssl argon2 python3 python3-venv python3-cryptography libssl-dev pkg-config curl postgresql \
+for p in cryptsetup-bin qemu-user libnbd-bin openssl argon2 python3 python3-venv python3-cryptography libssl-dev pkg-config curl postgresql sqlite3 \
          ceph-mon ceph-osd ceph-common librbd-dev librados-dev; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
 done

@@ -165,6 +165,11 @@ CREATE TABLE IF NOT EXISTS step_log (
     outcome    TEXT
 );
 CREATE INDEX IF NOT EXISTS step_log_by_job ON step_log (job_id, started_at);
+CREATE TABLE IF NOT EXISTS storage_sessions (
+    session     TEXT PRIMARY KEY,
+    node        TEXT NOT NULL,
+    alive_until BIGINT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS key_deletions (
     key_id     TEXT PRIMARY KEY,
     project_id TEXT NOT NULL,
@@ -188,7 +193,8 @@ CREATE TABLE IF NOT EXISTS snapshots (
     encryption_key_id TEXT UNIQUE,
     metadata          TEXT NOT NULL,
     created_at        TEXT NOT NULL,
-    updated_at        TEXT NOT NULL
+    updated_at        TEXT NOT NULL,
+    backing_volume_id TEXT
 );
 CREATE INDEX IF NOT EXISTS snapshots_by_volume ON snapshots (volume_id);
 CREATE TABLE IF NOT EXISTS backups (
@@ -301,6 +307,11 @@ pub async fn open(url: &str) -> Result<Db> {
             sqlx::query(ddl).execute(&mut *tx).await.map_err(db("migrate"))?;
         }
     }
+    for (table, column, ddl) in ADDED_COLUMNS {
+        if !has_column(&mut tx, table, column).await? {
+            sqlx::query(ddl).execute(&mut *tx).await.map_err(db("migrate"))?;
+        }
+    }
     insert_default_type(&mut tx).await?;
     tx.commit().await.map_err(db("migrate"))?;
     let wal = Arc::new(rekey_keys::WalSync::new(&file));
@@ -319,16 +330,48 @@ async fn open_postgres(url: &str) -> Result<Db> {
     // SHARE lock before it finds the index there), which deadlocks against
     // the running nodes' writes when an admin command or another node opens
     // the database.
-    if postgres_schema_present(&pool).await? {
+    if postgres_schema_present(&pool).await? && postgres_columns_present(&pool).await? {
         return Ok(Db { writer: pool.clone(), pool, wal: None, postgres: true });
     }
     let mut tx = pool.begin().await.map_err(db("migrate"))?;
     // Several nodes may start at once: one migrates, the others wait.
     sqlx::query("SELECT pg_advisory_xact_lock(7312657)").execute(&mut *tx).await.map_err(db("migrate"))?;
     sqlx::raw_sql(SCHEMA).execute(&mut *tx).await.map_err(db("migrate"))?;
+    for (table, column, ddl) in ADDED_COLUMNS {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM information_schema.columns WHERE table_name = $1 AND column_name = $2")
+            .bind(*table)
+            .bind(*column)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("migrate"))?;
+        if n == 0 {
+            sqlx::query(ddl).execute(&mut *tx).await.map_err(db("migrate"))?;
+        }
+    }
     insert_default_type(&mut tx).await?;
     tx.commit().await.map_err(db("migrate"))?;
     Ok(Db { writer: pool.clone(), pool, wal: None, postgres: true })
+}
+
+/// Columns added to [`SCHEMA`]'s tables after databases were made with
+/// them: (table, column, DDL adding it), for both engines.
+const ADDED_COLUMNS: &[(&str, &str, &str)] =
+    &[("snapshots", "backing_volume_id", "ALTER TABLE snapshots ADD COLUMN backing_volume_id TEXT")];
+
+/// Whether every column of [`ADDED_COLUMNS`] exists (a catalog read).
+async fn postgres_columns_present(pool: &AnyPool) -> Result<bool> {
+    for (table, column, _) in ADDED_COLUMNS {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM information_schema.columns WHERE table_name = $1 AND column_name = $2")
+            .bind(*table)
+            .bind(*column)
+            .fetch_one(pool)
+            .await
+            .map_err(db("migrate"))?;
+        if n == 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The tables and indexes [`SCHEMA`] creates.
@@ -1025,6 +1068,42 @@ pub async fn claim_jobs(c: &mut Conn, postgres: bool, node: &str, now: i64, unti
     Ok(out)
 }
 
+/// Records (or renews) a process's storage session, alive until `until`.
+pub async fn session_alive(c: &mut Conn, session: &str, node: &str, until: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO storage_sessions (session, node, alive_until) VALUES ($1, $2, $3)
+         ON CONFLICT (session) DO UPDATE SET alive_until = excluded.alive_until",
+    )
+    .bind(session)
+    .bind(node)
+    .bind(until)
+    .execute(&mut *c)
+    .await
+    .map_err(db("record storage session"))?;
+    Ok(())
+}
+
+/// Storage sessions whose process stopped renewing them before `now`:
+/// (session, node).
+pub async fn dead_sessions(c: &mut Conn, now: i64) -> Result<Vec<(String, String)>> {
+    sqlx::query_as("SELECT session, node FROM storage_sessions WHERE alive_until < $1")
+        .bind(now)
+        .fetch_all(&mut *c)
+        .await
+        .map_err(db("read storage sessions"))
+}
+
+/// Forgets a fenced session, unless its process renewed it after `now`.
+pub async fn forget_session(c: &mut Conn, session: &str, now: i64) -> Result<()> {
+    sqlx::query("DELETE FROM storage_sessions WHERE session = $1 AND alive_until < $2")
+        .bind(session)
+        .bind(now)
+        .execute(&mut *c)
+        .await
+        .map_err(db("forget storage session"))?;
+    Ok(())
+}
+
 /// Extends `node`'s lease on job `id` to `until`: the heartbeat. False if
 /// the node no longer holds it.
 pub async fn renew_lease(c: &mut Conn, id: &str, node: &str, until: i64) -> Result<bool> {
@@ -1272,5 +1351,33 @@ mod tests {
             assert!(names.contains(&n), "{n} missing from {names:?}");
         }
         assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')), "{names:?}");
+    }
+
+    /// A SQLite database made before `snapshots.backing_volume_id` (and
+    /// `storage_sessions`) existed gets both when it is opened.
+    #[test]
+    fn an_older_sqlite_database_gets_the_added_column_and_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("old.sqlite").display());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let db = open(&url).await.unwrap();
+            let mut c = db.conn().await.unwrap();
+            sqlx::raw_sql("ALTER TABLE snapshots DROP COLUMN backing_volume_id; DROP TABLE storage_sessions;")
+                .execute(&mut *c)
+                .await
+                .unwrap();
+            assert!(!has_column(&mut c, "snapshots", "backing_volume_id").await.unwrap());
+            drop(c);
+            drop(db);
+            let db = open(&url).await.unwrap();
+            let mut c = db.conn().await.unwrap();
+            assert!(has_column(&mut c, "snapshots", "backing_volume_id").await.unwrap(), "column not added");
+            session_alive(&mut c, "127.0.0.1:0/1", "n", 5).await.unwrap();
+            assert_eq!(dead_sessions(&mut c, 6).await.unwrap(), vec![("127.0.0.1:0/1".to_owned(), "n".to_owned())]);
+            assert!(dead_sessions(&mut c, 5).await.unwrap().is_empty(), "a session alive until 5 is not dead at 5");
+            forget_session(&mut c, "127.0.0.1:0/1", 6).await.unwrap();
+            assert!(dead_sessions(&mut c, 100).await.unwrap().is_empty());
+        });
     }
 }

@@ -96,6 +96,8 @@ pub trait Context: Clone + Send + Sync + 'static {
 pub struct Engine {
     db: Db,
     keys: Arc<dyn KeyManager>,
+    /// Only for this process's storage session and fencing dead ones.
+    storage: Arc<dyn rekey_storage::Backend>,
     key_gc: Notify,
     node: String,
     lease: Duration,
@@ -104,10 +106,18 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub(crate) fn new(db: Db, keys: Arc<dyn KeyManager>, node: String, lease: Duration, calls: Arc<crate::metrics::Calls>) -> Self {
+    pub(crate) fn new(
+        db: Db,
+        keys: Arc<dyn KeyManager>,
+        storage: Arc<dyn rekey_storage::Backend>,
+        node: String,
+        lease: Duration,
+        calls: Arc<crate::metrics::Calls>,
+    ) -> Self {
         Engine {
             db,
             keys,
+            storage,
             key_gc: Notify::new(),
             node,
             lease,
@@ -356,15 +366,52 @@ pub async fn recover<M: Machine>(cx: M::Cx) -> Result<usize> {
             .await
             .map_err(crate::error::db("release own leases"))?;
     }
+    let session = engine.storage.session();
+    if let Some(s) = &session {
+        let mut c = engine.db.conn().await?;
+        db::session_alive(&mut c, s, &engine.node, engine.lease_until()).await?;
+        tracing::info!(session = %s, node = %engine.node, "storage session recorded");
+    }
     let n = claim_round::<M>(&cx).await?;
     tokio::spawn(claimer::<M>(cx.clone()));
-    tokio::spawn(heartbeat(engine.clone()));
+    tokio::spawn(heartbeat(engine.clone(), session));
     tokio::spawn(key_gc(engine));
     Ok(n)
 }
 
+/// Fences the storage sessions of processes that stopped renewing them (a
+/// killed node's, also one restarted under the same name: the old process's
+/// session is not the new one's), before their jobs are claimed: on RBD the
+/// dead client's exclusive lock and watch on the images it had open would
+/// otherwise hold the next writer up until the OSDs time the watch out. A
+/// process alive but stalled past its lease is cut off from storage too, as
+/// its jobs are from the database by the epoch; it has to be restarted.
+async fn fence_dead_sessions(engine: &Engine) -> Result<()> {
+    let now = now_ms();
+    let dead = {
+        let mut c = engine.db.conn().await?;
+        db::dead_sessions(&mut c, now).await?
+    };
+    for (session, node) in dead {
+        let storage = engine.storage.clone();
+        let s = session.clone();
+        match blocking(move || storage.fence(&s).map_err(ServiceError::from)).await {
+            Ok(()) => {
+                tracing::warn!(%session, %node, by = %engine.node, "storage session of a dead process fenced");
+                let mut c = engine.db.conn().await?;
+                db::forget_session(&mut c, &session, now).await?;
+            }
+            Err(e) => tracing::warn!(%session, %node, error = %e, "cannot fence a dead process's storage session"),
+        }
+    }
+    Ok(())
+}
+
 async fn claim_round<M: Machine>(cx: &M::Cx) -> Result<usize> {
     let engine = cx.engine();
+    if let Err(e) = fence_dead_sessions(engine).await {
+        tracing::warn!(error = %e, "fencing dead storage sessions failed");
+    }
     let rows = {
         let mut tx = engine.tx().await?;
         let rows = db::claim_jobs(&mut tx, engine.db.is_postgres(), &engine.node, now_ms(), engine.lease_until(), 64).await?;
@@ -398,13 +445,13 @@ async fn claimer<M: Machine>(cx: M::Cx) {
     }
 }
 
-async fn heartbeat(engine: Arc<Engine>) {
+async fn heartbeat(engine: Arc<Engine>, session: Option<String>) {
     loop {
         tokio::time::sleep(engine.beat()).await;
         // Only the jobs a run of this process is working on: a job whose run
         // ended any other way is left to expire and be taken up again.
         let ids: Vec<String> = engine.running.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
-        if ids.is_empty() {
+        if ids.is_empty() && session.is_none() {
             continue;
         }
         // One transaction for all of them: on SQLite one commit (one fsync)
@@ -412,6 +459,9 @@ async fn heartbeat(engine: Arc<Engine>) {
         let renewed = async {
             let mut tx = engine.tx().await?;
             let until = engine.lease_until();
+            if let Some(s) = &session {
+                db::session_alive(&mut tx, s, &engine.node, until).await?;
+            }
             for id in &ids {
                 db::renew_lease(&mut tx, id, &engine.node, until).await?;
             }

@@ -60,6 +60,12 @@ pub enum Step {
     RestoreData,
     /// Transfer accept: the volume and its snapshots move to the recipient.
     AcceptMove,
+    /// Transfer accept: a moved snapshot is cloned into a scratch volume,
+    /// which the rekey tail then gives a new key.
+    SnapshotClone,
+    /// Transfer accept: the old snapshot is replaced by a snapshot of the
+    /// rekeyed scratch volume under the same id.
+    SnapshotReplace,
     /// `rekey key migrate`: a record's key is copied to the target manager.
     MigrateCopy,
     /// `rekey key migrate`: the record names the copy.
@@ -86,6 +92,8 @@ impl Step {
         Step::RestoreKey,
         Step::RestoreData,
         Step::AcceptMove,
+        Step::SnapshotClone,
+        Step::SnapshotReplace,
         Step::MigrateCopy,
         Step::MigrateRecord,
     ];
@@ -110,6 +118,8 @@ impl Step {
             Step::RestoreKey => "restore_key",
             Step::RestoreData => "restore_data",
             Step::AcceptMove => "accept_move",
+            Step::SnapshotClone => "snapshot_clone",
+            Step::SnapshotReplace => "snapshot_replace",
             Step::MigrateCopy => "migrate_copy",
             Step::MigrateRecord => "migrate_record",
         }

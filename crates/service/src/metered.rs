@@ -134,4 +134,10 @@ impl Backend for MeteredBackend {
     fn open_snapshot(&self, snap_id: &str) -> rekey_storage::Result<Box<dyn BlockIo>> {
         self.timed("open_snapshot", || self.inner.open_snapshot(snap_id))
     }
+    fn session(&self) -> Option<String> {
+        self.inner.session()
+    }
+    fn fence(&self, session: &str) -> rekey_storage::Result<()> {
+        self.timed("fence", || self.inner.fence(session))
+    }
 }

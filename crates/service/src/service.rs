@@ -96,7 +96,7 @@ impl Service {
         let calls = Arc::new(crate::metrics::Calls::default());
         let keys: Arc<dyn KeyManager> = Arc::new(crate::metered::MeteredKeys { inner: keys, calls: calls.clone() });
         let backend: Arc<dyn Backend> = Arc::new(crate::metered::MeteredBackend { inner: backend, calls: calls.clone() });
-        let engine = Arc::new(Engine::new(db.clone(), keys.clone(), config.node_name(), lease, calls));
+        let engine = Arc::new(Engine::new(db.clone(), keys.clone(), backend.clone(), config.node_name(), lease, calls));
         let exports = Arc::new(crate::exports::ExportManager::new(config.nbd.clone()));
         Service { db, keys, backend, config, engine, exports }
     }

@@ -113,6 +113,23 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Opens a snapshot read-only; writes and discards fail with
     /// `PermissionDenied`.
     fn open_snapshot(&self, snap_id: &str) -> Result<Box<dyn BlockIo>>;
+
+    /// This process's session with shared storage, as another process would
+    /// name it to [`Backend::fence`]; `None` where a dead process leaves
+    /// nothing behind that holds other processes up (the file backend: its
+    /// locks are the kernel's and die with the process).
+    fn session(&self) -> Option<String> {
+        None
+    }
+
+    /// Cuts off `session` of a process known dead (or to be treated as
+    /// dead): it can no longer write, and the locks and watches it held go
+    /// now instead of when the storage notices it is gone. On RBD a dead
+    /// client's exclusive lock on an image otherwise blocks the next writer
+    /// until the OSDs time its watch out (`osd_client_watch_timeout`, 30 s).
+    fn fence(&self, _session: &str) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Opens the backend a configuration names.

@@ -215,3 +215,32 @@ fn unreachable_cluster_fails_within_the_timeout() {
     assert!(took < Duration::from_secs(30), "connect took {took:?} with a 3 s timeout");
     eprintln!("unreachable cluster reported after {took:?}: {err}");
 }
+
+/// A client that holds an image's exclusive lock (it wrote) and is then
+/// fenced by another: its writes fail from then on, and the other client
+/// takes the lock and writes. Without the fence the lock and the watch of a
+/// client that died stay until the OSDs time the watch out.
+#[test]
+fn a_fenced_client_loses_its_lock_and_can_no_longer_write() {
+    let config = rbd_config();
+    let (holder, other) = (connect(&config), connect(&config));
+    let mut c = Cleanup::new(&other);
+    let id = c.vol();
+    other.create(&id, 4 * MIB).unwrap();
+    let held = holder.open(&id).unwrap();
+    write_pattern(&*held, 1, 0, MIB as usize);
+    held.flush().unwrap();
+    let session = holder.session().expect("an RBD client has a session");
+    assert_ne!(Some(&session), other.session().as_ref(), "two connections, one session");
+    other.fence(&session).unwrap();
+    assert!(
+        held.write_at(&pattern(2, 0, 4096), 0).and_then(|()| held.flush()).is_err(),
+        "the fenced client still writes"
+    );
+    let io = other.open(&id).unwrap();
+    write_pattern(&*io, 3, 0, MIB as usize);
+    io.flush().unwrap();
+    assert_eq!(read(&*io, 0, MIB as usize), pattern(3, 0, MIB as usize));
+    drop(io);
+    drop(held);
+}

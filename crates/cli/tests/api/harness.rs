@@ -67,6 +67,18 @@ pub fn postgres_url(data_dir: &Path) -> Option<String> {
 
 /// Arguments that point a `rekey` admin command at the database of the
 /// service on `data_dir` (none for SQLite, which lives in the directory).
+/// One value the service database answers to `query` (sqlite3 on the data
+/// directory's database, or psql on the test's PostgreSQL one): for what
+/// the API does not show, such as a snapshot's key id.
+pub fn sql_value(data_dir: &Path, query: &str) -> String {
+    let out = match postgres_url(data_dir) {
+        Some(url) => Command::new("psql").args([url.as_str(), "-AtX", "-c", query]).output().expect("run psql"),
+        None => Command::new("sqlite3").arg(data_dir.join("rekey.sqlite")).arg(query).output().expect("run sqlite3 (apt-get install sqlite3)"),
+    };
+    assert!(out.status.success(), "{query}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 pub fn db_args(data_dir: &Path) -> Vec<String> {
     let Some(url) = postgres_url(data_dir) else { return Vec::new() };
     let conf = data_dir.with_extension("db.toml");

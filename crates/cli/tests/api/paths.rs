@@ -267,6 +267,97 @@ fn transfer_accept_rekeys_with_a_recipient_key_and_deletes_the_donors() {
     assert_eq!(e.srv.volume_count("carol"), 0);
 }
 
+/// The key id a snapshot's record names (the API does not show it).
+pub fn snapshot_key(data: &Path, snap_id: &str) -> String {
+    let k = sql_value(data, &format!("SELECT encryption_key_id FROM snapshots WHERE id = '{snap_id}'"));
+    assert!(!k.is_empty(), "snapshot {snap_id} has no key");
+    k
+}
+
+/// A snapshot file of the file backend (beside `volumes/`).
+pub fn snapshot_path(data: &Path, any_volume: &str, snap_id: &str) -> std::path::PathBuf {
+    let vol = volume_path(data, any_volume);
+    vol.parent().unwrap().parent().unwrap().join("snapshots").join(format!("snapshot-{snap_id}"))
+}
+
+/// A donor's encrypted volume with a snapshot, offered for transfer:
+/// (volume id, snapshot id, donor's volume passphrase, donor's snapshot
+/// key id and passphrase, transfer id, auth key).
+pub fn offer_with_snapshot(e: &Env) -> (String, String, Vec<u8>, String, Vec<u8>, String, String) {
+    let (src_id, _src_key, src_pass) = encrypted_source(e, "luks2", None);
+    let (st, s) = e.srv.http("POST", "/v3/snapshots", Some(json!({"snapshot": {"volume_id": src_id}}).to_string().as_bytes()));
+    assert_eq!(st, 202, "{s}");
+    let snap_id = s["snapshot"]["id"].as_str().unwrap().to_owned();
+    let snap = wait_snapshot(&e.srv, &snap_id);
+    assert_eq!(snap["status"], "available", "{snap}");
+    let snap_key = snapshot_key(e.data(), &snap_id);
+    let snap_pass = passphrase(e.data(), &snap_key);
+    let out = cinder_as(&e.srv, PROJECT, "3.70", &["transfer-create", &src_id]);
+    let (tid, auth) = (table_field(&out, "id"), table_field(&out, "auth_key"));
+    (src_id, snap_id, src_pass, snap_key, snap_pass, tid, auth)
+}
+
+/// After bob accepted: the snapshot is bob's, `available`, names a key of
+/// its own that opens it (cryptsetup) where the donor's bytes do not, one
+/// keyslot; a volume made from it holds the snapshot-time data under its
+/// own key; deleting it removes its scratch volume; no orphan key.
+pub fn check_transferred_snapshot(e: &Env, vol_id: &str, snap_id: &str, donor: &[(&str, &[u8])], donor_snap_key: &str, what: &str) {
+    let (st, s) = e.srv.http_as("bob", "GET", &format!("/v3/snapshots/{snap_id}"), None);
+    assert_eq!(st, 200, "{what}: {s}");
+    let s = &s["snapshot"];
+    assert_eq!(s["status"], "available", "{what}: {s}");
+    let key = &snapshot_key(e.data(), snap_id);
+    assert_ne!(key, donor_snap_key, "{what}: the snapshot still names the donor's key id");
+    let pass = passphrase(e.data(), key);
+    let path = snapshot_path(e.data(), vol_id, snap_id);
+    assert!(cryptsetup_opens(&path, &pass), "{what}: the snapshot does not open with its recorded key");
+    for (whose, p) in donor {
+        assert_ne!(&pass[..], *p, "{what}: the snapshot's key has the {whose}'s bytes");
+        assert!(!cryptsetup_opens(&path, p), "{what}: the snapshot still opens with the {whose}'s key");
+    }
+    assert_eq!(cryptsetup_keyslots(&path), 1, "{what}: the snapshot's old keyslot is left");
+    for got in read_plaintext(&path, &pass, pattern(7).len()) {
+        assert!(got == pattern(7), "{what}: the snapshot's plaintext");
+    }
+    let (st, v) = e.srv.http_as("bob", "POST", "/v3/volumes", Some(json!({"volume": {"snapshot_id": snap_id, "name": "from-moved"}}).to_string().as_bytes()));
+    assert_eq!(st, 202, "{what}: {v}");
+    let made = wait_volume(&e.srv, "bob", v["volume"]["id"].as_str().unwrap());
+    assert_eq!(made["status"], "available", "{what}: {made}");
+    let mut foreign: Vec<(&str, &[u8])> = donor.to_vec();
+    foreign.push(("snapshot", &pass));
+    check_own_key(e.data(), &made, &foreign, &pattern(7));
+    let r = audit_json(e.data());
+    for field in ["unreferenced_keys", "shared_key_ids", "shared_passphrases", "errors"] {
+        assert_eq!(r[field], json!([]), "{what}: audit {field}");
+    }
+    // The snapshot goes with its scratch volume: nothing is left on disk.
+    let volumes_dir = path.parent().unwrap().parent().unwrap().join("volumes");
+    let count = || std::fs::read_dir(&volumes_dir).unwrap().filter(|d| d.as_ref().unwrap().file_name().to_string_lossy().starts_with("volume-")).count();
+    let before = count();
+    let (st, b) = e.srv.http_as("bob", "DELETE", &format!("/v3/snapshots/{snap_id}"), None);
+    assert_eq!(st, 202, "{what}: {b}");
+    let t = Instant::now();
+    while e.srv.http_as("bob", "GET", &format!("/v3/snapshots/{snap_id}"), None).0 != 404 {
+        assert!(t.elapsed() < Duration::from_secs(30), "{what}: snapshot not deleted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!path.exists(), "{what}: the snapshot's file is left");
+    assert_eq!(count(), before - 1, "{what}: the snapshot's scratch volume is left");
+}
+
+#[test]
+fn transfer_accept_rekeys_the_moved_snapshots() {
+    let e = Env::start();
+    let (vol_id, snap_id, src_pass, snap_key, snap_pass, tid, auth) = offer_with_snapshot(&e);
+    let out = cinder_as(&e.srv, "bob", "3.70", &["transfer-accept", &tid, &auth]);
+    assert!(out.status.success(), "accept: {}", String::from_utf8_lossy(&out.stderr));
+    let vol = wait_volume(&e.srv, "bob", &vol_id);
+    assert_eq!(vol["status"], "available", "{vol}");
+    check_own_key(e.data(), &vol, &[("donor", &src_pass)], &pattern(7));
+    check_transferred_snapshot(&e, &vol_id, &snap_id, &[("donor's volume", &src_pass), ("donor's snapshot", &snap_pass)], &snap_key, "accept");
+    wait_key_gone(e.data(), &snap_key);
+}
+
 // ---- backups -------------------------------------------------------------
 
 pub fn backup(srv: &Server, args: &[&str]) -> Value {

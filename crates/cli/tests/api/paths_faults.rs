@@ -100,6 +100,35 @@ fn kill9_during_transfer_accept_ends_complete() {
     }
 }
 
+/// Kill -9 in each state of a moved snapshot's rekey (its clone, its
+/// scratch volume's tail, the replacement): the accept ends complete and the
+/// snapshot opens with its own key only.
+#[test]
+fn kill9_while_rekeying_a_transferred_snapshot_ends_complete() {
+    // The volume's own tail runs first and passes `destroy_old_keyslot`
+    // once: `.recorded` of a tail state there is the volume's; the points
+    // past the volume's tail are the snapshot's.
+    for point in [
+        Point::done(Step::SnapshotClone),
+        Point::recorded(Step::SnapshotClone),
+        Point::done(Step::SnapshotReplace),
+    ] {
+        let point = point.to_string();
+        let point = point.as_str();
+        let mut e = Env::start();
+        let (vol_id, snap_id, src_pass, snap_key, snap_pass, tid, auth) = crate::paths::offer_with_snapshot(&e);
+        crash_then_restart(&mut e, point, |srv| {
+            let out = cinder_as(srv, "bob", "3.70", &["transfer-accept", &tid, &auth]);
+            assert!(out.status.success(), "{point}: {}", String::from_utf8_lossy(&out.stderr));
+        });
+        let v = wait_volume(&e.srv, "bob", &vol_id);
+        assert_eq!(v["status"], "available", "{point}: {v}");
+        check_own_key(e.data(), &v, &[("donor", &src_pass)], &pattern(7));
+        let donor = [("donor's volume", src_pass.as_slice()), ("donor's snapshot", snap_pass.as_slice())];
+        crate::paths::check_transferred_snapshot(&e, &vol_id, &snap_id, &donor, &snap_key, point);
+    }
+}
+
 #[test]
 fn bad_input_on_snapshots_backups_and_transfers() {
     let e = Env::start();

@@ -287,11 +287,16 @@ impl Serve {
 
     /// [`Serve::api`] at microversion `mv`.
     pub fn api_at(&self, mv: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.api_as(PROJECT, mv, method, path, body)
+    }
+
+    /// [`Serve::api_at`] as a user of `project`.
+    pub fn api_as(&self, project: &str, mv: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         require_tool("curl", "curl");
         let url = format!("http://127.0.0.1:{}{path}", self.port);
         let mut c = Command::new("curl");
         c.args(["-s", "-m", "30", "-o", "-", "-w", "\n%{http_code}", "-X", method, &url])
-            .args(["-H", &format!("X-Auth-Token: user:{PROJECT}")])
+            .args(["-H", &format!("X-Auth-Token: user:{project}")])
             .args(["-H", &format!("OpenStack-API-Version: volume {mv}")])
             .args(["-H", "Content-Type: application/json"]);
         if let Some(b) = body {

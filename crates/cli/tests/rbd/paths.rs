@@ -6,6 +6,7 @@
 //! plaintext of the snapshot/backup time; and the source is intact.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use serde_json::{json, Value};
 
@@ -228,4 +229,132 @@ fn api_backup_restore_on_rbd_to_new_existing_and_by_backup_id_rekeys() {
     }
     let (st, b) = e.srv.api("DELETE", &format!("/v3/{PROJECT}/backups/{backup_id}"), None);
     assert_eq!(st, 202, "{b}");
+}
+
+/// A transfer accept rekeys the snapshots that move with the volume. An RBD
+/// snapshot cannot be rewritten, so each is cloned into a scratch image, the
+/// clone gets a keyslot for a new key (the old one wiped), the old snapshot
+/// goes (the clone flattened first) and the clone is snapshotted under the
+/// same snapshot id. Checked on the images: the old RBD snapshot is gone,
+/// the new one opens with the snapshot's recorded key and not with the
+/// donor's bytes and holds the snapshot-time data; a volume made from it
+/// has that data under its own key; the audit finds no orphan key; deleting
+/// the snapshot removes the scratch image.
+#[test]
+fn api_transfer_accept_on_rbd_rekeys_the_moved_snapshot() {
+    let e = Env::start();
+    e.srv.create_encrypted_type("T", "luks2", None);
+    let (then, now) = (data(31, PLAIN_LEN), data(32, PLAIN_LEN));
+    let src = e.source("T", &then);
+    let created = e.srv.post(&format!("/v3/{PROJECT}/snapshots"), json!({"snapshot": {"volume_id": src.id, "name": "snap"}}), 202);
+    let snap_id = created["snapshot"]["id"].as_str().unwrap().to_owned();
+    let snap = e.srv.settled_as("snapshot", &snap_id, &["creating"]);
+    assert_eq!(snap["status"], "available", "{snap}");
+    let donor_snap = e.key_file(&snapshot_key(&e.srv.data, &snap_id));
+    e.srv.write_plaintext(&src.id, &src.key, &now);
+
+    let (st, t) = e.srv.api_at("3.70", "POST", &format!("/v3/{PROJECT}/volume-transfers"), Some(json!({"transfer": {"volume_id": src.id}})));
+    assert_eq!(st, 202, "{t}");
+    let (tid, auth) = (t["transfer"]["id"].as_str().unwrap(), t["transfer"]["auth_key"].as_str().unwrap());
+    let (st, a) = e.srv.api_as("bob", "3.70", "POST", &format!("/v3/bob/volume-transfers/{tid}/accept"), Some(json!({"accept": {"auth_key": auth}})));
+    assert_eq!(st, 202, "{a}");
+    let t0 = std::time::Instant::now();
+    let vol = loop {
+        // Bob sees the volume once `accept_move` committed.
+        let (st, v) = e.srv.api_as("bob", "3.70", "GET", &format!("/v3/bob/volumes/{}", src.id), None);
+        assert!(st == 200 || st == 404, "{st} {v}");
+        if st == 200 && v["volume"]["status"] != "maintenance" {
+            break v["volume"].clone();
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(300), "accept stuck: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(vol["status"], "available", "{vol}");
+    let moved = e.vol(&vol);
+    e.check_made(&moved, "transferred volume", &[("donor", &src.key)], &now);
+
+    let (st, sn) = e.srv.api_as("bob", "3.70", "GET", &format!("/v3/bob/snapshots/{snap_id}"), None);
+    assert_eq!(st, 200, "{sn}");
+    assert_eq!(sn["snapshot"]["status"], "available", "{sn}");
+    let snap_key_id = snapshot_key(&e.srv.data, &snap_id);
+    let snap_key = e.key_file(&snap_key_id);
+    let old = rbd(&e.srv.conf, &["snap", "ls", &format!("{POOL}/volume-{}", src.id)]).ok();
+    assert!(!old.stdout.contains(&format!("snapshot-{snap_id}")), "the donor-keyed RBD snapshot is still there: {}", old.stdout);
+    let img = e.file("moved-snapshot.img");
+    let scratch = snapshot_image(&e.srv.conf, &snap_id, &img);
+    for (whose, key) in [("donor's volume", &src.key), ("donor's snapshot", &donor_snap)] {
+        assert_ne!(std::fs::read(key).unwrap(), std::fs::read(&snap_key).unwrap(), "the snapshot's key has the {whose}'s bytes");
+        assert!(!cryptsetup_opens(&img, key), "the moved snapshot still opens with the {whose}'s key");
+    }
+    assert!(cryptsetup_opens(&img, &snap_key), "the moved snapshot does not open with its recorded key");
+    assert_eq!(cryptsetup_keyslots(&img), 1, "the moved snapshot's old keyslot is left");
+    assert_same(&plaintext_of(&img, &snap_key, then.len()), &then, "the moved snapshot's plaintext");
+
+    let (st, v) = e.srv.api_as("bob", "3.70", "POST", "/v3/bob/volumes", Some(json!({"volume": {"snapshot_id": snap_id, "name": "from-moved"}})));
+    assert_eq!(st, 202, "{v}");
+    let made_id = v["volume"]["id"].as_str().unwrap().to_owned();
+    let t0 = std::time::Instant::now();
+    let made = loop {
+        let (_, v) = e.srv.api_as("bob", "3.70", "GET", &format!("/v3/bob/volumes/{made_id}"), None);
+        if v["volume"]["status"] != "creating" {
+            break v["volume"].clone();
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(300), "volume from the moved snapshot stuck: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(made["status"], "available", "{made}");
+    let made = e.vol(&made);
+    e.check_made(&made, "volume from the moved snapshot", &[("donor", &src.key), ("donor's snapshot", &donor_snap), ("snapshot", &snap_key)], &then);
+
+    let config = e.file("audit.toml");
+    std::fs::write(&config, format!("[backend]\ntype = \"rbd\"\npool = \"{POOL}\"\nceph_conf = {:?}\n", e.srv.conf.to_str().unwrap())).unwrap();
+    let out = rekey_cmd().args(["volume", "audit", "--json", "--data-dir", s(&e.srv.data), "--config", s(&config)]).output().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("audit: {}", String::from_utf8_lossy(&out.stderr)));
+    for field in ["unreferenced_keys", "shared_key_ids", "shared_passphrases", "errors"] {
+        assert_eq!(report[field], json!([]), "audit {field}: {report}");
+    }
+
+    for (what, id) in [("volumes", &made.id), ("snapshots", &snap_id), ("volumes", &src.id)] {
+        let (st, b) = e.srv.api_as("bob", "3.70", "DELETE", &format!("/v3/bob/{what}/{id}"), None);
+        assert_eq!(st, 202, "delete {what} {id}: {b}");
+        let t0 = std::time::Instant::now();
+        while e.srv.api_as("bob", "3.70", "GET", &format!("/v3/bob/{what}/{id}"), None).0 != 404 {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(120), "{what} {id} not deleted");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    assert!(rbd(&e.srv.conf, &["info", &format!("{POOL}/volume-{scratch}")]).code != 0, "the snapshot's scratch image is left");
+}
+
+/// The key id a snapshot's record names (the API does not show it).
+fn snapshot_key(data: &Path, snap_id: &str) -> String {
+    let out = Command::new("sqlite3")
+        .arg(data.join("rekey.sqlite"))
+        .arg(format!("SELECT encryption_key_id FROM snapshots WHERE id = '{snap_id}'"))
+        .output()
+        .expect("run sqlite3 (apt-get install sqlite3)");
+    assert!(out.status.success(), "sqlite3: {}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(!key.is_empty(), "snapshot {snap_id} has no key");
+    key
+}
+
+/// The head of snapshot `snap_id` (found by id, wherever it lives) copied
+/// to `to`; returns the id of the volume image that holds it.
+fn snapshot_image(conf: &Path, snap_id: &str, to: &Path) -> String {
+    use rekey_storage::Backend;
+    let mut config = rekey_storage::RbdConfig::new(POOL);
+    config.ceph_conf = Some(conf.to_path_buf());
+    let b = rekey_storage::RbdBackend::connect(&config).unwrap();
+    let io = b.open_snapshot(snap_id).unwrap();
+    let mut buf = vec![0u8; 16 * MIB as usize + PLAIN_LEN];
+    io.read_at(&mut buf, 0).unwrap();
+    std::fs::write(to, &buf).unwrap();
+    // The backend's index object of the snapshot names its volume.
+    let index = to.with_extension("index");
+    let out = Command::new("rados").arg("-c").arg(conf).args(["-p", POOL, "get", &format!("rekey_snapshot.{snap_id}")]).arg(&index).output().expect("run rados");
+    assert!(out.status.success(), "rados get: {}", String::from_utf8_lossy(&out.stderr));
+    let holder = std::fs::read_to_string(&index).unwrap();
+    assert!(b.snapshots(&holder).unwrap().contains(&snap_id.to_owned()), "volume {holder} does not hold snapshot {snap_id}");
+    holder
 }

@@ -37,6 +37,10 @@ pub struct Snapshot {
     pub created_at: String,
     /// Update time.
     pub updated_at: String,
+    /// The volume whose backend snapshot holds the data, when it is not
+    /// `volume_id`: a transferred snapshot is rekeyed through a scratch
+    /// clone, which then holds it (and goes with the snapshot).
+    pub backing_volume_id: Option<String>,
 }
 
 /// A backup record.
@@ -134,6 +138,7 @@ fn snapshot_from_row(r: &AnyRow) -> Snapshot {
         metadata: meta(r),
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
+        backing_volume_id: r.get("backing_volume_id"),
     }
 }
 
@@ -141,8 +146,8 @@ fn snapshot_from_row(r: &AnyRow) -> Snapshot {
 pub(crate) async fn insert_snapshot(c: &mut Conn, s: &Snapshot) -> Result<()> {
     sqlx::query(
         "INSERT INTO snapshots (id, project_id, user_id, volume_id, name, description, size_gb, status,
-             encryption_key_id, metadata, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             encryption_key_id, metadata, created_at, updated_at, backing_volume_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(&s.id)
     .bind(&s.project_id)
@@ -156,6 +161,7 @@ pub(crate) async fn insert_snapshot(c: &mut Conn, s: &Snapshot) -> Result<()> {
     .bind(serde_json::to_string(&s.metadata).unwrap_or_else(|_| "{}".into()))
     .bind(&s.created_at)
     .bind(&s.updated_at)
+    .bind(&s.backing_volume_id)
     .execute(&mut *c)
     .await
     .map_err(db("create snapshot"))?;
@@ -202,7 +208,7 @@ pub(crate) async fn set_snapshot_status(c: &mut Conn, id: &str, status: &str) ->
 pub(crate) async fn update_snapshot(c: &mut Conn, s: &Snapshot) -> Result<()> {
     sqlx::query(
         "UPDATE snapshots SET name = $1, description = $2, metadata = $3, encryption_key_id = $4, project_id = $5,
-             user_id = $6, updated_at = $7 WHERE id = $8",
+             user_id = $6, updated_at = $7, backing_volume_id = $8 WHERE id = $9",
     )
     .bind(&s.name)
     .bind(&s.description)
@@ -211,6 +217,7 @@ pub(crate) async fn update_snapshot(c: &mut Conn, s: &Snapshot) -> Result<()> {
     .bind(&s.project_id)
     .bind(&s.user_id)
     .bind(now_iso())
+    .bind(&s.backing_volume_id)
     .bind(&s.id)
     .execute(&mut *c)
     .await

@@ -15,7 +15,7 @@
 //! | `Make` (`clone`)                | new volume  | volume      | `CloneData`, `InterimKey`        |
 //! | `Make` (`from_snapshot`)        | new volume  | snapshot    | `CloneData`, `InterimKey`        |
 //! | `Make` (`restore`)              | volume      | backup      | `RestoreKey`, `RestoreData`      |
-//! | `Accept` (`accept`)             | volume      | transfer    | `AcceptMove`                     |
+//! | `Accept` (`accept`)             | volume      | transfer    | `AcceptMove`; after the tail, per snapshot `SnapshotClone`, a tail on its scratch volume, `SnapshotReplace` |
 //! | `Rekey` (`rekey_keyslot`, `rekey_volume_key`) | volume | — | — (the tail only)             |
 //! | `Delete` (`delete`)             | volume      | —           | `DeleteData`                     |
 //! | `Snapshot` (`snapshot`)         | snapshot    | volume      | `SnapshotKey`, `SnapshotData`    |
@@ -131,7 +131,7 @@ impl Machine for Flow {
         match self {
             Flow::Make(m) => m.tail().is_some_and(rekey::Tail::is_late),
             Flow::Rekey(m) => m.tail.is_late(),
-            Flow::Accept(m) => m.tail().is_some_and(rekey::Tail::is_late),
+            Flow::Accept(m) => m.is_late(),
             Flow::Create(_) | Flow::Delete(_) | Flow::Snapshot(_) | Flow::Backup(_) => false,
         }
     }
@@ -140,7 +140,7 @@ impl Machine for Flow {
         match self {
             Flow::Make(m) => m.held_keys(),
             Flow::Rekey(m) => m.tail.held_keys(),
-            Flow::Accept(m) => m.tail().map_or([None, None], rekey::Tail::held_keys),
+            Flow::Accept(m) => m.held_keys(),
             Flow::Create(_) | Flow::Delete(_) | Flow::Snapshot(_) | Flow::Backup(_) => [None, None],
         }
     }

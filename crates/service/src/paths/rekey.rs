@@ -39,7 +39,16 @@ use crate::service::{check_rekey_mode, Service};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Tail {
     old_key: String,
+    /// The tag of the new key's name (`rekey-job-<job>-<tag>`): one per
+    /// tail of a job, so a job that runs several (a transfer: the volume,
+    /// then each snapshot) finds each its own key again after a crash.
+    #[serde(default = "new_key_tag")]
+    tag: String,
     state: TailState,
+}
+
+fn new_key_tag() -> String {
+    "new".to_owned()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,6 +58,19 @@ enum TailState {
     AddKeyslot { new_key: String },
     Persist(Slots),
     DestroyOldKeyslot(Slots),
+}
+
+/// What records the tail's volume and its key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Record<'a> {
+    /// A volume record: `Persist` names the new key in it, and the end
+    /// queues the old key for deletion (`old_key_why`).
+    Volume { old_key_why: &'a str },
+    /// None: the job's state is the only record of the new key, and the
+    /// old key stays, until the flow records both itself (a transferred
+    /// snapshot's scratch volume, whose snapshot still needs the old key
+    /// until the rekeyed one replaces it).
+    JobOnly,
 }
 
 /// A new key and its keyslot, and the old keyslot to wipe (`None` after a
@@ -63,7 +85,12 @@ struct Slots {
 impl Tail {
     /// The tail of a volume that `old_key` opens now.
     pub(crate) fn start(old_key: String) -> Self {
-        Tail { old_key, state: TailState::NewKey }
+        Tail { old_key, tag: new_key_tag(), state: TailState::NewKey }
+    }
+
+    /// As [`Tail::start`], the new key named with `tag`.
+    pub(crate) fn start_tagged(old_key: String, tag: String) -> Self {
+        Tail { old_key, tag, state: TailState::NewKey }
     }
 
     pub(crate) fn step_name(&self) -> Step {
@@ -102,14 +129,14 @@ impl Tail {
     }
 
     /// Runs one state on `t`'s volume. When the tail is finished (`None`)
-    /// the transaction has queued the old key, `old_key_why`, for deletion;
-    /// the flow adds its final records.
-    pub(crate) async fn step(self, svc: &Arc<Service>, job: &str, t: &Target, old_key_why: &str) -> Result<(Tx, Option<Tail>)> {
-        let Tail { old_key, state } = self;
+    /// the flow adds its final records; with [`Record::Volume`] the
+    /// transaction has queued the old key for deletion.
+    pub(crate) async fn step(self, svc: &Arc<Service>, job: &str, t: &Target, record: Record<'_>) -> Result<(Tx, Option<Tail>)> {
+        let Tail { old_key, tag, state } = self;
         let cipher = t.cipher.as_ref().ok_or_else(|| ServiceError::Internal("rekey of an unencrypted volume".into()))?;
         let next = match state {
             TailState::NewKey => {
-                let key = job_new_key(svc.keys.as_ref(), job, &t.project, "new", cipher.key_bits).await?;
+                let key = job_new_key(svc.keys.as_ref(), job, &t.project, &tag, cipher.key_bits).await?;
                 TailState::AddKeyslot { new_key: key.to_string() }
             }
             TailState::AddKeyslot { new_key } => {
@@ -122,17 +149,21 @@ impl Tail {
             }
             TailState::Persist(slots) => {
                 let mut tx = svc.tx().await?;
-                db::set_key(&mut tx, &t.volume, Some(&slots.new_key)).await?;
-                return Ok((tx, Some(Tail { old_key, state: TailState::DestroyOldKeyslot(slots) })));
+                if let Record::Volume { .. } = record {
+                    db::set_key(&mut tx, &t.volume, Some(&slots.new_key)).await?;
+                }
+                return Ok((tx, Some(Tail { old_key, tag, state: TailState::DestroyOldKeyslot(slots) })));
             }
             TailState::DestroyOldKeyslot(slots) => {
                 destroy_old_keyslot(svc, t, &slots).await?;
                 let mut tx = svc.tx().await?;
-                db::queue_key_deletion(&mut tx, &old_key, &t.project, old_key_why).await?;
+                if let Record::Volume { old_key_why } = record {
+                    db::queue_key_deletion(&mut tx, &old_key, &t.project, old_key_why).await?;
+                }
                 return Ok((tx, None));
             }
         };
-        Ok((svc.tx().await?, Some(Tail { old_key, state: next })))
+        Ok((svc.tx().await?, Some(Tail { old_key, tag, state: next })))
     }
 }
 
@@ -222,7 +253,7 @@ impl InPlace {
 
     pub(crate) async fn step(self, svc: &Arc<Service>, job: &str) -> Result<Transition<InPlace>> {
         let InPlace { target, tail } = self;
-        let (mut tx, next) = tail.step(svc, job, &target, "previous key of a rekeyed volume").await?;
+        let (mut tx, next) = tail.step(svc, job, &target, Record::Volume { old_key_why: "previous key of a rekeyed volume" }).await?;
         match next {
             Some(tail) => Ok(Transition::next(tx, InPlace { target, tail })),
             None => {

@@ -66,6 +66,7 @@ impl Service {
             metadata: req.metadata,
             created_at: now.clone(),
             updated_at: now,
+            backing_volume_id: None,
         };
         let flow = Flow::Snapshot(TakeSnapshot {
             snapshot: s.id.clone(),
@@ -155,10 +156,15 @@ impl Service {
     }
 
     async fn delete_snapshot_records(&self, s: &Snapshot) -> Result<()> {
-        let (backend, sid, vid) = (self.backend.clone(), s.id.clone(), s.volume_id.clone());
+        let (backend, sid) = (self.backend.clone(), s.id.clone());
+        let (holder, backing) = (s.backing_volume_id.clone().unwrap_or_else(|| s.volume_id.clone()), s.backing_volume_id.clone());
         let gone = blocking(move || {
-            if backend.snapshots(&vid).unwrap_or_default().contains(&sid) {
+            if backend.snapshots(&holder).unwrap_or_default().contains(&sid) {
                 backend.delete_snapshot(&sid)?;
+            }
+            // A transferred snapshot's scratch volume goes with it.
+            if let Some(b) = backing.filter(|b| backend.exists(b).unwrap_or(false)) {
+                backend.delete(&b)?;
             }
             Ok(())
         })

@@ -17,10 +17,10 @@ use subtle::ConstantTimeEq;
 use serde::{Deserialize, Serialize};
 
 use super::db::{self as pdb, Transfer};
-use super::rekey::Tail;
+use super::rekey::{Record, Tail};
 use super::{forget_keys, Cipher, Flow, Job, Target};
 use crate::db;
-use crate::engine::{self, job_copy_key, Transition, Tx};
+use crate::engine::{self, blocking, job_copy_key, Transition, Tx};
 use crate::error::{Result, ServiceError};
 use crate::fault::Step;
 use crate::model::{now_iso, status, Caller, RekeyMode, Volume};
@@ -198,6 +198,7 @@ impl Service {
                 cipher: enc.as_ref().map(Cipher::from),
                 mode,
             },
+            snapshots: Vec::new(),
             state: AcceptState::AcceptMove,
         };
         let job = Job::new(&v.id, &caller.project, Some(id), Flow::Accept(accept));
@@ -208,7 +209,7 @@ impl Service {
 }
 
 /// An accepted transfer: the volume and its snapshots move to the
-/// recipient, then the volume is rekeyed.
+/// recipient, then the volume is rekeyed, then each of its snapshots.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Accept {
     transfer: String,
@@ -218,45 +219,170 @@ pub struct Accept {
     volume_key: Option<String>,
     /// The volume, in the recipient's project.
     pub(crate) target: Target,
+    /// The encrypted snapshots that moved with it, to rekey after it.
+    #[serde(default)]
+    snapshots: Vec<MovedSnapshot>,
     state: AcceptState,
 }
 
+/// A snapshot that moved with the volume. A snapshot cannot be rewritten
+/// (an RBD snapshot is immutable; the file backend's is a frozen copy), so
+/// it is rekeyed through a scratch clone that then takes its place.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MovedSnapshot {
+    id: String,
+    /// The key that opens it now: the recipient's copy of the donor's.
+    key: String,
+    /// The clone the rekey runs on, which then holds the snapshot.
+    scratch: String,
+    /// What held it before (it was transferred before): deleted once the
+    /// scratch volume holds it.
+    old_backing: Option<String>,
+}
+
+/// | state             | action                                        | committed with it                                  |
+/// |-------------------|-----------------------------------------------|----------------------------------------------------|
+/// | `AcceptMove`      | copies of the donor's keys, recipient's project | records moved, donor's keys queued, snapshots `updating` |
+/// | `Rekey`           | the volume's rekey tail                       | (see `rekey`)                                      |
+/// | `SnapshotClone`   | snapshot `at` cloned into its scratch volume  | —                                                  |
+/// | `SnapshotRekey`   | the tail on the scratch volume (keyslot mode) | the new key in the state only                      |
+/// | `SnapshotReplace` | old snapshot deleted (RBD: scratch flattened first), scratch snapshotted under the same id | snapshot names the new key and its backing volume, `available`; the copy key queued |
+///
+/// Until `SnapshotReplace` commits, the snapshot record names the copy key,
+/// which opens the old snapshot; the re-run of an interrupted replace finds
+/// the new snapshot in place and only records it. Every snapshot state is
+/// past the volume's point of no return, so it is retried, never rolled back.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "at", rename_all = "snake_case")]
 enum AcceptState {
     AcceptMove,
     Rekey(Tail),
+    SnapshotClone { snapshot: usize },
+    SnapshotRekey { snapshot: usize, tail: Tail },
+    SnapshotReplace { snapshot: usize, new_key: String },
 }
 
 impl Accept {
     pub(crate) fn tail(&self) -> Option<&Tail> {
         match &self.state {
-            AcceptState::Rekey(t) => Some(t),
-            AcceptState::AcceptMove => None,
+            AcceptState::Rekey(t) | AcceptState::SnapshotRekey { tail: t, .. } => Some(t),
+            AcceptState::AcceptMove | AcceptState::SnapshotClone { .. } | AcceptState::SnapshotReplace { .. } => None,
+        }
+    }
+
+    pub(crate) fn is_late(&self) -> bool {
+        match &self.state {
+            AcceptState::AcceptMove => false,
+            AcceptState::Rekey(t) => t.is_late(),
+            AcceptState::SnapshotClone { .. } | AcceptState::SnapshotRekey { .. } | AcceptState::SnapshotReplace { .. } => true,
+        }
+    }
+
+    /// The keys only this job's state names: the volume's tail's, or a
+    /// snapshot's copy key and its new key.
+    pub(crate) fn held_keys(&self) -> [Option<&str>; 2] {
+        match &self.state {
+            AcceptState::AcceptMove | AcceptState::SnapshotClone { .. } => [None, None],
+            AcceptState::Rekey(t) | AcceptState::SnapshotRekey { tail: t, .. } => t.held_keys(),
+            AcceptState::SnapshotReplace { snapshot, new_key } => [self.snapshots.get(*snapshot).map(|s| s.key.as_str()), Some(new_key)],
         }
     }
 
     pub(crate) fn step_name(&self) -> Step {
         match &self.state {
             AcceptState::AcceptMove => Step::AcceptMove,
-            AcceptState::Rekey(t) => t.step_name(),
+            AcceptState::Rekey(t) | AcceptState::SnapshotRekey { tail: t, .. } => t.step_name(),
+            AcceptState::SnapshotClone { .. } => Step::SnapshotClone,
+            AcceptState::SnapshotReplace { .. } => Step::SnapshotReplace,
         }
     }
 
     pub(crate) async fn step(self, svc: &Arc<Service>, job: &str) -> Result<Transition<Accept>> {
-        match &self.state {
+        match self.state.clone() {
             AcceptState::AcceptMove => self.accept_move(svc, job).await,
             AcceptState::Rekey(tail) => {
-                let (mut tx, next) = tail.clone().step(svc, job, &self.target, "interim key of a transferred volume").await?;
+                let record = Record::Volume { old_key_why: "interim key of a transferred volume" };
+                let (tx, next) = tail.step(svc, job, &self.target, record).await?;
                 match next {
                     Some(tail) => Ok(Transition::next(tx, Accept { state: AcceptState::Rekey(tail), ..self })),
-                    None => {
-                        db::set_status(&mut tx, &self.target.volume, status::AVAILABLE).await?;
-                        Ok(Transition::done(tx))
-                    }
+                    None => self.next_snapshot(tx, 0).await,
                 }
             }
+            AcceptState::SnapshotClone { snapshot } => {
+                let m = self.moved(snapshot)?;
+                let (backend, id, scratch) = (svc.backend.clone(), m.id.clone(), m.scratch.clone());
+                // A clone appears whole or not at all: one left by an
+                // interrupted run is the one to go on with.
+                blocking(move || {
+                    if !backend.exists(&scratch)? {
+                        backend.clone_from_snapshot(&id, &scratch)?;
+                    }
+                    Ok(())
+                })
+                .await?;
+                let tail = Tail::start_tagged(m.key.clone(), format!("snapshot-{}-new", m.id));
+                Ok(Transition::next(svc.tx().await?, Accept { state: AcceptState::SnapshotRekey { snapshot, tail }, ..self }))
+            }
+            AcceptState::SnapshotRekey { snapshot, tail } => {
+                let scratch = self.scratch_target(snapshot)?;
+                let new_key = tail.held_keys()[1].map(str::to_owned);
+                let (tx, next) = tail.step(svc, job, &scratch, Record::JobOnly).await?;
+                let state = match (next, new_key) {
+                    (Some(tail), _) => AcceptState::SnapshotRekey { snapshot, tail },
+                    (None, Some(new_key)) => AcceptState::SnapshotReplace { snapshot, new_key },
+                    (None, None) => return Err(ServiceError::Internal("a snapshot's rekey ended without a new key".into())),
+                };
+                Ok(Transition::next(tx, Accept { state, ..self }))
+            }
+            AcceptState::SnapshotReplace { snapshot, new_key } => {
+                let m = self.moved(snapshot)?.clone();
+                let (backend, id, scratch, old) = (svc.backend.clone(), m.id.clone(), m.scratch.clone(), m.old_backing.clone());
+                blocking(move || {
+                    if !backend.snapshots(&scratch)?.contains(&id) {
+                        // RBD flattens the scratch clone (and any other
+                        // clone of the snapshot) before the snapshot goes.
+                        match backend.delete_snapshot(&id) {
+                            Err(e) if e.kind() != rekey_storage::ErrorKind::NotFound => return Err(e.into()),
+                            _ => {}
+                        }
+                        backend.create_snapshot(&scratch, &id)?;
+                    }
+                    if let Some(old) = old.filter(|o| *o != scratch && backend.exists(o).unwrap_or(false)) {
+                        backend.delete(&old)?;
+                    }
+                    Ok(())
+                })
+                .await?;
+                let mut tx = svc.tx().await?;
+                let mut s = pdb::get_snapshot(&mut tx, &m.id).await?.ok_or_else(|| ServiceError::not_found("Snapshot", m.id.clone()))?;
+                s.encryption_key_id = Some(new_key);
+                s.backing_volume_id = Some(m.scratch.clone());
+                pdb::update_snapshot(&mut tx, &s).await?;
+                pdb::set_snapshot_status(&mut tx, &m.id, "available").await?;
+                db::queue_key_deletion(&mut tx, &m.key, &self.target.project, "interim key of a transferred snapshot").await?;
+                self.next_snapshot(tx, snapshot + 1).await
+            }
         }
+    }
+
+    fn moved(&self, i: usize) -> Result<&MovedSnapshot> {
+        self.snapshots.get(i).ok_or_else(|| ServiceError::Internal(format!("transfer job has no snapshot {i}")))
+    }
+
+    /// The scratch volume of snapshot `i`, rekeyed in keyslot mode whatever
+    /// the type's mode: a snapshot is read, never written, so a new
+    /// passphrase is what the recipient needs of it.
+    fn scratch_target(&self, i: usize) -> Result<Target> {
+        Ok(Target { volume: self.moved(i)?.scratch.clone(), mode: RekeyMode::Keyslot, ..self.target.clone() })
+    }
+
+    /// Snapshot `i`'s rekey next, or the volume is done.
+    async fn next_snapshot(self, mut tx: Tx, i: usize) -> Result<Transition<Accept>> {
+        if i < self.snapshots.len() {
+            return Ok(Transition::next(tx, Accept { state: AcceptState::SnapshotClone { snapshot: i }, ..self }));
+        }
+        db::set_status(&mut tx, &self.target.volume, status::AVAILABLE).await?;
+        Ok(Transition::done(tx))
     }
 
     /// Moves the volume and its snapshots to the recipient in one
@@ -273,12 +399,25 @@ impl Accept {
             Some(k) => Some(job_copy_key(svc.keys.as_ref(), job, &t.project, "interim", &self.donor, k).await?),
             None => None,
         };
+        let rekeyed = interim.is_some() && t.mode != RekeyMode::None;
         let mut moved_snaps = Vec::with_capacity(snaps.len());
+        let mut to_rekey = Vec::new();
         for mut s in snaps {
             let old = s.encryption_key_id.clone();
             if let Some(k) = &old {
                 let tag = format!("snapshot-{}", s.id);
-                s.encryption_key_id = Some(job_copy_key(svc.keys.as_ref(), job, &t.project, &tag, &self.donor, k).await?);
+                let copy = job_copy_key(svc.keys.as_ref(), job, &t.project, &tag, &self.donor, k).await?;
+                if rekeyed {
+                    // The scratch id is fixed here, in the committed state,
+                    // so a re-run clones into the same volume.
+                    to_rekey.push(MovedSnapshot {
+                        id: s.id.clone(),
+                        key: copy.clone(),
+                        scratch: uuid::Uuid::new_v4().to_string(),
+                        old_backing: s.backing_volume_id.clone(),
+                    });
+                }
+                s.encryption_key_id = Some(copy);
             }
             s.project_id = t.project.clone();
             s.user_id = self.user.clone();
@@ -296,9 +435,15 @@ impl Accept {
                 db::queue_key_deletion(&mut tx, k, &self.donor, "donor's key of a transferred snapshot").await?;
             }
         }
+        // Not to be cloned from (or deleted) before its rekey replaced it.
+        for m in &to_rekey {
+            pdb::set_snapshot_status(&mut tx, &m.id, "updating").await?;
+        }
         pdb::delete_transfer(&mut tx, &self.transfer).await?;
         match interim {
-            Some(k) if t.mode != RekeyMode::None => Ok(Transition::next(tx, Accept { state: AcceptState::Rekey(Tail::start(k)), ..self })),
+            Some(k) if rekeyed => {
+                Ok(Transition::next(tx, Accept { state: AcceptState::Rekey(Tail::start(k)), snapshots: to_rekey, ..self }))
+            }
             _ => {
                 db::set_status(&mut tx, &t.volume, status::AVAILABLE).await?;
                 Ok(Transition::done(tx))
@@ -318,7 +463,9 @@ impl Accept {
                 db::set_status(&mut tx, &self.target.volume, AWAITING_TRANSFER).await?;
                 pdb::unclaim_transfer(&mut tx, &self.transfer).await?;
             }
-            AcceptState::Rekey(_) => db::set_status(&mut tx, &self.target.volume, status::ERROR).await?,
+            AcceptState::Rekey(_) | AcceptState::SnapshotClone { .. } | AcceptState::SnapshotRekey { .. } | AcceptState::SnapshotReplace { .. } => {
+                db::set_status(&mut tx, &self.target.volume, status::ERROR).await?
+            }
         }
         Ok(tx)
     }

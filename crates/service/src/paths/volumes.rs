@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::db::{self as pdb, restorable};
 use super::repo::repo;
-use super::rekey::Tail;
+use super::rekey::{Record, Tail};
 use super::{forget_keys, Cipher, Flow, Job, Target};
 use crate::db;
 use crate::engine::{self, blocking, job_copy_key, job_new_key, Transition, Tx, GIB};
@@ -496,7 +496,7 @@ impl Make {
                 self.rekey_or_done(tx, interim).await
             }
             MakeState::Rekey(tail) => {
-                let (tx, next) = tail.clone().step(svc, job, t, "interim key of a rekeyed volume").await?;
+                let (tx, next) = tail.clone().step(svc, job, t, Record::Volume { old_key_why: "interim key of a rekeyed volume" }).await?;
                 match next {
                     Some(tail) => Ok(Transition::next(tx, Make { state: MakeState::Rekey(tail), ..self })),
                     None => self.done(tx).await,

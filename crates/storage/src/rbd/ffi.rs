@@ -113,6 +113,10 @@ extern "C" {
         off: u64,
     ) -> c_int;
     fn rados_remove(io: rados_ioctx_t, oid: *const c_char) -> c_int;
+    fn rados_getaddrs(cluster: rados_t, addrs: *mut *mut c_char) -> c_int;
+    fn rados_buffer_free(buf: *mut c_char);
+    fn rados_blocklist_add(cluster: rados_t, client_address: *mut c_char, expire_seconds: u32)
+        -> c_int;
 }
 
 #[link(name = "rbd")]
@@ -340,6 +344,34 @@ impl Drop for Unconnected {
     }
 }
 
+impl Cluster {
+    /// This session's client address as the OSDs see it (what
+    /// `rbd status` lists as a watcher and `rbd lock ls` as a locker).
+    pub(crate) fn addrs(&self) -> io::Result<String> {
+        let mut out: *mut c_char = ptr::null_mut();
+        // SAFETY: connected handle, valid out-pointer; on success librados
+        // hands over a NUL-terminated buffer we release with its own free.
+        check(unsafe { rados_getaddrs(self.handle, &mut out) })?;
+        // SAFETY: `out` is NULL or the NUL-terminated buffer just returned.
+        let addrs = unsafe { owned(out) };
+        if !out.is_null() {
+            // SAFETY: allocated by librados for this call, freed once.
+            unsafe { rados_buffer_free(out) };
+        }
+        Ok(addrs)
+    }
+
+    /// Blocklists `addr` on the OSDs for `expire_seconds` (0: the cluster's
+    /// default): its watches drop and its writes fail from the next map on.
+    pub(crate) fn blocklist_add(&self, addr: &str, expire_seconds: u32) -> io::Result<()> {
+        let addr = cstring(addr)?;
+        // SAFETY: connected handle; librados only reads the address string
+        // (the parameter is `char *` for historical reasons), which lives
+        // across the call.
+        check(unsafe { rados_blocklist_add(self.handle, addr.as_ptr().cast_mut(), expire_seconds) })
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         // SAFETY: the handle came from rados_create2; every IoCtx holds an Arc
@@ -351,7 +383,7 @@ impl Drop for Cluster {
 /// An I/O context on one pool.
 pub(crate) struct IoCtx {
     handle: rados_ioctx_t,
-    _cluster: Arc<Cluster>,
+    cluster: Arc<Cluster>,
 }
 
 // SAFETY: librados io contexts are usable from any thread and concurrently
@@ -370,7 +402,12 @@ impl IoCtx {
         // SAFETY: connected cluster handle (kept alive by the Arc), valid
         // out-pointer, live CString.
         check(unsafe { rados_ioctx_create(cluster.handle, pool.as_ptr(), &mut handle) })?;
-        Ok(Arc::new(IoCtx { handle, _cluster: cluster }))
+        Ok(Arc::new(IoCtx { handle, cluster }))
+    }
+
+    /// The cluster this context belongs to.
+    pub(crate) fn cluster(&self) -> &Cluster {
+        &self.cluster
     }
 
     /// Creates an image of `size` bytes with the cluster's default features.

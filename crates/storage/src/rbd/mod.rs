@@ -24,8 +24,12 @@
 //!
 //! Crash safety: a clone or copy is made under `volume-<id>.tmp` and renamed;
 //! a retried clone or a `delete` of the same id removes a leftover temporary.
-//! Concurrency: one process per pool is assumed for name changes; a volume
-//! being cloned by this process cannot be deleted (`Busy`).
+//! Concurrency: a volume being cloned by this process cannot be deleted
+//! (`Busy`); another client's clone holds the source open, and librbd
+//! refuses to remove an image with watchers. Name changes of `<id>` are
+//! made by one process at a time: the service runs each job on one node and
+//! fences (`Backend::fence`) a node whose lease ran out before another
+//! takes its jobs over.
 
 mod ffi;
 
@@ -700,6 +704,29 @@ impl Backend for RbdBackend {
             Ok(Box::new(ReadOnly(RbdIo::new(image, name))) as Box<dyn BlockIo>)
         })()
         .map_err(|e: Error| e.context(NAME, "open_snapshot", snap_id))
+    }
+
+    fn session(&self) -> Option<String> {
+        match self.ioctx.cluster().addrs() {
+            Ok(a) if !a.is_empty() => Some(a),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read this client's address: it cannot be fenced");
+                None
+            }
+        }
+    }
+
+    fn fence(&self, session: &str) -> Result<()> {
+        // Blocklisted for the cluster's default time (an hour): the process
+        // is gone and its address is never reused by a new session.
+        self.ioctx
+            .cluster()
+            .blocklist_add(session, 0)
+            .map_err(|e| rbd_error(format!("cannot blocklist client {session}"), e))
+            .map_err(|e| e.context(NAME, "fence", session))?;
+        tracing::info!(client = session, "dead client blocklisted: its image locks and watches are released");
+        Ok(())
     }
 }
 

@@ -34,6 +34,7 @@
 use std::sync::mpsc;
 
 mod cryptsetup;
+pub mod encdec;
 pub use cryptsetup::ResilienceMode;
 pub mod live;
 

@@ -776,12 +776,21 @@ fn decrypt_or_resume_cmd(a: &ReencryptArgs, v: Volume<Image>, opts: &rekey_luks:
     if a.decrypt && a.header.is_none() {
         bail!("--decrypt needs --header FILE (cryptsetup 2.6 decrypts LUKS2 only with a detached header)");
     }
-    let pass = read_key_file(a.key_file.as_deref().context("give --key-file")?)?;
-    let data = open_image(&a.image, true)?;
     let op = match encdec::pending_mode(v.header())? {
         Some(rekey_luks::luks2::reenc::Mode::Encrypt) => "encrypt",
         _ => "decrypt",
     };
+    // Without --header, IMAGE is both header and data: an encryption there
+    // moves the data (cryptsetup's --reduce-device-size); a decryption's
+    // header is a detached one, whose data is elsewhere.
+    if a.header.is_none() && op == "encrypt" {
+        bail!("an encryption with a data shift (mode encrypt, header on the image) is not resumed by rekey yet; finish it with `cryptsetup reencrypt --resume-only`");
+    }
+    if a.header.is_none() {
+        bail!("this is a detached header's decryption: give it as --header FILE and the data device as IMAGE");
+    }
+    let pass = read_key_file(a.key_file.as_deref().context("give --key-file")?)?;
+    let data = open_image(&a.image, true)?;
     let result = with_progress(a.progress, "reencrypt", |report| {
         if a.resume {
             encdec::resume(v, &data, pass.expose(), opts, report)

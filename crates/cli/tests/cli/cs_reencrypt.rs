@@ -255,11 +255,12 @@ fn new_passphrase_run_killed_is_finished_by_cryptsetup_with_the_new_passphrase()
     assert!(landed >= 3, "only {landed} kills landed mid-conversion");
 }
 
-/// cryptsetup's encrypt-in-place (data shift, backward, first segment moved
-/// to the end) and decrypt (detached header), which rekey does not convert
-/// yet: `rekey luks reencrypt --resume` refuses each with one line, exit 1,
-/// and leaves every byte as it was, so cryptsetup still finishes it; the
-/// encrypted result then reads back through our engine as the original data.
+/// cryptsetup's encrypt-in-place with a data shift (backward, first segment
+/// moved to the end), which rekey does not convert yet, and a detached
+/// header's decryption given without its data device: `rekey luks reencrypt
+/// --resume` refuses each with one line, exit 1, and leaves every byte as it
+/// was, so cryptsetup still finishes it; the encrypted result then reads back
+/// through our engine as the original data.
 #[test]
 fn cryptsetup_encrypt_and_decrypt_are_refused_untouched() {
     let env = Env::new();
@@ -284,8 +285,8 @@ fn cryptsetup_encrypt_and_decrypt_are_refused_untouched() {
     rekey(&["luks", "export", "--key-file", s(&key), s(&img), s(&out)]).ok();
     assert!(std::fs::read(&out).unwrap()[..16 << 20] == plain[..], "cryptsetup's encrypted data reads back wrong");
 
-    // Decrypt: cryptsetup 2.6 does it only with a detached header, which
-    // this engine does not open (its data segment starts at 0).
+    // Decrypt: cryptsetup 2.6 does it only with a detached header; without
+    // --header the header file would be taken for the data.
     let (hdr, data) = (env.path("hdr"), env.sparse("dec.img", 8 << 20));
     let mut args = vec!["luksFormat", "--type", "luks2", "--header", s(&hdr), "--key-file", s(&key)];
     args.extend(FAST);

@@ -104,6 +104,14 @@ fn rekey_resume(c: &Case) -> Run {
     rekey(&args)
 }
 
+/// The live segments, for failure messages.
+fn live_segments(hdr: &Path) -> String {
+    let j: serde_json::Value = serde_json::from_str(&cryptsetup(&["luksDump", "--dump-json-metadata", s(hdr)]).ok().stdout).unwrap();
+    let segs = j["segments"].as_object().unwrap().values();
+    let live = segs.filter(|v| !v["flags"].to_string().contains("backup"));
+    live.map(|v| format!("[{} {} {} {}]", v["type"], v["offset"], v["size"], v["flags"])).collect::<Vec<_>>().join(" ")
+}
+
 /// cryptsetup finishes after a crash: `repair` first when a hotzone was
 /// being written (its recovery from the checksums or journal), as it needs
 /// after its own crash; then `--resume-only`.
@@ -273,8 +281,9 @@ fn rekey_killed_then_cryptsetup_resume_only() {
             if child.wait().unwrap().code().is_some() || !in_conversion(&c.hdr) {
                 continue; // finished, or killed before its first commit: not a trial
             }
+            let segments = live_segments(&c.hdr);
             hot += cryptsetup_finish(&c) as u32;
-            let what = format!("{op}/{res}/{sector} trial {here}");
+            let what = format!("{op}/{res}/{sector} trial {here}, killed at {segments}");
             if op == "--encrypt" {
                 check_encrypted(&env, &c, &what);
             } else {

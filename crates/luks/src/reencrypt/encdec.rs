@@ -486,11 +486,16 @@ fn run<H: BlockIo, D: BlockIo>(
     };
     let pipe = pipeline::Options::new(threads, round_up(CHUNK, block) as usize);
     let read = |at: u64, buf: &mut [u8]| data.read_at(buf, at).map_err(Error::io("read", at));
+    // Backward, the hotzone at offset 0 is made at least as long as the one
+    // cryptsetup 2.6 computes for itself: its `repair` of a last hotzone
+    // counts progress with its own length, and a shorter hotzone would leave
+    // a header that `--resume-only` then converts again (seen with 2.6.1).
+    let last = if protected { cryptsetup_hotzone(st)?.min(plan.total) } else { plan.total };
     while !finished(plan, p) {
         let (o, l) = if plan.forward {
             (p, hotzone.min(plan.total - p))
         } else {
-            let l = hotzone.min(p);
+            let l = if p <= last { p } else { hotzone.min(p - last) };
             (p - l, l)
         };
         match &st.resilience {
@@ -555,6 +560,18 @@ fn run<H: BlockIo, D: BlockIo>(
         }
     }
     Ok(cur)
+}
+
+/// The hotzone length cryptsetup 2.6 derives from the resilience area when
+/// no `--hotzone-size` is given (lib/luks2/luks2_reencrypt.c,
+/// reencrypt_length), before its memory cap: never less than cryptsetup's.
+fn cryptsetup_hotzone(st: &ReencState) -> Result<u64> {
+    const MAX_HOTZONE: u64 = 1 << 30;
+    let len = match &st.resilience {
+        Resilience::Checksum { hash, block } => st.area.1 / HashAlg::from_name(hash)?.digest_len() as u64 * *block as u64,
+        _ => st.area.1,
+    };
+    Ok(len.min(MAX_HOTZONE))
 }
 
 /// Brings the interrupted hotzone `o..o+l` to the new side.

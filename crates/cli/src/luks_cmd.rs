@@ -721,14 +721,11 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
 /// `reencrypt --encrypt`: a new LUKS2 header for the plaintext IMAGE, then
 /// the data encrypted in place.
 fn encrypt_cmd(a: &ReencryptArgs, opts: &rekey_luks::reencrypt::ReencryptOptions) -> Result<()> {
-    let Some(header) = &a.header else {
-        if a.reduce_device_size.is_some() {
-            bail!("--encrypt with --reduce-device-size (data shift, header at the start of IMAGE) is not supported yet; use --header FILE");
-        }
-        bail!("--encrypt needs --header FILE (or --reduce-device-size, as cryptsetup)");
-    };
-    if a.reduce_device_size.is_some() {
+    if a.header.is_some() && a.reduce_device_size.is_some() {
         bail!("--reduce-device-size with --header is not supported (the data does not move with a detached header)");
+    }
+    if a.header.is_none() && a.reduce_device_size.is_none() {
+        bail!("--encrypt needs --header FILE, or --reduce-device-size SIZE to make room for the header in IMAGE (as cryptsetup)");
     }
     let cipher = CipherSpec::parse(a.cipher.as_deref().unwrap_or("aes-xts-plain64")).map_err(rekey_luks::Error::from)?;
     let key_size_bits = a.key_size.unwrap_or(match cipher.mode {
@@ -746,6 +743,15 @@ fn encrypt_cmd(a: &ReencryptArgs, opts: &rekey_luks::reencrypt::ReencryptOptions
     format.validate()?;
     let pass = read_key_file(a.key_file.as_deref().context("--encrypt needs --key-file")?)?;
     let data = open_image(&a.image, true)?;
+    let Some(header) = &a.header else {
+        let reduce = a.reduce_device_size.expect("checked above");
+        let result = with_progress(a.progress, "reencrypt", |report| {
+            rekey_luks::reencrypt::encrypt_shift(data, reduce, &format, pass.expose(), opts, report)
+        });
+        let (_, rep) = result.with_context(|| format!("{}", a.image.display()))?;
+        report_encdec(a.progress, "encrypt", &rep);
+        return Ok(());
+    };
     // A new header file, as cryptsetup makes it: 16 MiB, owner-only.
     let created = !header.exists();
     let file = if created {
@@ -781,12 +787,9 @@ fn decrypt_or_resume_cmd(a: &ReencryptArgs, v: Volume<Image>, opts: &rekey_luks:
         _ => "decrypt",
     };
     // Without --header, IMAGE is both header and data: an encryption there
-    // moves the data (cryptsetup's --reduce-device-size); a decryption's
+    // moves the data (cryptsetup's --reduce-device-size), and a decryption's
     // header is a detached one, whose data is elsewhere.
-    if a.header.is_none() && op == "encrypt" {
-        bail!("an encryption with a data shift (mode encrypt, header on the image) is not resumed by rekey yet; finish it with `cryptsetup reencrypt --resume-only`");
-    }
-    if a.header.is_none() {
+    if a.header.is_none() && op != "encrypt" {
         bail!("this is a detached header's decryption: give it as --header FILE and the data device as IMAGE");
     }
     let pass = read_key_file(a.key_file.as_deref().context("give --key-file")?)?;

@@ -159,15 +159,35 @@ fn add_reencrypt_slot(
     old: Option<&Secret>,
     new: Option<&Secret>,
 ) -> Result<()> {
-    let slot = next.free_keyslot().ok_or_else(|| Error::InvalidArgument("no free keyslot for the re-encryption state".into()))?;
-    let (area_off, area_size) =
-        largest_gap(next).ok_or_else(|| Error::InvalidArgument("no room left in the keyslots area".into()))?;
     let sector = next.meta.segments.values().filter_map(|s| s.sector_size).max().unwrap_or(512);
     let mut area_extra = Map::new();
     if opts.resilience == ResilienceMode::Checksum {
         area_extra.insert("hash".into(), json!(HashAlg::Sha256.name()));
         area_extra.insert("sector_size".into(), json!(CHECKSUM_BLOCK.max(sector)));
     }
+    let kind = match opts.resilience {
+        ResilienceMode::Checksum => "checksum",
+        ResilienceMode::Journal => "journal",
+        ResilienceMode::None => "none",
+    };
+    add_reencrypt_slot_with(next, mode, direction, opts, (kind, None, area_extra), old, new)
+}
+
+/// [`add_reencrypt_slot`] with the area given: its type, its size (`None`:
+/// the largest free gap, else from that gap's start) and its parameters.
+pub(super) fn add_reencrypt_slot_with(
+    next: &mut L2Header,
+    mode: Mode,
+    direction: Direction,
+    opts: &ReencryptOptions,
+    area: (&str, Option<u64>, Map<String, serde_json::Value>),
+    old: Option<&Secret>,
+    new: Option<&Secret>,
+) -> Result<()> {
+    let (kind, size, area_extra) = area;
+    let slot = next.free_keyslot().ok_or_else(|| Error::InvalidArgument("no free keyslot for the re-encryption state".into()))?;
+    let (area_off, gap) = largest_gap(next).ok_or_else(|| Error::InvalidArgument("no room left in the keyslots area".into()))?;
+    let area_size = size.unwrap_or(gap).min(gap);
     let mut ks_extra = Map::new();
     ks_extra.insert("mode".into(), json!(mode.name()));
     ks_extra.insert("direction".into(), json!(if direction == Direction::Forward { "forward" } else { "backward" }));
@@ -177,12 +197,7 @@ fn add_reencrypt_slot(
             kind: reenc::KEYSLOT_KIND.into(),
             key_size: 1,
             area: lj::Area {
-                kind: match opts.resilience {
-                    ResilienceMode::Checksum => "checksum",
-                    ResilienceMode::Journal => "journal",
-                    ResilienceMode::None => "none",
-                }
-                .into(),
+                kind: kind.into(),
                 offset: area_off,
                 size: area_size,
                 encryption: None,
@@ -211,14 +226,14 @@ fn add_reencrypt_slot(
 }
 
 /// One side of the conversion: the data as it was or as it will be.
-struct Side {
-    seg: Segment,
+pub(super) struct Side {
+    pub(super) seg: Segment,
     /// Keyed cipher and sector size for `crypt`; `None` for `linear`.
-    cipher: Option<(SectorCipher, u64)>,
+    pub(super) cipher: Option<(SectorCipher, u64)>,
 }
 
 impl Side {
-    fn new(seg: &Segment, vk: Option<&Secret>) -> Result<Side> {
+    pub(super) fn new(seg: &Segment, vk: Option<&Secret>) -> Result<Side> {
         let cipher = match seg.kind.as_str() {
             "linear" => None,
             "crypt" => {
@@ -233,7 +248,7 @@ impl Side {
     }
 
     /// The segment of this side covering `off..off+size` (`None` = to the end).
-    fn segment(&self, off: u64, size: Option<u64>, hot: bool) -> Segment {
+    pub(super) fn segment(&self, off: u64, size: Option<u64>, hot: bool) -> Segment {
         let mut s = self.seg.clone();
         s.offset += off;
         s.size = size.map_or(SegmentSize::Dynamic, SegmentSize::Bytes);
@@ -244,7 +259,7 @@ impl Side {
         s
     }
 
-    fn iv(&self, pos: u64) -> u64 {
+    pub(super) fn iv(&self, pos: u64) -> u64 {
         self.seg.iv_tweak.unwrap_or(0) + pos / 512
     }
 }
@@ -391,15 +406,18 @@ pub fn resume<H: BlockIo, D: BlockIo>(
         return Err(Error::InvalidArgument("no re-encryption in progress".into()));
     };
     let st = reenc::parse(&h.meta)?.ok_or_else(|| Error::InvalidArgument("no re-encryption in progress".into()))?;
+    if matches!(st.resilience, Resilience::Datashift { .. }) {
+        if st.mode != Mode::Encrypt || st.direction != Direction::Backward {
+            return Err(Error::Unsupported("decryption with a data shift".into()));
+        }
+        return super::datashift::resume(vol, h, st, data, passphrase, opts, progress);
+    }
     let forward = match (st.mode, st.direction) {
         (Mode::Encrypt, Direction::Forward) => true,
         (Mode::Decrypt, Direction::Backward) => false,
         (Mode::Reencrypt, _) => return Err(Error::InvalidArgument("a re-encryption, not an encryption or decryption".into())),
         (m, _) => return Err(Error::Unsupported(format!("{} in this direction", m.name()))),
     };
-    if matches!(st.resilience, Resilience::Datashift { .. }) {
-        return Err(Error::Unsupported("encryption with a data shift (--reduce-device-size)".into()));
-    }
     let (prev, fin) = (st.previous.1.clone(), st.final_.1.clone());
     if prev.offset != fin.offset || prev.size != SegmentSize::Dynamic || fin.size != SegmentSize::Dynamic {
         return Err(Error::Unsupported("an encryption or decryption that moves the data or has a fixed size".into()));

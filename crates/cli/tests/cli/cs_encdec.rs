@@ -321,3 +321,171 @@ fn bad_requests_are_refused_untouched() {
     assert!(r.stderr.contains("already holds a LUKS header"), "{}", r.stderr);
     assert!(std::fs::read(&c.data).unwrap() == d0 && std::fs::read(&c.hdr).unwrap() == h0);
 }
+
+// --- Encryption with a data shift (`--reduce-device-size`, header on IMAGE).
+
+const SHIFT: usize = 16 << 20;
+
+/// A plaintext image of `mib` MiB of data and the 32 MiB it is reduced by.
+fn shift_case(env: &Env, mib: usize, seed: u64) -> (PathBuf, PathBuf, Vec<u8>) {
+    let (img, key, plain) = (env.path("shift.img"), env.key("k", b"the passphrase"), pattern(mib * MIB, seed));
+    std::fs::write(&img, [&plain[..], &vec![0u8; 2 * SHIFT][..]].concat()).unwrap();
+    (img, key, plain)
+}
+
+fn shift_cmd(img: &Path, key: &Path, sector: u32) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rekey"));
+    cmd.args(["luks", "reencrypt", "--encrypt", "--reduce-device-size", "32M", "--sector-size", &sector.to_string()])
+        .args(["--key-file", s(key)])
+        .args(FAST)
+        .arg(s(img))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
+fn in_conversion_on(img: &Path) -> bool {
+    cryptsetup(&["luksDump", s(img)]).stdout.contains("online-reencrypt")
+}
+
+/// The result is what cryptsetup makes: data at 16 MiB, the passphrase
+/// opens, our export is the plaintext, the ciphertext is byte for byte what
+/// cryptsetup's own `--encrypt --reduce-device-size` makes of the same
+/// plaintext with the same volume key (cryptsetup 2.6 decrypts only with the
+/// data at offset 0, so its encryption is the oracle), and the plaintext copy
+/// that sat at the tail is gone.
+#[track_caller]
+fn check_shift_encrypted(env: &Env, img: &Path, key: &Path, plain: &[u8], sector: u32, what: &str) {
+    let dump = cryptsetup(&["luksDump", s(img)]).ok().stdout;
+    assert!(!dump.contains("Requirements:") && !dump.contains("reencrypt"), "{what}: conversion left:\n{dump}");
+    assert!(dump.contains("offset: 16777216 [bytes]"), "{what}:\n{dump}");
+    assert!(cs_opens(img, key, None), "{what}: cryptsetup must open it");
+    let out = env.path("out");
+    let _ = std::fs::remove_file(&out);
+    rekey(&["luks", "export", "--key-file", s(key), s(img), s(&out)]).ok();
+    assert!(std::fs::read(&out).unwrap()[..plain.len()] == plain[..], "{what}: our export differs from the plaintext");
+    let hex = cryptsetup_volume_key(img, key);
+    let vk: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+    let (vkf, theirs) = (env.path("vk"), env.path("theirs.img"));
+    std::fs::write(&vkf, vk).unwrap();
+    std::fs::write(&theirs, [plain, &vec![0u8; 2 * SHIFT][..]].concat()).unwrap();
+    let ss = sector.to_string();
+    let mut args = vec!["reencrypt", "--encrypt", "--reduce-device-size", "32M", "--sector-size", &ss, "--volume-key-file", s(&vkf)];
+    args.extend(["--key-file", s(key)]);
+    args.extend(FAST);
+    args.push(s(&theirs));
+    cryptsetup(&args).ok();
+    let (ours, theirs) = (std::fs::read(img).unwrap(), std::fs::read(&theirs).unwrap());
+    let data = SHIFT..SHIFT + plain.len();
+    assert!(ours[data.clone()] == theirs[data], "{what}: the ciphertext differs from cryptsetup's with the same key");
+    let tail = &ours[plain.len() + SHIFT..plain.len() + 2 * SHIFT];
+    assert!(tail != &plain[..SHIFT], "{what}: the plaintext copy at the tail was not wiped");
+}
+
+#[test]
+fn encrypt_with_data_shift_opens_in_cryptsetup() {
+    for (sector, mib) in [(512, 40), (4096, 16), (4096, 48)] {
+        let env = Env::new();
+        let (img, key, plain) = shift_case(&env, mib, mib as u64 + sector as u64);
+        assert!(shift_cmd(&img, &key, sector).status().unwrap().success());
+        let dump = cryptsetup(&["luksDump", s(&img)]).ok().stdout;
+        assert!(dump.contains(&format!("sector: {sector} [bytes]")), "{dump}");
+        check_shift_encrypted(&env, &img, &key, &plain, sector, &format!("{sector}/{mib} MiB"));
+    }
+}
+
+/// cryptsetup `--init-only` (the first S bytes already moved, the header
+/// written) and cryptsetup killed mid-way, then rekey `--resume` finishes.
+#[test]
+fn cryptsetup_data_shift_init_only_or_killed_then_rekey_resume() {
+    let env = Env::new();
+    let (img, key, plain) = shift_case(&env, 40, 3);
+    let mut args = vec!["reencrypt", "--encrypt", "--init-only", "--reduce-device-size", "32M", "--key-file", s(&key)];
+    args.extend(FAST);
+    args.push(s(&img));
+    cryptsetup(&args).ok();
+    assert!(in_conversion_on(&img));
+    let mut resume = vec!["luks", "reencrypt", "--resume", "--key-file", s(&key)];
+    resume.extend(FAST);
+    resume.push(s(&img));
+    rekey(&resume).ok();
+    check_shift_encrypted(&env, &img, &key, &plain, 512, "after cryptsetup --init-only");
+
+    let (img, key, plain) = shift_case(&env, 64, 4);
+    let pristine = std::fs::read(&img).unwrap();
+    let run = || {
+        let mut cmd = Command::new("cryptsetup");
+        cmd.args(["--batch-mode", "reencrypt", "--encrypt", "--force-offline-reencrypt", "--reduce-device-size", "32M"])
+            .args(["--key-file", s(&key)])
+            .args(FAST)
+            .arg(s(&img))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd
+    };
+    let t0 = Instant::now();
+    assert!(run().status().unwrap().success());
+    let full = t0.elapsed();
+    let mut landed = false;
+    for attempt in 1..=40u32 {
+        std::fs::write(&img, &pristine).unwrap();
+        let mut child = run().spawn().unwrap();
+        std::thread::sleep(full * (attempt % 9 + 1) / 10);
+        let _ = child.kill();
+        if child.wait().unwrap().code().is_none() && in_conversion_on(&img) {
+            landed = true;
+            break;
+        }
+    }
+    assert!(landed, "no kill of cryptsetup landed mid-way in 40 attempts");
+    rekey(&resume).ok();
+    check_shift_encrypted(&env, &img, &key, &plain, 512, "after cryptsetup was killed");
+}
+
+/// rekey killed with SIGKILL at random points mid-conversion (counted only
+/// when the image carries `online-reencrypt-v2`), then cryptsetup finishes.
+#[test]
+fn rekey_data_shift_killed_then_cryptsetup_resume_only() {
+    require_tool("cryptsetup", "cryptsetup-bin");
+    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    eprintln!("seed {seed}");
+    let mut rnd = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n.max(1)
+    };
+    let env = Env::new();
+    let (img, key, plain) = shift_case(&env, 64, 5);
+    let pristine = std::fs::read(&img).unwrap();
+    let t0 = Instant::now();
+    assert!(shift_cmd(&img, &key, 4096).status().unwrap().success());
+    let full = t0.elapsed().as_micros() as u64;
+    let (mut here, mut hot) = (0, 0);
+    for _ in 0..40 {
+        if here >= 6 {
+            break;
+        }
+        std::fs::write(&img, &pristine).unwrap();
+        let mut child = shift_cmd(&img, &key, 4096).spawn().unwrap();
+        std::thread::sleep(Duration::from_micros(rnd(full)));
+        let _ = child.kill();
+        if child.wait().unwrap().code().is_some() || !in_conversion_on(&img) {
+            continue;
+        }
+        if cryptsetup(&["luksDump", s(&img)]).ok().stdout.contains("in-reencryption") {
+            cryptsetup(&["repair", "--key-file", s(&key), s(&img)]).ok();
+            hot += 1;
+        }
+        if in_conversion_on(&img) {
+            let mut args = vec!["reencrypt", "--resume-only", "--force-offline-reencrypt", "--key-file", s(&key)];
+            args.extend(FAST);
+            args.push(s(&img));
+            cryptsetup(&args).ok();
+        }
+        check_shift_encrypted(&env, &img, &key, &plain, 4096, &format!("trial {here}"));
+        here += 1;
+    }
+    eprintln!("{here} trials, {hot} of them inside a hotzone");
+    assert!(here >= 5, "only {here} kills landed mid-conversion");
+}

@@ -49,14 +49,14 @@ pub fn encrypt_shift<IO: BlockIo>(
 ) -> Result<(Volume<IO>, ReencryptReport)> {
     let dev = io.size().map_err(Error::io("size", 0))?;
     let shift = reduce / 2;
-    if reduce % 8192 != 0 || shift < (1 << 20) {
+    if !reduce.is_multiple_of(8192) || shift < (1 << 20) {
         return Err(Error::InvalidArgument("--reduce-device-size must be a multiple of 8 KiB and at least 2 MiB".into()));
     }
     let plain = dev
         .checked_sub(reduce)
         .filter(|n| *n >= shift)
         .ok_or_else(|| Error::InvalidArgument("the device is too small for that --reduce-device-size".into()))?;
-    if plain % format.sector_size as u64 != 0 {
+    if !plain.is_multiple_of(format.sector_size as u64) {
         return Err(Error::InvalidArgument("the data left is not a whole number of sectors".into()));
     }
     // The header is built in memory; a device of at least 16 MiB + a sector
@@ -321,7 +321,7 @@ fn run_all<H: BlockIo, D: BlockIo>(
     let new = Side::new(&fin, Some(&vk))?;
     drop(vk);
     let sector = new.cipher.as_ref().map_or(512, |c| c.1);
-    if shift % sector != 0 || plain % sector != 0 {
+    if !shift.is_multiple_of(sector) || !plain.is_multiple_of(sector) {
         return Err(Error::Unsupported("a data shift that is not a whole number of sectors".into()));
     }
     let plan = Shift { st, new, plain, shift, moved: plain + shift };

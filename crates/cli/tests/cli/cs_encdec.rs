@@ -415,7 +415,10 @@ fn cryptsetup_data_shift_init_only_or_killed_then_rekey_resume() {
     let pristine = std::fs::read(&img).unwrap();
     let run = || {
         let mut cmd = Command::new("cryptsetup");
-        cmd.args(["--batch-mode", "reencrypt", "--encrypt", "--force-offline-reencrypt", "--reduce-device-size", "32M"])
+        // cryptsetup builds the header in ./LUKS2-temp-UUID.new; killed,
+        // it leaves that file behind: not in the source tree.
+        cmd.current_dir(env.dir.path())
+            .args(["--batch-mode", "reencrypt", "--encrypt", "--force-offline-reencrypt", "--reduce-device-size", "32M"])
             .args(["--key-file", s(&key)])
             .args(FAST)
             .arg(s(&img))

@@ -119,6 +119,23 @@ pub struct ReencryptArgs {
     /// Data converted per crash-safe step (64M, 16MiB, bytes); overrides --hotzone-mib.
     #[arg(long, value_parser = crate::size::parse_size, conflicts_with = "hotzone_mib")]
     hotzone_size: Option<u64>,
+    /// Encrypt the plaintext IMAGE in place (a new LUKS2 header: in --header FILE,
+    /// or at the start of IMAGE with --reduce-device-size).
+    #[arg(long, conflicts_with_all = ["decrypt", "resume", "volume_key_file", "new_key_file"])]
+    encrypt: bool,
+    /// Remove the encryption: IMAGE ends up holding the plaintext (needs --header, as cryptsetup 2.6).
+    #[arg(long, conflicts_with_all = ["resume", "volume_key_file", "new_key_file"])]
+    decrypt: bool,
+    /// With --encrypt and no --header: room freed at the end of IMAGE (the data moves
+    /// towards it by half of this; the header takes the first half).
+    #[arg(long, value_parser = crate::size::parse_size, requires = "encrypt")]
+    reduce_device_size: Option<u64>,
+    /// Encryption sector size for --encrypt.
+    #[arg(long, default_value_t = 512, value_parser = crate::size::parse_size_u32)]
+    sector_size: u32,
+    /// Detached LUKS header file (cryptsetup's --header); IMAGE then holds only the data.
+    #[arg(long)]
+    header: Option<PathBuf>,
     #[command(flatten)]
     pbkdf: PbkdfArgs,
     #[command(flatten)]
@@ -140,6 +157,9 @@ pub struct ExportArgs {
     /// Crypt workers (default: one per CPU).
     #[arg(long, default_value_t = 0, hide_default_value = true)]
     threads: usize,
+    /// Detached LUKS header file (cryptsetup's --header); IMAGE then holds only the data.
+    #[arg(long)]
+    header: Option<PathBuf>,
     /// Image file or block device.
     image: PathBuf,
     /// Plaintext output file.
@@ -294,6 +314,9 @@ pub struct DumpArgs {
     /// Passphrase file for --dump-volume-key.
     #[arg(long, short = 'd')]
     key_file: Option<PathBuf>,
+    /// Detached LUKS header file (cryptsetup's --header); IMAGE then holds only the data.
+    #[arg(long)]
+    header: Option<PathBuf>,
     /// Image file or block device.
     image: PathBuf,
 }
@@ -312,6 +335,9 @@ pub struct TestKeyArgs {
     /// Report as JSON.
     #[arg(long)]
     json: bool,
+    /// Detached LUKS header file (cryptsetup's --header); IMAGE then holds only the data.
+    #[arg(long)]
+    header: Option<PathBuf>,
     /// Image file or block device.
     image: PathBuf,
 }
@@ -485,7 +511,7 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
             result.map(drop)
         }
         LuksCommand::Dump(a) => {
-            let v = open_volume_ro(&a.image)?;
+            let v = open_volume_ro(a.header.as_deref().unwrap_or(&a.image))?;
             let info = DumpInfo::from_header(v.header());
             let vk = match &a.key_file {
                 Some(k) if a.dump_volume_key => Some(v.unlock(read_key_file(k)?.expose(), None)?.1),
@@ -507,7 +533,7 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
             Ok(())
         }
         LuksCommand::TestKey(a) => {
-            let v = open_volume_ro(&a.image)?;
+            let v = open_volume_ro(a.header.as_deref().unwrap_or(&a.image))?;
             if let Some(f) = &a.volume_key_file {
                 volume_key(&v, f)?;
                 if a.json {
@@ -599,8 +625,6 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
         }
         LuksCommand::Reencrypt(a) => {
             use rekey_luks::reencrypt::{self, ReencryptOptions};
-            let v = open_volume(&a.image)?;
-            let vk = a.volume_key_file.as_deref().map(|f| volume_key(&v, f)).transpose()?;
             let pass = match &a.key_file {
                 Some(k) => Some(read_key_file(k)?),
                 None => None,
@@ -619,6 +643,17 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
                 resilience: reencrypt::ResilienceMode::parse(&a.resilience)?,
                 ..Default::default()
             };
+            if a.encrypt {
+                return encrypt_cmd(&a, &opts);
+            }
+            let v = open_volume(a.header.as_deref().unwrap_or(&a.image))?;
+            if a.decrypt || (a.resume && reencrypt::encdec::pending_mode(v.header())?.is_some()) {
+                return decrypt_or_resume_cmd(&a, v, &opts);
+            }
+            if a.header.is_some() {
+                bail!("--header is for --encrypt, --decrypt and resuming them; a re-encryption needs the header on IMAGE");
+            }
+            let vk = a.volume_key_file.as_deref().map(|f| volume_key(&v, f)).transpose()?;
             let new_ref = new.as_ref().map(|n| n.expose());
             let result = with_progress(a.progress, "reencrypt", |report| {
                 match (&vk, &pass) {
@@ -640,8 +675,18 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
             Ok(())
         }
         LuksCommand::Export(a) => {
-            let v = open_volume_ro(&a.image)?;
-            let d = decrypted(v, a.key_file.as_deref(), a.volume_key_file.as_deref())?;
+            let d = match &a.header {
+                Some(h) => {
+                    let v = open_volume_ro(h)?;
+                    let vk = match (&a.volume_key_file, &a.key_file) {
+                        (Some(f), _) => volume_key(&v, f)?,
+                        (None, Some(k)) => v.unlock(read_key_file(k)?.expose(), None)?.1,
+                        (None, None) => unreachable!("clap requires one"),
+                    };
+                    rekey_luks::reencrypt::encdec::decrypted_detached(&v, open_image(&a.image, false)?, &vk)?
+                }
+                None => decrypted(open_volume_ro(&a.image)?, a.key_file.as_deref(), a.volume_key_file.as_deref())?,
+            };
             let out = OpenOptions::new()
                 .create(true)
                 .truncate(false)
@@ -670,6 +715,104 @@ pub fn run(cmd: LuksCommand, ceph: &CephArgs) -> Result<()> {
             eprintln!("Key slot {} destroyed.", a.slot);
             Ok(())
         }
+    }
+}
+
+/// `reencrypt --encrypt`: a new LUKS2 header for the plaintext IMAGE, then
+/// the data encrypted in place.
+fn encrypt_cmd(a: &ReencryptArgs, opts: &rekey_luks::reencrypt::ReencryptOptions) -> Result<()> {
+    if a.header.is_some() && a.reduce_device_size.is_some() {
+        bail!("--reduce-device-size with --header is not supported (the data does not move with a detached header)");
+    }
+    if a.header.is_none() && a.reduce_device_size.is_none() {
+        bail!("--encrypt needs --header FILE, or --reduce-device-size SIZE to make room for the header in IMAGE (as cryptsetup)");
+    }
+    let cipher = CipherSpec::parse(a.cipher.as_deref().unwrap_or("aes-xts-plain64")).map_err(rekey_luks::Error::from)?;
+    let key_size_bits = a.key_size.unwrap_or(match cipher.mode {
+        rekey_luks::crypto::cipher::Mode::XtsPlain64 => 512,
+        _ => 256,
+    });
+    let format = FormatOptions {
+        version: Version::Luks2,
+        cipher,
+        key_size_bits,
+        sector_size: a.sector_size,
+        pbkdf: a.pbkdf.options()?,
+        ..Default::default()
+    };
+    format.validate()?;
+    let pass = read_key_file(a.key_file.as_deref().context("--encrypt needs --key-file")?)?;
+    let data = open_image(&a.image, true)?;
+    let Some(header) = &a.header else {
+        let reduce = a.reduce_device_size.expect("checked above");
+        let result = with_progress(a.progress, "reencrypt", |report| {
+            rekey_luks::reencrypt::encrypt_shift(data, reduce, &format, pass.expose(), opts, report)
+        });
+        let (_, rep) = result.with_context(|| format!("{}", a.image.display()))?;
+        report_encdec(a.progress, "encrypt", &rep);
+        return Ok(());
+    };
+    // A new header file, as cryptsetup makes it: 16 MiB, owner-only.
+    let created = !header.exists();
+    let file = if created {
+        use std::os::unix::fs::OpenOptionsExt;
+        OpenOptions::new().write(true).read(true).create_new(true).mode(0o600).open(header)
+    } else {
+        OpenOptions::new().write(true).read(true).open(header)
+    }
+    .with_context(|| format!("cannot create header file {}", header.display()))?;
+    if !created && file.metadata()?.len() > 0 && rekey_luks::volume::read_header(&FileIo::from_file(file.try_clone()?, header)?).is_ok() {
+        bail!("{} already holds a LUKS header", header.display());
+    }
+    if file.metadata()?.len() < rekey_luks::volume::LUKS2_DATA_OFFSET {
+        file.set_len(rekey_luks::volume::LUKS2_DATA_OFFSET)?;
+    }
+    let hdr_io = FileIo::from_file(file, header)?;
+    let result = with_progress(a.progress, "reencrypt", |report| {
+        rekey_luks::reencrypt::encdec::encrypt(hdr_io, &data, &format, pass.expose(), opts, report)
+    });
+    let rep = result.with_context(|| format!("{}", a.image.display()))?;
+    report_encdec(a.progress, "encrypt", &rep);
+    Ok(())
+}
+
+/// `reencrypt --decrypt`, or `--resume` of an encryption or decryption.
+fn decrypt_or_resume_cmd(a: &ReencryptArgs, v: Volume<Image>, opts: &rekey_luks::reencrypt::ReencryptOptions) -> Result<()> {
+    use rekey_luks::reencrypt::encdec;
+    if a.decrypt && a.header.is_none() {
+        bail!("--decrypt needs --header FILE (cryptsetup 2.6 decrypts LUKS2 only with a detached header)");
+    }
+    let op = match encdec::pending_mode(v.header())? {
+        Some(rekey_luks::luks2::reenc::Mode::Encrypt) => "encrypt",
+        _ => "decrypt",
+    };
+    // Without --header, IMAGE is both header and data: an encryption there
+    // moves the data (cryptsetup's --reduce-device-size), and a decryption's
+    // header is a detached one, whose data is elsewhere.
+    if a.header.is_none() && op != "encrypt" {
+        bail!("this is a detached header's decryption: give it as --header FILE and the data device as IMAGE");
+    }
+    let pass = read_key_file(a.key_file.as_deref().context("give --key-file")?)?;
+    let data = open_image(&a.image, true)?;
+    let result = with_progress(a.progress, "reencrypt", |report| {
+        if a.resume {
+            encdec::resume(v, &data, pass.expose(), opts, report)
+        } else {
+            encdec::decrypt(v, &data, pass.expose(), opts, report)
+        }
+    });
+    let rep = result.with_context(|| format!("{}", a.image.display()))?;
+    report_encdec(a.progress, op, &rep);
+    Ok(())
+}
+
+fn report_encdec(progress: ProgressArgs, op: &str, rep: &rekey_luks::reencrypt::ReencryptReport) {
+    if progress.json {
+        println!("{}", serde_json::json!({"op": op, "result": rep}));
+    } else if op == "encrypt" {
+        eprintln!("Encrypted {} bytes in place (key slot {}).", rep.bytes, rep.keyslot);
+    } else {
+        eprintln!("Decrypted {} bytes in place (destroyed key slots {:?}).", rep.bytes, rep.destroyed_keyslots);
     }
 }
 

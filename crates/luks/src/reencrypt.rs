@@ -34,6 +34,9 @@
 use std::sync::mpsc;
 
 mod cryptsetup;
+mod datashift;
+pub mod encdec;
+pub use datashift::encrypt_shift;
 pub use cryptsetup::ResilienceMode;
 pub mod live;
 

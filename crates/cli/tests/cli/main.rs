@@ -2,6 +2,7 @@
 //! (cryptsetup 2.6, qemu-img) are the oracles; a missing one fails the test.
 
 mod benchmark;
+mod cs_encdec;
 mod cs_reencrypt;
 mod data_compat;
 mod harness;

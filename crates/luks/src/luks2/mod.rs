@@ -151,8 +151,11 @@ pub fn validate(bin: &BinaryHeader, meta: &Metadata) -> Result<()> {
             }
         }
     }
+    // Data at offset 0 means a detached header (cryptsetup's --header), the
+    // one layout where segments and metadata may share offsets.
+    let detached = meta.segments.values().any(|s| s.offset == 0 && s.kind != "linear");
     for (n, s) in &meta.segments {
-        if s.offset < ks_end && s.kind != "linear" {
+        if !detached && s.offset < ks_end && s.kind != "linear" {
             return Err(Error::header(format!("segment {n} overlaps the metadata")));
         }
         if let Some(ss) = s.sector_size {

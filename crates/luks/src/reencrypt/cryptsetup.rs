@@ -209,7 +209,7 @@ pub(super) fn begin<IO: BlockIo>(
 }
 
 /// Adds a PBKDF2 digest of `key`, bound to nothing yet; returns its number.
-fn add_digest(h: &mut L2Header, key: &Secret, opts: &ReencryptOptions, hash: HashAlg) -> Result<u32> {
+pub(super) fn add_digest(h: &mut L2Header, key: &Secret, opts: &ReencryptOptions, hash: HashAlg) -> Result<u32> {
     let iterations = opts.pbkdf.digest_iterations(hash, key.len().min(64))?;
     let salt = volume::random_salt(32)?;
     let digest = kdf::derive(&KdfParams::Pbkdf2 { hash, iterations }, key.expose(), &salt, hash.digest_len())?;
@@ -230,7 +230,7 @@ fn add_digest(h: &mut L2Header, key: &Secret, opts: &ReencryptOptions, hash: Has
     Ok(n)
 }
 
-fn largest_gap(h: &L2Header) -> Option<(u64, u64)> {
+pub(super) fn largest_gap(h: &L2Header) -> Option<(u64, u64)> {
     let (start, end) = h.keyslots_region();
     let mut used: Vec<(u64, u64)> = h.meta.keyslots.values().map(|k| (k.area.offset, k.area.offset + k.area.size)).collect();
     used.sort();
@@ -466,7 +466,7 @@ fn checksums(io: &impl BlockIo, at: u64, len: u64, hash: HashAlg, block: usize, 
 /// Appends the hash of one checksum block to `out`. SHA-256, cryptsetup's
 /// default, goes to the `sha2` crate (SHA-NI where the CPU has it) because
 /// a fresh OpenSSL context per 4 KiB block cost more than the hashing.
-fn block_digest(hash: HashAlg, b: &[u8], out: &mut Vec<u8>) -> Result<()> {
+pub(super) fn block_digest(hash: HashAlg, b: &[u8], out: &mut Vec<u8>) -> Result<()> {
     match hash {
         HashAlg::Sha256 => {
             use sha2::Digest;

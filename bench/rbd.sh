@@ -17,7 +17,8 @@
 # Usage: bench/rbd.sh [SIZE_MIB]   (default 1024)
 #   ONLY=clone|reencrypt runs one section; BENCH_PREFIX (default bench-)
 #   names the images, so runs on a shared cluster do not meet;
-#   IO_THREADS (default 16) is `rbd bench --io-threads`.
+#   IO_THREADS (default 16) is `rbd bench --io-threads`; HOTZONE (default
+#   16M, the largest hotzone read once) is the re-encryption's --hotzone-size.
 # Cluster: $CEPH_CONF if set, else a private one started here with
 # scripts/ceph.sh (REKEY_TEST_DIR and CEPH_MON_PORT, default 3350) and
 # stopped at the end. Scratch files in $BENCH_DIR or /tmp.
@@ -30,6 +31,7 @@ POOL=rbd
 ONLY=${ONLY:-all}
 P=${BENCH_PREFIX:-bench-}
 IO_THREADS=${IO_THREADS:-16}
+HOTZONE=${HOTZONE:-16M}
 
 cargo build --release -q -p rekey-cli --features rbd
 R=${CARGO_TARGET_DIR:-$ROOT/target}/release/rekey
@@ -124,13 +126,13 @@ echo
 fi
 
 if [[ $ONLY != clone ]]; then
-echo "## 2. re-encrypt ${SIZE_MIB} MiB (LUKS2 aes-xts-plain64 512-bit, default hotzone; $REPS rounds, rbd bench after each)"
+echo "## 2. re-encrypt ${SIZE_MIB} MiB (LUKS2 aes-xts-plain64 512-bit, $HOTZONE hotzones; $REPS rounds, rbd bench after each)"
 rbd cp --no-progress "$POOL/${P}src" "$POOL/${P}re"
 rbd export --no-progress "$POOL/${P}src" file.img >/dev/null
 cp file.img anchor.img; sync
 o_rbd=(); b_write=()
 for i in $(seq "$REPS"); do
-  t=$(now); $R luks reencrypt -d k1 "${KDF[@]}" "rbd:$POOL/${P}re" >/dev/null 2>&1; o_rbd+=($(( $(now) - t )))
+  t=$(now); $R luks reencrypt -d k1 "${KDF[@]}" --hotzone-size "$HOTZONE" "rbd:$POOL/${P}re" >/dev/null 2>&1; o_rbd+=($(( $(now) - t )))
   rbd create --size "${IMG_MIB}M" "$POOL/${P}raw"
   t=$(now)
   rbd bench --io-type write --io-pattern seq --io-size 4M --io-threads "$IO_THREADS" --io-total "${SIZE_MIB}M" "$POOL/${P}raw" >/dev/null
@@ -141,8 +143,8 @@ done
 $R luks export -d k1 "rbd:$POOL/${P}re" out >/dev/null && cmp -s <(head -c $(( SIZE_MIB << 20 )) out) plain \
   || { echo "ERROR: plaintext differs after re-encrypting on RBD"; exit 1; }
 rbd rm --no-progress "$POOL/${P}re"; rm -f out
-t=$(now); $R luks reencrypt -d k1 "${KDF[@]}" file.img >/dev/null 2>&1; sync; o_file=$(( $(now) - t ))
-t=$(now); cryptsetup -q reencrypt --force-offline-reencrypt "${KDF[@]}" --key-file k1 anchor.img; sync; c_file=$(( $(now) - t ))
+t=$(now); $R luks reencrypt -d k1 "${KDF[@]}" --hotzone-size "$HOTZONE" file.img >/dev/null 2>&1; sync; o_file=$(( $(now) - t ))
+t=$(now); cryptsetup -q reencrypt --force-offline-reencrypt "${KDF[@]}" --hotzone-size "$HOTZONE" --key-file k1 anchor.img; sync; c_file=$(( $(now) - t ))
 om=$(median "${o_rbd[@]}"); bm=$(median "${b_write[@]}")
 echo "  rekey on RBD:   median $(ms "$om") ms ($(mibs "$SIZE_MIB" "$om") MiB/s), min $(ms "$(minimum "${o_rbd[@]}")") ms"
 echo "  rekey on file:  $(ms "$o_file") ms ($(mibs "$SIZE_MIB" "$o_file") MiB/s)"

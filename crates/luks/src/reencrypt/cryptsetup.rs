@@ -379,10 +379,12 @@ fn run_hotzones<IO: BlockIo>(
         // halves the reads (what counts on RBD, where nothing is cached).
         // Offline re-encryption holds the volume alone, so the data cannot
         // change between the two uses. The hand-over is a rendezvous: at
-        // most two hotzones are in memory, one converting, one waiting.
+        // most two hotzones are in use, one converting, one waiting.
         let resident = matches!(st.resilience, Resilience::Checksum { .. }) && hotzone <= RESIDENT_HOTZONE;
         type Sums = Result<(Vec<u8>, Option<Secret>)>;
         let (sums_tx, sums_rx) = std::sync::mpsc::sync_channel::<Sums>(if resident { 0 } else { 1 });
+        // Converted buffers go back to be refilled, not freed and wiped.
+        let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Secret>();
         if let Resilience::Checksum { hash, block } = &st.resilience {
             let (hash, block) = (HashAlg::from_name(hash)?, *block as usize);
             s.spawn(move || {
@@ -390,7 +392,8 @@ fn run_hotzones<IO: BlockIo>(
                 while p < total {
                     let len = hotzone.min(total - p);
                     let r = if resident {
-                        resident_checksums(io, data_offset + p, len as usize, hash, block, threads)
+                        let spare = spare_rx.try_recv().ok().filter(|b| b.len() as u64 == len);
+                        resident_checksums(io, data_offset + p, len as usize, hash, block, threads, spare)
                             .map(|(sums, buf)| (sums, Some(buf)))
                     } else {
                         checksums(io, data_offset + p, len, hash, block, pipe).map(|sums| (sums, None))
@@ -430,6 +433,7 @@ fn run_hotzones<IO: BlockIo>(
                 super::convert_chunk(old, new, buf.as_mut(), p, threads)?;
                 volume::write(io, data_offset + p, buf.expose())?;
                 progress(p + len, total);
+                let _ = spare_tx.send(buf);
             } else {
                 pipeline::run(
                     len,
@@ -462,9 +466,10 @@ fn run_hotzones<IO: BlockIo>(
     })
 }
 
-/// Largest hotzone held in memory between its checksums and its conversion
-/// (two exist at once, so this bounds the extra memory to 64 MiB).
-const RESIDENT_HOTZONE: u64 = 32 << 20;
+/// Largest hotzone held in memory between its checksums and its conversion.
+/// Two or three exist at once (one converting, one waiting, one returned
+/// for reuse), which keeps a re-encryption's peak RSS under 96 MiB.
+const RESIDENT_HOTZONE: u64 = 16 << 20;
 
 /// Reads `len` bytes of old ciphertext at `at` in one request and returns
 /// them with the checksum of every `block`, hashed on `threads` threads.
@@ -475,8 +480,9 @@ fn resident_checksums(
     hash: HashAlg,
     block: usize,
     threads: usize,
+    spare: Option<Secret>,
 ) -> Result<(Vec<u8>, Secret)> {
-    let mut buf = Secret::zeroed(len);
+    let mut buf = spare.unwrap_or_else(|| Secret::zeroed(len));
     io.read_at(buf.as_mut(), at).map_err(Error::io("read", at))?;
     let per = round_up(len.div_ceil(threads.max(1)) as u64, block as u64).max(block as u64) as usize;
     let parts = std::thread::scope(|s| -> Result<Vec<Vec<u8>>> {

@@ -373,31 +373,14 @@ fn run_hotzones<IO: BlockIo>(
         // Checksums of hotzone N+1 are of old data nothing touches before
         // N+1's own turn, so they are computed while hotzone N is converted
         // and flushed: the hashing overlaps the disk's writeback.
-        //
-        // A hotzone of at most RESIDENT_HOTZONE is read once: the buffer the
-        // checksums were taken of is the one converted and written, which
-        // halves the reads (what counts on RBD, where nothing is cached).
-        // Offline re-encryption holds the volume alone, so the data cannot
-        // change between the two uses. The hand-over is a rendezvous: at
-        // most two hotzones are in use, one converting, one waiting.
-        let resident = matches!(st.resilience, Resilience::Checksum { .. }) && hotzone <= RESIDENT_HOTZONE;
-        type Sums = Result<(Vec<u8>, Option<Secret>)>;
-        let (sums_tx, sums_rx) = std::sync::mpsc::sync_channel::<Sums>(if resident { 0 } else { 1 });
-        // Converted buffers go back to be refilled, not freed and wiped.
-        let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Secret>();
+        let (sums_tx, sums_rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>>>(1);
         if let Resilience::Checksum { hash, block } = &st.resilience {
             let (hash, block) = (HashAlg::from_name(hash)?, *block as usize);
             s.spawn(move || {
                 let mut p = done;
                 while p < total {
                     let len = hotzone.min(total - p);
-                    let r = if resident {
-                        let spare = spare_rx.try_recv().ok().filter(|b| b.len() as u64 == len);
-                        resident_checksums(io, data_offset + p, len as usize, hash, block, threads, spare)
-                            .map(|(sums, buf)| (sums, Some(buf)))
-                    } else {
-                        checksums(io, data_offset + p, len, hash, block, pipe).map(|sums| (sums, None))
-                    };
+                    let r = checksums(io, data_offset + p, len, hash, block, pipe);
                     let failed = r.is_err();
                     if sums_tx.send(r).is_err() || failed {
                         return;
@@ -409,12 +392,10 @@ fn run_hotzones<IO: BlockIo>(
         let mut p = done;
         while p < total {
             let len = hotzone.min(total - p);
-            let mut held = None;
             match &st.resilience {
                 Resilience::Checksum { .. } => {
-                    let (sums, buf) = sums_rx.recv().map_err(|_| Error::header("checksum worker stopped"))??;
+                    let sums = sums_rx.recv().map_err(|_| Error::header("checksum worker stopped"))??;
                     volume::write(io, st.area.0, &sums)?;
-                    held = buf;
                 }
                 Resilience::Journal => pipeline::run(
                     len,
@@ -429,26 +410,19 @@ fn run_hotzones<IO: BlockIo>(
                 set_segments(&mut cur, st, p, Some(len), total)?;
                 volume::write_luks2(io, &mut cur)?;
             }
-            if let Some(mut buf) = held {
-                super::convert_chunk(old, new, buf.as_mut(), p, threads)?;
-                volume::write(io, data_offset + p, buf.expose())?;
-                progress(p + len, total);
-                let _ = spare_tx.send(buf);
-            } else {
-                pipeline::run(
-                    len,
-                    pipe,
-                    |pos, buf| {
-                        read(data_offset + p + pos, buf)?;
-                        super::convert_chunk(old, new, buf, p + pos, 1)
-                    },
-                    |pos, buf, ()| {
-                        volume::write(io, data_offset + p + pos, buf)?;
-                        progress(p + pos + buf.len() as u64, total);
-                        Ok(())
-                    },
-                )?;
-            }
+            pipeline::run(
+                len,
+                pipe,
+                |pos, buf| {
+                    read(data_offset + p + pos, buf)?;
+                    super::convert_chunk(old, new, buf, p + pos, 1)
+                },
+                |pos, buf, ()| {
+                    volume::write(io, data_offset + p + pos, buf)?;
+                    progress(p + pos + buf.len() as u64, total);
+                    Ok(())
+                },
+            )?;
             // Not after the last hotzone: a header whose only live segment is
             // the new one looks to cryptsetup like a re-encryption at offset 0,
             // which would convert new data as if it were old. The final commit
@@ -464,44 +438,6 @@ fn run_hotzones<IO: BlockIo>(
         }
         Ok(cur)
     })
-}
-
-/// Largest hotzone held in memory between its checksums and its conversion.
-/// Two or three exist at once (one converting, one waiting, one returned
-/// for reuse), which keeps a re-encryption's peak RSS under 96 MiB.
-const RESIDENT_HOTZONE: u64 = 16 << 20;
-
-/// Reads `len` bytes of old ciphertext at `at` in one request and returns
-/// them with the checksum of every `block`, hashed on `threads` threads.
-fn resident_checksums(
-    io: &impl BlockIo,
-    at: u64,
-    len: usize,
-    hash: HashAlg,
-    block: usize,
-    threads: usize,
-    spare: Option<Secret>,
-) -> Result<(Vec<u8>, Secret)> {
-    let mut buf = spare.unwrap_or_else(|| Secret::zeroed(len));
-    io.read_at(buf.as_mut(), at).map_err(Error::io("read", at))?;
-    let per = round_up(len.div_ceil(threads.max(1)) as u64, block as u64).max(block as u64) as usize;
-    let parts = std::thread::scope(|s| -> Result<Vec<Vec<u8>>> {
-        let jobs: Vec<_> = buf
-            .expose()
-            .chunks(per)
-            .map(|part| {
-                s.spawn(move || -> Result<Vec<u8>> {
-                    let mut sums = Vec::with_capacity(part.len().div_ceil(block) * hash.digest_len());
-                    for b in part.chunks(block) {
-                        block_digest(hash, b, &mut sums)?;
-                    }
-                    Ok(sums)
-                })
-            })
-            .collect();
-        jobs.into_iter().map(|j| j.join().expect("checksum worker panicked")).collect()
-    })?;
-    Ok((parts.concat(), buf))
 }
 
 /// The checksum of every `block` of old ciphertext in `at..at+len`, in

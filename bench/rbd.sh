@@ -18,7 +18,7 @@
 #   ONLY=clone|reencrypt runs one section; BENCH_PREFIX (default bench-)
 #   names the images, so runs on a shared cluster do not meet;
 #   IO_THREADS (default 16) is `rbd bench --io-threads`; HOTZONE (default
-#   16M, the largest hotzone read once) is the re-encryption's --hotzone-size.
+#   256M, the engine default) is the re-encryption's --hotzone-size.
 # Cluster: $CEPH_CONF if set, else a private one started here with
 # scripts/ceph.sh (REKEY_TEST_DIR and CEPH_MON_PORT, default 3350) and
 # stopped at the end. Scratch files in $BENCH_DIR or /tmp.
@@ -31,7 +31,7 @@ POOL=rbd
 ONLY=${ONLY:-all}
 P=${BENCH_PREFIX:-bench-}
 IO_THREADS=${IO_THREADS:-16}
-HOTZONE=${HOTZONE:-16M}
+HOTZONE=${HOTZONE:-256M}
 
 cargo build --release -q -p rekey-cli --features rbd
 R=${CARGO_TARGET_DIR:-$ROOT/target}/release/rekey

@@ -1,6 +1,9 @@
 //! Hand-written bindings to the few librados/librbd calls the RBD backend
 //! uses (Ceph Pacific, librbd 1.16), wrapped in safe handle types.
 //!
+//! Data I/O goes through librbd's asynchronous calls (`rbd_aio_*`), grouped
+//! in a [`Batch`] that cannot outlive the buffers it reads into or writes from.
+//!
 //! This is the crate's only `unsafe` code. Every wrapper upholds librbd's
 //! contract: handles are valid from creation to `Drop`, strings are
 //! NUL-terminated `CString`s that outlive the call, buffers passed with their
@@ -14,8 +17,11 @@
 #![allow(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+use std::cell::Cell;
+use std::collections::VecDeque;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::io;
+use std::marker::PhantomData;
 use std::path::Path;
 use std::ptr;
 use std::sync::Arc;
@@ -28,6 +34,10 @@ type rados_ioctx_t = *mut c_void;
 type rbd_image_t = *mut c_void;
 #[allow(non_camel_case_types)]
 type rbd_image_options_t = *mut c_void;
+#[allow(non_camel_case_types)]
+type rbd_completion_t = *mut c_void;
+#[allow(non_camel_case_types)]
+type rbd_callback_t = Option<extern "C" fn(rbd_completion_t, *mut c_void)>;
 
 #[repr(C)]
 struct ImageSpec {
@@ -157,22 +167,30 @@ extern "C" {
     fn rbd_close(image: rbd_image_t) -> c_int;
     fn rbd_get_size(image: rbd_image_t, size: *mut u64) -> c_int;
     fn rbd_resize(image: rbd_image_t, size: u64) -> c_int;
-    fn rbd_read2(
+    fn rbd_discard(image: rbd_image_t, ofs: u64, len: u64) -> c_int;
+    fn rbd_aio_create_completion(
+        cb_arg: *mut c_void,
+        complete_cb: rbd_callback_t,
+        c: *mut rbd_completion_t,
+    ) -> c_int;
+    fn rbd_aio_read(
         image: rbd_image_t,
-        ofs: u64,
+        off: u64,
         len: usize,
         buf: *mut c_char,
-        op_flags: c_int,
-    ) -> isize;
-    fn rbd_write2(
+        c: rbd_completion_t,
+    ) -> c_int;
+    fn rbd_aio_write(
         image: rbd_image_t,
-        ofs: u64,
+        off: u64,
         len: usize,
         buf: *const c_char,
-        op_flags: c_int,
-    ) -> isize;
-    fn rbd_discard(image: rbd_image_t, ofs: u64, len: u64) -> c_int;
-    fn rbd_flush(image: rbd_image_t) -> c_int;
+        c: rbd_completion_t,
+    ) -> c_int;
+    fn rbd_aio_flush(image: rbd_image_t, c: rbd_completion_t) -> c_int;
+    fn rbd_aio_wait_for_complete(c: rbd_completion_t) -> c_int;
+    fn rbd_aio_get_return_value(c: rbd_completion_t) -> isize;
+    fn rbd_aio_release(c: rbd_completion_t);
     fn rbd_copy3(
         src: rbd_image_t,
         dest_io: rados_ioctx_t,
@@ -564,36 +582,11 @@ impl Image {
         check(unsafe { rbd_resize(self.handle, size) })
     }
 
-    /// One read of at most `buf.len()` bytes; returns how many were read.
-    pub(crate) fn read(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        // SAFETY: open handle; `buf` is writable for `buf.len()` bytes.
-        let rc = unsafe { rbd_read2(self.handle, offset, buf.len(), buf.as_mut_ptr().cast(), 0) };
-        if rc < 0 {
-            return Err(io::Error::from_raw_os_error(-rc as i32));
-        }
-        Ok(rc as usize)
-    }
-
-    /// One write of `buf`; returns how many bytes were written.
-    pub(crate) fn write(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
-        // SAFETY: open handle; `buf` is readable for `buf.len()` bytes.
-        let rc = unsafe { rbd_write2(self.handle, offset, buf.len(), buf.as_ptr().cast(), 0) };
-        if rc < 0 {
-            return Err(io::Error::from_raw_os_error(-rc as i32));
-        }
-        Ok(rc as usize)
-    }
-
     /// Discards a range; callers keep `len` below 2 GiB because librbd
     /// returns the discarded length as a C int.
     pub(crate) fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
         // SAFETY: open handle.
         check(unsafe { rbd_discard(self.handle, offset, len) })
-    }
-
-    pub(crate) fn flush(&self) -> io::Result<()> {
-        // SAFETY: open handle.
-        check(unsafe { rbd_flush(self.handle) })
     }
 
     /// Copies this image (at its opened snapshot, if any) to a new image
@@ -758,6 +751,156 @@ impl Drop for Image {
         if rc < 0 {
             tracing::warn!(error = %io::Error::from_raw_os_error(-rc), "rbd_close failed");
         }
+    }
+}
+
+/// What a request in flight was, to judge its return value.
+#[derive(Clone, Copy)]
+enum Op {
+    Read(usize),
+    Write,
+    Flush,
+}
+
+/// One submitted librbd request and the completion librbd signals.
+struct InFlight {
+    completion: rbd_completion_t,
+    op: Op,
+}
+
+impl InFlight {
+    /// Waits for librbd to finish the request, then frees the completion.
+    fn finish(self) -> io::Result<()> {
+        // SAFETY: the completion was created by rbd_aio_create_completion and
+        // handed to a request librbd accepted; it is waited on and released
+        // exactly once, here (`self` is consumed).
+        let rc = unsafe {
+            rbd_aio_wait_for_complete(self.completion);
+            let rc = rbd_aio_get_return_value(self.completion);
+            rbd_aio_release(self.completion);
+            rc
+        };
+        if rc < 0 {
+            return Err(io::Error::from_raw_os_error(-rc as i32));
+        }
+        match self.op {
+            Op::Read(len) if rc as usize != len => {
+                Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short read from image"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Requests in flight on one or more images, each reading into or writing
+/// from a buffer that lives for `'buf`.
+///
+/// A `Batch` exists only inside [`with_batch`], which waits for every
+/// request before it returns (or unwinds), so no buffer is freed or reused
+/// while librbd still reads or fills it. The lifetime is invariant so that
+/// a shorter-lived buffer cannot be passed in. The image need not outlive
+/// the batch: closing an image waits for its requests in flight, and a
+/// completion stays valid until it is released.
+pub(crate) struct Batch<'buf> {
+    pending: VecDeque<InFlight>,
+    _buf: PhantomData<Cell<&'buf mut [u8]>>,
+}
+
+/// Runs `submit` with an empty [`Batch`] and waits for every request it
+/// submitted; returns `submit`'s error if any, else the first request's.
+///
+/// Waiting needs no image handle, so callers that serialise calls on a
+/// handle with a lock hold it only to submit, not while requests run.
+pub(crate) fn with_batch<'buf, R>(
+    submit: impl FnOnce(&mut Batch<'buf>) -> io::Result<R>,
+) -> io::Result<R> {
+    let mut batch = Batch { pending: VecDeque::new(), _buf: PhantomData };
+    let r = submit(&mut batch);
+    let waited = batch.wait_all();
+    let r = r?;
+    waited.map(|()| r)
+}
+
+impl<'buf> Batch<'buf> {
+    /// Requests submitted and not yet waited for.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Waits for the oldest request in flight (none: returns at once).
+    pub(crate) fn wait_oldest(&mut self) -> io::Result<()> {
+        self.pending.pop_front().map_or(Ok(()), InFlight::finish)
+    }
+
+    /// Waits for every request in flight; the first error wins, and every
+    /// request is waited for even after one failed.
+    fn wait_all(&mut self) -> io::Result<()> {
+        let mut first = Ok(());
+        while let Some(r) = self.pending.pop_front() {
+            let r = r.finish();
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+
+    fn completion() -> io::Result<rbd_completion_t> {
+        let mut c: rbd_completion_t = ptr::null_mut();
+        // SAFETY: valid out-pointer; no callback (completion is waited on
+        // with rbd_aio_wait_for_complete), so the argument is never used.
+        check(unsafe { rbd_aio_create_completion(ptr::null_mut(), None, &mut c) })?;
+        Ok(c)
+    }
+
+    /// Records an accepted request, or frees the completion of one librbd
+    /// refused at submission (it then never signals it).
+    fn push(&mut self, completion: rbd_completion_t, rc: c_int, op: Op) -> io::Result<()> {
+        if rc < 0 {
+            // SAFETY: librbd refused the request before taking the
+            // completion, so nothing else refers to it.
+            unsafe { rbd_aio_release(completion) };
+            return Err(io::Error::from_raw_os_error(-rc));
+        }
+        self.pending.push_back(InFlight { completion, op });
+        Ok(())
+    }
+
+    /// Starts filling `buf` from `offset` of `image`; a short read is an
+    /// error when waited for.
+    pub(crate) fn read(&mut self, image: &Image, buf: &'buf mut [u8], offset: u64) -> io::Result<()> {
+        let c = Self::completion()?;
+        // SAFETY: open handle; `buf` is writable for `buf.len()` bytes and,
+        // being borrowed for 'buf, stays allocated and untouched until
+        // with_batch has waited for this request.
+        let rc = unsafe { rbd_aio_read(image.handle, offset, buf.len(), buf.as_mut_ptr().cast(), c) };
+        self.push(c, rc, Op::Read(buf.len()))
+    }
+
+    /// Starts writing `buf` at `offset` of `image`.
+    pub(crate) fn write(&mut self, image: &Image, buf: &'buf [u8], offset: u64) -> io::Result<()> {
+        let c = Self::completion()?;
+        // SAFETY: open handle; `buf` is readable for `buf.len()` bytes and
+        // stays borrowed (so unchanged) until with_batch has waited for it.
+        let rc = unsafe { rbd_aio_write(image.handle, offset, buf.len(), buf.as_ptr().cast(), c) };
+        self.push(c, rc, Op::Write)
+    }
+
+    /// Starts a flush of `image`: when it completes, every write that had
+    /// completed before it was submitted is durable.
+    pub(crate) fn flush(&mut self, image: &Image) -> io::Result<()> {
+        let c = Self::completion()?;
+        // SAFETY: open handle; the request touches no caller memory.
+        let rc = unsafe { rbd_aio_flush(image.handle, c) };
+        self.push(c, rc, Op::Flush)
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        // Only reached with requests pending when `submit` panicked: the
+        // buffers must outlive librbd's use of them even then.
+        let _ = self.wait_all();
     }
 }
 

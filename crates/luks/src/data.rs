@@ -97,14 +97,14 @@ impl<IO: BlockIo> Decrypted<IO> {
 
     /// Reads and decrypts whole sectors at sector-aligned `pos` into `buf`.
     pub fn read_sectors(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
-        debug_assert!(pos % self.sector == 0 && buf.len() as u64 % self.sector == 0);
+        debug_assert!(pos.is_multiple_of(self.sector) && (buf.len() as u64).is_multiple_of(self.sector));
         self.io.read_at(buf, self.offset + pos)?;
         self.cipher.decrypt(buf, self.sector as usize, self.iv_at(pos)).map_err(io::Error::other)
     }
 
     /// Encrypts whole sectors of `buf` in place and writes them at `pos`.
     pub fn write_sectors(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
-        debug_assert!(pos % self.sector == 0 && buf.len() as u64 % self.sector == 0);
+        debug_assert!(pos.is_multiple_of(self.sector) && (buf.len() as u64).is_multiple_of(self.sector));
         self.cipher.encrypt(buf, self.sector as usize, self.iv_at(pos)).map_err(io::Error::other)?;
         self.io.write_at(buf, self.offset + pos)
     }

@@ -228,7 +228,7 @@ pub fn reencrypt<IO: BlockIo>(
         return Err(Error::InvalidArgument("a re-encryption is already in progress; use --resume".into()));
     }
     h.check_requirements()?;
-    if opts.hotzone == 0 || opts.hotzone % 4096 != 0 || opts.hotzone > 256 << 20 {
+    if opts.hotzone == 0 || !opts.hotzone.is_multiple_of(4096) || opts.hotzone > 256 << 20 {
         return Err(Error::InvalidArgument("hotzone must be a multiple of 4096 up to 256 MiB".into()));
     }
     if opts.format == Format::Cryptsetup {
@@ -514,7 +514,7 @@ fn convert<IO: BlockIo>(
     let rec_len = st.area.1 / 2;
     let window = if st.format == Format::V2 && rec_len >= record_len(2 * st.hotzone) { 2 } else { 1 };
     let sector = old.sector_size();
-    if st.hotzone % sector != 0 || rec_len < record_len(st.hotzone) {
+    if !st.hotzone.is_multiple_of(sector) || rec_len < record_len(st.hotzone) {
         return Err(Error::header("re-encryption state does not fit its hotzone size"));
     }
     let records: Vec<Record> = (0..2)

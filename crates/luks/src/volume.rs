@@ -104,7 +104,7 @@ impl FormatOptions {
     /// refuse bad input before it creates or touches anything.
     pub fn validate(&self) -> Result<()> {
         let key_len = (self.key_size_bits / 8) as usize;
-        if self.key_size_bits % 8 != 0 || !self.cipher.valid_key_len(key_len) {
+        if !self.key_size_bits.is_multiple_of(8) || !self.cipher.valid_key_len(key_len) {
             return Err(Error::InvalidArgument(format!(
                 "key size {} bits does not fit cipher {}",
                 self.key_size_bits,
@@ -208,7 +208,7 @@ pub fn read_header(io: &impl BlockIo) -> Result<Header> {
         return Err(Error::header(format!("device of {size} bytes is too small for a LUKS header")));
     }
     let first = read(io, 0, 4096)?;
-    let version = (&first[..6] == luks1::MAGIC).then(|| u16::from_be_bytes([first[6], first[7]]));
+    let version = (first[..6] == luks1::MAGIC).then(|| u16::from_be_bytes([first[6], first[7]]));
     match version {
         Some(1) => {
             let h = luks1::Header::parse(&first)?;

@@ -103,7 +103,7 @@ pub fn validate(bin: &BinaryHeader, meta: &Metadata) -> Result<()> {
     let ks_end = ks_start
         .checked_add(meta.config.keyslots_size)
         .ok_or_else(|| Error::header("keyslots_size overflows"))?;
-    if meta.config.keyslots_size % 4096 != 0 {
+    if !meta.config.keyslots_size.is_multiple_of(4096) {
         return Err(Error::header("keyslots_size is not 4096-aligned"));
     }
     let mut areas = Vec::new();

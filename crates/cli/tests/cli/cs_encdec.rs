@@ -240,14 +240,7 @@ fn cryptsetup_killed_then_rekey_resume() {
 #[test]
 fn rekey_killed_then_cryptsetup_resume_only() {
     require_tool("cryptsetup", "cryptsetup-bin");
-    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
-    eprintln!("seed {seed}");
-    let mut rnd = move |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n.max(1)
-    };
+    let mut rnd = kill_points();
     let (mut counted, mut hot) = (0, 0);
     for (i, (op, res, sector)) in
         [("--encrypt", "checksum", 512), ("--encrypt", "journal", 4096), ("--decrypt", "checksum", 4096), ("--decrypt", "journal", 512)]
@@ -450,14 +443,7 @@ fn cryptsetup_data_shift_init_only_or_killed_then_rekey_resume() {
 #[test]
 fn rekey_data_shift_killed_then_cryptsetup_resume_only() {
     require_tool("cryptsetup", "cryptsetup-bin");
-    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
-    eprintln!("seed {seed}");
-    let mut rnd = move |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n.max(1)
-    };
+    let mut rnd = kill_points();
     let env = Env::new();
     let (img, key, plain) = shift_case(&env, 64, 5);
     let pristine = std::fs::read(&img).unwrap();

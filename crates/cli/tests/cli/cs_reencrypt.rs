@@ -142,14 +142,7 @@ fn cryptsetup_killed_then_rekey_resume() {
 #[test]
 fn rekey_killed_then_cryptsetup_resume_only() {
     require_tool("cryptsetup", "cryptsetup-bin");
-    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
-    eprintln!("seed {seed}");
-    let mut rnd = move |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n.max(1)
-    };
+    let mut rnd = kill_points();
     let (mut counted, mut hot) = (0, 0);
     for (i, (sector, res)) in [(512, "checksum"), (4096, "checksum"), (512, "journal"), (4096, "journal")].into_iter().enumerate() {
         let env = Env::new();

@@ -143,3 +143,17 @@ pub fn we_open(image: &Path, key: &Path) -> Option<u32> {
         c => panic!("rekey test-key exited {c}: {}", r.stderr),
     }
 }
+
+/// `rnd(n)`: a number below `n` (xorshift), seeded from the clock and the
+/// seed printed, so random kill points differ per run and a failing run
+/// can be told apart.
+pub fn kill_points() -> impl FnMut(u64) -> u64 {
+    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    eprintln!("seed {seed}");
+    move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n.max(1)
+    }
+}

@@ -89,14 +89,8 @@ fn kill_9_at_random_points_then_resume_loses_nothing() {
     let t0 = Instant::now();
     assert!(run(false).status().unwrap().success());
     let full = t0.elapsed().as_micros() as u64;
-    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
-    eprintln!("seed {seed}, full run {full} us");
-    let mut rnd = move |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n.max(1)
-    };
+    let mut rnd = kill_points();
+    eprintln!("full run {full} us");
     let mut interrupted = 0;
     // At least 50 trials; more (up to 150) when a loaded machine made the
     // timing run unrepresentative and too few kills landed mid-run.

@@ -442,7 +442,7 @@ fn run_hotzones<IO: BlockIo>(
 
 /// The checksum of every `block` of old ciphertext in `at..at+len`, in
 /// order, hashed on the pipeline's workers.
-fn checksums(io: &impl BlockIo, at: u64, len: u64, hash: HashAlg, block: usize, pipe: pipeline::Options) -> Result<Vec<u8>> {
+pub(super) fn checksums(io: &impl BlockIo, at: u64, len: u64, hash: HashAlg, block: usize, pipe: pipeline::Options) -> Result<Vec<u8>> {
     let mut sums = Vec::with_capacity(len.div_ceil(block as u64) as usize * hash.digest_len());
     pipeline::run(
         len,

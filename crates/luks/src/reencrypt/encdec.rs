@@ -24,7 +24,7 @@
 
 use serde_json::{json, Map};
 
-use super::cryptsetup::{add_digest, block_digest, hotzone_len, largest_gap, segment_view};
+use super::cryptsetup::{add_digest, block_digest, checksums, hotzone_len, largest_gap, segment_view};
 use super::{Progress as ProgressFn, ReencryptOptions, ReencryptReport};
 use crate::blockio::{BlockIo, MemIo};
 use crate::codec::round_up;
@@ -518,24 +518,7 @@ fn run<H: BlockIo, D: BlockIo>(
         };
         match &st.resilience {
             Resilience::Checksum { hash, block } => {
-                let (hash, block) = (HashAlg::from_name(hash)?, *block as usize);
-                let mut sums = Vec::with_capacity((l as usize).div_ceil(block) * hash.digest_len());
-                pipeline::run(
-                    l,
-                    pipe,
-                    |pos, buf| {
-                        read(base + o + pos, buf)?;
-                        let mut s = Vec::with_capacity(buf.len().div_ceil(block) * hash.digest_len());
-                        for b in buf.chunks(block) {
-                            block_digest(hash, b, &mut s)?;
-                        }
-                        Ok(s)
-                    },
-                    |_, _, s| {
-                        sums.extend_from_slice(&s);
-                        Ok(())
-                    },
-                )?;
+                let sums = checksums(&data, base + o, l, HashAlg::from_name(hash)?, *block as usize, pipe)?;
                 volume::write(hdr, st.area.0, &sums)?;
             }
             Resilience::Journal => pipeline::run(

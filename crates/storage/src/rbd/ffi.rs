@@ -127,6 +127,7 @@ extern "C" {
     fn rados_buffer_free(buf: *mut c_char);
     fn rados_blocklist_add(cluster: rados_t, client_address: *mut c_char, expire_seconds: u32)
         -> c_int;
+    fn rados_wait_for_latest_osdmap(cluster: rados_t) -> c_int;
 }
 
 #[link(name = "rbd")]
@@ -387,6 +388,16 @@ impl Cluster {
         // (the parameter is `char *` for historical reasons), which lives
         // across the call.
         check(unsafe { rados_blocklist_add(self.handle, addr.as_ptr().cast_mut(), expire_seconds) })
+    }
+
+    /// Waits until this client has the cluster's newest OSD map. Every op it
+    /// sends from then on carries that epoch, and an OSD holds an op from a
+    /// newer epoch until it has caught up — so after a blocklist, this
+    /// client's next op on an object guarantees the fenced client's ops on
+    /// that object are refused.
+    pub(crate) fn wait_for_latest_osdmap(&self) -> io::Result<()> {
+        // SAFETY: connected handle; the call only blocks on the monitor.
+        check(unsafe { rados_wait_for_latest_osdmap(self.handle) })
     }
 }
 

@@ -725,6 +725,15 @@ impl Backend for RbdBackend {
             .blocklist_add(session, 0)
             .map_err(|e| rbd_error(format!("cannot blocklist client {session}"), e))
             .map_err(|e| e.context(NAME, "fence", session))?;
+        // The monitor has committed the blocklist, but an OSD learns of it
+        // only from a newer map. Taking our own map to the blocklist's epoch
+        // makes our next op on an image (taking its lock) bring that OSD up
+        // to date first, as librbd's own lock break does.
+        self.ioctx
+            .cluster()
+            .wait_for_latest_osdmap()
+            .map_err(|e| rbd_error(format!("cannot fetch the OSD map after blocklisting {session}"), e))
+            .map_err(|e| e.context(NAME, "fence", session))?;
         tracing::info!(client = session, "dead client blocklisted: its image locks and watches are released");
         Ok(())
     }

@@ -1,0 +1,61 @@
+"""Summarize a subunit v2 stream (tempest's `stestr last --subunit`):
+counts, every skip reason, and every failure with its traceback in a file.
+Exit 1 when a test failed or fewer than --min-pass passed."""
+
+import argparse
+import collections
+import sys
+
+import subunit
+import testtools
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--min-pass", type=int, required=True)
+    ap.add_argument("--failures", required=True, help="file for the failures' details")
+    args = ap.parse_args()
+
+    tests = {}
+
+    def on_test(t):
+        tests[t["id"]] = t
+
+    result = testtools.StreamToDict(on_test)
+    result.startTestRun()
+    subunit.ByteStreamToStreamResult(sys.stdin.buffer, non_subunit_name="stdout").run(result)
+    result.stopTestRun()
+
+    by_status = collections.defaultdict(list)
+    # A class fixture (setUpClass) that failed is one failure here and takes
+    # its tests down with it: they never ran, so they are not counted.
+    for t in tests.values():
+        by_status[t["status"]].append(t)
+
+    passed = len(by_status["success"])
+    failed = len(by_status["fail"])
+    skipped = len(by_status["skip"])
+    print(f"tempest: {passed} passed, {failed} failed, {skipped} skipped, {len(tests)} in all")
+    reasons = collections.Counter()
+    for t in by_status["skip"]:
+        reason = t["details"].get("reason")
+        text = reason.as_text().strip() if reason is not None else "(no reason given)"
+        reasons[text] += 1
+    for text, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+        print(f"  skipped {n:3d}: {text}")
+    with open(args.failures, "w") as f:
+        for t in sorted(by_status["fail"], key=lambda t: t["id"]):
+            print(f"  FAILED: {t['id']}")
+            f.write(f"=== {t['id']}\n")
+            for name, content in t["details"].items():
+                if name in ("traceback", "reason"):
+                    f.write(content.as_text())
+                    f.write("\n")
+    if failed or passed < args.min_pass:
+        print(f"tempest: the bar is at least {args.min_pass} passed and none failed")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

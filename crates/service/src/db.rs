@@ -620,6 +620,7 @@ pub async fn get_encryption(c: &mut Conn, type_id: &str) -> Result<Option<Encryp
             volume_type_id: r.get("type_id"),
             encryption_id: r.get("encryption_id"),
             provider: Provider::parse(&provider)?,
+            provider_name: provider,
             cipher: r.get("cipher"),
             key_size: r.get::<Option<i64>, _>("key_size").and_then(|k| u32::try_from(k).ok()),
             control_location: r.get("control_location"),
@@ -640,7 +641,7 @@ pub async fn put_encryption(c: &mut Conn, e: &Encryption) -> Result<()> {
     )
     .bind(&e.volume_type_id)
     .bind(&e.encryption_id)
-    .bind(e.provider.as_str())
+    .bind(&e.provider_name)
     .bind(&e.cipher)
     .bind(e.key_size.map(i64::from))
     .bind(&e.control_location)

@@ -288,6 +288,9 @@ pub struct Encryption {
     pub encryption_id: String,
     /// LUKS1 or LUKS2.
     pub provider: Provider,
+    /// The provider as the admin spelled it (`luks`, `LuksEncryptor`, a
+    /// class path…): Cinder stores and shows it as given.
+    pub provider_name: String,
     /// Cipher spec as given (None → default).
     pub cipher: Option<String>,
     /// Key size in bits as given (None → default).

@@ -351,6 +351,7 @@ impl Service {
                     volume_type_id: type_id.to_owned(),
                     encryption_id: uuid::Uuid::new_v4().to_string(),
                     provider: Provider::parse(provider)?,
+                    provider_name: provider.to_owned(),
                     cipher: spec.cipher,
                     key_size: spec.key_size,
                     control_location,
@@ -361,6 +362,7 @@ impl Service {
             (Some(mut e), false) => {
                 if let Some(p) = spec.provider.as_deref() {
                     e.provider = Provider::parse(p)?;
+                    p.clone_into(&mut e.provider_name);
                 }
                 if spec.cipher.is_some() {
                     e.cipher = spec.cipher;

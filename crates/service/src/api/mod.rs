@@ -201,7 +201,8 @@ async fn handle(
     use Endpoint::*;
     let ok = |v: Value| Ok(Handled::Json(StatusCode::OK, v));
     match &route.endpoint {
-        Versions => return ok(views::versions(base)),
+        // Cinder's version list is a "300 Multiple Choices".
+        Versions => return Ok(Handled::Json(StatusCode::MULTIPLE_CHOICES, views::versions(base))),
         V3Version => return ok(views::version(base)),
         _ => {}
     }
@@ -228,7 +229,7 @@ async fn handle(
     let v = volumes::Ctx { svc, who: &who, base, mv };
     let r: Reply = match route.endpoint {
         // Answered above, before identity; repeated so the match stays exhaustive without a panic.
-        Versions => return ok(views::versions(base)),
+        Versions => return Ok(Handled::Json(StatusCode::MULTIPLE_CHOICES, views::versions(base))),
         V3Version => return ok(views::version(base)),
         CreateVolume => volumes::create(&v, bytes).await,
         ListVolumes => volumes::list(&v, uri, false).await,

@@ -108,7 +108,7 @@ pub(super) async fn create(svc: &Arc<Service>, bytes: &Bytes) -> Reply {
     let name = f.name.ok_or_else(|| ApiError::bad_request("Invalid input received: name is required"))?;
     let public = bool_value(&f.access_is_public)?.or(bool_value(&f.is_public)?).unwrap_or(true);
     let t = svc.create_type(name, f.description, public, specs(f.extra_specs.unwrap_or_default())?).await?;
-    Ok((StatusCode::OK, json!({ "volume_type": views::volume_type(&t) })))
+    Ok((StatusCode::OK, json!({ "volume_type": views::volume_type_created(&t) })))
 }
 
 pub(super) async fn show(svc: &Arc<Service>, id: &str) -> Reply {
@@ -123,7 +123,7 @@ pub(super) async fn update(svc: &Arc<Service>, id: &str, bytes: &Bytes) -> Reply
     }
     let public = bool_value(&f.is_public)?.or(bool_value(&f.access_is_public)?);
     let t = svc.update_type(id, f.name, f.description, public).await?;
-    Ok((StatusCode::OK, json!({ "volume_type": views::volume_type(&t) })))
+    Ok((StatusCode::OK, json!({ "volume_type": views::volume_type_updated(&t) })))
 }
 
 pub(super) async fn delete(svc: &Arc<Service>, id: &str) -> Reply {
@@ -188,7 +188,7 @@ pub(super) async fn show_encryption_spec(svc: &Arc<Service>, id: &str, key: Stri
 pub(super) async fn put_encryption(svc: &Arc<Service>, id: &str, bytes: &Bytes, create: bool) -> Reply {
     let b: EncryptionBody = body(bytes)?;
     let e = svc.put_encryption(id, encryption_spec(b.encryption)?, create).await?;
-    Ok((StatusCode::OK, json!({ "encryption": views::encryption(&e) })))
+    Ok((StatusCode::OK, json!({ "encryption": views::encryption_written(&e) })))
 }
 
 pub(super) async fn delete_encryption(svc: &Arc<Service>, id: &str) -> Reply {

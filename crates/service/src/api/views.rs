@@ -32,9 +32,9 @@ pub fn versions(base: &str) -> Value {
     json!({ "versions": [v3(base)] })
 }
 
-/// `GET /v3/`.
+/// `GET /v3/`: Cinder answers with the same `versions` list, of one.
 pub fn version(base: &str) -> Value {
-    json!({ "version": v3(base) })
+    json!({ "versions": [v3(base)] })
 }
 
 fn links(base: &str, project: &str, kind: &str, id: &str) -> Value {
@@ -138,12 +138,33 @@ pub fn volume_type(t: &VolumeType) -> Value {
     })
 }
 
+/// The type as `POST /types` answers it: the show view without
+/// `qos_specs_id` (a new type has none; tempest's schema forbids the key).
+pub fn volume_type_created(t: &VolumeType) -> Value {
+    without(volume_type(t), &["qos_specs_id"])
+}
+
+/// The type as `PUT /types/{id}` answers it: without the access extension's
+/// field and `qos_specs_id`, as Cinder's update view.
+pub fn volume_type_updated(t: &VolumeType) -> Value {
+    without(volume_type(t), &["qos_specs_id", "os-volume-type-access:is_public"])
+}
+
+fn without(mut v: Value, keys: &[&str]) -> Value {
+    if let Some(m) = v.as_object_mut() {
+        for k in keys {
+            m.remove(*k);
+        }
+    }
+    v
+}
+
 /// Encryption type view.
 pub fn encryption(e: &Encryption) -> Value {
     json!({
         "volume_type_id": e.volume_type_id,
         "encryption_id": e.encryption_id,
-        "provider": e.provider.as_str(),
+        "provider": e.provider_name,
         "cipher": e.cipher,
         "key_size": e.key_size,
         "control_location": e.control_location,
@@ -154,12 +175,18 @@ pub fn encryption(e: &Encryption) -> Value {
     })
 }
 
+/// The encryption as `POST`/`PUT /types/{id}/encryption` answer it: the
+/// fields given, without the record's timestamps and deletion flags.
+pub fn encryption_written(e: &Encryption) -> Value {
+    without(encryption(e), &["created_at", "updated_at", "deleted", "deleted_at"])
+}
+
 /// `GET /volumes/{id}/encryption`.
 pub fn volume_encryption(v: &Volume, e: Option<&Encryption>) -> Value {
     match e {
         Some(e) => json!({
             "encryption_key_id": v.encryption_key_id,
-            "provider": e.provider.as_str(),
+            "provider": e.provider_name,
             "cipher": e.cipher(),
             "key_size": e.key_size(),
             "control_location": e.control_location,

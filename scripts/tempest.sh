@@ -7,6 +7,8 @@
 #                              run the tests, print the summary and every skip
 #                              reason, stop what it started; exit 0 only if at
 #                              least $TEMPEST_MIN_PASS tests pass and none fails
+#                              (but those in $TEMPEST_KNOWN_FAILURES)
+#   scripts/tempest.sh install only install tempest's venv
 #   scripts/tempest.sh stop    stop what a killed run left (by PID file)
 #
 # Environment:
@@ -17,6 +19,9 @@
 #   TEMPEST_REKEY_PORT  rekey serve's port (default 18776)
 #   TEMPEST_CONCURRENCY workers (default 2)
 #   TEMPEST_MIN_PASS    tests that must pass (default 170, the bar)
+#   TEMPEST_KNOWN_FAILURES  file of tests not passing yet: they run, and their
+#                       failures are listed but do not fail the run (CI passes
+#                       scripts/tempest-known-failures.txt)
 #   TEMPEST_REGEX       override the selection (default: every volume API test)
 #
 # What is left out, and why: tests that need compute, image or network
@@ -188,7 +193,7 @@ run() {
 summarize() {
   local ws=$1 rc=$2
   (cd "$ws" && "$VENV/bin/stestr" last --subunit) | "$VENV/bin/python" "$ROOT/scripts/lib/subunit_summary.py" \
-    --min-pass "$MIN_PASS" --failures "$STATE/failures.txt" || {
+    --min-pass "$MIN_PASS" --failures "$STATE/failures.txt" ${TEMPEST_KNOWN_FAILURES:+--known-failures "$TEMPEST_KNOWN_FAILURES"} || {
     log "tempest: below the bar (run rc=$rc); failures in $STATE/failures.txt, log $STATE/run.log"
     return 1
   }
@@ -196,6 +201,7 @@ summarize() {
 
 case ${1:-} in
   run) run ;;
+  install) install_tempest ;;
   stop) stop_all ;;
-  *) echo "usage: $0 run|stop" >&2; exit 2 ;;
+  *) echo "usage: $0 run|install|stop" >&2; exit 2 ;;
 esac

@@ -3,12 +3,15 @@
 #   - installs what the tests need (apt: cryptsetup-bin, qemu-utils and
 #     qemu-block-extra 10 from bookworm-backports,
 #     qemu-user, libnbd-bin, Ceph, PostgreSQL; pip venvs: Keystone, Barbican, OpenBao,
-#     castellan, the OpenStack clients, prometheus_client) where missing;
+#     castellan, the OpenStack clients, prometheus_client, schemathesis, tempest)
+#     where missing;
 #   - starts on 127.0.0.1 a real Barbican, a real Keystone (with a second
 #     Barbican behind it), a real OpenBao (Vault) dev server, a throw-away
 #     PostgreSQL and a real single-node Ceph;
 #   - builds the workspace once and runs every test, the API tests again with
-#     the service on PostgreSQL, and the XTS kernels under qemu-user, while
+#     the service on PostgreSQL, then tempest 47's volume API tests against
+#     `rekey serve --auth keystone` (scripts/tempest.sh, its own Keystone)
+#     beside the XTS kernels under qemu-user, while
 #     cargo-fuzz runs the re-encryption metadata target for
 #     $REKEY_FUZZ_SECONDS (default 90) in the background (scripts/fuzz.sh);
 #   - stops the services by their PID files, whatever happened.
@@ -31,11 +34,13 @@ cleanup() {
   rc=$?
   # bounded by its -max_total_time; let it end rather than leave it running
   if [[ -n ${fuzz_pid:-} ]]; then wait "$fuzz_pid" 2>/dev/null || true; fi
+  if [[ -n ${tempest_pid:-} ]]; then kill "$tempest_pid" 2>/dev/null || true; wait "$tempest_pid" 2>/dev/null || true; fi
   step "stopping services"
   scripts/barbican.sh stop || true
   BARBICAN_PORT=$BARBICAN_KS_PORT BARBICAN_KEYSTONE_URL=x scripts/barbican.sh stop || true
   if [[ -n ${keystone_pid:-} ]]; then wait "$keystone_pid" 2>/dev/null || true; fi
   scripts/keystone.sh stop || true
+  scripts/tempest.sh stop || true
   scripts/openbao.sh stop || true
   scripts/ceph.sh stop || true
   scripts/postgres.sh stop || true
@@ -80,10 +85,13 @@ keystone_pid=$!
 # while the workspace builds; the dev server is ready about a second later.
 scripts/openbao.sh start > "$REKEY_TEST_DIR/openbao.env" 2> "$REKEY_TEST_DIR/openbao.log" &
 openbao_pid=$!
-# The Prometheus reference parser, for the /metrics test.
-( python3 -m venv "$REKEY_TEST_DIR/venv-prom" && "$REKEY_TEST_DIR/venv-prom/bin/pip" install -q prometheus_client ) \
+# The Prometheus reference parser, for the /metrics test, and schemathesis,
+# which fuzzes the API against its /openapi.json.
+( python3 -m venv "$REKEY_TEST_DIR/venv-prom" && "$REKEY_TEST_DIR/venv-prom/bin/pip" install -q prometheus_client schemathesis ) \
   > "$REKEY_TEST_DIR/prom.log" 2>&1 &
 prom_pid=$!
+scripts/tempest.sh install > "$REKEY_TEST_DIR/tempest-install.log" 2>&1 &
+tempest_install_pid=$!
 
 step "build (once)"
 cargo build --workspace --all-targets --features rekey-cli/rbd
@@ -116,14 +124,24 @@ REKEY_CLIENTS_VENV=$(scripts/clients.sh --path)
 export REKEY_CLIENTS_VENV
 wait "$prom_pid" || { cat "$REKEY_TEST_DIR/prom.log"; exit 1; }
 export REKEY_PROM_PYTHON=$REKEY_TEST_DIR/venv-prom/bin/python
+export REKEY_SCHEMATHESIS=$REKEY_TEST_DIR/venv-prom/bin/schemathesis
 
 step "tests"
 rc=0
 cargo nextest run --workspace --features rekey-cli/rbd --no-fail-fast || rc=1
 step "API tests again, the service on PostgreSQL"
 REKEY_TEST_DATABASE=postgres cargo nextest run -p rekey-cli --test api --no-fail-fast || rc=1
+wait "$tempest_install_pid" || { cat "$REKEY_TEST_DIR/tempest-install.log"; exit 1; }
+step "tempest.api.volume in the background (its own Keystone on 127.0.0.1:5100)"
+TEMPEST_KNOWN_FAILURES=scripts/tempest-known-failures.txt TEMPEST_MIN_PASS=${TEMPEST_MIN_PASS:-$(grep -oP '^# min-pass: \K[0-9]+' scripts/tempest-known-failures.txt)} \
+  scripts/tempest.sh run > "$REKEY_TEST_DIR/tempest.out" 2>&1 &
+tempest_pid=$!
 step "XTS kernels and their dispatch on other CPUs (qemu-user)"
 scripts/xts-qemu.sh || rc=1
+step "tempest result"
+wait "$tempest_pid" || rc=1
+tempest_pid=
+cat "$REKEY_TEST_DIR/tempest.out"
 step "fuzz result"
 if wait "$fuzz_pid"; then
   fuzz_pid=

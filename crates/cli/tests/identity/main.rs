@@ -14,4 +14,5 @@ mod barbican;
 mod cli;
 mod flows;
 mod harness;
+mod openapi;
 mod outage;

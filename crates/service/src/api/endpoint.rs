@@ -14,6 +14,8 @@ pub enum Endpoint {
     Versions,
     /// `GET /v3`, `GET /v3/`: the v3 version document.
     V3Version,
+    /// `GET /openapi.json`: the OpenAPI document of this API.
+    OpenApi,
     /// `GET /volumes`.
     ListVolumes,
     /// `GET /volumes/detail`.
@@ -81,6 +83,9 @@ pub enum Endpoint {
 /// Collections that can follow `/v3/` directly (so are not project ids).
 const COLLECTIONS: &[&str] = &["volumes", "types", "attachments", "snapshots", "backups", "volume-transfers", "os-volume-transfer", "os-rekey"];
 
+/// Collections with a `/detail` list.
+const DETAILED: &[&str] = &["volumes", "attachments", "snapshots", "backups", "volume-transfers", "os-volume-transfer"];
+
 /// A routed request: the endpoint and the project named in the path, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
@@ -98,6 +103,7 @@ impl Route {
         match segs.as_slice() {
             [] => only(method, &[Method::GET]).and_then(|_| route(Endpoint::Versions)),
             ["v3"] => only(method, &[Method::GET]).and_then(|_| route(Endpoint::V3Version)),
+            ["openapi.json"] => only(method, &[Method::GET]).and_then(|_| route(Endpoint::OpenApi)),
             ["v3", rest @ ..] => {
                 let (project, rest) = match rest {
                     [first, tail @ ..] if !COLLECTIONS.contains(first) => (Some((*first).to_owned()), tail),
@@ -123,6 +129,8 @@ fn resource(m: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
     use Endpoint::*;
     let s = |x: &&str| (*x).to_owned();
     let e = match (segs, m) {
+        // `detail` is a list, never an id: other methods are not allowed on it.
+        ([collection, "detail"], m) if *m != Method::GET && DETAILED.contains(collection) => return Err(ApiError::bad_method()),
         (["volumes"], &Method::GET) => ListVolumes,
         (["volumes"], &Method::POST) => CreateVolume,
         (["volumes", "detail"], &Method::GET) => ListVolumesDetail,
@@ -194,5 +202,8 @@ mod tests {
         assert_eq!(Route::parse(&Method::GET, "/v3/p/snapshotz").unwrap_err().status, 404);
         assert_eq!(Route::parse(&Method::PATCH, "/v3/volumes/x").unwrap_err().status, 405);
         assert_eq!(Route::parse(&Method::POST, "/").unwrap_err().status, 405);
+        assert_eq!(Route::parse(&Method::PUT, "/v3/p/volumes/detail").unwrap_err().status, 405);
+        assert_eq!(Route::parse(&Method::DELETE, "/v3/snapshots/detail").unwrap_err().status, 405);
+        assert_eq!(Route::parse(&Method::POST, "/v3/os-rekey/audit").unwrap_err().status, 405);
     }
 }

@@ -6,6 +6,7 @@
 //! become Cinder bodies in [`error`].
 
 mod attachments;
+pub mod openapi;
 pub mod endpoint;
 pub mod error;
 pub mod identity;
@@ -66,6 +67,11 @@ async fn dispatch(State(api): State<Arc<Api>>, method: Method, uri: Uri, headers
             Err(e) => e.into_response(),
         },
     };
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+        if let Ok(v) = HeaderValue::from_str(&allowed_methods(uri.path())) {
+            resp.headers_mut().insert("allow", v);
+        }
+    }
     if resp.status() == StatusCode::UNAUTHORIZED {
         if let Some(v) = api.identity.www_authenticate().and_then(|v| HeaderValue::from_str(&v).ok()) {
             resp.headers_mut().insert("www-authenticate", v);
@@ -82,6 +88,16 @@ async fn dispatch(State(api): State<Arc<Api>>, method: Method, uri: Uri, headers
     h.insert("vary", HeaderValue::from_static("OpenStack-API-Version"));
     tracing::debug!(%method, path = uri.path(), status = resp.status().as_u16(), %request_id, "request");
     resp
+}
+
+/// The methods `path` is served with, for a 405's `Allow` (RFC 9110).
+fn allowed_methods(path: &str) -> String {
+    [Method::GET, Method::POST, Method::PUT, Method::DELETE]
+        .into_iter()
+        .filter(|m| Route::parse(m, path).is_ok())
+        .map(|m| m.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 enum Handled {
@@ -204,6 +220,7 @@ async fn handle(
         // Cinder's version list is a "300 Multiple Choices".
         Versions => return Ok(Handled::Json(StatusCode::MULTIPLE_CHOICES, views::versions(base))),
         V3Version => return ok(views::version(base)),
+        OpenApi => return ok(openapi::json()),
         _ => {}
     }
     let svc = &api.svc;
@@ -231,6 +248,7 @@ async fn handle(
         // Answered above, before identity; repeated so the match stays exhaustive without a panic.
         Versions => return Ok(Handled::Json(StatusCode::MULTIPLE_CHOICES, views::versions(base))),
         V3Version => return ok(views::version(base)),
+        OpenApi => return ok(openapi::json()),
         CreateVolume => volumes::create(&v, bytes).await,
         ListVolumes => volumes::list(&v, uri, false).await,
         ListVolumesDetail => volumes::list(&v, uri, true).await,
@@ -287,6 +305,13 @@ mod tests {
         assert_eq!(without_all_tenants(&u).to_string(), "/v3/volumes");
         let u: Uri = "/v3/volumes".parse().unwrap();
         assert_eq!(without_all_tenants(&u).to_string(), "/v3/volumes");
+    }
+
+    #[test]
+    fn a_405_names_the_methods_served() {
+        assert_eq!(allowed_methods("/v3/p/volumes"), "GET, POST");
+        assert_eq!(allowed_methods("/v3/volumes/x"), "GET, PUT, DELETE");
+        assert_eq!(allowed_methods("/"), "GET");
     }
 
     #[test]

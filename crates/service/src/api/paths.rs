@@ -82,6 +82,7 @@ pub(super) fn resource(m: &Method, segs: &[&str]) -> Result<PathsEndpoint, ApiEr
             return Err(ApiError::bad_method())
         }
         ([t] | [t, _] | [t, _, "accept"], _) if is_transfers(t) => return Err(ApiError::bad_method()),
+        (["os-rekey", "audit"], _) => return Err(ApiError::bad_method()),
         _ => return Err(ApiError::not_found_path()),
     };
     Ok(e)

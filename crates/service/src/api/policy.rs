@@ -34,7 +34,7 @@ pub fn rule(e: &Endpoint) -> (Rule, &'static str) {
     use Rule::*;
     match e {
         // Answered before identity; listed for completeness.
-        Versions | V3Version => (Reader, "versions"),
+        Versions | V3Version | OpenApi => (Reader, "versions"),
         ListVolumes | ListVolumesDetail => (Reader, "volume:get_all"),
         ShowVolume(_) => (Reader, "volume:get"),
         CreateVolume => (Member, "volume:create"),

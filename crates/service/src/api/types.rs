@@ -28,15 +28,15 @@ fn specs(map: BTreeMap<String, Value>) -> Result<BTreeMap<String, String>, ApiEr
     map.into_iter().map(|(k, v)| Ok((k, spec_value(&v)?))).collect()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TypeBody {
+pub(super) struct TypeBody {
     volume_type: TypeFields,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TypeFields {
+pub(super) struct TypeFields {
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -49,21 +49,21 @@ struct TypeFields {
     extra_specs: Option<BTreeMap<String, Value>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SpecsBody {
+pub(super) struct SpecsBody {
     extra_specs: BTreeMap<String, Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct EncryptionBody {
+pub(super) struct EncryptionBody {
     encryption: EncryptionFields,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct EncryptionFields {
+pub(super) struct EncryptionFields {
     #[serde(default)]
     provider: Option<String>,
     #[serde(default)]

@@ -22,7 +22,7 @@ pub(super) struct Ctx<'a> {
     pub mv: (u32, u32),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct VolumeCreateBody {
     volume: VolumeCreate,
@@ -30,7 +30,7 @@ pub(super) struct VolumeCreateBody {
     _hints: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct VolumeCreate {
     #[serde(default)]

@@ -100,6 +100,11 @@ CREATE TABLE IF NOT EXISTS volume_types (
     is_public   BIGINT NOT NULL,
     created_at  TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS project_default_types (
+    project_id     TEXT PRIMARY KEY,
+    volume_type_id TEXT NOT NULL,
+    created_at     TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS type_extra_specs (
     type_id    TEXT NOT NULL,
     spec_key   TEXT NOT NULL,
@@ -593,6 +598,69 @@ pub async fn delete_type(c: &mut Conn, type_id: &str) -> Result<()> {
         sqlx::query(q).bind(type_id).execute(&mut *c).await.map_err(db("delete volume type"))?;
     }
     Ok(())
+}
+
+/// Every project's default type: (project, type id), by project.
+pub async fn list_default_types(c: &mut Conn) -> Result<Vec<(String, String)>> {
+    sqlx::query_as("SELECT project_id, volume_type_id FROM project_default_types ORDER BY project_id")
+        .fetch_all(&mut *c)
+        .await
+        .map_err(db("read default types"))
+}
+
+/// The default type id of `project`.
+pub async fn get_default_type(c: &mut Conn, project: &str) -> Result<Option<String>> {
+    sqlx::query_scalar("SELECT volume_type_id FROM project_default_types WHERE project_id = $1")
+        .bind(project)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(db("read default type"))
+}
+
+/// Sets (or replaces) `project`'s default type.
+pub async fn set_default_type(c: &mut Conn, project: &str, type_id: &str) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO project_default_types (project_id, volume_type_id, created_at) VALUES ($1, $2, $3)
+         ON CONFLICT (project_id) DO UPDATE SET volume_type_id = excluded.volume_type_id",
+    )
+    .bind(project)
+    .bind(type_id)
+    .bind(now_iso())
+    .execute(&mut *c)
+    .await
+    .map_err(db("set default type"))?;
+    Ok(())
+}
+
+/// Unsets `project`'s default type.
+pub async fn unset_default_type(c: &mut Conn, project: &str) -> Result<()> {
+    sqlx::query("DELETE FROM project_default_types WHERE project_id = $1")
+        .bind(project)
+        .execute(&mut *c)
+        .await
+        .map_err(db("unset default type"))?;
+    Ok(())
+}
+
+/// The type a volume of `project` gets when its create names none: the
+/// project's default (3.62), else the service's `__DEFAULT__`.
+pub async fn default_type_for(c: &mut Conn, project: &str) -> Result<Option<VolumeType>> {
+    if let Some(id) = get_default_type(c, project).await? {
+        if let Some(t) = get_type(c, &id).await? {
+            return Ok(Some(t));
+        }
+    }
+    find_type(c, DEFAULT_TYPE_NAME).await
+}
+
+/// Whether the type is some project's default.
+pub async fn type_is_a_default(c: &mut Conn, type_id: &str) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM project_default_types WHERE volume_type_id = $1")
+        .bind(type_id)
+        .fetch_one(&mut *c)
+        .await
+        .map_err(db("read default types"))?;
+    Ok(n > 0)
 }
 
 /// Whether any volume uses the type.
@@ -1348,7 +1416,7 @@ mod tests {
     fn schema_objects_names_every_table_and_index() {
         let names: Vec<&str> = schema_objects().collect();
         assert_eq!(names.len(), SCHEMA.matches("IF NOT EXISTS").count());
-        for n in ["volume_types", "volumes", "volumes_by_project", "jobs", "step_log", "key_deletions", "transfers", "attachments"] {
+        for n in ["volume_types", "project_default_types", "volumes", "volumes_by_project", "jobs", "step_log", "key_deletions", "transfers", "attachments"] {
             assert!(names.contains(&n), "{n} missing from {names:?}");
         }
         assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')), "{names:?}");

@@ -15,6 +15,7 @@ pub mod api;
 mod attach;
 pub mod config;
 mod db;
+mod defaults;
 mod engine;
 mod error;
 pub mod exports;

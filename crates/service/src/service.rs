@@ -277,6 +277,11 @@ impl Service {
         if db::type_in_use(&mut tx, id).await? {
             return Err(ServiceError::invalid(format!("Volume Type {id} deletion is not allowed with volumes present with the type.")));
         }
+        if db::type_is_a_default(&mut tx, id).await? {
+            return Err(ServiceError::invalid(format!(
+                "The volume type {id} is the default volume type of a project and cannot be deleted."
+            )));
+        }
         db::delete_type(&mut tx, id).await?;
         tx.commit().await.map_err(crate::error::db("commit"))
     }

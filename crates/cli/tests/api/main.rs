@@ -6,6 +6,7 @@ mod attachments;
 
 mod bad_input;
 mod crash;
+mod defaults;
 mod cs_resume;
 mod flows;
 mod harness;

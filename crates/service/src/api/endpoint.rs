@@ -78,10 +78,12 @@ pub enum Endpoint {
     AttachmentAction(String),
     /// Snapshots, backups, transfers and the audit (`super::paths`).
     Paths(super::paths::PathsEndpoint),
+    /// Per-project default volume types (`super::defaults`).
+    Defaults(super::defaults::DefaultsEndpoint),
 }
 
 /// Collections that can follow `/v3/` directly (so are not project ids).
-const COLLECTIONS: &[&str] = &["volumes", "types", "attachments", "snapshots", "backups", "volume-transfers", "os-volume-transfer", "os-rekey"];
+const COLLECTIONS: &[&str] = &["volumes", "types", "attachments", "snapshots", "backups", "volume-transfers", "os-volume-transfer", "os-rekey", "default-types"];
 
 /// Collections with a `/detail` list.
 const DETAILED: &[&str] = &["volumes", "attachments", "snapshots", "backups", "volume-transfers", "os-volume-transfer"];
@@ -166,7 +168,10 @@ fn resource(m: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
         | (["attachments"] | ["attachments", _] | ["attachments", _, "action"], _)
         | (["types"] | ["types", _] | ["types", _, "extra_specs"] | ["types", _, "extra_specs", _], _)
         | (["types", _, "encryption"] | ["types", _, "encryption", _], _) => return Err(ApiError::bad_method()),
-        _ => return super::paths::resource(m, segs).map(Paths),
+        _ => match super::defaults::resource(m, segs) {
+            Some(d) => return d.map(Defaults),
+            None => return super::paths::resource(m, segs).map(Paths),
+        },
     };
     Ok(e)
 }

@@ -6,6 +6,7 @@
 //! become Cinder bodies in [`error`].
 
 mod attachments;
+mod defaults;
 pub mod openapi;
 pub mod endpoint;
 pub mod error;
@@ -280,6 +281,7 @@ async fn handle(
         UpdateEncryption(id) => types::put_encryption(svc, &id, bytes, false).await,
         DeleteEncryption(id) => types::delete_encryption(svc, &id).await,
         Paths(e) => paths::handle(svc, &who, e, uri, bytes, base, mv).await,
+        Defaults(e) => defaults::handle(svc, e, bytes, mv).await,
     };
     r.map(Handled::from)
 }

@@ -122,6 +122,10 @@ static OPERATIONS: &[Op] = &[
     op(Get, "/v3/volume-transfers/{transfer_id}", "showTransfer", "A transfer", 200, Some("transfer"), Body::None),
     op(Delete, "/v3/volume-transfers/{transfer_id}", "deleteTransfer", "Withdraw a transfer", 202, None, Body::None),
     op(Post, "/v3/volume-transfers/{transfer_id}/accept", "acceptTransfer", "Accept a transfer (the volume gets its own key)", 202, Some("transfer"), Body::Of(any_object, no_components)),
+    op(Get, "/v3/default-types", "listDefaultTypes", "Every project's default volume type (3.62, admin)", 200, Some("default_types"), Body::None),
+    op(Get, "/v3/default-types/{project_id}", "showDefaultType", "A project's default volume type (3.62)", 200, Some("default_type"), Body::None),
+    op(Put, "/v3/default-types/{project_id}", "setDefaultType", "Set a project's default volume type (3.62)", 200, Some("default_type"), body!(super::defaults::SetBody)),
+    op(Delete, "/v3/default-types/{project_id}", "unsetDefaultType", "Unset a project's default volume type (3.62)", 204, None, Body::None),
     op(Get, "/v3/os-rekey/audit", "rekeyAudit", "Key-independence audit (admin)", 200, None, Body::None),
     op(Get, "/openapi.json", "openapi", "This document", 200, Some("openapi"), Body::None),
 ];

@@ -60,6 +60,13 @@ pub fn rule(e: &Endpoint) -> (Rule, &'static str) {
         DeleteAttachment(_) => (Member, "volume:attachment_delete"),
         AttachmentAction(_) => (Member, "volume:attachment_complete"),
         Paths(p) => paths_rule(p),
+        // Cinder: project (or system) admin; listing every project's is the system admin's.
+        Defaults(d) => match d {
+            super::defaults::DefaultsEndpoint::List => (Admin, "volume_extension:default_get_all"),
+            super::defaults::DefaultsEndpoint::Show(_) => (Admin, "volume_extension:default_get"),
+            super::defaults::DefaultsEndpoint::Set(_) => (Admin, "volume_extension:default_set_or_update"),
+            super::defaults::DefaultsEndpoint::Unset(_) => (Admin, "volume_extension:default_unset"),
+        },
     }
 }
 

@@ -107,7 +107,7 @@ impl Service {
             (None, Some(f)) => {
                 db::get_type(&mut tx, &f.type_id).await?.ok_or_else(|| ServiceError::not_found("Volume type", f.type_id.clone()))?
             }
-            (None, None) => db::find_type(&mut tx, DEFAULT_TYPE_NAME)
+            (None, None) => db::default_type_for(&mut tx, &caller.project)
                 .await?
                 .ok_or_else(|| ServiceError::not_found("Volume type", DEFAULT_TYPE_NAME))?,
         };

@@ -126,6 +126,7 @@ fn resource(m: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
         (["volumes"], &Method::GET) => ListVolumes,
         (["volumes"], &Method::POST) => CreateVolume,
         (["volumes", "detail"], &Method::GET) => ListVolumesDetail,
+        (["volumes", "summary"], &Method::GET) => return super::paths::resource(m, segs).map(Paths),
         (["volumes", id], &Method::GET) => ShowVolume(s(id)),
         (["volumes", id], &Method::PUT) => UpdateVolume(s(id)),
         (["volumes", id], &Method::DELETE) => DeleteVolume(s(id)),

@@ -9,6 +9,8 @@ mod attachments;
 pub mod endpoint;
 pub mod error;
 pub mod identity;
+mod listing;
+mod metadata;
 pub mod paths;
 pub mod policy;
 mod types;

@@ -103,6 +103,10 @@ impl Route {
                     [first, tail @ ..] if !COLLECTIONS.contains(first) => (Some((*first).to_owned()), tail),
                     _ => (None, rest),
                 };
+                // `volumes/` or `volumes//action`: an empty id, which Cinder answers 404.
+                if !rest.is_empty() && (path.ends_with('/') || path.contains("//")) {
+                    return Err(ApiError::not_found_path());
+                }
                 let endpoint = resource(method, rest)?;
                 Ok(Route { endpoint, path_project: project })
             }

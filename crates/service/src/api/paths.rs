@@ -16,6 +16,7 @@ use super::listing::{metadata_filter, Paging};
 use super::{body, query, truthy, Reply};
 use crate::model::Caller;
 use crate::paths::{Backup, Snapshot, Transfer};
+use crate::error::ServiceError;
 use crate::service::Service;
 
 /// Operations of this module.
@@ -164,6 +165,15 @@ const SNAPSHOT_SORT_KEYS: &[&str] = &[
     "updated_at", "project_id", "user_id",
 ];
 
+/// A field that may be `null`: `None` only when absent.
+mod present {
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+        Value::deserialize(d).map(Some)
+    }
+}
+
 fn meta_of(kind: &str) -> MetaOf {
     if kind == "volumes" {
         MetaOf::Volume
@@ -197,8 +207,8 @@ struct SnapshotBody {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SnapshotFields {
-    #[serde(default)]
-    volume_id: Option<String>,
+    #[serde(default, with = "present")]
+    volume_id: Option<Value>,
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -334,7 +344,13 @@ pub(super) async fn handle(
         CreateSnapshot => {
             let b: SnapshotBody = body(bytes)?;
             let f = b.snapshot;
-            let volume_id = f.volume_id.ok_or_else(|| ApiError::bad_request("Invalid input received: volume_id is required"))?;
+            // Cinder looks a null volume_id up (404); a missing one fails its schema (400).
+            let volume_id = match f.volume_id {
+                None => return Err(ApiError::bad_request("Invalid input received: volume_id is required")),
+                Some(Value::String(v)) => v,
+                Some(Value::Null) => return Err(ServiceError::not_found("Volume", "None").into()),
+                Some(v) => return Err(ApiError::bad_request(format!("Invalid input received: volume_id {v} is not a string"))),
+            };
             let req = crate::paths::snapshots::CreateSnapshot {
                 volume_id,
                 name: f.name.or(f.display_name),

@@ -190,9 +190,9 @@ pub(super) async fn delete(c: &Ctx<'_>, id: &str, uri: &Uri, noauth: bool) -> Re
         return Err(policy::forbidden("volume:force_delete"));
     }
     let cascade = query(uri).iter().any(|(k, v)| k == "cascade" && truthy(v));
-    svc.get_volume(who, id).await?;
-    svc.delete_volume_snapshots(who, id, cascade).await?;
-    let job = svc.delete_volume(who, id, force).await?;
+    let owner = svc.acting_on_volume(who, id).await?;
+    svc.delete_volume_snapshots(&owner, id, cascade).await?;
+    let job = svc.delete_volume(&owner, id, force).await?;
     crate::engine::spawn(svc.clone(), job);
     Ok((StatusCode::ACCEPTED, Value::Null))
 }
@@ -263,6 +263,8 @@ pub(super) async fn action(c: &Ctx<'_>, id: &str, bytes: &Bytes) -> Reply {
             Ok((StatusCode::ACCEPTED, Value::Null))
         }
         "os-extend" => {
+            // Cinder finds the volume before it reads the arguments.
+            svc.volume_metadata(who, id).await?;
             let new_size = match args.get("new_size") {
                 None | Some(Value::Null) => return Err(ApiError::bad_request("Invalid input received: os-extend needs new_size")),
                 Some(n) => parse_size(n)?,

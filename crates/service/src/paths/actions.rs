@@ -142,8 +142,11 @@ struct BackupRecord {
 /// The backup driver named in export records.
 pub const BACKUP_SERVICE: &str = "cinder.backup.drivers.rekey";
 
-fn reaches(caller: &Caller, project: &str) -> bool {
-    caller.admin || caller.project == project
+/// Whether `caller` may act on a record of `project`: its own, or any for a
+/// Keystone admin (the `admin` role: Cinder's admin context). A noauth
+/// caller, admin for the admin-only operations, stays in its project.
+pub(crate) fn reaches(caller: &Caller, project: &str) -> bool {
+    caller.project == project || caller.has_role("admin")
 }
 
 async fn volume_for(c: &mut Conn, caller: &Caller, id: &str) -> Result<Volume> {
@@ -177,6 +180,14 @@ async fn set_volume_flag(c: &mut Conn, id: &str, column: &str, on: bool) -> Resu
 }
 
 impl Service {
+    /// `caller` acting in the project of volume `id` (an admin acts for the
+    /// owner, as Cinder's admin context does), or the volume's 404.
+    pub async fn acting_on_volume(&self, caller: &Caller, id: &str) -> Result<Caller> {
+        let mut c = self.conn().await?;
+        let v = volume_for(&mut c, caller, id).await?;
+        Ok(Caller { project: v.project_id, ..caller.clone() })
+    }
+
     /// Changes a volume's metadata; returns the whole new set.
     pub async fn change_volume_metadata(&self, caller: &Caller, id: &str, change: MetaChange) -> Result<BTreeMap<String, String>> {
         let mut tx = self.tx().await?;

@@ -175,6 +175,8 @@ impl Service {
     pub async fn restore_backup(&self, caller: &Caller, id: &str, volume_id: Option<&str>, name: Option<String>) -> Result<(Volume, Job)> {
         match volume_id {
             None => {
+                // Cinder's name for a volume a restore makes.
+                let name = name.or_else(|| Some(format!("restore_backup_{id}")));
                 let req = CreateVolume { name, ..CreateVolume::default() };
                 self.create_volume_from_backup(caller, req, id).await
             }

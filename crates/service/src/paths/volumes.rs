@@ -192,7 +192,7 @@ impl Service {
         // An admin deletes any project's volume, as Cinder's admin context does.
         let v = db::get_volume(&mut tx, id)
             .await?
-            .filter(|v| v.project_id == caller.project || caller.admin)
+            .filter(|v| super::actions::reaches(caller, &v.project_id))
             .ok_or_else(|| ServiceError::not_found("Volume", id))?;
         if db::is_being_cloned(&mut tx, id).await? {
             return Err(ServiceError::invalid(format!(

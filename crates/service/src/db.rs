@@ -358,7 +358,8 @@ async fn open_postgres(url: &str) -> Result<Db> {
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("snapshots", "backing_volume_id", "ALTER TABLE snapshots ADD COLUMN backing_volume_id TEXT"),
     ("volumes", "bootable", "ALTER TABLE volumes ADD COLUMN bootable BIGINT NOT NULL DEFAULT 0"),
-    ("volumes", "readonly", "ALTER TABLE volumes ADD COLUMN readonly BIGINT NOT NULL DEFAULT 0"),
+    ("volumes", "readonly", "ALTER TABLE volumes ADD COLUMN readonly BIGINT"),
+    ("snapshots", "progress", "ALTER TABLE snapshots ADD COLUMN progress TEXT"),
 ];
 
 /// Whether every column of [`ADDED_COLUMNS`] exists (a catalog read).
@@ -683,7 +684,7 @@ fn volume_from_row(r: &AnyRow) -> Volume {
         encryption_key_id: r.get("encryption_key_id"),
         metadata: serde_json::from_str(&metadata).unwrap_or_default(),
         bootable: r.get::<i64, _>("bootable") != 0,
-        readonly: r.get::<i64, _>("readonly") != 0,
+        readonly: r.get::<Option<i64>, _>("readonly").map(|n| n != 0),
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
     }

@@ -213,8 +213,8 @@ pub struct Volume {
     /// Marked bootable (`os-set_bootable`).
     pub bootable: bool,
     /// Attached read-only from now on (`os-update_readonly_flag`; Cinder's
-    /// admin metadata `readonly`).
-    pub readonly: bool,
+    /// admin metadata `readonly`); `None` until first set.
+    pub readonly: Option<bool>,
     /// ISO 8601 creation time.
     pub created_at: String,
     /// ISO 8601 last update time.

@@ -155,12 +155,13 @@ impl Service {
         }
     }
 
-    /// A volume of the caller's project (another project's is "not found").
+    /// A volume of the caller's project (another project's is "not found"),
+    /// or of any project for a Keystone admin.
     pub async fn get_volume(&self, caller: &Caller, id: &str) -> Result<Volume> {
         let mut c = self.conn().await?;
         db::get_volume(&mut c, id)
             .await?
-            .filter(|v| v.project_id == caller.project)
+            .filter(|v| crate::paths::actions::reaches(caller, &v.project_id))
             .ok_or_else(|| ServiceError::not_found("Volume", id))
     }
 

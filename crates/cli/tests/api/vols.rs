@@ -208,10 +208,16 @@ fn reset_state_bootable_readonly_and_force_delete() {
 
     ok(&e.srv.cinder(&["readonly-mode-update", &id, "true"]), "cinder readonly-mode-update");
     assert_eq!(e.srv.volume(&id)["metadata"]["readonly"], "True");
+    let (st, a) = e.req("POST", "/v3/attachments", json!({"attachment": {"volume_uuid": id, "instance_uuid": "srv-1"}}));
+    assert_eq!(st, 200, "{a}");
+    assert_eq!(a["attachment"]["attach_mode"], "ro", "a read-only volume is attached read-only: {a}");
+    let (st, b) = e.srv.http("DELETE", &format!("/v3/attachments/{}", a["attachment"]["id"].as_str().unwrap()), None);
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(e.srv.wait_settled(&id)["status"], "available");
     let (st, b) = e.action(&id, json!({"os-update_readonly_flag": {"readonly": "perhaps"}}));
     assert_eq!(st, 400, "{b}");
     ok(&e.srv.openstack(&["volume", "set", "--read-write", &id]), "openstack volume set --read-write");
-    assert!(e.srv.volume(&id)["metadata"].get("readonly").is_none());
+    assert_eq!(e.srv.volume(&id)["metadata"]["readonly"], "False");
 
     // A status an admin reset to `creating` has no job behind it: force delete takes it.
     ok(&e.srv.cinder(&["reset-state", "--state", "creating", &id]), "reset to creating");

@@ -554,7 +554,14 @@ async fn snapshot_action(svc: &Arc<Service>, who: &Caller, id: &str, bytes: &Byt
             admin_only(who, "volume_extension:snapshot_admin_actions:reset_status")?;
             svc.reset_snapshot_status(who, id, &status_arg(&args)?).await?;
         }
-        "os-update_snapshot_status" => svc.update_snapshot_status(who, id, &status_arg(&args)?).await?,
+        "os-update_snapshot_status" => {
+            let progress = match args.get("progress") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(p)) if p.len() <= 255 => Some(p.as_str()),
+                Some(p) => return Err(ApiError::bad_request(format!("Invalid input received: progress {p} is not a string"))),
+            };
+            svc.update_snapshot_status(who, id, &status_arg(&args)?, progress).await?
+        }
         "os-force_delete" => {
             admin_only(who, "volume_extension:snapshot_admin_actions:force_delete")?;
             svc.force_delete_snapshot(who, id).await?;
@@ -603,7 +610,8 @@ fn snapshot_view(s: &Snapshot, mv: (u32, u32), detail: bool) -> Value {
     put("created_at", json!(s.created_at));
     put("updated_at", json!(s.updated_at));
     if detail {
-        put("os-extended-snapshot-attributes:progress", json!(if s.status == "available" { "100%" } else { "0%" }));
+        let progress = s.progress.clone().unwrap_or_else(|| if s.status == "available" { "100%" } else { "0%" }.to_owned());
+        put("os-extended-snapshot-attributes:progress", json!(progress));
         put("os-extended-snapshot-attributes:project_id", json!(s.project_id));
     }
     if mv >= (3, 14) {
@@ -670,13 +678,13 @@ fn transfer_view(base: &str, t: &Transfer, auth_key: Option<&str>, mv: (u32, u32
     if let Some(k) = auth_key {
         v["auth_key"] = json!(k);
     }
-    if mv >= (3, 55) {
+    if mv >= (3, 55) && detail {
         v["no_snapshots"] = json!(t.no_snapshots);
     }
     if mv >= (3, 57) && detail {
         v["source_project_id"] = json!(t.project_id);
-        v["destination_project_id"] = Value::Null;
-        v["accepted"] = json!(false);
+        v["destination_project_id"] = json!(t.destination_project_id);
+        v["accepted"] = json!(t.accepted);
     }
     v
 }

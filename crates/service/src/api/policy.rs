@@ -83,7 +83,7 @@ fn paths_rule(e: &PathsEndpoint) -> (Rule, &'static str) {
         DeleteTransfer(_) => (Member, "volume:delete_transfer"),
         AcceptTransfer(_) => (Member, "volume:accept_transfer"),
         Audit => (Admin, "rekey:audit"),
-        VolumeSummary => (Reader, "volume:get_volume_summary"),
+        VolumeSummary => (Reader, "volume:get_all"),
         Metadata(MetaOf::Volume, _, op) if op.reads() => (Reader, "volume:get_volume_metadata"),
         Metadata(MetaOf::Volume, _, MetaOp::Delete(_)) => (Member, "volume:delete_volume_metadata"),
         Metadata(MetaOf::Volume, ..) => (Member, "volume:update_volume_metadata"),

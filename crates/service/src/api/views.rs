@@ -50,10 +50,10 @@ pub fn volume_summary(base: &str, v: &Volume) -> Value {
 }
 
 /// Full volume view at microversion `mv`, as Cinder's view builder makes
-/// it: `migration_status` only for admins; the `os-vol-*` attributes
-/// (tenant, host, migration) only on `show` and detailed lists (`shown`),
-/// where Cinder's extensions add them, and again only for admins. Create
-/// and update answers have neither extension.
+/// it: `migration_status` only for admins; the `os-vol-*` attributes only
+/// on `show` and detailed lists (`shown`), where Cinder's extensions add
+/// them: the tenant for everyone who may see the volume, host and migration
+/// only for admins. Create and update answers have neither extension.
 ///
 /// `encrypted` is true for a volume of an encrypted type from the moment it
 /// is accepted (Cinder assigns the key in the API), not only once the key
@@ -65,8 +65,8 @@ pub fn volume_detail(base: &str, v: &Volume, type_name: Option<&str>, type_encry
         m.insert(k.to_owned(), val);
     };
     let mut metadata = json!(v.metadata);
-    if v.readonly {
-        metadata["readonly"] = json!("True");
+    if let Some(ro) = v.readonly {
+        metadata["readonly"] = json!(if ro { "True" } else { "False" });
     }
     put("id", json!(v.id));
     put("name", json!(v.name));
@@ -91,8 +91,12 @@ pub fn volume_detail(base: &str, v: &Volume, type_name: Option<&str>, type_encry
     if admin {
         put("migration_status", Value::Null);
     }
-    if admin && shown {
+    // Cinder's default policy shows the tenant to the project's readers, the
+    // host and migration attributes to admins only.
+    if shown {
         put("os-vol-tenant-attr:tenant_id", json!(v.project_id));
+    }
+    if admin && shown {
         put("os-vol-host-attr:host", json!("rekey@file#file"));
         put("os-vol-mig-status-attr:migstat", Value::Null);
         put("os-vol-mig-status-attr:name_id", Value::Null);

@@ -125,6 +125,7 @@ pub(super) async fn list(c: &Ctx<'_>, uri: &Uri, detail: bool) -> Reply {
     let mut bootable = None;
     let mut zone = None;
     let mut metadata = None;
+    let mut project = None;
     for (k, v) in &q {
         match k.as_str() {
             "name" | "display_name" => f.name = Some(v.clone()),
@@ -132,6 +133,8 @@ pub(super) async fn list(c: &Ctx<'_>, uri: &Uri, detail: bool) -> Reply {
             "all_tenants" => f.all_tenants = truthy(v),
             "bootable" => bootable = Some(truthy(v)),
             "availability_zone" => zone = Some(v.clone()),
+            // Meaningful with all_tenants (an admin's); a member's list is its project anyway.
+            "project_id" | "tenant_id" => project = Some(v.clone()),
             "metadata" => metadata = Some(metadata_filter(v)?),
             _ => {}
         }
@@ -141,6 +144,7 @@ pub(super) async fn list(c: &Ctx<'_>, uri: &Uri, detail: bool) -> Reply {
         .into_iter()
         .filter(|v| bootable.is_none_or(|b| v.bootable == b))
         .filter(|_| zone.as_deref().is_none_or(|z| z == "nova"))
+        .filter(|v| project.as_deref().is_none_or(|p| v.project_id == p))
         .filter(|v| metadata.as_ref().is_none_or(|m| m.iter().all(|(k, val)| v.metadata.get(k) == Some(val))))
         .map(|v| {
             let s = sort_fields(&v);

@@ -415,8 +415,9 @@ impl Service {
 
     /// `os-update_snapshot_status`: what Nova reports of a snapshot it
     /// takes itself; only `creating` → `available`/`error`, as Cinder
-    /// allows, and `progress` is accepted and not kept.
-    pub async fn update_snapshot_status(&self, caller: &Caller, id: &str, new_status: &str) -> Result<()> {
+    /// allows, with the progress it reports (shown as
+    /// `os-extended-snapshot-attributes:progress`).
+    pub async fn update_snapshot_status(&self, caller: &Caller, id: &str, new_status: &str, progress: Option<&str>) -> Result<()> {
         let mut tx = self.tx().await?;
         let s = snapshot_for(&mut tx, caller, id).await?;
         let allowed: &[&str] = match s.status.as_str() {
@@ -434,6 +435,14 @@ impl Service {
             return Err(ServiceError::invalid(format!("Invalid snapshot: Snapshot {id} has a job running; its status is the job's.")));
         }
         pdb::set_snapshot_status(&mut tx, id, new_status).await?;
+        if let Some(p) = progress {
+            sqlx::query("UPDATE snapshots SET progress = $1 WHERE id = $2")
+                .bind(p)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(dberr("set snapshot progress"))?;
+        }
         tx.commit().await.map_err(dberr("commit"))?;
         Ok(())
     }

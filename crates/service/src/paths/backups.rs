@@ -112,7 +112,7 @@ impl Service {
         let mut c = self.conn().await?;
         pdb::get_backup(&mut c, id)
             .await?
-            .filter(|b| b.project_id == caller.project)
+            .filter(|b| super::actions::reaches(caller, &b.project_id))
             .ok_or_else(|| ServiceError::not_found("Backup", id))
     }
 

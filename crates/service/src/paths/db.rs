@@ -41,6 +41,8 @@ pub struct Snapshot {
     /// `volume_id`: a transferred snapshot is rekeyed through a scratch
     /// clone, which then holds it (and goes with the snapshot).
     pub backing_volume_id: Option<String>,
+    /// The progress Nova last reported (`os-update_snapshot_status`).
+    pub progress: Option<String>,
 }
 
 /// A backup record.
@@ -139,6 +141,7 @@ fn snapshot_from_row(r: &AnyRow) -> Snapshot {
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
         backing_volume_id: r.get("backing_volume_id"),
+        progress: r.get("progress"),
     }
 }
 

@@ -155,7 +155,7 @@ impl Service {
             encryption_key_id: None,
             metadata: req.metadata,
             bootable: false,
-            readonly: false,
+            readonly: None,
             created_at: now.clone(),
             updated_at: now,
         };

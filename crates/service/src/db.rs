@@ -360,6 +360,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("volumes", "bootable", "ALTER TABLE volumes ADD COLUMN bootable BIGINT NOT NULL DEFAULT 0"),
     ("volumes", "readonly", "ALTER TABLE volumes ADD COLUMN readonly BIGINT"),
     ("snapshots", "progress", "ALTER TABLE snapshots ADD COLUMN progress TEXT"),
+    ("backups", "snapshot_id", "ALTER TABLE backups ADD COLUMN snapshot_id TEXT"),
 ];
 
 /// Whether every column of [`ADDED_COLUMNS`] exists (a catalog read).

@@ -381,3 +381,41 @@ fn backup_export_import_and_reset() {
     assert_eq!(b["backup"]["name"], "renamed");
     assert_no_orphan_keys(e.srv.data_dir.as_path(), "backup import");
 }
+
+#[test]
+fn backup_of_a_snapshot() {
+    require_cryptsetup();
+    let e = Env::start();
+    let t = e.srv.create_type("enc-snap", Some("luks2"), &[]);
+    let v = e.srv.create_volume(json!({"volume": {"size": 1, "volume_type": t}}));
+    let vid = v["id"].as_str().unwrap().to_owned();
+    let other = plain_volume(&e, "other", 1);
+    let path = volume_path(e.srv.data_dir.as_path(), &vid);
+    let pass = passphrase(e.srv.data_dir.as_path(), v["encryption_key_id"].as_str().unwrap());
+    write_plaintext(&path, &pass, &pattern(3));
+    let (st, s) = e.req("POST", "/v3/snapshots", json!({"snapshot": {"volume_id": vid}}));
+    assert_eq!(st, 202, "{s}");
+    let sid = s["snapshot"]["id"].as_str().unwrap().to_owned();
+    e.wait_snapshot(&sid, "available");
+    // The volume changes after the snapshot: the backup has the snapshot's data.
+    write_plaintext(&path, &pass, &pattern(4));
+
+    let (st, b) = e.req("POST", "/v3/backups", json!({"backup": {"volume_id": other, "snapshot_id": sid}}));
+    assert_eq!(st, 400, "a snapshot of another volume: {b}");
+    let (st, b) = e.req("POST", "/v3/backups", json!({"backup": {"volume_id": vid, "snapshot_id": "00000000-0000-0000-0000-000000000000"}}));
+    assert_eq!(st, 404, "{b}");
+    let out = ok(&e.srv.cinder(&["backup-create", "--snapshot-id", &sid, &vid]), "cinder backup-create --snapshot-id");
+    let bid = out.lines().find(|l| l.contains("| id ")).and_then(|l| l.split('|').nth(2)).unwrap().trim().to_owned();
+    let b = e.wait_backup(&bid, "available");
+    assert_eq!((b["snapshot_id"].as_str(), b["volume_id"].as_str()), (Some(sid.as_str()), Some(vid.as_str())), "{b}");
+
+    let (st, r) = e.req("POST", &format!("/v3/backups/{bid}/restore"), json!({"restore": {"name": "from-snap-backup"}}));
+    assert_eq!(st, 202, "{r}");
+    let restored = e.srv.wait_settled(r["restore"]["volume_id"].as_str().unwrap());
+    assert_eq!(restored["status"], "available", "{restored}");
+    let rpath = volume_path(e.srv.data_dir.as_path(), restored["id"].as_str().unwrap());
+    let rpass = passphrase(e.srv.data_dir.as_path(), restored["encryption_key_id"].as_str().unwrap());
+    assert!(read_plaintext(&rpath, &rpass, 1 << 20).iter().all(|b| *b == pattern(3)), "the snapshot's data, not the volume's now");
+    assert!(!cryptsetup_opens(&rpath, &pass), "the restored volume does not open with the source's key");
+    assert_no_orphan_keys(e.srv.data_dir.as_path(), "backup of a snapshot");
+}

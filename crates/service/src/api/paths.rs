@@ -389,9 +389,6 @@ pub(super) async fn handle(
         CreateBackup => {
             let b: BackupBody = body(bytes)?;
             let f = b.backup;
-            if f.snapshot_id.is_some() {
-                return Err(ApiError::bad_request("Invalid input received: backups of snapshots are not supported; back up the volume"));
-            }
             let _ = (&f.container, &f.availability_zone);
             let req = crate::paths::backups::CreateBackup {
                 volume_id: f.volume_id,
@@ -400,6 +397,7 @@ pub(super) async fn handle(
                 incremental: flag(&f.incremental, "incremental")?,
                 force: flag(&f.force, "force")?,
                 metadata: f.metadata.unwrap_or_default(),
+                snapshot_id: f.snapshot_id,
             };
             let (bk, job) = svc.create_backup(who, req).await?;
             crate::engine::spawn(svc.clone(), job);
@@ -638,7 +636,7 @@ async fn backup_view(svc: &Service, base: &str, b: &Backup, mv: (u32, u32), deta
         "status": b.status,
         "availability_zone": "nova",
         "volume_id": b.volume_id,
-        "snapshot_id": null,
+        "snapshot_id": b.snapshot_id,
         "size": b.size_gb,
         "object_count": b.object_count,
         "container": "rekey-backups",

@@ -136,6 +136,8 @@ struct BackupRecord {
     encryption_key_id: Option<String>,
     object_count: u64,
     stored_bytes: u64,
+    #[serde(default)]
+    snapshot_id: Option<String>,
     created_at: String,
 }
 
@@ -485,6 +487,7 @@ impl Service {
             encryption_key_id: b.encryption_key_id,
             object_count: b.object_count,
             stored_bytes: b.stored_bytes,
+            snapshot_id: b.snapshot_id,
             created_at: b.created_at,
         };
         let json = serde_json::to_vec(&rec).map_err(|e| ServiceError::Internal(format!("backup record: {e}")))?;
@@ -553,6 +556,7 @@ impl Service {
             object_count: rec.object_count,
             stored_bytes: rec.stored_bytes,
             fail_reason: None,
+            snapshot_id: rec.snapshot_id,
             created_at: rec.created_at,
             updated_at: now,
         };

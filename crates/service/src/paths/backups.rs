@@ -43,6 +43,9 @@ pub struct CreateBackup {
     pub force: bool,
     /// Metadata (accepted, not kept).
     pub metadata: BTreeMap<String, String>,
+    /// Back up this snapshot of the volume (its data and key then), not
+    /// the volume as it is now.
+    pub snapshot_id: Option<String>,
 }
 
 
@@ -65,6 +68,25 @@ impl Service {
         if db::is_being_cloned(&mut tx, &v.id).await? {
             return Err(ServiceError::invalid(format!("Invalid volume: a clone, snapshot or backup of {} is in progress.", v.id)));
         }
+        let snap = match &req.snapshot_id {
+            None => None,
+            Some(sid) => {
+                let s = pdb::get_snapshot(&mut tx, sid)
+                    .await?
+                    .filter(|s| s.project_id == caller.project)
+                    .ok_or_else(|| ServiceError::not_found("Snapshot", sid.clone()))?;
+                if s.volume_id != v.id {
+                    return Err(ServiceError::invalid(format!("Invalid snapshot: Snapshot {sid} is not of volume {}.", v.id)));
+                }
+                if s.status != "available" {
+                    return Err(ServiceError::invalid(format!(
+                        "Invalid snapshot: Snapshot to be backed up must be available, but the current status is \"{}\".",
+                        s.status
+                    )));
+                }
+                Some(s)
+            }
+        };
         let parent = if req.incremental {
             let all = pdb::list_backups(&mut tx, Some(&caller.project), Some(&v.id)).await?;
             let latest = all.into_iter().rfind(|b| b.status == "available");
@@ -88,6 +110,7 @@ impl Service {
             object_count: 0,
             stored_bytes: 0,
             fail_reason: None,
+            snapshot_id: snap.as_ref().map(|s| s.id.clone()),
             created_at: now.clone(),
             updated_at: now,
         };
@@ -95,8 +118,12 @@ impl Service {
             backup: b.id.clone(),
             volume: v.id.clone(),
             project: v.project_id.clone(),
-            volume_key: v.encryption_key_id.clone(),
+            volume_key: match &snap {
+                Some(s) => s.encryption_key_id.clone(),
+                None => v.encryption_key_id.clone(),
+            },
             parent: b.parent_id.clone(),
+            snapshot: snap.as_ref().map(|s| s.id.clone()),
             state: BackupState::BackupKey,
         });
         let job = Job::new(&b.id, &b.project_id, Some(&v.id), flow);
@@ -244,6 +271,10 @@ pub struct TakeBackup {
     project: String,
     volume_key: Option<String>,
     parent: Option<String>,
+    /// Read this snapshot instead of the volume (absent in jobs recorded
+    /// before snapshot backups existed).
+    #[serde(default)]
+    snapshot: Option<String>,
     state: BackupState,
 }
 
@@ -280,9 +311,12 @@ impl TakeBackup {
                 // Redone from scratch after a crash.
                 fault::point(Point::start(Step::BackupData)).await;
                 let (backend, r) = (svc.backend.clone(), repo(svc)?);
-                let (bid, vid, parent) = (self.backup.clone(), self.volume.clone(), self.parent.clone());
+                let (bid, vid, parent, snap) = (self.backup.clone(), self.volume.clone(), self.parent.clone(), self.snapshot.clone());
                 let stored = blocking(move || {
-                    let io = backend.open(&vid)?;
+                    let io = match &snap {
+                        Some(s) => backend.open_snapshot(s)?,
+                        None => backend.open(&vid)?,
+                    };
                     r.write(&bid, &vid, io.as_ref(), parent.as_deref())
                 })
                 .await?;

@@ -76,6 +76,8 @@ pub struct Backup {
     pub stored_bytes: u64,
     /// Why it failed.
     pub fail_reason: Option<String>,
+    /// The snapshot it was taken of, when it was (the volume's data then).
+    pub snapshot_id: Option<String>,
     /// Creation time.
     pub created_at: String,
     /// Update time.
@@ -252,6 +254,7 @@ fn backup_from_row(r: &AnyRow) -> Backup {
         object_count: u64_col(r, "object_count"),
         stored_bytes: u64_col(r, "stored_bytes"),
         fail_reason: r.get("fail_reason"),
+        snapshot_id: r.get("snapshot_id"),
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
     }
@@ -261,8 +264,8 @@ fn backup_from_row(r: &AnyRow) -> Backup {
 pub(crate) async fn insert_backup(c: &mut Conn, b: &Backup) -> Result<()> {
     sqlx::query(
         "INSERT INTO backups (id, project_id, user_id, volume_id, volume_type_id, name, description, size_gb, status,
-             parent_id, encryption_key_id, object_count, stored_bytes, fail_reason, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+             parent_id, encryption_key_id, object_count, stored_bytes, fail_reason, created_at, updated_at, snapshot_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(&b.id)
     .bind(&b.project_id)
@@ -280,6 +283,7 @@ pub(crate) async fn insert_backup(c: &mut Conn, b: &Backup) -> Result<()> {
     .bind(&b.fail_reason)
     .bind(&b.created_at)
     .bind(&b.updated_at)
+    .bind(&b.snapshot_id)
     .execute(&mut *c)
     .await
     .map_err(db("create backup"))?;

@@ -361,6 +361,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("volumes", "readonly", "ALTER TABLE volumes ADD COLUMN readonly BIGINT"),
     ("snapshots", "progress", "ALTER TABLE snapshots ADD COLUMN progress TEXT"),
     ("backups", "snapshot_id", "ALTER TABLE backups ADD COLUMN snapshot_id TEXT"),
+    ("backups", "volume_metadata", "ALTER TABLE backups ADD COLUMN volume_metadata TEXT"),
 ];
 
 /// Whether every column of [`ADDED_COLUMNS`] exists (a catalog read).

@@ -338,7 +338,8 @@ fn summary_and_list_paging() {
 #[test]
 fn backup_export_import_and_reset() {
     let e = Env::start();
-    let vid = plain_volume(&e, "bk", 1);
+    let v = e.srv.create_volume(json!({"volume": {"size": 1, "name": "bk", "metadata": {"m": "1"}}}));
+    let vid = v["id"].as_str().unwrap().to_owned();
     let (st, b) = e.req("POST", "/v3/backups", json!({"backup": {"volume_id": vid, "name": "b1"}}));
     assert_eq!(st, 202, "{b}");
     let bid = b["backup"]["id"].as_str().unwrap().to_owned();
@@ -369,6 +370,7 @@ fn backup_export_import_and_reset() {
     assert_eq!(st, 202, "{r}");
     let restored = e.srv.wait_settled(r["restore"]["volume_id"].as_str().unwrap());
     assert_eq!(restored["status"], "available", "{restored}");
+    assert_eq!(restored["metadata"], json!({"m": "1"}), "a restore gives back the volume's metadata");
 
     ok(&e.srv.cinder(&["backup-reset-state", "--state", "error", new_id]), "cinder backup-reset-state");
     e.wait_backup(new_id, "error");

@@ -138,6 +138,8 @@ struct BackupRecord {
     stored_bytes: u64,
     #[serde(default)]
     snapshot_id: Option<String>,
+    #[serde(default)]
+    volume_metadata: BTreeMap<String, String>,
     created_at: String,
 }
 
@@ -149,6 +151,17 @@ pub const BACKUP_SERVICE: &str = "cinder.backup.drivers.rekey";
 /// caller, admin for the admin-only operations, stays in its project.
 pub(crate) fn reaches(caller: &Caller, project: &str) -> bool {
     caller.project == project || caller.has_role("admin")
+}
+
+/// Whether project `project` accepted a transfer of volume `id`.
+pub(crate) async fn accepted_into(c: &mut Conn, id: &str, project: &str) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM transfers WHERE volume_id = $1 AND accepted = 1 AND destination_project_id = $2")
+        .bind(id)
+        .bind(project)
+        .fetch_one(&mut *c)
+        .await
+        .map_err(dberr("read transfers"))?;
+    Ok(n > 0)
 }
 
 async fn volume_for(c: &mut Conn, caller: &Caller, id: &str) -> Result<Volume> {
@@ -488,6 +501,7 @@ impl Service {
             object_count: b.object_count,
             stored_bytes: b.stored_bytes,
             snapshot_id: b.snapshot_id,
+            volume_metadata: b.volume_metadata,
             created_at: b.created_at,
         };
         let json = serde_json::to_vec(&rec).map_err(|e| ServiceError::Internal(format!("backup record: {e}")))?;
@@ -557,6 +571,7 @@ impl Service {
             stored_bytes: rec.stored_bytes,
             fail_reason: None,
             snapshot_id: rec.snapshot_id,
+            volume_metadata: rec.volume_metadata,
             created_at: rec.created_at,
             updated_at: now,
         };

@@ -111,6 +111,7 @@ impl Service {
             stored_bytes: 0,
             fail_reason: None,
             snapshot_id: snap.as_ref().map(|s| s.id.clone()),
+            volume_metadata: v.metadata.clone(),
             created_at: now.clone(),
             updated_at: now,
         };
@@ -204,7 +205,8 @@ impl Service {
             None => {
                 // Cinder's name for a volume a restore makes.
                 let name = name.or_else(|| Some(format!("restore_backup_{id}")));
-                let req = CreateVolume { name, ..CreateVolume::default() };
+                let metadata = self.get_backup(caller, id).await?.volume_metadata;
+                let req = CreateVolume { name, metadata, ..CreateVolume::default() };
                 self.create_volume_from_backup(caller, req, id).await
             }
             Some(vid) => {

@@ -421,3 +421,31 @@ fn backup_of_a_snapshot() {
     assert!(!cryptsetup_opens(&rpath, &pass), "the restored volume does not open with the source's key");
     assert_no_orphan_keys(e.srv.data_dir.as_path(), "backup of a snapshot");
 }
+
+#[test]
+fn accepted_transfer_is_the_recipients_at_once() {
+    let e = Env::start();
+    let id = plain_volume(&e, "gift", 1);
+    let (st, t) = e.req("POST", "/v3/volume-transfers", json!({"transfer": {"volume_id": id}}));
+    assert_eq!(st, 202, "{t}");
+    let (tid, key) = (t["transfer"]["id"].as_str().unwrap(), t["transfer"]["auth_key"].as_str().unwrap());
+    let (st, _) = e.srv.http_as("bob", "GET", &format!("/v3/volumes/{id}"), None);
+    assert_eq!(st, 404, "not bob's before the accept");
+    let body = json!({"accept": {"auth_key": key}}).to_string();
+    let (st, a) = e.srv.http_as("bob", "POST", &format!("/v3/volume-transfers/{tid}/accept"), Some(body.as_bytes()));
+    assert_eq!(st, 202, "{a}");
+    let (st, v) = e.srv.http_as("bob", "GET", &format!("/v3/volumes/{id}"), None);
+    assert_eq!(st, 200, "bob's right after the accept, while the job moves it: {v}");
+    let start = Instant::now();
+    loop {
+        let (_, v) = e.srv.http_as("bob", "GET", &format!("/v3/volumes/{id}"), None);
+        if v["volume"]["status"] == "available" {
+            assert_eq!(v["volume"]["os-vol-tenant-attr:tenant_id"], "bob", "{v}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "accept stuck: {v}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let (st, _) = e.srv.http("GET", &format!("/v3/volumes/{id}"), None);
+    assert_eq!(st, 404, "no longer the donor's");
+}

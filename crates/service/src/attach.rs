@@ -143,7 +143,8 @@ impl Service {
             project_id: v.project_id.clone(),
             instance_uuid: instance,
             attach_status: attach_status::RESERVED.into(),
-            attach_mode: mode,
+            // A volume flagged read-only (`os-update_readonly_flag`) is attached read-only.
+            attach_mode: if v.readonly == Some(true) { AttachMode::Ro } else { mode },
             mountpoint: None,
             attached_host: None,
             connector: None,

@@ -360,8 +360,14 @@ async fn open_postgres(url: &str) -> Result<Db> {
 
 /// Columns added to [`SCHEMA`]'s tables after databases were made with
 /// them: (table, column, DDL adding it), for both engines.
-const ADDED_COLUMNS: &[(&str, &str, &str)] =
-    &[("snapshots", "backing_volume_id", "ALTER TABLE snapshots ADD COLUMN backing_volume_id TEXT")];
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("snapshots", "backing_volume_id", "ALTER TABLE snapshots ADD COLUMN backing_volume_id TEXT"),
+    ("volumes", "bootable", "ALTER TABLE volumes ADD COLUMN bootable BIGINT NOT NULL DEFAULT 0"),
+    ("volumes", "readonly", "ALTER TABLE volumes ADD COLUMN readonly BIGINT"),
+    ("snapshots", "progress", "ALTER TABLE snapshots ADD COLUMN progress TEXT"),
+    ("backups", "snapshot_id", "ALTER TABLE backups ADD COLUMN snapshot_id TEXT"),
+    ("backups", "volume_metadata", "ALTER TABLE backups ADD COLUMN volume_metadata TEXT"),
+];
 
 /// Whether every column of [`ADDED_COLUMNS`] exists (a catalog read).
 async fn postgres_columns_present(pool: &AnyPool) -> Result<bool> {
@@ -748,6 +754,8 @@ fn volume_from_row(r: &AnyRow) -> Volume {
         snapshot_id: r.get("snapshot_id"),
         encryption_key_id: r.get("encryption_key_id"),
         metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+        bootable: r.get::<i64, _>("bootable") != 0,
+        readonly: r.get::<Option<i64>, _>("readonly").map(|n| n != 0),
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
     }
@@ -848,13 +856,14 @@ pub async fn set_key(c: &mut Conn, id: &str, key_id: Option<&str>) -> Result<()>
     Ok(())
 }
 
-/// Marks `id` deleting if it may be deleted: in a final state and not the
-/// source of a clone in progress. One statement, so it cannot race a clone
+/// Marks `id` deleting if it may be deleted: in a final state (any state but
+/// `deleting` when forced: a `creating` with no job is one an admin reset)
+/// and not the source or target of a job in progress. One statement, so it cannot race a clone
 /// that is being admitted. Returns false if the volume was not in such a state.
 pub async fn claim_for_delete(c: &mut Conn, id: &str, force: bool) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE volumes SET status = 'deleting', updated_at = $1 WHERE id = $2
-         AND (status IN ('available', 'error', 'error_deleting') OR ($3 = 1 AND status <> 'deleting' AND status <> 'creating'))
+         AND (status IN ('available', 'error', 'error_deleting') OR ($3 = 1 AND status <> 'deleting'))
          AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.source_id = $2)
          AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.target_id = $2)",
     )

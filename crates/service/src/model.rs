@@ -210,6 +210,11 @@ pub struct Volume {
     pub encryption_key_id: Option<String>,
     /// User metadata.
     pub metadata: BTreeMap<String, String>,
+    /// Marked bootable (`os-set_bootable`).
+    pub bootable: bool,
+    /// Attached read-only from now on (`os-update_readonly_flag`; Cinder's
+    /// admin metadata `readonly`); `None` until first set.
+    pub readonly: Option<bool>,
     /// ISO 8601 creation time.
     pub created_at: String,
     /// ISO 8601 last update time.

@@ -155,13 +155,18 @@ impl Service {
         }
     }
 
-    /// A volume of the caller's project (another project's is "not found").
+    /// A volume of the caller's project (another project's is "not found"),
+    /// or of any project for a Keystone admin. A volume whose transfer the
+    /// caller's project accepted is the caller's from the accept on, as in
+    /// Cinder, while the accept job still moves it.
     pub async fn get_volume(&self, caller: &Caller, id: &str) -> Result<Volume> {
         let mut c = self.conn().await?;
-        db::get_volume(&mut c, id)
-            .await?
-            .filter(|v| v.project_id == caller.project)
-            .ok_or_else(|| ServiceError::not_found("Volume", id))
+        let v = db::get_volume(&mut c, id).await?.ok_or_else(|| ServiceError::not_found("Volume", id))?;
+        if crate::paths::actions::reaches(caller, &v.project_id) || crate::paths::actions::accepted_into(&mut c, id, &caller.project).await? {
+            Ok(v)
+        } else {
+            Err(ServiceError::not_found("Volume", id))
+        }
     }
 
     /// Volumes visible to the caller.

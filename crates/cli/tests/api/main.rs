@@ -15,3 +15,4 @@ mod paths;
 mod audit;
 mod paths_faults;
 mod metrics;
+mod vols;

@@ -106,8 +106,10 @@ fn roles_decide_as_cinders_default_policy() {
     assert_eq!(a.status, 403, "{}", a.body);
     assert_eq!(srv.call(&reader, "POST", &format!("{vols}/{id}/action"), Some(&json!({"os-rekey": {"mode": "keyslot"}}))).status, 403);
 
-    // Admin-only fields only for the admin.
-    let admin_fields = ["os-vol-tenant-attr:tenant_id", "os-vol-host-attr:host", "os-vol-mig-status-attr:migstat"];
+    // Admin-only fields only for the admin; the tenant for the project's
+    // readers too (Cinder's volume_extension:volume_tenant_attribute).
+    assert_eq!(shown.body["volume"]["os-vol-tenant-attr:tenant_id"], pa.as_str(), "{}", shown.body);
+    let admin_fields = ["os-vol-host-attr:host", "os-vol-mig-status-attr:migstat"];
     let as_admin = srv.call(&admin, "GET", &format!("{vols}/{id}"), None);
     for f in admin_fields {
         assert!(as_admin.body["volume"].get(f).is_some(), "admin misses {f}: {}", as_admin.body);

@@ -111,6 +111,10 @@ impl Route {
                     [first, tail @ ..] if !COLLECTIONS.contains(first) => (Some((*first).to_owned()), tail),
                     _ => (None, rest),
                 };
+                // `volumes/` or `volumes//action`: an empty id, which Cinder answers 404.
+                if !rest.is_empty() && (path.ends_with('/') || path.contains("//")) {
+                    return Err(ApiError::not_found_path());
+                }
                 let endpoint = resource(method, rest)?;
                 Ok(Route { endpoint, path_project: project })
             }
@@ -136,6 +140,7 @@ fn resource(m: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
         (["volumes"], &Method::GET) => ListVolumes,
         (["volumes"], &Method::POST) => CreateVolume,
         (["volumes", "detail"], &Method::GET) => ListVolumesDetail,
+        (["volumes", "summary"], &Method::GET) => return super::paths::resource(m, segs).map(Paths),
         (["volumes", id], &Method::GET) => ShowVolume(s(id)),
         (["volumes", id], &Method::PUT) => UpdateVolume(s(id)),
         (["volumes", id], &Method::DELETE) => DeleteVolume(s(id)),

@@ -11,6 +11,8 @@ pub mod openapi;
 pub mod endpoint;
 pub mod error;
 pub mod identity;
+mod listing;
+mod metadata;
 pub mod paths;
 pub mod policy;
 mod types;

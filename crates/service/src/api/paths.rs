@@ -12,9 +12,11 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
+use super::listing::{metadata_filter, Paging};
 use super::{body, query, truthy, Reply};
 use crate::model::Caller;
 use crate::paths::{Backup, Snapshot, Transfer};
+use crate::error::ServiceError;
 use crate::service::Service;
 
 /// Operations of this module.
@@ -52,6 +54,53 @@ pub enum PathsEndpoint {
     AcceptTransfer(String),
     /// `GET /os-rekey/audit`: the key-independence audit (admin).
     Audit,
+    /// `GET /volumes/summary` (3.12+).
+    VolumeSummary,
+    /// `/volumes/{id}/metadata[/{key}]` and `/snapshots/{id}/metadata[/{key}]`.
+    Metadata(MetaOf, String, MetaOp),
+    /// `POST /snapshots/{id}/action`.
+    SnapshotAction(String),
+    /// `POST /backups/{id}/action`.
+    BackupAction(String),
+    /// `PUT /backups/{id}` (3.9+).
+    UpdateBackup(String),
+    /// `GET /backups/{id}/export_record` (admin).
+    ExportBackup(String),
+    /// `POST /backups/import_record` (admin).
+    ImportBackup,
+}
+
+/// Whose metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaOf {
+    /// A volume's.
+    Volume,
+    /// A snapshot's.
+    Snapshot,
+}
+
+/// What is done to metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetaOp {
+    /// `GET .../metadata`.
+    List,
+    /// `POST .../metadata`: merge.
+    Merge,
+    /// `PUT .../metadata`: replace.
+    Replace,
+    /// `GET .../metadata/{key}`.
+    Show(String),
+    /// `PUT .../metadata/{key}`.
+    Set(String),
+    /// `DELETE .../metadata/{key}`.
+    Delete(String),
+}
+
+impl MetaOp {
+    /// Whether it only reads.
+    pub fn reads(&self) -> bool {
+        matches!(self, MetaOp::List | MetaOp::Show(_))
+    }
 }
 
 /// Routes the path segments after `/v3[/{project}]`.
@@ -78,14 +127,60 @@ pub(super) fn resource(m: &Method, segs: &[&str]) -> Result<PathsEndpoint, ApiEr
         ([t, id], &Method::DELETE) if is_transfers(t) => DeleteTransfer(s(id)),
         ([t, id, "accept"], &Method::POST) if is_transfers(t) => AcceptTransfer(s(id)),
         (["os-rekey", "audit"], &Method::GET) => Audit,
-        (["snapshots"] | ["snapshots", _] | ["backups"] | ["backups", _] | ["backups", _, "restore"], _) => {
-            return Err(ApiError::bad_method())
+        (["volumes", "summary"], &Method::GET) => VolumeSummary,
+        ([kind @ ("volumes" | "snapshots"), id, "metadata"], m) => {
+            let op = match *m {
+                Method::GET => MetaOp::List,
+                Method::POST => MetaOp::Merge,
+                Method::PUT => MetaOp::Replace,
+                _ => return Err(ApiError::bad_method()),
+            };
+            Metadata(meta_of(kind), s(id), op)
         }
+        ([kind @ ("volumes" | "snapshots"), id, "metadata", key], m) => {
+            let op = match *m {
+                Method::GET => MetaOp::Show(s(key)),
+                Method::PUT => MetaOp::Set(s(key)),
+                Method::DELETE => MetaOp::Delete(s(key)),
+                _ => return Err(ApiError::bad_method()),
+            };
+            Metadata(meta_of(kind), s(id), op)
+        }
+        (["snapshots", id, "action"], &Method::POST) => SnapshotAction(s(id)),
+        (["backups", "import_record"], &Method::POST) => ImportBackup,
+        (["backups", id, "action"], &Method::POST) => BackupAction(s(id)),
+        (["backups", id, "export_record"], &Method::GET) => ExportBackup(s(id)),
+        (["backups", id], &Method::PUT) => UpdateBackup(s(id)),
+        (["snapshots"] | ["snapshots", _] | ["backups"] | ["backups", _] | ["backups", _, "restore"], _)
+        | (["snapshots", _, "action"] | ["backups", _, "action" | "export_record"], _) => return Err(ApiError::bad_method()),
         ([t] | [t, _] | [t, _, "accept"], _) if is_transfers(t) => return Err(ApiError::bad_method()),
         (["os-rekey", "audit"], _) => return Err(ApiError::bad_method()),
         _ => return Err(ApiError::not_found_path()),
     };
     Ok(e)
+}
+
+/// Sortable snapshot fields.
+const SNAPSHOT_SORT_KEYS: &[&str] = &[
+    "id", "name", "display_name", "description", "display_description", "status", "size", "volume_id", "created_at",
+    "updated_at", "project_id", "user_id",
+];
+
+/// A field that may be `null`: `None` only when absent.
+mod present {
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+        Value::deserialize(d).map(Some)
+    }
+}
+
+fn meta_of(kind: &str) -> MetaOf {
+    if kind == "volumes" {
+        MetaOf::Volume
+    } else {
+        MetaOf::Snapshot
+    }
 }
 
 fn is_transfers(seg: &str) -> bool {
@@ -113,8 +208,8 @@ struct SnapshotBody {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SnapshotFields {
-    #[serde(default)]
-    volume_id: Option<String>,
+    #[serde(default, with = "present")]
+    volume_id: Option<Value>,
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -215,14 +310,48 @@ pub(super) async fn handle(
     let q_volume = query(uri).into_iter().find(|(k, _)| k == "volume_id").map(|(_, v)| v);
     match e {
         ListSnapshots(detail) => {
+            let q = query(uri);
+            let paging = Paging::parse(&q, SNAPSHOT_SORT_KEYS, mv)?;
+            let want = |k: &str| q.iter().rev().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+            let (name, status) = (want("name").or_else(|| want("display_name")), want("status"));
+            let metadata = want("metadata").map(|m| metadata_filter(&m)).transpose()?;
             let snaps = svc.list_snapshots(who, all_tenants, q_volume.as_deref()).await?;
-            let out: Vec<Value> = snaps.iter().map(|s| snapshot_view(base, s, mv, detail)).collect();
-            Ok((StatusCode::OK, json!({ "snapshots": out })))
+            let rows = snaps
+                .into_iter()
+                .filter(|s| name.is_none() || s.name == name)
+                .filter(|s| status.as_deref().is_none_or(|st| s.status == st))
+                .filter(|s| metadata.as_ref().is_none_or(|m| m.iter().all(|(k, v)| s.metadata.get(k) == Some(v))))
+                .map(|s| {
+                    let f = json!({
+                        "id": s.id, "name": s.name, "display_name": s.name, "description": s.description,
+                        "display_description": s.description, "status": s.status, "size": s.size_gb,
+                        "volume_id": s.volume_id, "created_at": s.created_at, "updated_at": s.updated_at,
+                        "project_id": s.project_id, "user_id": s.user_id,
+                    });
+                    (s, f)
+                })
+                .collect();
+            let (page, total) = paging.apply(rows)?;
+            let out: Vec<Value> = page.iter().map(|s| snapshot_view(s, mv, detail)).collect();
+            let mut body = json!({ "snapshots": out });
+            if let Some(l) = paging.next_link(base, uri, page.len(), page.last().map(|s| s.id.as_str())) {
+                body["snapshots_links"] = l;
+            }
+            if paging.with_count {
+                body["count"] = json!(total);
+            }
+            Ok((StatusCode::OK, body))
         }
         CreateSnapshot => {
             let b: SnapshotBody = body(bytes)?;
             let f = b.snapshot;
-            let volume_id = f.volume_id.ok_or_else(|| ApiError::bad_request("Invalid input received: volume_id is required"))?;
+            // Cinder looks a null volume_id up (404); a missing one fails its schema (400).
+            let volume_id = match f.volume_id {
+                None => return Err(ApiError::bad_request("Invalid input received: volume_id is required")),
+                Some(Value::String(v)) => v,
+                Some(Value::Null) => return Err(ServiceError::not_found("Volume", "None").into()),
+                Some(v) => return Err(ApiError::bad_request(format!("Invalid input received: volume_id {v} is not a string"))),
+            };
             let req = crate::paths::snapshots::CreateSnapshot {
                 volume_id,
                 name: f.name.or(f.display_name),
@@ -232,9 +361,9 @@ pub(super) async fn handle(
             };
             let (s, job) = svc.create_snapshot(who, req).await?;
             crate::engine::spawn(svc.clone(), job);
-            Ok((StatusCode::ACCEPTED, json!({ "snapshot": snapshot_view(base, &s, mv, true) })))
+            Ok((StatusCode::ACCEPTED, json!({ "snapshot": snapshot_view(&s, mv, false) })))
         }
-        ShowSnapshot(id) => Ok((StatusCode::OK, json!({ "snapshot": snapshot_view(base, &svc.get_snapshot(who, &id).await?, mv, true) }))),
+        ShowSnapshot(id) => Ok((StatusCode::OK, json!({ "snapshot": snapshot_view(&svc.get_snapshot(who, &id).await?, mv, true) }))),
         UpdateSnapshot(id) => {
             let b: SnapshotBody = body(bytes)?;
             let f = b.snapshot;
@@ -244,7 +373,7 @@ pub(super) async fn handle(
             let name = f.name.or(f.display_name).map(Some);
             let desc = f.description.or(f.display_description).map(Some);
             let s = svc.update_snapshot(who, &id, name, desc, f.metadata).await?;
-            Ok((StatusCode::OK, json!({ "snapshot": snapshot_view(base, &s, mv, true) })))
+            Ok((StatusCode::OK, json!({ "snapshot": snapshot_view(&s, mv, false) })))
         }
         DeleteSnapshot(id) => {
             svc.delete_snapshot(who, &id).await?;
@@ -261,9 +390,6 @@ pub(super) async fn handle(
         CreateBackup => {
             let b: BackupBody = body(bytes)?;
             let f = b.backup;
-            if f.snapshot_id.is_some() {
-                return Err(ApiError::bad_request("Invalid input received: backups of snapshots are not supported; back up the volume"));
-            }
             let _ = (&f.container, &f.availability_zone);
             let req = crate::paths::backups::CreateBackup {
                 volume_id: f.volume_id,
@@ -272,6 +398,7 @@ pub(super) async fn handle(
                 incremental: flag(&f.incremental, "incremental")?,
                 force: flag(&f.force, "force")?,
                 metadata: f.metadata.unwrap_or_default(),
+                snapshot_id: f.snapshot_id,
             };
             let (bk, job) = svc.create_backup(who, req).await?;
             crate::engine::spawn(svc.clone(), job);
@@ -330,7 +457,134 @@ pub(super) async fn handle(
             let report = crate::paths::audit::run(svc).await?;
             Ok((StatusCode::OK, json!({ "audit": report })))
         }
+        VolumeSummary => {
+            let v = super::volumes::Ctx { svc, who, base, mv };
+            super::volumes::summary(&v, uri).await
+        }
+        Metadata(of, id, op) => super::metadata::handle(svc, who, of, &id, op, bytes).await,
+        SnapshotAction(id) => snapshot_action(svc, who, &id, bytes).await,
+        BackupAction(id) => backup_action(svc, who, &id, bytes).await,
+        UpdateBackup(id) => {
+            if mv < (3, 9) {
+                return Err(ApiError::not_found_path());
+            }
+            let b: BackupUpdateBody = body(bytes)?;
+            let f = b.backup;
+            if f.metadata.is_some() {
+                return Err(ApiError::bad_request("Invalid input received: backup metadata is not kept by this service"));
+            }
+            let bk = svc.update_backup(who, &id, f.name, f.description).await?;
+            Ok((StatusCode::OK, json!({ "backup": {"id": bk.id, "name": bk.name, "links": links(base, &bk.project_id, "backups", &bk.id)} })))
+        }
+        ExportBackup(id) => {
+            let (service, url) = svc.export_backup(who, &id).await?;
+            Ok((StatusCode::OK, json!({ "backup-record": {"backup_service": service, "backup_url": url} })))
+        }
+        ImportBackup => {
+            let b: ImportBody = body(bytes)?;
+            let f = b.backup_record;
+            let bk = svc.import_backup(who, &f.backup_service, &f.backup_url).await?;
+            Ok((StatusCode::CREATED, json!({ "backup": {"id": bk.id, "name": bk.name, "links": links(base, &bk.project_id, "backups", &bk.id)} })))
+        }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupUpdateBody {
+    backup: BackupUpdate,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupUpdate {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportBody {
+    #[serde(rename = "backup-record")]
+    backup_record: ImportFields,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportFields {
+    backup_service: String,
+    backup_url: String,
+}
+
+/// The one action named in an action body, and its arguments.
+fn one_action(bytes: &Bytes) -> Result<(String, Value), ApiError> {
+    let actions: Map<String, Value> = body(bytes)?;
+    let mut it = actions.into_iter();
+    match (it.next(), it.next()) {
+        (Some(one), None) => Ok(one),
+        _ => Err(ApiError::bad_request("Invalid input received: the body must name exactly one action")),
+    }
+}
+
+fn status_arg(args: &Value) -> Result<String, ApiError> {
+    match args.get("status") {
+        Some(Value::String(s)) => Ok(s.clone()),
+        _ => Err(ApiError::bad_request("Invalid input received: Must specify 'status'")),
+    }
+}
+
+fn admin_only(who: &Caller, name: &str) -> Result<(), ApiError> {
+    if who.admin {
+        Ok(())
+    } else {
+        Err(super::policy::forbidden(name))
+    }
+}
+
+/// `os-reset_status`, `os-update_snapshot_status`, `os-force_delete` of a snapshot.
+async fn snapshot_action(svc: &Arc<Service>, who: &Caller, id: &str, bytes: &Bytes) -> Reply {
+    let (name, args) = one_action(bytes)?;
+    match name.as_str() {
+        "os-reset_status" => {
+            admin_only(who, "volume_extension:snapshot_admin_actions:reset_status")?;
+            svc.reset_snapshot_status(who, id, &status_arg(&args)?).await?;
+        }
+        "os-update_snapshot_status" => {
+            let progress = match args.get("progress") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(p)) if p.len() <= 255 => Some(p.as_str()),
+                Some(p) => return Err(ApiError::bad_request(format!("Invalid input received: progress {p} is not a string"))),
+            };
+            svc.update_snapshot_status(who, id, &status_arg(&args)?, progress).await?
+        }
+        "os-force_delete" => {
+            admin_only(who, "volume_extension:snapshot_admin_actions:force_delete")?;
+            svc.force_delete_snapshot(who, id).await?;
+        }
+        other => return Err(ApiError::bad_request(format!("There is no such action: {other}"))),
+    }
+    Ok((StatusCode::ACCEPTED, Value::Null))
+}
+
+/// `os-reset_status`, `os-force_delete` of a backup.
+async fn backup_action(svc: &Arc<Service>, who: &Caller, id: &str, bytes: &Bytes) -> Reply {
+    let (name, args) = one_action(bytes)?;
+    match name.as_str() {
+        "os-reset_status" => {
+            admin_only(who, "volume_extension:backup_admin_actions:reset_status")?;
+            svc.reset_backup_status(who, id, &status_arg(&args)?).await?;
+        }
+        "os-force_delete" => {
+            admin_only(who, "volume_extension:backup_admin_actions:force_delete")?;
+            svc.force_delete_backup(who, id).await?;
+        }
+        other => return Err(ApiError::bad_request(format!("There is no such action: {other}"))),
+    }
+    Ok((StatusCode::ACCEPTED, Value::Null))
 }
 
 fn links(base: &str, project: &str, kind: &str, id: &str) -> Value {
@@ -340,7 +594,7 @@ fn links(base: &str, project: &str, kind: &str, id: &str) -> Value {
     ])
 }
 
-fn snapshot_view(base: &str, s: &Snapshot, mv: (u32, u32), detail: bool) -> Value {
+fn snapshot_view(s: &Snapshot, mv: (u32, u32), detail: bool) -> Value {
     let mut m = Map::new();
     let mut put = |k: &str, v: Value| {
         m.insert(k.to_owned(), v);
@@ -354,9 +608,9 @@ fn snapshot_view(base: &str, s: &Snapshot, mv: (u32, u32), detail: bool) -> Valu
     put("metadata", json!(s.metadata));
     put("created_at", json!(s.created_at));
     put("updated_at", json!(s.updated_at));
-    put("links", links(base, &s.project_id, "snapshots", &s.id));
     if detail {
-        put("os-extended-snapshot-attributes:progress", json!(if s.status == "available" { "100%" } else { "0%" }));
+        let progress = s.progress.clone().unwrap_or_else(|| if s.status == "available" { "100%" } else { "0%" }.to_owned());
+        put("os-extended-snapshot-attributes:progress", json!(progress));
         put("os-extended-snapshot-attributes:project_id", json!(s.project_id));
     }
     if mv >= (3, 14) {
@@ -383,7 +637,7 @@ async fn backup_view(svc: &Service, base: &str, b: &Backup, mv: (u32, u32), deta
         "status": b.status,
         "availability_zone": "nova",
         "volume_id": b.volume_id,
-        "snapshot_id": null,
+        "snapshot_id": b.snapshot_id,
         "size": b.size_gb,
         "object_count": b.object_count,
         "container": "rekey-backups",
@@ -423,13 +677,13 @@ fn transfer_view(base: &str, t: &Transfer, auth_key: Option<&str>, mv: (u32, u32
     if let Some(k) = auth_key {
         v["auth_key"] = json!(k);
     }
-    if mv >= (3, 55) {
+    if mv >= (3, 55) && detail {
         v["no_snapshots"] = json!(t.no_snapshots);
     }
     if mv >= (3, 57) && detail {
         v["source_project_id"] = json!(t.project_id);
-        v["destination_project_id"] = Value::Null;
-        v["accepted"] = json!(false);
+        v["destination_project_id"] = json!(t.destination_project_id);
+        v["accepted"] = json!(t.accepted);
     }
     v
 }

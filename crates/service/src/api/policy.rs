@@ -14,7 +14,7 @@
 
 use super::endpoint::Endpoint;
 use super::error::ApiError;
-use super::paths::PathsEndpoint;
+use super::paths::{MetaOf, MetaOp, PathsEndpoint};
 use crate::model::Caller;
 
 /// The least a caller must be.
@@ -90,6 +90,19 @@ fn paths_rule(e: &PathsEndpoint) -> (Rule, &'static str) {
         DeleteTransfer(_) => (Member, "volume:delete_transfer"),
         AcceptTransfer(_) => (Member, "volume:accept_transfer"),
         Audit => (Admin, "rekey:audit"),
+        VolumeSummary => (Reader, "volume:get_all"),
+        Metadata(MetaOf::Volume, _, op) if op.reads() => (Reader, "volume:get_volume_metadata"),
+        Metadata(MetaOf::Volume, _, MetaOp::Delete(_)) => (Member, "volume:delete_volume_metadata"),
+        Metadata(MetaOf::Volume, ..) => (Member, "volume:update_volume_metadata"),
+        Metadata(MetaOf::Snapshot, _, op) if op.reads() => (Reader, "volume:get_snapshot_metadata"),
+        Metadata(MetaOf::Snapshot, _, MetaOp::Delete(_)) => (Member, "volume:delete_snapshot_metadata"),
+        Metadata(MetaOf::Snapshot, ..) => (Member, "volume:update_snapshot_metadata"),
+        // The admin-only actions among these are checked by name in the handler.
+        SnapshotAction(_) => (Member, "snapshot_extension:snapshot_actions:update_snapshot_status"),
+        BackupAction(_) => (Admin, "volume_extension:backup_admin_actions:reset_status"),
+        UpdateBackup(_) => (Member, "backup:update"),
+        ExportBackup(_) => (Admin, "backup:export-import"),
+        ImportBackup => (Admin, "backup:backup-import"),
     }
 }
 

@@ -49,27 +49,35 @@ pub fn volume_summary(base: &str, v: &Volume) -> Value {
     json!({ "id": v.id, "name": v.name, "links": links(base, &v.project_id, "volumes", &v.id) })
 }
 
-/// Full volume view at microversion `mv`; the `os-vol-*` attributes
-/// (tenant, host, migration) only for admins, as Cinder's policy shows them.
+/// Full volume view at microversion `mv`, as Cinder's view builder makes
+/// it: `migration_status` only for admins; the `os-vol-*` attributes only
+/// on `show` and detailed lists (`shown`), where Cinder's extensions add
+/// them: the tenant for everyone who may see the volume, host and migration
+/// only for admins. Create and update answers have neither extension.
 ///
 /// `encrypted` is true for a volume of an encrypted type from the moment it
 /// is accepted (Cinder assigns the key in the API), not only once the key
-/// exists.
-pub fn volume_detail(base: &str, v: &Volume, type_name: Option<&str>, type_encrypted: bool, mv: (u32, u32), admin: bool) -> Value {
+/// exists. `metadata` carries the visible admin metadata (`readonly`) as
+/// Cinder's does once it has been set.
+pub fn volume_detail(base: &str, v: &Volume, type_name: Option<&str>, type_encrypted: bool, mv: (u32, u32), admin: bool, shown: bool) -> Value {
     let mut m = Map::new();
     let mut put = |k: &str, val: Value| {
         m.insert(k.to_owned(), val);
     };
+    let mut metadata = json!(v.metadata);
+    if let Some(ro) = v.readonly {
+        metadata["readonly"] = json!(if ro { "True" } else { "False" });
+    }
     put("id", json!(v.id));
     put("name", json!(v.name));
     put("description", json!(v.description));
     put("size", json!(v.size_gb));
     put("status", json!(v.status));
-    put("metadata", json!(v.metadata));
+    put("metadata", metadata);
     put("attachments", json!([]));
     put("links", links(base, &v.project_id, "volumes", &v.id));
     put("availability_zone", json!("nova"));
-    put("bootable", json!("false"));
+    put("bootable", json!(if v.bootable { "true" } else { "false" }));
     put("encrypted", json!(type_encrypted || v.encryption_key_id.is_some()));
     put("created_at", json!(v.created_at));
     put("updated_at", json!(v.updated_at));
@@ -82,7 +90,13 @@ pub fn volume_detail(base: &str, v: &Volume, type_name: Option<&str>, type_encry
     put("replication_status", Value::Null);
     if admin {
         put("migration_status", Value::Null);
+    }
+    // Cinder's default policy shows the tenant to the project's readers, the
+    // host and migration attributes to admins only.
+    if shown {
         put("os-vol-tenant-attr:tenant_id", json!(v.project_id));
+    }
+    if admin && shown {
         put("os-vol-host-attr:host", json!("rekey@file#file"));
         put("os-vol-mig-status-attr:migstat", Value::Null);
         put("os-vol-mig-status-attr:name_id", Value::Null);

@@ -43,6 +43,9 @@ pub struct CreateBackup {
     pub force: bool,
     /// Metadata (accepted, not kept).
     pub metadata: BTreeMap<String, String>,
+    /// Back up this snapshot of the volume (its data and key then), not
+    /// the volume as it is now.
+    pub snapshot_id: Option<String>,
 }
 
 
@@ -65,6 +68,25 @@ impl Service {
         if db::is_being_cloned(&mut tx, &v.id).await? {
             return Err(ServiceError::invalid(format!("Invalid volume: a clone, snapshot or backup of {} is in progress.", v.id)));
         }
+        let snap = match &req.snapshot_id {
+            None => None,
+            Some(sid) => {
+                let s = pdb::get_snapshot(&mut tx, sid)
+                    .await?
+                    .filter(|s| s.project_id == caller.project)
+                    .ok_or_else(|| ServiceError::not_found("Snapshot", sid.clone()))?;
+                if s.volume_id != v.id {
+                    return Err(ServiceError::invalid(format!("Invalid snapshot: Snapshot {sid} is not of volume {}.", v.id)));
+                }
+                if s.status != "available" {
+                    return Err(ServiceError::invalid(format!(
+                        "Invalid snapshot: Snapshot to be backed up must be available, but the current status is \"{}\".",
+                        s.status
+                    )));
+                }
+                Some(s)
+            }
+        };
         let parent = if req.incremental {
             let all = pdb::list_backups(&mut tx, Some(&caller.project), Some(&v.id)).await?;
             let latest = all.into_iter().rfind(|b| b.status == "available");
@@ -88,6 +110,8 @@ impl Service {
             object_count: 0,
             stored_bytes: 0,
             fail_reason: None,
+            snapshot_id: snap.as_ref().map(|s| s.id.clone()),
+            volume_metadata: v.metadata.clone(),
             created_at: now.clone(),
             updated_at: now,
         };
@@ -95,8 +119,12 @@ impl Service {
             backup: b.id.clone(),
             volume: v.id.clone(),
             project: v.project_id.clone(),
-            volume_key: v.encryption_key_id.clone(),
+            volume_key: match &snap {
+                Some(s) => s.encryption_key_id.clone(),
+                None => v.encryption_key_id.clone(),
+            },
             parent: b.parent_id.clone(),
+            snapshot: snap.as_ref().map(|s| s.id.clone()),
             state: BackupState::BackupKey,
         });
         let job = Job::new(&b.id, &b.project_id, Some(&v.id), flow);
@@ -112,7 +140,7 @@ impl Service {
         let mut c = self.conn().await?;
         pdb::get_backup(&mut c, id)
             .await?
-            .filter(|b| b.project_id == caller.project)
+            .filter(|b| super::actions::reaches(caller, &b.project_id))
             .ok_or_else(|| ServiceError::not_found("Backup", id))
     }
 
@@ -175,7 +203,10 @@ impl Service {
     pub async fn restore_backup(&self, caller: &Caller, id: &str, volume_id: Option<&str>, name: Option<String>) -> Result<(Volume, Job)> {
         match volume_id {
             None => {
-                let req = CreateVolume { name, ..CreateVolume::default() };
+                // Cinder's name for a volume a restore makes.
+                let name = name.or_else(|| Some(format!("restore_backup_{id}")));
+                let metadata = self.get_backup(caller, id).await?.volume_metadata;
+                let req = CreateVolume { name, metadata, ..CreateVolume::default() };
                 self.create_volume_from_backup(caller, req, id).await
             }
             Some(vid) => {
@@ -242,6 +273,10 @@ pub struct TakeBackup {
     project: String,
     volume_key: Option<String>,
     parent: Option<String>,
+    /// Read this snapshot instead of the volume (absent in jobs recorded
+    /// before snapshot backups existed).
+    #[serde(default)]
+    snapshot: Option<String>,
     state: BackupState,
 }
 
@@ -278,9 +313,12 @@ impl TakeBackup {
                 // Redone from scratch after a crash.
                 fault::point(Point::start(Step::BackupData)).await;
                 let (backend, r) = (svc.backend.clone(), repo(svc)?);
-                let (bid, vid, parent) = (self.backup.clone(), self.volume.clone(), self.parent.clone());
+                let (bid, vid, parent, snap) = (self.backup.clone(), self.volume.clone(), self.parent.clone(), self.snapshot.clone());
                 let stored = blocking(move || {
-                    let io = backend.open(&vid)?;
+                    let io = match &snap {
+                        Some(s) => backend.open_snapshot(s)?,
+                        None => backend.open(&vid)?,
+                    };
                     r.write(&bid, &vid, io.as_ref(), parent.as_deref())
                 })
                 .await?;

@@ -41,6 +41,8 @@ pub struct Snapshot {
     /// `volume_id`: a transferred snapshot is rekeyed through a scratch
     /// clone, which then holds it (and goes with the snapshot).
     pub backing_volume_id: Option<String>,
+    /// The progress Nova last reported (`os-update_snapshot_status`).
+    pub progress: Option<String>,
 }
 
 /// A backup record.
@@ -74,6 +76,11 @@ pub struct Backup {
     pub stored_bytes: u64,
     /// Why it failed.
     pub fail_reason: Option<String>,
+    /// The snapshot it was taken of, when it was (the volume's data then).
+    pub snapshot_id: Option<String>,
+    /// The volume's metadata when it was backed up: a restore to a new
+    /// volume gives it back, as Cinder's does.
+    pub volume_metadata: BTreeMap<String, String>,
     /// Creation time.
     pub created_at: String,
     /// Update time.
@@ -139,6 +146,7 @@ fn snapshot_from_row(r: &AnyRow) -> Snapshot {
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
         backing_volume_id: r.get("backing_volume_id"),
+        progress: r.get("progress"),
     }
 }
 
@@ -249,6 +257,8 @@ fn backup_from_row(r: &AnyRow) -> Backup {
         object_count: u64_col(r, "object_count"),
         stored_bytes: u64_col(r, "stored_bytes"),
         fail_reason: r.get("fail_reason"),
+        snapshot_id: r.get("snapshot_id"),
+        volume_metadata: r.get::<Option<String>, _>("volume_metadata").and_then(|m| serde_json::from_str(&m).ok()).unwrap_or_default(),
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
     }
@@ -258,8 +268,9 @@ fn backup_from_row(r: &AnyRow) -> Backup {
 pub(crate) async fn insert_backup(c: &mut Conn, b: &Backup) -> Result<()> {
     sqlx::query(
         "INSERT INTO backups (id, project_id, user_id, volume_id, volume_type_id, name, description, size_gb, status,
-             parent_id, encryption_key_id, object_count, stored_bytes, fail_reason, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+             parent_id, encryption_key_id, object_count, stored_bytes, fail_reason, created_at, updated_at, snapshot_id,
+             volume_metadata)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
     )
     .bind(&b.id)
     .bind(&b.project_id)
@@ -277,6 +288,8 @@ pub(crate) async fn insert_backup(c: &mut Conn, b: &Backup) -> Result<()> {
     .bind(&b.fail_reason)
     .bind(&b.created_at)
     .bind(&b.updated_at)
+    .bind(&b.snapshot_id)
+    .bind(serde_json::to_string(&b.volume_metadata).unwrap_or_else(|_| "{}".into()))
     .execute(&mut *c)
     .await
     .map_err(db("create backup"))?;

@@ -24,6 +24,7 @@
 //! A volume is made by ONE admission, [`volumes`]' `admit_volume`, whatever
 //! its source (`Source::{Nothing, Volume, Snapshot, Backup}`).
 
+pub mod actions;
 pub mod audit;
 pub(crate) mod backups;
 pub(crate) mod db;

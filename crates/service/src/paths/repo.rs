@@ -293,6 +293,35 @@ impl Repo {
         sync_dir(&self.root)
     }
 
+    /// Makes backup `dst` a copy of backup `src` (an imported record under a
+    /// new id): the chunks `src` stored, and its manifest naming `dst`, so
+    /// either can be deleted without the other. Written under
+    /// `<dst>.partial` and renamed, as [`Repo::write`] does.
+    pub fn copy_as(&self, src: &str, dst: &str) -> Result<()> {
+        let mut m = self.verify(src)?;
+        let (from, to) = (self.dir(src)?, self.dir(dst)?);
+        if to.join(MANIFEST).exists() {
+            return Ok(());
+        }
+        let partial = self.root.join(format!("{dst}.partial"));
+        if partial.exists() {
+            fs::remove_dir_all(&partial).map_err(io_err(partial.display()))?;
+        }
+        fs::create_dir_all(&partial).map_err(io_err(partial.display()))?;
+        for c in m.chunks.iter_mut().filter(|c| c.stored_in == src) {
+            let name = chunk_name(c.index);
+            let data = fs::read(from.join(&name)).map_err(io_err(name.clone()))?;
+            write_synced(&partial.join(&name), &data)?;
+            c.stored_in = dst.to_owned();
+        }
+        m.backup_id = dst.to_owned();
+        let text = serde_json::to_vec_pretty(&m).map_err(|e| ServiceError::Internal(format!("manifest: {e}")))?;
+        write_synced(&partial.join(MANIFEST), &text)?;
+        sync_dir(&partial)?;
+        fs::rename(&partial, &to).map_err(io_err(to.display()))?;
+        sync_dir(&self.root)
+    }
+
     /// Where backup `id`'s files are.
     pub fn path(&self, id: &str) -> Result<PathBuf> {
         self.dir(id)
@@ -348,6 +377,13 @@ mod tests {
         let target = Mem(std::sync::Mutex::new(vec![0xAA; 16 << 20]));
         repo.restore("b2", &target, true).unwrap();
         assert!(*target.0.lock().unwrap() == *vol.0.lock().unwrap());
+
+        // A copy under a new id restores the same bytes after the original goes.
+        repo.copy_as("b2", "b3").unwrap();
+        assert_eq!(repo.manifest("b3").unwrap().chunks.iter().filter(|c| c.stored_in == "b3").count(), 1);
+        let copy_target = Mem(std::sync::Mutex::new(vec![0xAA; 16 << 20]));
+        repo.restore("b3", &copy_target, true).unwrap();
+        assert!(*copy_target.0.lock().unwrap() == *vol.0.lock().unwrap());
         let target1 = Mem(std::sync::Mutex::new(vec![0; 16 << 20]));
         repo.restore("b1", &target1, false).unwrap();
         assert!(*target1.0.lock().unwrap() == data);

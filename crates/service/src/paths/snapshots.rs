@@ -67,6 +67,7 @@ impl Service {
             created_at: now.clone(),
             updated_at: now,
             backing_volume_id: None,
+            progress: None,
         };
         let flow = Flow::Snapshot(TakeSnapshot {
             snapshot: s.id.clone(),
@@ -87,7 +88,7 @@ impl Service {
         let mut c = self.conn().await?;
         pdb::get_snapshot(&mut c, id)
             .await?
-            .filter(|s| s.project_id == caller.project)
+            .filter(|s| super::actions::reaches(caller, &s.project_id))
             .ok_or_else(|| ServiceError::not_found("Snapshot", id))
     }
 

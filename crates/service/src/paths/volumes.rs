@@ -154,6 +154,8 @@ impl Service {
             snapshot_id: matches!(source, Source::Snapshot(_)).then(|| found.as_ref().map(|f| f.id.clone())).flatten(),
             encryption_key_id: None,
             metadata: req.metadata,
+            bootable: false,
+            readonly: None,
             created_at: now.clone(),
             updated_at: now,
         };
@@ -187,9 +189,10 @@ impl Service {
     /// Admits a delete: marks the volume `deleting` and records the job.
     pub async fn delete_volume(&self, caller: &Caller, id: &str, force: bool) -> Result<Job> {
         let mut tx = self.tx().await?;
+        // An admin deletes any project's volume, as Cinder's admin context does.
         let v = db::get_volume(&mut tx, id)
             .await?
-            .filter(|v| v.project_id == caller.project)
+            .filter(|v| super::actions::reaches(caller, &v.project_id))
             .ok_or_else(|| ServiceError::not_found("Volume", id))?;
         if db::is_being_cloned(&mut tx, id).await? {
             return Err(ServiceError::invalid(format!(

@@ -247,6 +247,22 @@ CREATE TABLE IF NOT EXISTS attachments (
     updated_at     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS attachments_by_volume ON attachments (volume_id, created_at);
+CREATE TABLE IF NOT EXISTS quotas (
+    project_id TEXT NOT NULL,
+    resource   TEXT NOT NULL,
+    hard_limit BIGINT NOT NULL,
+    PRIMARY KEY (project_id, resource)
+);
+CREATE TABLE IF NOT EXISTS quota_classes (
+    class_name TEXT NOT NULL,
+    resource   TEXT NOT NULL,
+    hard_limit BIGINT NOT NULL,
+    PRIMARY KEY (class_name, resource)
+);
+CREATE TABLE IF NOT EXISTS quota_locks (
+    project_id TEXT PRIMARY KEY,
+    serial     BIGINT NOT NULL
+);
 ";
 
 /// Opens (creating and migrating) the database at `url`: `sqlite://PATH`

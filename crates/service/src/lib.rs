@@ -25,6 +25,7 @@ mod metrics;
 pub mod model;
 mod online;
 pub mod paths;
+pub mod quotas;
 mod service;
 
 use std::sync::Arc;

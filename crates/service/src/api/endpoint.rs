@@ -76,10 +76,12 @@ pub enum Endpoint {
     AttachmentAction(String),
     /// Snapshots, backups, transfers and the audit (`super::paths`).
     Paths(super::paths::PathsEndpoint),
+    /// Quota sets, quota classes and limits (`super::quotas`).
+    Quotas(super::quotas::QuotasEndpoint),
 }
 
 /// Collections that can follow `/v3/` directly (so are not project ids).
-const COLLECTIONS: &[&str] = &["volumes", "types", "attachments", "snapshots", "backups", "volume-transfers", "os-volume-transfer", "os-rekey"];
+const COLLECTIONS: &[&str] = &["volumes", "types", "attachments", "snapshots", "backups", "volume-transfers", "os-volume-transfer", "os-rekey", "os-quota-sets", "os-quota-class-sets", "limits"];
 
 /// A routed request: the endpoint and the project named in the path, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +160,7 @@ fn resource(m: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
         | (["attachments"] | ["attachments", _] | ["attachments", _, "action"], _)
         | (["types"] | ["types", _] | ["types", _, "extra_specs"] | ["types", _, "extra_specs", _], _)
         | (["types", _, "encryption"] | ["types", _, "encryption", _], _) => return Err(ApiError::bad_method()),
+        (["os-quota-sets" | "os-quota-class-sets" | "limits", ..], _) => return super::quotas::resource(m, segs).map(Quotas),
         _ => return super::paths::resource(m, segs).map(Paths),
     };
     Ok(e)

@@ -11,6 +11,7 @@ pub mod error;
 pub mod identity;
 pub mod paths;
 pub mod policy;
+pub mod quotas;
 mod types;
 pub mod views;
 mod volumes;
@@ -261,6 +262,7 @@ async fn handle(
         UpdateEncryption(id) => types::put_encryption(svc, &id, bytes, false).await,
         DeleteEncryption(id) => types::delete_encryption(svc, &id).await,
         Paths(e) => paths::handle(svc, &who, e, uri, bytes, base, mv).await,
+        Quotas(e) => quotas::handle(svc, &who, e, uri, bytes).await,
     };
     r.map(Handled::from)
 }

@@ -60,6 +60,7 @@ pub fn rule(e: &Endpoint) -> (Rule, &'static str) {
         DeleteAttachment(_) => (Member, "volume:attachment_delete"),
         AttachmentAction(_) => (Member, "volume:attachment_complete"),
         Paths(p) => paths_rule(p),
+        Quotas(q) => super::quotas::rule(q),
     }
 }
 

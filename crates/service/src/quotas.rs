@@ -41,8 +41,11 @@ const DEFAULTS: &[(&str, i64)] = &[
 /// The resources Cinder adds for every volume type, as `<kind>_<type name>`.
 const PER_TYPE: [&str; 3] = ["volumes", "snapshots", "gigabytes"];
 
-/// Keys a quota-set body may carry that are not resources.
-const NON_QUOTA_KEYS: [&str; 2] = ["tenant_id", "id"];
+/// Keys a quota-set body may carry that are not resources: Cinder's
+/// `tenant_id` and `id`, and `skip_validation`, which `cinder quota-update`
+/// still sends (older Cinders read it; usage is always checked here, as
+/// today's Cinder does).
+const NON_QUOTA_KEYS: [&str; 3] = ["tenant_id", "id", "skip_validation"];
 
 /// The class every project falls back to.
 pub const DEFAULT_CLASS: &str = "default";

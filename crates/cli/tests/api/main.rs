@@ -14,3 +14,4 @@ mod paths;
 mod audit;
 mod paths_faults;
 mod metrics;
+mod quotas;

@@ -9,7 +9,7 @@ use std::process::Output;
 use serde_json::{json, Value};
 
 use crate::harness::*;
-use crate::paths::{wait_backup, wait_snapshot, wait_volume, Env};
+use crate::paths::{json_ok, wait_backup, wait_snapshot, wait_volume, Env};
 
 /// `cinder ARGS` must succeed; its stdout.
 fn cinder_ok(srv: &Server, args: &[&str]) -> Output {
@@ -102,6 +102,13 @@ fn quota_commands_of_the_cinder_cli_show_update_and_reset() {
     for (k, v) in [("maxTotalVolumes", "5"), ("totalVolumesUsed", "1"), ("maxTotalVolumeGigabytes", "50"), ("totalGigabytesUsed", "2"), ("maxTotalSnapshots", "4"), ("totalSnapshotsUsed", "0"), ("maxTotalBackups", "3"), ("totalBackupsUsed", "0"), ("maxTotalBackupGigabytes", "60"), ("totalBackupGigabytesUsed", "0")] {
         assert_eq!(table_field(&out, k), v, "{k}");
     }
+
+    let limits = json_ok(&srv.openstack(&["limits", "show", "--absolute", "-f", "json"]));
+    let limit = |name: &str| {
+        let row = limits.as_array().unwrap().iter().find(|r| r["Name"] == name);
+        row.unwrap_or_else(|| panic!("no {name} in {limits}"))["Value"].clone()
+    };
+    assert_eq!((limit("max_total_volumes"), limit("total_volumes_used"), limit("total_gigabytes_used")), (json!(5), json!(1), json!(2)));
 
     // The default class changes every project's defaults, but not a limit set on the project.
     let out = cinder_ok(srv, &["quota-class-update", "--volumes", "12", "--snapshots", "13", "default"]);

@@ -197,6 +197,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
     backing_volume_id TEXT
 );
 CREATE INDEX IF NOT EXISTS snapshots_by_volume ON snapshots (volume_id);
+CREATE INDEX IF NOT EXISTS snapshots_by_project ON snapshots (project_id);
 CREATE TABLE IF NOT EXISTS backups (
     id                TEXT PRIMARY KEY,
     project_id        TEXT NOT NULL,
@@ -216,6 +217,7 @@ CREATE TABLE IF NOT EXISTS backups (
     updated_at        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS backups_by_volume ON backups (volume_id, created_at);
+CREATE INDEX IF NOT EXISTS backups_by_project ON backups (project_id);
 CREATE TABLE IF NOT EXISTS transfers (
     id           TEXT PRIMARY KEY,
     volume_id    TEXT NOT NULL UNIQUE,

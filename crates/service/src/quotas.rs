@@ -266,7 +266,10 @@ async fn project_limits(c: &mut Conn, project: &str, types: &BTreeMap<String, St
 }
 
 /// What `project` uses of every resource, counted from the rows (see the
-/// module docs for who a volume in transfer counts for).
+/// module docs for who a volume in transfer counts for). Each count is the
+/// project's own rows (found by the `*_by_project` indexes) plus what an
+/// accepted transfer brings it, so an admission reads one project, not
+/// every volume there is.
 async fn usage(c: &mut Conn, project: &str, types: &BTreeMap<String, String>) -> Result<BTreeMap<String, i64>> {
     let mut used: BTreeMap<String, i64> = resource_names(types).into_iter().map(|n| (n, 0)).collect();
     let mut add = |key: String, n: i64| {
@@ -275,21 +278,29 @@ async fn usage(c: &mut Conn, project: &str, types: &BTreeMap<String, String>) ->
         }
     };
     let volumes = sqlx::query(
-        "SELECT v.volume_type_id AS type_id, COUNT(*) AS n, CAST(COALESCE(SUM(v.size_gb), 0) AS BIGINT) AS gb
-         FROM volumes v LEFT JOIN transfers t ON t.volume_id = v.id AND t.accepted = 1
-         WHERE COALESCE(t.destination_project_id, v.project_id) = $1
-         GROUP BY v.volume_type_id",
+        "SELECT type_id, COUNT(*) AS n, CAST(COALESCE(SUM(size_gb), 0) AS BIGINT) AS gb FROM (
+             SELECT v.volume_type_id AS type_id, v.size_gb FROM volumes v
+             WHERE v.project_id = $1
+               AND NOT EXISTS (SELECT 1 FROM transfers t WHERE t.volume_id = v.id AND t.accepted = 1)
+             UNION ALL
+             SELECT v.volume_type_id, v.size_gb FROM transfers t JOIN volumes v ON v.id = t.volume_id
+             WHERE t.accepted = 1 AND t.destination_project_id = $1
+         ) AS owned GROUP BY type_id",
     )
     .bind(project)
     .fetch_all(&mut *c)
     .await
     .map_err(db("count volumes"))?;
     let snapshots = sqlx::query(
-        "SELECT COALESCE(v.volume_type_id, '') AS type_id, COUNT(*) AS n, CAST(COALESCE(SUM(s.size_gb), 0) AS BIGINT) AS gb
-         FROM snapshots s LEFT JOIN volumes v ON v.id = s.volume_id
-         LEFT JOIN transfers t ON t.volume_id = s.volume_id AND t.accepted = 1 AND t.no_snapshots = 0
-         WHERE COALESCE(t.destination_project_id, s.project_id) = $1
-         GROUP BY COALESCE(v.volume_type_id, '')",
+        "SELECT type_id, COUNT(*) AS n, CAST(COALESCE(SUM(size_gb), 0) AS BIGINT) AS gb FROM (
+             SELECT COALESCE(v.volume_type_id, '') AS type_id, s.size_gb FROM snapshots s LEFT JOIN volumes v ON v.id = s.volume_id
+             WHERE s.project_id = $1
+               AND NOT EXISTS (SELECT 1 FROM transfers t WHERE t.volume_id = s.volume_id AND t.accepted = 1 AND t.no_snapshots = 0)
+             UNION ALL
+             SELECT COALESCE(v.volume_type_id, ''), s.size_gb FROM transfers t JOIN snapshots s ON s.volume_id = t.volume_id
+             LEFT JOIN volumes v ON v.id = s.volume_id
+             WHERE t.accepted = 1 AND t.no_snapshots = 0 AND t.destination_project_id = $1
+         ) AS owned GROUP BY type_id",
     )
     .bind(project)
     .fetch_all(&mut *c)

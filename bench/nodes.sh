@@ -82,6 +82,8 @@ def run(tag, url, nodes):
     data = f"{work}/{tag}"
     procs = [start(tag, data, url, f"node{i}") for i in range(nodes)]
     ports = [p for _, p in procs]
+    # N clones are past Cinder's default quota of 10 volumes: lift it.
+    req(ports[0], "PUT", "/os-quota-sets/bench", {"quota_set": {"volumes": -1, "snapshots": -1, "gigabytes": -1, "backups": -1, "backup_gigabytes": -1}})
     t = req(ports[0], "POST", "/types", {"volume_type": {"name": "LUKS", "extra_specs": {"rekey:mode": "keyslot"}}})["volume_type"]["id"]
     req(ports[0], "POST", f"/types/{t}/encryption", {"encryption": {"provider": "luks2", "cipher": "aes-xts-plain64", "key_size": 256, "control_location": "front-end"}})
     src = req(ports[0], "POST", "/volumes", {"volume": {"size": 1, "volume_type": "LUKS"}})["volume"]["id"]

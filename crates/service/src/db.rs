@@ -202,6 +202,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
     backing_volume_id TEXT
 );
 CREATE INDEX IF NOT EXISTS snapshots_by_volume ON snapshots (volume_id);
+CREATE INDEX IF NOT EXISTS snapshots_by_project ON snapshots (project_id);
 CREATE TABLE IF NOT EXISTS backups (
     id                TEXT PRIMARY KEY,
     project_id        TEXT NOT NULL,
@@ -221,6 +222,7 @@ CREATE TABLE IF NOT EXISTS backups (
     updated_at        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS backups_by_volume ON backups (volume_id, created_at);
+CREATE INDEX IF NOT EXISTS backups_by_project ON backups (project_id);
 CREATE TABLE IF NOT EXISTS transfers (
     id           TEXT PRIMARY KEY,
     volume_id    TEXT NOT NULL UNIQUE,
@@ -252,6 +254,22 @@ CREATE TABLE IF NOT EXISTS attachments (
     updated_at     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS attachments_by_volume ON attachments (volume_id, created_at);
+CREATE TABLE IF NOT EXISTS quotas (
+    project_id TEXT NOT NULL,
+    resource   TEXT NOT NULL,
+    hard_limit BIGINT NOT NULL,
+    PRIMARY KEY (project_id, resource)
+);
+CREATE TABLE IF NOT EXISTS quota_classes (
+    class_name TEXT NOT NULL,
+    resource   TEXT NOT NULL,
+    hard_limit BIGINT NOT NULL,
+    PRIMARY KEY (class_name, resource)
+);
+CREATE TABLE IF NOT EXISTS quota_locks (
+    project_id TEXT PRIMARY KEY,
+    serial     BIGINT NOT NULL
+);
 ";
 
 /// Opens (creating and migrating) the database at `url`: `sqlite://PATH`

@@ -26,6 +26,7 @@ mod metrics;
 pub mod model;
 mod online;
 pub mod paths;
+pub mod quotas;
 mod service;
 
 use std::sync::Arc;

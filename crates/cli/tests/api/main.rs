@@ -16,3 +16,4 @@ mod audit;
 mod paths_faults;
 mod metrics;
 mod vols;
+mod quotas;

@@ -16,3 +16,4 @@ mod flows;
 mod harness;
 mod openapi;
 mod outage;
+mod quotas;

@@ -387,6 +387,10 @@ fn three_nodes(keys: Keys, volumes: Volumes) {
         .filter_map(|l| l.split_once('|').map(|(n, s)| (n.to_owned(), s.to_owned())))
         .collect();
 
+    // 60 volumes are past Cinder's default quota of 10: lift it.
+    let unlimited = json!({"quota_set": {"volumes": -1, "snapshots": -1, "gigabytes": -1, "backups": -1}});
+    let (st, q) = c.node(0).http("PUT", &format!("/v3/os-quota-sets/{}", c.project), Some(unlimited.to_string().as_bytes()));
+    assert_eq!(st, 200, "{q}");
     // Sources: an encrypted volume with data, a snapshot and a backup of it.
     c.node(0).create_type("LUKS", Some("luks2"), &[]);
     let src = c.node(1).create_volume(json!({"volume": {"size": 1, "name": "src", "volume_type": "LUKS"}}));

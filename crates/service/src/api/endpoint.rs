@@ -80,10 +80,15 @@ pub enum Endpoint {
     Paths(super::paths::PathsEndpoint),
     /// Per-project default volume types (`super::defaults`).
     Defaults(super::defaults::DefaultsEndpoint),
+    /// Quota sets, quota classes and limits (`super::quotas`).
+    Quotas(super::quotas::QuotasEndpoint),
 }
 
 /// Collections that can follow `/v3/` directly (so are not project ids).
-const COLLECTIONS: &[&str] = &["volumes", "types", "attachments", "snapshots", "backups", "volume-transfers", "os-volume-transfer", "os-rekey", "default-types"];
+const COLLECTIONS: &[&str] = &[
+    "volumes", "types", "attachments", "snapshots", "backups", "volume-transfers", "os-volume-transfer", "os-rekey", "default-types",
+    "os-quota-sets", "os-quota-class-sets", "limits",
+];
 
 /// Collections with a `/detail` list.
 const DETAILED: &[&str] = &["volumes", "attachments", "snapshots", "backups", "volume-transfers", "os-volume-transfer"];
@@ -173,6 +178,7 @@ fn resource(m: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
         | (["attachments"] | ["attachments", _] | ["attachments", _, "action"], _)
         | (["types"] | ["types", _] | ["types", _, "extra_specs"] | ["types", _, "extra_specs", _], _)
         | (["types", _, "encryption"] | ["types", _, "encryption", _], _) => return Err(ApiError::bad_method()),
+        (["os-quota-sets" | "os-quota-class-sets" | "limits", ..], _) => return super::quotas::resource(m, segs).map(Quotas),
         _ => match super::defaults::resource(m, segs) {
             Some(d) => return d.map(Defaults),
             None => return super::paths::resource(m, segs).map(Paths),

@@ -81,6 +81,8 @@ impl IntoResponse for ApiError {
         let mut inner = serde_json::json!({ "code": self.status, "message": self.message });
         if self.status == 413 {
             inner["retryAfter"] = "0".into();
+            // Cinder's QuotaError carries the header as well as the body field.
+            return (code, [("retry-after", "0")], axum::Json(serde_json::json!({ key: inner }))).into_response();
         }
         (code, axum::Json(serde_json::json!({ key: inner }))).into_response()
     }
@@ -97,5 +99,12 @@ mod tests {
         assert_eq!(ApiError::from(ServiceError::invalid("no")).status, 400);
         assert_eq!(ApiError::from(ServiceError::OverLimit("big".into())).body_key(), "overLimit");
         assert_eq!(ApiError::from(ServiceError::Conflict("dup".into())).body_key(), "conflictingRequest");
+    }
+
+    #[test]
+    fn over_limit_says_when_to_retry() {
+        let r = ApiError::from(ServiceError::OverLimit("full".into())).into_response();
+        assert_eq!((r.status().as_u16(), r.headers().get("retry-after").map(|v| v.as_bytes())), (413, Some(&b"0"[..])));
+        assert!(ApiError::bad_request("x").into_response().headers().get("retry-after").is_none());
     }
 }

@@ -15,6 +15,7 @@ mod listing;
 mod metadata;
 pub mod paths;
 pub mod policy;
+pub mod quotas;
 mod types;
 pub mod views;
 mod volumes;
@@ -284,6 +285,7 @@ async fn handle(
         DeleteEncryption(id) => types::delete_encryption(svc, &id).await,
         Paths(e) => paths::handle(svc, &who, e, uri, bytes, base, mv).await,
         Defaults(e) => defaults::handle(svc, e, bytes, mv).await,
+        Quotas(e) => quotas::handle(svc, &who, e, uri, bytes).await,
     };
     r.map(Handled::from)
 }

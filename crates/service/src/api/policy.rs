@@ -67,6 +67,7 @@ pub fn rule(e: &Endpoint) -> (Rule, &'static str) {
             super::defaults::DefaultsEndpoint::Set(_) => (Admin, "volume_extension:default_set_or_update"),
             super::defaults::DefaultsEndpoint::Unset(_) => (Admin, "volume_extension:default_unset"),
         },
+        Quotas(q) => super::quotas::rule(q),
     }
 }
 

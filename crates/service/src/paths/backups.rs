@@ -21,6 +21,7 @@ use crate::engine::{self, blocking, job_copy_key, Transition, Tx};
 use crate::error::{Result, ServiceError};
 use crate::fault::{self, Point, Step};
 use crate::model::{now_iso, status, Caller, Volume};
+use crate::quotas::{self, Delta};
 use crate::service::{check_rekey_mode, CreateVolume, Service};
 
 /// Volume status while it is backed up.
@@ -128,6 +129,7 @@ impl Service {
             state: BackupState::BackupKey,
         });
         let job = Job::new(&b.id, &b.project_id, Some(&v.id), flow);
+        quotas::reserve(&mut tx, &b.project_id, &Delta::backup(b.size_gb)).await?;
         pdb::insert_backup(&mut tx, &b).await?;
         db::set_status(&mut tx, &v.id, BACKING_UP).await?;
         engine::admit(&self.engine, &mut tx, &job).await?;

@@ -18,6 +18,7 @@ use crate::engine::{self, blocking, job_copy_key, Transition, Tx};
 use crate::error::{Result, ServiceError};
 use crate::fault::Step;
 use crate::model::{now_iso, status, Caller};
+use crate::quotas::{self, Delta};
 use crate::service::Service;
 
 /// A snapshot-create request.
@@ -77,6 +78,7 @@ impl Service {
             state: SnapshotState::SnapshotKey,
         });
         let job = Job::new(&s.id, &s.project_id, Some(&v.id), flow);
+        quotas::reserve(&mut tx, &s.project_id, &Delta::snapshot(&v.volume_type_id, s.size_gb)).await?;
         pdb::insert_snapshot(&mut tx, &s).await?;
         engine::admit(&self.engine, &mut tx, &job).await?;
         tx.commit().await.map_err(crate::error::db("commit"))?;

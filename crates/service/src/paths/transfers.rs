@@ -24,6 +24,7 @@ use crate::engine::{self, blocking, job_copy_key, Transition, Tx};
 use crate::error::{Result, ServiceError};
 use crate::fault::Step;
 use crate::model::{now_iso, status, Caller, RekeyMode, Volume};
+use crate::quotas;
 use crate::service::{check_rekey_mode, Service};
 
 /// Volume status while a transfer is offered.
@@ -182,6 +183,7 @@ impl Service {
         let enc = db::get_encryption(&mut tx, &v.volume_type_id).await?;
         let mode = self.type_rekey_mode(&mut tx, &v.volume_type_id).await?;
         check_rekey_mode(mode, enc.as_ref())?;
+        quotas::reserve_transfer(&mut tx, &caller.project, &v, !t.no_snapshots).await?;
         if !pdb::claim_transfer(&mut tx, id, &caller.project, &caller.user).await? {
             return Err(ServiceError::invalid(format!("Invalid transfer: transfer {id} has already been accepted.")));
         }

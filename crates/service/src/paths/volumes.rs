@@ -17,6 +17,7 @@ use crate::engine::{self, blocking, job_copy_key, job_new_key, Transition, Tx, G
 use crate::error::{ErrorKind, Result, ServiceError};
 use crate::fault::{self, Point, Step};
 use crate::model::{now_iso, status, Caller, RekeyMode, Volume, DEFAULT_TYPE_NAME};
+use crate::quotas::{self, Delta};
 use crate::service::{check_rekey_mode, CreateVolume, Service};
 
 /// Where a new volume's data comes from.
@@ -180,6 +181,7 @@ impl Service {
             _ => None,
         };
         let job = Job::new(&vol.id, &vol.project_id, source_id.as_deref(), flow);
+        quotas::reserve(&mut tx, &vol.project_id, &Delta::volume(&vol.volume_type_id, size_gb)).await?;
         db::insert_volume(&mut tx, &vol).await?;
         engine::admit(&self.engine, &mut tx, &job).await?;
         tx.commit().await.map_err(crate::error::db("commit"))?;

@@ -93,6 +93,17 @@ impl Db {
 }
 
 const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS services (
+    host            TEXT NOT NULL,
+    service_binary  TEXT NOT NULL,
+    disabled        BIGINT NOT NULL,
+    disabled_reason TEXT,
+    frozen          BIGINT NOT NULL,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    heartbeat_ms    BIGINT NOT NULL,
+    PRIMARY KEY (host, service_binary)
+);
 CREATE TABLE IF NOT EXISTS volume_types (
     id          TEXT PRIMARY KEY,
     name        TEXT NOT NULL UNIQUE,

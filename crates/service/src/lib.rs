@@ -19,6 +19,7 @@ mod engine;
 mod error;
 pub mod exports;
 pub mod fault;
+pub mod inventory;
 pub mod key_migrate;
 mod metered;
 mod metrics;
@@ -62,6 +63,7 @@ pub async fn serve(
         .await
         .map_err(|e| ServiceError::Config(format!("cannot listen on {}: {e}", svc.config().listen)))?;
     let addr = listener.local_addr().map_err(|e| ServiceError::Internal(e.to_string()))?;
+    inventory::start_heartbeat(svc.clone()).await?;
     let resumed = engine::recover::<paths::Flow>(svc.clone()).await?;
     if resumed > 0 {
         tracing::info!(resumed, "resumed unfinished jobs");

@@ -76,10 +76,13 @@ pub enum Endpoint {
     AttachmentAction(String),
     /// Snapshots, backups, transfers and the audit (`super::paths`).
     Paths(super::paths::PathsEndpoint),
+    /// Zones, extensions, services, hosts, pools, capabilities (`super::admin`).
+    Operator(super::admin::AdminEndpoint),
 }
 
 /// Collections that can follow `/v3/` directly (so are not project ids).
-const COLLECTIONS: &[&str] = &["volumes", "types", "attachments", "snapshots", "backups", "volume-transfers", "os-volume-transfer", "os-rekey"];
+const COLLECTIONS: &[&str] = &["volumes", "types", "attachments", "snapshots", "backups", "volume-transfers", "os-volume-transfer", "os-rekey",
+    "os-availability-zone", "extensions", "os-services", "os-hosts", "scheduler-stats", "capabilities"];
 
 /// A routed request: the endpoint and the project named in the path, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +161,7 @@ fn resource(m: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
         | (["attachments"] | ["attachments", _] | ["attachments", _, "action"], _)
         | (["types"] | ["types", _] | ["types", _, "extra_specs"] | ["types", _, "extra_specs", _], _)
         | (["types", _, "encryption"] | ["types", _, "encryption", _], _) => return Err(ApiError::bad_method()),
+        ([first, ..], _) if super::admin::COLLECTIONS.contains(first) => return super::admin::resource(m, segs).map(Operator),
         _ => return super::paths::resource(m, segs).map(Paths),
     };
     Ok(e)

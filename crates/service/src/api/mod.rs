@@ -5,6 +5,7 @@
 //! extracts and validates the body and calls one domain function; errors
 //! become Cinder bodies in [`error`].
 
+pub mod admin;
 mod attachments;
 pub mod endpoint;
 pub mod error;
@@ -261,6 +262,7 @@ async fn handle(
         UpdateEncryption(id) => types::put_encryption(svc, &id, bytes, false).await,
         DeleteEncryption(id) => types::delete_encryption(svc, &id).await,
         Paths(e) => paths::handle(svc, &who, e, uri, bytes, base, mv).await,
+        Operator(e) => admin::handle(svc, e, uri, bytes, mv).await,
     };
     r.map(Handled::from)
 }

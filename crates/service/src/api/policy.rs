@@ -12,6 +12,7 @@
 //! Under noauth every caller passes (the noauth caller is admin; resources
 //! stay scoped to its project).
 
+use super::admin::AdminEndpoint;
 use super::endpoint::Endpoint;
 use super::error::ApiError;
 use super::paths::PathsEndpoint;
@@ -60,6 +61,23 @@ pub fn rule(e: &Endpoint) -> (Rule, &'static str) {
         DeleteAttachment(_) => (Member, "volume:attachment_delete"),
         AttachmentAction(_) => (Member, "volume:attachment_complete"),
         Paths(p) => paths_rule(p),
+        Operator(a) => admin_rule(a),
+    }
+}
+
+fn admin_rule(e: &AdminEndpoint) -> (Rule, &'static str) {
+    use AdminEndpoint::*;
+    use Rule::*;
+    match e {
+        AvailabilityZones => (Reader, "volume_extension:availability_zone_list"),
+        Extensions => (Reader, "volume_extension:extension_list"),
+        ListServices => (Admin, "volume_extension:services:index"),
+        UpdateService(a) if a == "freeze" => (Admin, "volume:freeze_host"),
+        UpdateService(a) if a == "thaw" => (Admin, "volume:thaw_host"),
+        UpdateService(_) => (Admin, "volume_extension:services:update"),
+        ListHosts | ShowHost(_) => (Admin, "volume_extension:hosts"),
+        Pools => (Admin, "scheduler_extension:scheduler_stats:get_pools"),
+        Capabilities(_) => (Admin, "volume_extension:capabilities"),
     }
 }
 

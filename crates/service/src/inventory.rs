@@ -244,12 +244,12 @@ impl Service {
         }
         let mut c = self.conn().await?;
         let vols: Vec<(String, i64, i64)> =
-            sqlx::query_as("SELECT project_id, COUNT(*), COALESCE(SUM(size_gb), 0) FROM volumes GROUP BY project_id ORDER BY project_id")
+            sqlx::query_as("SELECT project_id, CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(size_gb), 0) AS BIGINT) FROM volumes GROUP BY project_id ORDER BY project_id")
                 .fetch_all(&mut *c)
                 .await
                 .map_err(db("read volume usage"))?;
         let snaps: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT project_id, COUNT(*), COALESCE(SUM(size_gb), 0) FROM snapshots GROUP BY project_id ORDER BY project_id",
+            "SELECT project_id, CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(size_gb), 0) AS BIGINT) FROM snapshots GROUP BY project_id ORDER BY project_id",
         )
         .fetch_all(&mut *c)
         .await

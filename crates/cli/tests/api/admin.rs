@@ -1,0 +1,172 @@
+//! The operator surface (availability zones, extensions, services, hosts,
+//! pools, capabilities) through the real `cinder` CLI, with its bad inputs:
+//! Cinder's 4xx bodies and nothing changed afterwards.
+
+use std::process::Output;
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+fn start() -> (Server, tempfile::TempDir) {
+    venv();
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(&dir.path().join("data"), &[]);
+    (srv, dir)
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A CLI call that must fail, with `status` in Cinder's words on stderr.
+fn refused(out: &Output, status: u16) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "expected a refusal, got:\n{}", String::from_utf8_lossy(&out.stdout));
+    assert!(err.contains(&format!("HTTP {status}")), "expected HTTP {status}:\n{err}");
+    err
+}
+
+fn services(srv: &Server, query: &str) -> Vec<Value> {
+    let (st, v) = srv.http("GET", &format!("/v3/os-services{query}"), None);
+    assert_eq!(st, 200, "{v}");
+    v["services"].as_array().unwrap().clone()
+}
+
+fn volume_service(srv: &Server) -> Value {
+    let s = services(srv, "?binary=cinder-volume");
+    assert_eq!(s.len(), 1, "{s:?}");
+    s[0].clone()
+}
+
+#[test]
+fn zones_and_extensions() {
+    let (srv, _d) = start();
+    let out = stdout(&srv.cinder(&["availability-zone-list"]));
+    let row = out.lines().find(|l| l.contains("nova")).unwrap_or_else(|| panic!("no zone nova:\n{out}"));
+    assert!(row.contains("available"), "{row}");
+    let out = stdout(&srv.cinder(&["list-extensions"]));
+    for alias in ["os-hosts", "os-services", "scheduler-stats", "os-availability-zone"] {
+        assert!(out.contains(alias), "no {alias} in:\n{out}");
+    }
+    let (st, v) = srv.http("POST", "/v3/os-availability-zone", Some(b"{}"));
+    assert_eq!((st, v["badMethod"]["code"].as_u64()), (405, Some(405)), "{v}");
+}
+
+#[test]
+fn services_list_filter_enable_disable() {
+    let (srv, _d) = start();
+    let out = stdout(&srv.cinder(&["service-list"]));
+    let row = out.lines().find(|l| l.contains("cinder-volume")).unwrap_or_else(|| panic!("no cinder-volume:\n{out}"));
+    for want in ["rekey@file", "nova", "enabled", "up"] {
+        assert!(row.contains(want), "{want} missing in {row}");
+    }
+    for binary in ["cinder-scheduler", "cinder-backup"] {
+        assert!(out.contains(binary), "no {binary}:\n{out}");
+    }
+    // Cinder's host filter: the host or any backend on it.
+    let on_rekey = services(&srv, "?host=rekey");
+    assert_eq!(on_rekey.len(), 1, "{on_rekey:?}");
+    assert_eq!(on_rekey[0]["host"], "rekey@file");
+    assert_eq!(services(&srv, "?host=rekey&binary=cinder-scheduler").len(), 0);
+    assert_eq!(services(&srv, "?host=nohost").len(), 0);
+    let out = stdout(&srv.cinder(&["service-list", "--binary", "cinder-scheduler"]));
+    assert!(!out.contains("cinder-volume") && out.contains("cinder-scheduler"), "{out}");
+
+    // Disable with a reason, then enable: both seen in the list.
+    stdout(&srv.cinder(&["service-disable", "--reason", "disk swap", "rekey@file", "cinder-volume"]));
+    let s = volume_service(&srv);
+    assert_eq!((s["status"].as_str(), s["disabled_reason"].as_str()), (Some("disabled"), Some("disk swap")), "{s}");
+    let out = stdout(&srv.cinder(&["service-enable", "rekey@file", "cinder-volume"]));
+    assert!(out.contains("enabled"), "{out}");
+    let s = volume_service(&srv);
+    assert_eq!((s["status"].as_str(), s["disabled_reason"].as_str()), (Some("enabled"), None), "{s}");
+
+    // Bad inputs: unknown host or binary (404), no reason, unknown action,
+    // no host (400); the service is as it was.
+    refused(&srv.cinder(&["service-disable", "invalid_host", "cinder-volume"]), 404);
+    refused(&srv.cinder(&["service-enable", "rekey@file", "invalid_binary"]), 404);
+    let bad: &[(&str, &str, u16)] = &[
+        ("disable-log-reason", r#"{"host": "rekey@file", "binary": "cinder-volume", "disabled_reason": null}"#, 400),
+        ("disable-log-reason", r#"{"host": "rekey@file", "binary": "cinder-volume", "disabled_reason": "   "}"#, 400),
+        ("enable", r#"{"binary": "cinder-volume"}"#, 400),
+        ("enable", r#"{"host": "rekey@file"}"#, 400),
+        ("enable", "{", 400),
+        ("reboot", r#"{"host": "rekey@file", "binary": "cinder-volume"}"#, 400),
+        ("disable", r#"{"host": "rekey@file", "binary": "cinder-nothing"}"#, 404),
+    ];
+    for (action, body, status) in bad {
+        let (st, v) = srv.http("PUT", &format!("/v3/os-services/{action}"), Some(body.as_bytes()));
+        assert_eq!(st, *status, "{action} {body}: {v}");
+        let key = if *status == 400 { "badRequest" } else { "itemNotFound" };
+        assert_eq!(v[key]["code"].as_u64(), Some(u64::from(*status)), "{v}");
+    }
+    let long = "x".repeat(256);
+    let body = serde_json::json!({"host": "rekey@file", "binary": "cinder-volume", "disabled_reason": long});
+    let (st, v) = srv.http("PUT", "/v3/os-services/disable-log-reason", Some(body.to_string().as_bytes()));
+    assert_eq!(st, 400, "{v}");
+    let s = volume_service(&srv);
+    assert_eq!((s["status"].as_str(), s["disabled_reason"].as_str()), (Some("enabled"), None), "{s}");
+}
+
+#[test]
+fn freeze_and_thaw() {
+    let (srv, _d) = start();
+    stdout(&srv.cinder(&["freeze-host", "rekey@file"]));
+    assert_eq!(volume_service(&srv)["frozen"], true);
+    stdout(&srv.cinder(&["thaw-host", "rekey@file"]));
+    assert_eq!(volume_service(&srv)["frozen"], false);
+    let err = refused(&srv.cinder(&["freeze-host", "invalid_host"]), 400);
+    assert!(err.contains("No service found with host=invalid_host"), "{err}");
+    refused(&srv.cinder(&["thaw-host", "invalid_host"]), 400);
+    let (st, v) = srv.http("PUT", "/v3/os-services/freeze", Some(b"{}"));
+    assert_eq!((st, v["badRequest"]["code"].as_u64()), (400, Some(400)), "{v}");
+    assert_eq!(volume_service(&srv)["frozen"], false);
+}
+
+#[test]
+fn hosts_pools_capabilities() {
+    let (srv, _d) = start();
+    srv.create_volume(serde_json::json!({"volume": {"size": 2, "name": "h1"}}));
+    let (st, v) = srv.http("GET", "/v3/os-hosts", None);
+    assert_eq!(st, 200, "{v}");
+    let hosts = v["hosts"].as_array().unwrap();
+    let vol = hosts.iter().find(|h| h["service"] == "cinder-volume").unwrap_or_else(|| panic!("{v}"));
+    assert_eq!((vol["host_name"].as_str(), vol["service-state"].as_str()), (Some("rekey@file"), Some("enabled")));
+    assert_eq!(vol["service-status"], "available");
+    let (st, v) = srv.http("GET", "/v3/os-hosts/rekey@file", None);
+    assert_eq!(st, 200, "{v}");
+    let total = &v["host"][0]["resource"];
+    assert_eq!((total["project"].as_str(), total["volume_count"].as_str()), (Some("(total)"), Some("1")), "{v}");
+    assert_eq!(total["total_volume_gb"], "2");
+    let mine = &v["host"][1]["resource"];
+    assert_eq!(mine["project"].as_str(), Some(PROJECT), "{v}");
+    let (st, v) = srv.http("GET", "/v3/os-hosts/invalid_host", None);
+    assert_eq!((st, v["itemNotFound"]["code"].as_u64()), (404, Some(404)), "{v}");
+
+    let out = stdout(&srv.cinder(&["get-pools"]));
+    assert!(out.contains("rekey@file#file"), "{out}");
+    let out = stdout(&srv.cinder(&["get-pools", "--detail"]));
+    for want in ["Open Source", "total_capacity_gb", "free_capacity_gb", "nbd"] {
+        assert!(out.contains(want), "{want} missing:\n{out}");
+    }
+    let (st, v) = srv.http("GET", "/v3/scheduler-stats/get_pools?detail=True", None);
+    assert_eq!(st, 200, "{v}");
+    let caps = &v["pools"][0]["capabilities"];
+    let (total, free) = (caps["total_capacity_gb"].as_f64().unwrap(), caps["free_capacity_gb"].as_f64().unwrap());
+    assert!(total > 0.0 && free <= total, "{caps}");
+    let (st, v) = srv.http("GET", "/v3/scheduler-stats/get_pools?detail=maybe", None);
+    assert_eq!((st, v["badRequest"]["code"].as_u64()), (400, Some(400)), "{v}");
+
+    let out = stdout(&srv.cinder(&["get-capabilities", "rekey@file"]));
+    for want in ["OS::Storage::Capabilities::rekey@file", "Open Source", "nbd", "thin_provisioning"] {
+        assert!(out.contains(want), "{want} missing:\n{out}");
+    }
+    refused(&srv.cinder(&["get-capabilities", "invalid_host"]), 404);
+}

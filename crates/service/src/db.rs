@@ -93,6 +93,27 @@ impl Db {
 }
 
 const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS qos_specs (
+    id         TEXT PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    consumer   TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS qos_spec_keys (
+    qos_id     TEXT NOT NULL,
+    spec_key   TEXT NOT NULL,
+    spec_value TEXT NOT NULL,
+    PRIMARY KEY (qos_id, spec_key)
+);
+CREATE TABLE IF NOT EXISTS qos_associations (
+    type_id TEXT PRIMARY KEY,
+    qos_id  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS volume_type_projects (
+    type_id    TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    PRIMARY KEY (type_id, project_id)
+);
 CREATE TABLE IF NOT EXISTS services (
     host            TEXT NOT NULL,
     service_binary  TEXT NOT NULL,
@@ -467,6 +488,7 @@ fn type_from_row(r: &AnyRow) -> VolumeType {
         description: r.get("description"),
         is_public: r.get::<i64, _>("is_public") != 0,
         extra_specs: BTreeMap::new(),
+        qos_specs_id: None,
     }
 }
 
@@ -477,6 +499,11 @@ async fn load_specs(c: &mut Conn, t: &mut VolumeType) -> Result<()> {
         .await
         .map_err(db("read extra specs"))?;
     t.extra_specs = rows.iter().map(|r| (r.get("spec_key"), r.get("spec_value"))).collect();
+    t.qos_specs_id = sqlx::query_scalar("SELECT qos_id FROM qos_associations WHERE type_id = $1")
+        .bind(&t.id)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(db("read qos association"))?;
     Ok(())
 }
 
@@ -599,6 +626,8 @@ pub async fn delete_type(c: &mut Conn, type_id: &str) -> Result<()> {
     for q in [
         "DELETE FROM type_extra_specs WHERE type_id = $1",
         "DELETE FROM encryption_types WHERE type_id = $1",
+        "DELETE FROM qos_associations WHERE type_id = $1",
+        "DELETE FROM volume_type_projects WHERE type_id = $1",
         "DELETE FROM volume_types WHERE id = $1",
     ] {
         sqlx::query(q).bind(type_id).execute(&mut *c).await.map_err(db("delete volume type"))?;

@@ -26,7 +26,9 @@ mod metrics;
 pub mod model;
 mod online;
 pub mod paths;
+mod qos;
 mod service;
+mod type_access;
 
 use std::sync::Arc;
 

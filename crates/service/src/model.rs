@@ -229,6 +229,8 @@ pub struct VolumeType {
     pub is_public: bool,
     /// Extra specs.
     pub extra_specs: BTreeMap<String, String>,
+    /// The qos specs associated with the type, if any.
+    pub qos_specs_id: Option<String>,
 }
 
 /// The name of the type volumes get when none is asked for.

@@ -34,6 +34,10 @@ pub enum AdminEndpoint {
     Pools,
     /// `GET /capabilities/{host}`.
     Capabilities(String),
+    /// `GET /types/{id}/os-volume-type-access`.
+    TypeAccess(String),
+    /// `POST /types/{id}/action`: `addProjectAccess`, `removeProjectAccess`.
+    TypeAccessAction(String),
 }
 
 /// The first path segments this module answers (none is a project id).
@@ -52,6 +56,9 @@ pub(super) fn resource(m: &Method, segs: &[&str]) -> Result<AdminEndpoint, ApiEr
         (["os-hosts", host], &Method::GET) => ShowHost(s(host)),
         (["scheduler-stats", "get_pools"], &Method::GET) => Pools,
         (["capabilities", host], &Method::GET) => Capabilities(s(host)),
+        (["types", id, "os-volume-type-access"], &Method::GET) => TypeAccess(s(id)),
+        (["types", id, "action"], &Method::POST) => TypeAccessAction(s(id)),
+        (["types", _, "os-volume-type-access" | "action"], _) => return Err(ApiError::bad_method()),
         (["os-availability-zone" | "extensions" | "os-services" | "os-hosts"], _)
         | (["os-services" | "os-hosts" | "capabilities", _], _)
         | (["scheduler-stats", "get_pools"], _) => return Err(ApiError::bad_method()),
@@ -104,6 +111,29 @@ pub(super) async fn handle(svc: &Arc<Service>, e: AdminEndpoint, uri: &Uri, byte
         Capabilities(host) => {
             let p = svc.capabilities(&host).await?;
             ok(capabilities_view(&host, &p))
+        }
+        TypeAccess(id) => {
+            let projects = svc.type_access(&id).await?;
+            let out: Vec<Value> = projects.iter().map(|p| json!({ "volume_type_id": id, "project_id": p })).collect();
+            ok(json!({ "volume_type_access": out }))
+        }
+        TypeAccessAction(id) => {
+            let b: Value = serde_json::from_slice(bytes).map_err(|_| ApiError::bad_request("Malformed request body"))?;
+            let (add, args) = match (b.get("addProjectAccess"), b.get("removeProjectAccess")) {
+                (Some(a), None) => (true, a),
+                (None, Some(r)) => (false, r),
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "Invalid input received: the action must be one of addProjectAccess, removeProjectAccess",
+                    ))
+                }
+            };
+            let project = args
+                .get("project")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::bad_request("Invalid input received: 'project' is a required string"))?;
+            svc.change_type_access(&id, project, add).await?;
+            Ok((StatusCode::ACCEPTED, Value::Null))
         }
     }
 }

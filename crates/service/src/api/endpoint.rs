@@ -78,11 +78,14 @@ pub enum Endpoint {
     Paths(super::paths::PathsEndpoint),
     /// Zones, extensions, services, hosts, pools, capabilities (`super::admin`).
     Operator(super::admin::AdminEndpoint),
+    /// QoS specs and their type associations (`super::qos`).
+    Qos(super::qos::QosEndpoint),
 }
 
 /// Collections that can follow `/v3/` directly (so are not project ids).
 const COLLECTIONS: &[&str] = &["volumes", "types", "attachments", "snapshots", "backups", "volume-transfers", "os-volume-transfer", "os-rekey",
-    "os-availability-zone", "extensions", "os-services", "os-hosts", "scheduler-stats", "capabilities"];
+    "os-availability-zone", "extensions", "os-services", "os-hosts", "scheduler-stats", "capabilities",
+    "qos-specs"];
 
 /// A routed request: the endpoint and the project named in the path, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +165,8 @@ fn resource(m: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
         | (["types"] | ["types", _] | ["types", _, "extra_specs"] | ["types", _, "extra_specs", _], _)
         | (["types", _, "encryption"] | ["types", _, "encryption", _], _) => return Err(ApiError::bad_method()),
         ([first, ..], _) if super::admin::COLLECTIONS.contains(first) => return super::admin::resource(m, segs).map(Operator),
+        (["types", _, "os-volume-type-access" | "action"], _) => return super::admin::resource(m, segs).map(Operator),
+        ([super::qos::COLLECTION, ..], _) => return super::qos::resource(m, segs).map(Qos),
         _ => return super::paths::resource(m, segs).map(Paths),
     };
     Ok(e)

@@ -12,6 +12,7 @@ pub mod error;
 pub mod identity;
 pub mod paths;
 pub mod policy;
+pub mod qos;
 mod types;
 pub mod views;
 mod volumes;
@@ -246,9 +247,9 @@ async fn handle(
         UpdateAttachment(id) => attachments::update(&v, &id, bytes).await,
         DeleteAttachment(id) => attachments::delete(&v, &id).await,
         AttachmentAction(id) => attachments::action(&v, &id, bytes).await,
-        ListTypes => types::list(svc).await,
+        ListTypes => types::list(svc, &who).await,
         CreateType => types::create(svc, bytes).await,
-        ShowType(id) => types::show(svc, &id).await,
+        ShowType(id) => types::show(svc, &who, &id).await,
         UpdateType(id) => types::update(svc, &id, bytes).await,
         DeleteType(id) => types::delete(svc, &id).await,
         ListExtraSpecs(id) => types::list_specs(svc, &id).await,
@@ -263,6 +264,7 @@ async fn handle(
         DeleteEncryption(id) => types::delete_encryption(svc, &id).await,
         Paths(e) => paths::handle(svc, &who, e, uri, bytes, base, mv).await,
         Operator(e) => admin::handle(svc, e, uri, bytes, mv).await,
+        Qos(e) => qos::handle(svc, &who, e, uri, bytes, base).await,
     };
     r.map(Handled::from)
 }

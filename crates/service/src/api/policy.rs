@@ -13,6 +13,7 @@
 //! stay scoped to its project).
 
 use super::admin::AdminEndpoint;
+use super::qos::QosEndpoint;
 use super::endpoint::Endpoint;
 use super::error::ApiError;
 use super::paths::PathsEndpoint;
@@ -62,7 +63,20 @@ pub fn rule(e: &Endpoint) -> (Rule, &'static str) {
         AttachmentAction(_) => (Member, "volume:attachment_complete"),
         Paths(p) => paths_rule(p),
         Operator(a) => admin_rule(a),
+        Qos(q) => qos_rule(q),
     }
+}
+
+fn qos_rule(e: &QosEndpoint) -> (Rule, &'static str) {
+    use QosEndpoint::*;
+    let name = match e {
+        List | Associations(_) => "volume_extension:qos_specs_manage:get_all",
+        Show(_) => "volume_extension:qos_specs_manage:get",
+        Create => "volume_extension:qos_specs_manage:create",
+        SetKeys(_) | UnsetKeys(_) | Associate(_) | Disassociate(_) | DisassociateAll(_) => "volume_extension:qos_specs_manage:update",
+        Delete(_) => "volume_extension:qos_specs_manage:delete",
+    };
+    (Rule::Admin, name)
 }
 
 fn admin_rule(e: &AdminEndpoint) -> (Rule, &'static str) {
@@ -78,6 +92,8 @@ fn admin_rule(e: &AdminEndpoint) -> (Rule, &'static str) {
         ListHosts | ShowHost(_) => (Admin, "volume_extension:hosts"),
         Pools => (Admin, "scheduler_extension:scheduler_stats:get_pools"),
         Capabilities(_) => (Admin, "volume_extension:capabilities"),
+        TypeAccess(_) => (Admin, "volume_extension:volume_type_access"),
+        TypeAccessAction(_) => (Admin, "volume_extension:volume_type_access:addProjectAccess"),
     }
 }
 

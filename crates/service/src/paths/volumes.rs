@@ -103,7 +103,12 @@ impl Service {
             }
         };
         let vtype = match (&req.volume_type, &found) {
-            (Some(t), _) => db::find_type(&mut tx, t).await?.ok_or_else(|| ServiceError::not_found("Volume type", t.clone()))?,
+            (Some(t), _) => {
+                let found = db::find_type(&mut tx, t).await?;
+                crate::type_access::visible_or_none(&mut tx, caller, found)
+                    .await?
+                    .ok_or_else(|| ServiceError::not_found("Volume type", t.clone()))?
+            }
             (None, Some(f)) => {
                 db::get_type(&mut tx, &f.type_id).await?.ok_or_else(|| ServiceError::not_found("Volume type", f.type_id.clone()))?
             }

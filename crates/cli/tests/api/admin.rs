@@ -170,3 +170,83 @@ fn hosts_pools_capabilities() {
     }
     refused(&srv.cinder(&["get-capabilities", "invalid_host"]), 404);
 }
+
+fn qos(srv: &Server, id: &str) -> (u16, Value) {
+    srv.http("GET", &format!("/v3/qos-specs/{id}"), None)
+}
+
+fn type_qos(srv: &Server, type_id: &str) -> Value {
+    let (st, v) = srv.http("GET", &format!("/v3/types/{type_id}"), None);
+    assert_eq!(st, 200, "{v}");
+    v["volume_type"].get("qos_specs_id").cloned().unwrap_or(Value::Null)
+}
+
+#[test]
+fn qos_specs_keys_and_associations() {
+    let (srv, _d) = start();
+    let id = table_field(&srv.cinder(&["qos-create", "gold", "consumer=front-end", "read_iops_sec=2000"]), "id");
+    let out = stdout(&srv.cinder(&["qos-list"]));
+    assert!(out.contains("gold") && out.contains("front-end") && out.contains("read_iops_sec"), "{out}");
+    stdout(&srv.cinder(&["qos-key", &id, "set", "iops_bytes=500"]));
+    let (st, v) = qos(&srv, &id);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["qos_specs"]["specs"], serde_json::json!({"read_iops_sec": "2000", "iops_bytes": "500"}));
+    assert!(v["links"][0]["href"].as_str().unwrap().ends_with(&format!("/qos-specs/{id}")), "{v}");
+    stdout(&srv.cinder(&["qos-key", &id, "unset", "iops_bytes"]));
+    assert_eq!(qos(&srv, &id).1["qos_specs"]["specs"], serde_json::json!({"read_iops_sec": "2000"}));
+
+    // Bad inputs, each leaving the specs as they were.
+    refused(&srv.cinder(&["qos-create", "gold", "a=b"]), 409);
+    refused(&srv.cinder(&["qos-create", "silver", "consumer=everyone"]), 400);
+    refused(&srv.cinder(&["qos-key", &id, "unset", "no_such_key"]), 400);
+    let out = srv.cinder(&["qos-show", "00000000-0000-0000-0000-000000000000"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("No qosspecs"), "{out:?}");
+    let (st, v) = qos(&srv, "00000000-0000-0000-0000-000000000000");
+    assert_eq!((st, v["itemNotFound"]["code"].as_u64()), (404, Some(404)), "{v}");
+    let bad: &[(&str, &str, &str, u16)] = &[
+        ("POST", "/v3/qos-specs", r#"{"qos_specs": {"name": "x", "iops": 5}}"#, 400),
+        ("POST", "/v3/qos-specs", r#"{"qos_specs": {"consumer": "both"}}"#, 400),
+        ("POST", "/v3/qos-specs", r#"{"qos_specs": {"name": "   "}}"#, 400),
+        ("POST", "/v3/qos-specs", "[]", 400),
+        ("PUT", "/v3/qos-specs/ID", r#"{"qos_specs": {"consumer": "nobody"}}"#, 400),
+        ("PUT", "/v3/qos-specs/ID/delete_keys", r#"{"keys": "read_iops_sec"}"#, 400),
+        ("GET", "/v3/qos-specs/ID/associate", "", 400),
+        ("GET", "/v3/qos-specs/ID/associate?vol_type_id=nope", "", 404),
+    ];
+    for (m, path, body, status) in bad {
+        let path = path.replace("ID", &id);
+        let (st, v) = srv.http(m, &path, (!body.is_empty()).then_some(body.as_bytes()));
+        assert_eq!(st, *status, "{m} {path} {body}: {v}");
+    }
+    let (_, v) = qos(&srv, &id);
+    assert_eq!((v["qos_specs"]["consumer"].as_str(), &v["qos_specs"]["specs"]), (Some("front-end"), &serde_json::json!({"read_iops_sec": "2000"})));
+    let (_, all) = srv.http("GET", "/v3/qos-specs", None);
+    assert_eq!(all["qos_specs"].as_array().unwrap().len(), 1, "{all}");
+
+    // Associations: the type's view follows them; one specs per type.
+    let t1 = srv.create_type("qt1", None, &[]);
+    let t2 = srv.create_type("qt2", None, &[]);
+    assert_eq!(type_qos(&srv, &t1), Value::Null);
+    stdout(&srv.cinder(&["qos-associate", &id, &t1]));
+    stdout(&srv.cinder(&["qos-associate", &id, &t2]));
+    assert_eq!(type_qos(&srv, &t1), id.as_str());
+    let out = stdout(&srv.cinder(&["qos-get-association", &id]));
+    assert!(out.contains(&t1) && out.contains(&t2) && out.contains("volume_type"), "{out}");
+    let other = table_field(&srv.cinder(&["qos-create", "bronze", "consumer=both"]), "id");
+    refused(&srv.cinder(&["qos-associate", &other, &t1]), 400);
+    assert_eq!(type_qos(&srv, &t1), id.as_str());
+    refused(&srv.cinder(&["qos-delete", &id]), 400);
+    assert_eq!(qos(&srv, &id).0, 200);
+    stdout(&srv.cinder(&["qos-disassociate", &id, &t1]));
+    assert_eq!(type_qos(&srv, &t1), Value::Null);
+    assert_eq!(type_qos(&srv, &t2), id.as_str());
+    stdout(&srv.cinder(&["qos-disassociate-all", &id]));
+    assert_eq!(type_qos(&srv, &t2), Value::Null);
+    stdout(&srv.cinder(&["qos-associate", &id, &t1]));
+    stdout(&srv.cinder(&["qos-delete", "--force", "True", &id]));
+    assert_eq!(qos(&srv, &id).0, 404);
+    assert_eq!(type_qos(&srv, &t1), Value::Null);
+    stdout(&srv.cinder(&["qos-delete", &other]));
+    let (_, all) = srv.http("GET", "/v3/qos-specs", None);
+    assert_eq!(all["qos_specs"], serde_json::json!([]));
+}

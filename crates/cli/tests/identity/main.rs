@@ -15,3 +15,4 @@ mod cli;
 mod flows;
 mod harness;
 mod outage;
+mod type_access;

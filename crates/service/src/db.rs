@@ -114,6 +114,20 @@ CREATE TABLE IF NOT EXISTS volume_type_projects (
     project_id TEXT NOT NULL,
     PRIMARY KEY (type_id, project_id)
 );
+CREATE TABLE IF NOT EXISTS messages (
+    id               TEXT PRIMARY KEY,
+    project_id       TEXT NOT NULL,
+    request_id       TEXT NOT NULL,
+    resource_type    TEXT NOT NULL,
+    resource_uuid    TEXT NOT NULL,
+    event_id         TEXT NOT NULL,
+    message_level    TEXT NOT NULL,
+    user_message     TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    guaranteed_until TEXT NOT NULL,
+    expires_ms       BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_project ON messages (project_id, created_at);
 CREATE TABLE IF NOT EXISTS services (
     host            TEXT NOT NULL,
     service_binary  TEXT NOT NULL,

@@ -334,3 +334,61 @@ mod tests {
         assert_eq!(without_pool("rekey@file"), "rekey@file");
     }
 }
+
+/// Why no backend can take a volume of type `type_id`, if none can: the
+/// type's extra specs name a capability (unscoped or `capabilities:`) the
+/// backend reports otherwise, as Cinder's capabilities filter decides.
+/// Only the capabilities that say what the backend is are checked
+/// (`vendor_name`, `storage_protocol`, `volume_backend_name`); other keys
+/// are not refused, so types with specs rekey does not know stay usable.
+pub(crate) async fn unschedulable(svc: &Service, type_id: &str) -> Result<Option<String>> {
+    let t = {
+        let mut c = svc.conn().await?;
+        crate::db::get_type(&mut c, type_id).await?
+    };
+    let Some(t) = t else { return Ok(None) };
+    let pool = svc.pools().await?.remove(0);
+    for (key, want) in &t.extra_specs {
+        let key = key.strip_prefix("capabilities:").unwrap_or(key);
+        let have = match key {
+            "vendor_name" => VENDOR,
+            "storage_protocol" => pool.storage_protocol,
+            "volume_backend_name" => pool.backend_name.as_str(),
+            _ => continue,
+        };
+        if !spec_matches(want, have) {
+            return Ok(Some(format!("No weighed backend has {key} {want:?} (the backend has {have:?}).")));
+        }
+    }
+    Ok(None)
+}
+
+/// Cinder's extra-spec operators for strings: `<in>`, `<or>`, `s==`, `=`,
+/// or a plain value (compared ignoring case, as protocols are).
+fn spec_matches(want: &str, have: &str) -> bool {
+    let want = want.trim();
+    if let Some(rest) = want.strip_prefix("<in>") {
+        return have.contains(rest.trim());
+    }
+    if want.starts_with("<or>") {
+        return want.split("<or>").map(str::trim).filter(|w| !w.is_empty()).any(|w| w.eq_ignore_ascii_case(have));
+    }
+    let want = want.strip_prefix("s==").or_else(|| want.strip_prefix('=')).map_or(want, str::trim);
+    want.eq_ignore_ascii_case(have)
+}
+
+#[cfg(test)]
+mod spec_tests {
+    use super::spec_matches;
+
+    #[test]
+    fn operators() {
+        assert!(spec_matches("Open Source", "Open Source"));
+        assert!(spec_matches("NBD", "nbd"));
+        assert!(!spec_matches("iSCSI", "nbd"));
+        assert!(spec_matches("<or> iSCSI <or> nbd", "nbd"));
+        assert!(!spec_matches("<or> iSCSI <or> FC", "nbd"));
+        assert!(spec_matches("<in> Source", "Open Source"));
+        assert!(spec_matches("s== file", "file"));
+    }
+}

@@ -20,6 +20,7 @@ mod error;
 pub mod exports;
 pub mod fault;
 pub mod inventory;
+pub mod messages;
 pub mod key_migrate;
 mod metered;
 mod metrics;

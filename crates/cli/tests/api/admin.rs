@@ -33,6 +33,14 @@ fn refused(out: &Output, status: u16) -> String {
     err
 }
 
+/// A CLI call refused because the thing is not there: the server's 404, or
+/// the client's own lookup (by id, then name) finding nothing.
+fn not_found(out: &Output) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected a refusal, got:\n{}", String::from_utf8_lossy(&out.stdout));
+    assert!(err.contains("HTTP 404") || err.contains("with a name or ID of"), "expected not found:\n{err}");
+}
+
 fn services(srv: &Server, query: &str) -> Vec<Value> {
     let (st, v) = srv.http("GET", &format!("/v3/os-services{query}"), None);
     assert_eq!(st, 200, "{v}");
@@ -249,4 +257,53 @@ fn qos_specs_keys_and_associations() {
     stdout(&srv.cinder(&["qos-delete", &other]));
     let (_, all) = srv.http("GET", "/v3/qos-specs", None);
     assert_eq!(all["qos_specs"], serde_json::json!([]));
+}
+
+/// A create no backend can take (its type asks for another protocol) is
+/// accepted, ends in `error` with nothing made on the backend and no key
+/// left, and the project is told why in a user message; a type naming
+/// what the pool reports still works.
+#[test]
+fn unschedulable_create_leaves_a_user_message() {
+    let (srv, _d) = start();
+    let good = srv.create_type("fits", Some("luks"), &[("storage_protocol", "nbd"), ("vendor_name", "Open Source")]);
+    let v = srv.create_volume(serde_json::json!({"volume": {"size": 1, "volume_type": good}}));
+    assert_eq!(v["status"], "available", "{v}");
+
+    let bad = srv.create_type("elsewhere", Some("luks"), &[("storage_protocol", "iSCSI"), ("capabilities:vendor_name", "ACME")]);
+    let id = table_field(&srv.cinder(&["create", "--volume-type", &bad, "--name", "nowhere", "1"]), "id");
+    let v = srv.wait_settled(&id);
+    assert_eq!(v["status"], "error", "{v}");
+    assert!(!volume_path(srv.data_dir.as_path(), &id).exists(), "a backend volume was made");
+    assert_no_orphan_keys(&srv.data_dir, "unschedulable create");
+
+    let out = stdout(&srv.cinder(&["message-list"]));
+    let row = out.lines().find(|l| l.contains(&id)).unwrap_or_else(|| panic!("no message for {id}:\n{out}"));
+    assert!(row.contains("VOLUME_VOLUME_001_003"), "{row}");
+    let (st, v) = srv.http("GET", "/v3/messages", None);
+    assert_eq!(st, 200, "{v}");
+    let msgs = v["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 1, "only the failed create has a message: {v}");
+    let mid = msgs[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(msgs[0]["user_message"], "schedule allocate volume:Could not find any available weighted backend.");
+    assert_eq!((msgs[0]["resource_type"].as_str(), msgs[0]["message_level"].as_str()), (Some("VOLUME"), Some("ERROR")));
+    let out = stdout(&srv.cinder(&["message-show", &mid]));
+    assert!(out.contains(&id) && out.contains("guaranteed_until"), "{out}");
+
+    // Another project sees none of it; before 3.3 there are no messages.
+    let (st, v) = srv.http_as("someone-else", "GET", "/v3/messages", None);
+    assert_eq!((st, v["messages"].as_array().map(Vec::len)), (200, Some(0)), "{v}");
+    let (st, v) = srv.http_as("someone-else", "DELETE", &format!("/v3/messages/{mid}"), None);
+    assert_eq!((st, v["itemNotFound"]["code"].as_u64()), (404, Some(404)), "{v}");
+    let (st, _) = http(srv.port, "GET", "/v3/messages", &[("X-Auth-Token", "u:notused"), ("OpenStack-API-Version", "volume 3.0")], None).unwrap();
+    assert_eq!(st, 404);
+    not_found(&srv.cinder(&["message-show", "00000000-0000-0000-0000-000000000000"]));
+
+    stdout(&srv.cinder(&["message-delete", &mid]));
+    let (st, v) = srv.http("GET", &format!("/v3/messages/{mid}"), None);
+    assert_eq!((st, v["itemNotFound"]["code"].as_u64()), (404, Some(404)), "{v}");
+    let out = srv.cinder(&["message-delete", &mid]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Unable to delete"), "{out:?}");
+    let (st, v) = srv.http("DELETE", &format!("/v3/messages/{mid}"), None);
+    assert_eq!((st, v["itemNotFound"]["code"].as_u64()), (404, Some(404)), "{v}");
 }

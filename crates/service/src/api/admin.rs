@@ -12,6 +12,8 @@ use serde_json::{json, Map, Value};
 use super::error::ApiError;
 use super::{query, Reply};
 use crate::inventory::{HostUsage, PoolInfo, ServiceChange, ServiceInfo, VENDOR, VOLUME_BINARY, ZONE};
+use crate::messages::Message;
+use crate::model::Caller;
 use crate::service::Service;
 
 /// Operations of this module.
@@ -38,10 +40,16 @@ pub enum AdminEndpoint {
     TypeAccess(String),
     /// `POST /types/{id}/action`: `addProjectAccess`, `removeProjectAccess`.
     TypeAccessAction(String),
+    /// `GET /messages` (3.3+).
+    ListMessages,
+    /// `GET /messages/{id}`.
+    ShowMessage(String),
+    /// `DELETE /messages/{id}`.
+    DeleteMessage(String),
 }
 
 /// The first path segments this module answers (none is a project id).
-pub(super) const COLLECTIONS: &[&str] = &["os-availability-zone", "extensions", "os-services", "os-hosts", "scheduler-stats", "capabilities"];
+pub(super) const COLLECTIONS: &[&str] = &["os-availability-zone", "extensions", "os-services", "os-hosts", "scheduler-stats", "capabilities", "messages"];
 
 /// Routes the path segments after `/v3[/{project}]`.
 pub(super) fn resource(m: &Method, segs: &[&str]) -> Result<AdminEndpoint, ApiError> {
@@ -56,6 +64,10 @@ pub(super) fn resource(m: &Method, segs: &[&str]) -> Result<AdminEndpoint, ApiEr
         (["os-hosts", host], &Method::GET) => ShowHost(s(host)),
         (["scheduler-stats", "get_pools"], &Method::GET) => Pools,
         (["capabilities", host], &Method::GET) => Capabilities(s(host)),
+        (["messages"], &Method::GET) => ListMessages,
+        (["messages", id], &Method::GET) => ShowMessage(s(id)),
+        (["messages", id], &Method::DELETE) => DeleteMessage(s(id)),
+        (["messages"] | ["messages", _], _) => return Err(ApiError::bad_method()),
         (["types", id, "os-volume-type-access"], &Method::GET) => TypeAccess(s(id)),
         (["types", id, "action"], &Method::POST) => TypeAccessAction(s(id)),
         (["types", _, "os-volume-type-access" | "action"], _) => return Err(ApiError::bad_method()),
@@ -67,10 +79,30 @@ pub(super) fn resource(m: &Method, segs: &[&str]) -> Result<AdminEndpoint, ApiEr
     Ok(e)
 }
 
-pub(super) async fn handle(svc: &Arc<Service>, e: AdminEndpoint, uri: &Uri, bytes: &Bytes, mv: (u32, u32)) -> Reply {
+pub(super) async fn handle(
+    svc: &Arc<Service>,
+    who: &Caller,
+    e: AdminEndpoint,
+    uri: &Uri,
+    bytes: &Bytes,
+    base: &str,
+    mv: (u32, u32),
+) -> Reply {
     use AdminEndpoint::*;
     let ok = |v: Value| Ok((StatusCode::OK, v));
+    if matches!(e, ListMessages | ShowMessage(_) | DeleteMessage(_)) && mv < (3, 3) {
+        return Err(ApiError { status: 404, message: "API version 3.3 or later is needed for messages.".into() });
+    }
     match e {
+        ListMessages => {
+            let all = svc.list_messages(who).await?;
+            ok(json!({ "messages": all.iter().map(|m| message_view(base, m)).collect::<Vec<_>>() }))
+        }
+        ShowMessage(id) => ok(json!({ "message": message_view(base, &svc.get_message(who, &id).await?) })),
+        DeleteMessage(id) => {
+            svc.delete_message(who, &id).await?;
+            Ok((StatusCode::NO_CONTENT, Value::Null))
+        }
         AvailabilityZones => ok(json!({
             "availabilityZoneInfo": [{ "zoneName": ZONE, "zoneState": { "available": true } }]
         })),
@@ -222,6 +254,24 @@ fn service_view(s: &ServiceInfo, mv: (u32, u32)) -> Value {
         }
     }
     v
+}
+
+fn message_view(base: &str, m: &Message) -> Value {
+    json!({
+        "id": m.id,
+        "message_level": m.message_level,
+        "event_id": m.event_id,
+        "user_message": m.user_message,
+        "resource_type": m.resource_type,
+        "resource_uuid": m.resource_uuid,
+        "request_id": m.request_id,
+        "created_at": m.created_at,
+        "guaranteed_until": m.guaranteed_until,
+        "links": [
+            {"rel": "self", "href": format!("{base}/v3/{}/messages/{}", m.project_id, m.id)},
+            {"rel": "bookmark", "href": format!("{base}/{}/messages/{}", m.project_id, m.id)}
+        ],
+    })
 }
 
 fn host_view(s: &ServiceInfo) -> Value {

@@ -84,7 +84,7 @@ pub enum Endpoint {
 
 /// Collections that can follow `/v3/` directly (so are not project ids).
 const COLLECTIONS: &[&str] = &["volumes", "types", "attachments", "snapshots", "backups", "volume-transfers", "os-volume-transfer", "os-rekey",
-    "os-availability-zone", "extensions", "os-services", "os-hosts", "scheduler-stats", "capabilities",
+    "os-availability-zone", "extensions", "os-services", "os-hosts", "scheduler-stats", "capabilities", "messages",
     "qos-specs"];
 
 /// A routed request: the endpoint and the project named in the path, if any.

@@ -263,7 +263,7 @@ async fn handle(
         UpdateEncryption(id) => types::put_encryption(svc, &id, bytes, false).await,
         DeleteEncryption(id) => types::delete_encryption(svc, &id).await,
         Paths(e) => paths::handle(svc, &who, e, uri, bytes, base, mv).await,
-        Operator(e) => admin::handle(svc, e, uri, bytes, mv).await,
+        Operator(e) => admin::handle(svc, &who, e, uri, bytes, base, mv).await,
         Qos(e) => qos::handle(svc, &who, e, uri, bytes, base).await,
     };
     r.map(Handled::from)

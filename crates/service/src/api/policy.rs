@@ -92,6 +92,9 @@ fn admin_rule(e: &AdminEndpoint) -> (Rule, &'static str) {
         ListHosts | ShowHost(_) => (Admin, "volume_extension:hosts"),
         Pools => (Admin, "scheduler_extension:scheduler_stats:get_pools"),
         Capabilities(_) => (Admin, "volume_extension:capabilities"),
+        ListMessages => (Reader, "message:get_all"),
+        ShowMessage(_) => (Reader, "message:get"),
+        DeleteMessage(_) => (Member, "message:delete"),
         TypeAccess(_) => (Admin, "volume_extension:volume_type_access"),
         TypeAccessAction(_) => (Admin, "volume_extension:volume_type_access:addProjectAccess"),
     }

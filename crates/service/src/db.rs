@@ -128,6 +128,19 @@ CREATE TABLE IF NOT EXISTS messages (
     expires_ms       BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_by_project ON messages (project_id, created_at);
+CREATE TABLE IF NOT EXISTS group_types (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    description TEXT,
+    is_public   BIGINT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS group_type_specs (
+    type_id    TEXT NOT NULL,
+    spec_key   TEXT NOT NULL,
+    spec_value TEXT NOT NULL,
+    PRIMARY KEY (type_id, spec_key)
+);
 CREATE TABLE IF NOT EXISTS services (
     host            TEXT NOT NULL,
     service_binary  TEXT NOT NULL,

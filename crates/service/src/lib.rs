@@ -19,6 +19,7 @@ mod engine;
 mod error;
 pub mod exports;
 pub mod fault;
+pub mod groups;
 pub mod inventory;
 pub mod messages;
 pub mod key_migrate;

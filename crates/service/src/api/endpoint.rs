@@ -80,12 +80,14 @@ pub enum Endpoint {
     Operator(super::admin::AdminEndpoint),
     /// QoS specs and their type associations (`super::qos`).
     Qos(super::qos::QosEndpoint),
+    /// Group types and their specs (`super::groups`).
+    Groups(super::groups::GroupsEndpoint),
 }
 
 /// Collections that can follow `/v3/` directly (so are not project ids).
 const COLLECTIONS: &[&str] = &["volumes", "types", "attachments", "snapshots", "backups", "volume-transfers", "os-volume-transfer", "os-rekey",
     "os-availability-zone", "extensions", "os-services", "os-hosts", "scheduler-stats", "capabilities", "messages",
-    "qos-specs"];
+    "qos-specs", "group_types"];
 
 /// A routed request: the endpoint and the project named in the path, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +168,7 @@ fn resource(m: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
         | (["types", _, "encryption"] | ["types", _, "encryption", _], _) => return Err(ApiError::bad_method()),
         ([first, ..], _) if super::admin::COLLECTIONS.contains(first) => return super::admin::resource(m, segs).map(Operator),
         (["types", _, "os-volume-type-access" | "action"], _) => return super::admin::resource(m, segs).map(Operator),
+        ([super::groups::COLLECTION, ..], _) => return super::groups::resource(m, segs).map(Groups),
         ([super::qos::COLLECTION, ..], _) => return super::qos::resource(m, segs).map(Qos),
         _ => return super::paths::resource(m, segs).map(Paths),
     };

@@ -9,6 +9,7 @@ pub mod admin;
 mod attachments;
 pub mod endpoint;
 pub mod error;
+pub mod groups;
 pub mod identity;
 pub mod paths;
 pub mod policy;
@@ -265,6 +266,7 @@ async fn handle(
         Paths(e) => paths::handle(svc, &who, e, uri, bytes, base, mv).await,
         Operator(e) => admin::handle(svc, &who, e, uri, bytes, base, mv).await,
         Qos(e) => qos::handle(svc, &who, e, uri, bytes, base).await,
+        Groups(e) => groups::handle(svc, e, uri, bytes, mv).await,
     };
     r.map(Handled::from)
 }

@@ -13,6 +13,7 @@
 //! stay scoped to its project).
 
 use super::admin::AdminEndpoint;
+use super::groups::GroupsEndpoint;
 use super::qos::QosEndpoint;
 use super::endpoint::Endpoint;
 use super::error::ApiError;
@@ -64,6 +65,17 @@ pub fn rule(e: &Endpoint) -> (Rule, &'static str) {
         Paths(p) => paths_rule(p),
         Operator(a) => admin_rule(a),
         Qos(q) => qos_rule(q),
+        Groups(g) => groups_rule(g),
+    }
+}
+
+fn groups_rule(e: &GroupsEndpoint) -> (Rule, &'static str) {
+    use GroupsEndpoint::*;
+    match e {
+        ListTypes | ShowType(_) | DefaultType => (Rule::Reader, "group:group_types:get"),
+        CreateType | UpdateType(_) | DeleteType(_) => (Rule::Admin, "group:group_types:create"),
+        ListSpecs(_) | ShowSpec(..) => (Rule::Admin, "group:group_types_specs:get"),
+        SetSpecs(_) | UpdateSpec(..) | DeleteSpec(..) => (Rule::Admin, "group:group_types_specs:create"),
     }
 }
 

@@ -307,3 +307,62 @@ fn unschedulable_create_leaves_a_user_message() {
     let (st, v) = srv.http("DELETE", &format!("/v3/messages/{mid}"), None);
     assert_eq!((st, v["itemNotFound"]["code"].as_u64()), (404, Some(404)), "{v}");
 }
+
+fn group_type(srv: &Server, id: &str) -> (u16, Value) {
+    srv.http("GET", &format!("/v3/group_types/{id}"), None)
+}
+
+#[test]
+fn group_types_and_specs() {
+    let (srv, _d) = start();
+    let out = stdout(&srv.cinder(&["group-type-create", "--description", "first", "gold-group"]));
+    let (_, v) = srv.http("GET", "/v3/group_types", None);
+    let id = v["group_types"][0]["id"].as_str().unwrap_or_else(|| panic!("{v}")).to_owned();
+    assert!(out.contains(&id) && out.contains("gold-group"), "{out}");
+    let out = stdout(&srv.cinder(&["group-type-list"]));
+    assert!(out.contains("gold-group") && out.contains(&id), "{out}");
+    stdout(&srv.cinder(&["group-type-key", &id, "set", "consistent_group_snapshot_enabled=<is> False", "k2=v2"]));
+    let out = stdout(&srv.cinder(&["group-specs-list"]));
+    assert!(out.contains("consistent_group_snapshot_enabled") && out.contains("k2"), "{out}");
+    stdout(&srv.cinder(&["group-type-key", &id, "unset", "k2"]));
+    let (st, v) = srv.http("GET", &format!("/v3/group_types/{id}/group_specs"), None);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["group_specs"], serde_json::json!({"consistent_group_snapshot_enabled": "<is> False"}));
+    stdout(&srv.cinder(&["group-type-update", "--name", "silver-group", "--is-public", "false", &id]));
+    let (_, v) = group_type(&srv, &id);
+    assert_eq!((v["group_type"]["name"].as_str(), v["group_type"]["is_public"].as_bool()), (Some("silver-group"), Some(false)), "{v}");
+    // Private types are listed only when asked for.
+    let (_, v) = srv.http("GET", "/v3/group_types", None);
+    assert!(!v["group_types"].as_array().unwrap().iter().any(|t| t["id"] == id.as_str()), "{v}");
+    let (_, v) = srv.http("GET", "/v3/group_types?is_public=None", None);
+    assert!(v["group_types"].as_array().unwrap().iter().any(|t| t["id"] == id.as_str()), "{v}");
+
+    // Bad inputs; the type is as it was.
+    refused(&srv.cinder(&["group-type-create", "silver-group"]), 409);
+    let bad: &[(&str, &str, &str, u16)] = &[
+        ("POST", "/v3/group_types", r#"{"group_type": {"description": "no name"}}"#, 400),
+        ("POST", "/v3/group_types", r#"{"group_type": {"name": "x", "group_specs": {"a": 1}}}"#, 400),
+        ("POST", "/v3/group_types", r#"{"group_type": {"name": "x", "is_public": "perhaps"}}"#, 400),
+        ("PUT", "/v3/group_types/ID", r#"{"group_type": {}}"#, 400),
+        ("PUT", "/v3/group_types/ID/group_specs/a", r#"{"b": "c"}"#, 400),
+        ("GET", "/v3/group_types/ID/group_specs/nope", "", 404),
+        ("DELETE", "/v3/group_types/ID/group_specs/nope", "", 404),
+        ("GET", "/v3/group_types/00000000-0000-0000-0000-000000000000", "", 404),
+        ("GET", "/v3/group_types/default", "", 404),
+        ("GET", "/v3/group_types?sort=size", "", 400),
+    ];
+    for (m, path, body, status) in bad {
+        let path = path.replace("ID", &id);
+        let (st, v) = srv.http(m, &path, (!body.is_empty()).then_some(body.as_bytes()));
+        assert_eq!(st, *status, "{m} {path} {body}: {v}");
+    }
+    let (st, _) = http(srv.port, "GET", "/v3/group_types", &[("X-Auth-Token", "u:notused"), ("OpenStack-API-Version", "volume 3.10")], None).unwrap();
+    assert_eq!(st, 404, "group types before 3.11");
+    let (_, v) = group_type(&srv, &id);
+    assert_eq!(v["group_type"]["group_specs"], serde_json::json!({"consistent_group_snapshot_enabled": "<is> False"}));
+    let (_, all) = srv.http("GET", "/v3/group_types?is_public=None", None);
+    assert_eq!(all["group_types"].as_array().unwrap().len(), 1, "{all}");
+
+    stdout(&srv.cinder(&["group-type-delete", &id]));
+    assert_eq!(group_type(&srv, &id).0, 404);
+}

@@ -151,6 +151,10 @@ min_microversion = 3.0
 max_microversion = $maxv
 build_timeout = 120
 build_interval = 1
+# What rekey's pool reports (get_pools, capabilities); types that name
+# another protocol or vendor find no backend, as in Cinder.
+storage_protocol = nbd
+vendor_name = Open Source
 [volume-feature-enabled]
 clone = True
 snapshot = True

@@ -93,6 +93,65 @@ impl Db {
 }
 
 const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS qos_specs (
+    id         TEXT PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    consumer   TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS qos_spec_keys (
+    qos_id     TEXT NOT NULL,
+    spec_key   TEXT NOT NULL,
+    spec_value TEXT NOT NULL,
+    PRIMARY KEY (qos_id, spec_key)
+);
+CREATE TABLE IF NOT EXISTS qos_associations (
+    type_id TEXT PRIMARY KEY,
+    qos_id  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS volume_type_projects (
+    type_id    TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    PRIMARY KEY (type_id, project_id)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id               TEXT PRIMARY KEY,
+    project_id       TEXT NOT NULL,
+    request_id       TEXT NOT NULL,
+    resource_type    TEXT NOT NULL,
+    resource_uuid    TEXT NOT NULL,
+    event_id         TEXT NOT NULL,
+    message_level    TEXT NOT NULL,
+    user_message     TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    guaranteed_until TEXT NOT NULL,
+    expires_ms       BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_project ON messages (project_id, created_at);
+CREATE TABLE IF NOT EXISTS group_types (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    description TEXT,
+    is_public   BIGINT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS group_type_specs (
+    type_id    TEXT NOT NULL,
+    spec_key   TEXT NOT NULL,
+    spec_value TEXT NOT NULL,
+    PRIMARY KEY (type_id, spec_key)
+);
+CREATE TABLE IF NOT EXISTS services (
+    host            TEXT NOT NULL,
+    service_binary  TEXT NOT NULL,
+    disabled        BIGINT NOT NULL,
+    disabled_reason TEXT,
+    frozen          BIGINT NOT NULL,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    heartbeat_ms    BIGINT NOT NULL,
+    PRIMARY KEY (host, service_binary)
+);
 CREATE TABLE IF NOT EXISTS volume_types (
     id          TEXT PRIMARY KEY,
     name        TEXT NOT NULL UNIQUE,
@@ -485,6 +544,7 @@ fn type_from_row(r: &AnyRow) -> VolumeType {
         description: r.get("description"),
         is_public: r.get::<i64, _>("is_public") != 0,
         extra_specs: BTreeMap::new(),
+        qos_specs_id: None,
     }
 }
 
@@ -495,6 +555,11 @@ async fn load_specs(c: &mut Conn, t: &mut VolumeType) -> Result<()> {
         .await
         .map_err(db("read extra specs"))?;
     t.extra_specs = rows.iter().map(|r| (r.get("spec_key"), r.get("spec_value"))).collect();
+    t.qos_specs_id = sqlx::query_scalar("SELECT qos_id FROM qos_associations WHERE type_id = $1")
+        .bind(&t.id)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(db("read qos association"))?;
     Ok(())
 }
 
@@ -617,6 +682,8 @@ pub async fn delete_type(c: &mut Conn, type_id: &str) -> Result<()> {
     for q in [
         "DELETE FROM type_extra_specs WHERE type_id = $1",
         "DELETE FROM encryption_types WHERE type_id = $1",
+        "DELETE FROM qos_associations WHERE type_id = $1",
+        "DELETE FROM volume_type_projects WHERE type_id = $1",
         "DELETE FROM volume_types WHERE id = $1",
     ] {
         sqlx::query(q).bind(type_id).execute(&mut *c).await.map_err(db("delete volume type"))?;

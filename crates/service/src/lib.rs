@@ -20,6 +20,9 @@ mod engine;
 mod error;
 pub mod exports;
 pub mod fault;
+pub mod groups;
+pub mod inventory;
+pub mod messages;
 pub mod key_migrate;
 mod metered;
 mod metrics;
@@ -27,7 +30,9 @@ pub mod model;
 mod online;
 pub mod paths;
 pub mod quotas;
+mod qos;
 mod service;
+mod type_access;
 
 use std::sync::Arc;
 
@@ -64,6 +69,7 @@ pub async fn serve(
         .await
         .map_err(|e| ServiceError::Config(format!("cannot listen on {}: {e}", svc.config().listen)))?;
     let addr = listener.local_addr().map_err(|e| ServiceError::Internal(e.to_string()))?;
+    inventory::start_heartbeat(svc.clone()).await?;
     let resumed = engine::recover::<paths::Flow>(svc.clone()).await?;
     if resumed > 0 {
         tracing::info!(resumed, "resumed unfinished jobs");

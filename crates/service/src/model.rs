@@ -234,6 +234,8 @@ pub struct VolumeType {
     pub is_public: bool,
     /// Extra specs.
     pub extra_specs: BTreeMap<String, String>,
+    /// The qos specs associated with the type, if any.
+    pub qos_specs_id: Option<String>,
 }
 
 /// The name of the type volumes get when none is asked for.
@@ -321,7 +323,11 @@ impl Encryption {
 
 /// Now as Cinder prints times: `2024-05-01T12:34:56.000000`.
 pub fn now_iso() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    iso_at(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default())
+}
+
+/// `now` (since the Unix epoch) as Cinder prints times.
+pub fn iso_at(now: std::time::Duration) -> String {
     let secs = now.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);

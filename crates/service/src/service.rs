@@ -228,7 +228,7 @@ impl Service {
     ) -> Result<VolumeType> {
         check_name("name", &name)?;
         check_specs(&extra_specs)?;
-        let t = VolumeType { id: uuid::Uuid::new_v4().to_string(), name, description, is_public, extra_specs };
+        let t = VolumeType { id: uuid::Uuid::new_v4().to_string(), name, description, is_public, extra_specs, qos_specs_id: None };
         let mut tx = self.tx().await?;
         db::insert_type(&mut tx, &t).await?;
         tx.commit().await.map_err(crate::error::db("commit"))?;

@@ -2,6 +2,7 @@
 //! Needs REKEY_CLIENTS_VENV (from scripts/clients.sh) and cryptsetup; the
 //! attachment tests also qemu-io and qemu-img (qemu-utils 10).
 
+mod admin;
 mod attachments;
 
 mod bad_input;

@@ -17,3 +17,4 @@ mod harness;
 mod openapi;
 mod outage;
 mod quotas;
+mod type_access;

@@ -82,12 +82,19 @@ pub enum Endpoint {
     Defaults(super::defaults::DefaultsEndpoint),
     /// Quota sets, quota classes and limits (`super::quotas`).
     Quotas(super::quotas::QuotasEndpoint),
+    /// Zones, extensions, services, hosts, pools, capabilities (`super::admin`).
+    Operator(super::admin::AdminEndpoint),
+    /// QoS specs and their type associations (`super::qos`).
+    Qos(super::qos::QosEndpoint),
+    /// Group types and their specs (`super::groups`).
+    Groups(super::groups::GroupsEndpoint),
 }
 
 /// Collections that can follow `/v3/` directly (so are not project ids).
 const COLLECTIONS: &[&str] = &[
     "volumes", "types", "attachments", "snapshots", "backups", "volume-transfers", "os-volume-transfer", "os-rekey", "default-types",
-    "os-quota-sets", "os-quota-class-sets", "limits",
+    "os-quota-sets", "os-quota-class-sets", "limits", "os-availability-zone", "extensions", "os-services", "os-hosts",
+    "scheduler-stats", "capabilities", "messages", "qos-specs", "group_types",
 ];
 
 /// Collections with a `/detail` list.
@@ -179,6 +186,10 @@ fn resource(m: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
         | (["types"] | ["types", _] | ["types", _, "extra_specs"] | ["types", _, "extra_specs", _], _)
         | (["types", _, "encryption"] | ["types", _, "encryption", _], _) => return Err(ApiError::bad_method()),
         (["os-quota-sets" | "os-quota-class-sets" | "limits", ..], _) => return super::quotas::resource(m, segs).map(Quotas),
+        ([first, ..], _) if super::admin::COLLECTIONS.contains(first) => return super::admin::resource(m, segs).map(Operator),
+        (["types", _, "os-volume-type-access" | "action"], _) => return super::admin::resource(m, segs).map(Operator),
+        ([super::groups::COLLECTION, ..], _) => return super::groups::resource(m, segs).map(Groups),
+        ([super::qos::COLLECTION, ..], _) => return super::qos::resource(m, segs).map(Qos),
         _ => match super::defaults::resource(m, segs) {
             Some(d) => return d.map(Defaults),
             None => return super::paths::resource(m, segs).map(Paths),

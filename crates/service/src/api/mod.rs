@@ -5,17 +5,20 @@
 //! extracts and validates the body and calls one domain function; errors
 //! become Cinder bodies in [`error`].
 
+pub mod admin;
 mod attachments;
 mod defaults;
 pub mod openapi;
 pub mod endpoint;
 pub mod error;
+pub mod groups;
 pub mod identity;
 mod listing;
 mod metadata;
 pub mod paths;
 pub mod policy;
 pub mod quotas;
+pub mod qos;
 mod types;
 pub mod views;
 mod volumes;
@@ -268,9 +271,9 @@ async fn handle(
         UpdateAttachment(id) => attachments::update(&v, &id, bytes).await,
         DeleteAttachment(id) => attachments::delete(&v, &id).await,
         AttachmentAction(id) => attachments::action(&v, &id, bytes).await,
-        ListTypes => types::list(svc).await,
+        ListTypes => types::list(svc, &who).await,
         CreateType => types::create(svc, bytes).await,
-        ShowType(id) => types::show(svc, &id).await,
+        ShowType(id) => types::show(svc, &who, &id).await,
         UpdateType(id) => types::update(svc, &id, bytes).await,
         DeleteType(id) => types::delete(svc, &id).await,
         ListExtraSpecs(id) => types::list_specs(svc, &id).await,
@@ -286,6 +289,9 @@ async fn handle(
         Paths(e) => paths::handle(svc, &who, e, uri, bytes, base, mv).await,
         Defaults(e) => defaults::handle(svc, e, bytes, mv).await,
         Quotas(e) => quotas::handle(svc, &who, e, uri, bytes).await,
+        Operator(e) => admin::handle(svc, &who, e, uri, bytes, base, mv).await,
+        Qos(e) => qos::handle(svc, &who, e, uri, bytes, base).await,
+        Groups(e) => groups::handle(svc, e, uri, bytes, mv).await,
     };
     r.map(Handled::from)
 }

@@ -12,6 +12,9 @@
 //! Under noauth every caller passes (the noauth caller is admin; resources
 //! stay scoped to its project).
 
+use super::admin::AdminEndpoint;
+use super::groups::GroupsEndpoint;
+use super::qos::QosEndpoint;
 use super::endpoint::Endpoint;
 use super::error::ApiError;
 use super::paths::{MetaOf, MetaOp, PathsEndpoint};
@@ -68,6 +71,52 @@ pub fn rule(e: &Endpoint) -> (Rule, &'static str) {
             super::defaults::DefaultsEndpoint::Unset(_) => (Admin, "volume_extension:default_unset"),
         },
         Quotas(q) => super::quotas::rule(q),
+        Operator(a) => admin_rule(a),
+        Qos(q) => qos_rule(q),
+        Groups(g) => groups_rule(g),
+    }
+}
+
+fn groups_rule(e: &GroupsEndpoint) -> (Rule, &'static str) {
+    use GroupsEndpoint::*;
+    match e {
+        ListTypes | ShowType(_) | DefaultType => (Rule::Reader, "group:group_types:get"),
+        CreateType | UpdateType(_) | DeleteType(_) => (Rule::Admin, "group:group_types:create"),
+        ListSpecs(_) | ShowSpec(..) => (Rule::Admin, "group:group_types_specs:get"),
+        SetSpecs(_) | UpdateSpec(..) | DeleteSpec(..) => (Rule::Admin, "group:group_types_specs:create"),
+    }
+}
+
+fn qos_rule(e: &QosEndpoint) -> (Rule, &'static str) {
+    use QosEndpoint::*;
+    let name = match e {
+        List | Associations(_) => "volume_extension:qos_specs_manage:get_all",
+        Show(_) => "volume_extension:qos_specs_manage:get",
+        Create => "volume_extension:qos_specs_manage:create",
+        SetKeys(_) | UnsetKeys(_) | Associate(_) | Disassociate(_) | DisassociateAll(_) => "volume_extension:qos_specs_manage:update",
+        Delete(_) => "volume_extension:qos_specs_manage:delete",
+    };
+    (Rule::Admin, name)
+}
+
+fn admin_rule(e: &AdminEndpoint) -> (Rule, &'static str) {
+    use AdminEndpoint::*;
+    use Rule::*;
+    match e {
+        AvailabilityZones => (Reader, "volume_extension:availability_zone_list"),
+        Extensions => (Reader, "volume_extension:extension_list"),
+        ListServices => (Admin, "volume_extension:services:index"),
+        UpdateService(a) if a == "freeze" => (Admin, "volume:freeze_host"),
+        UpdateService(a) if a == "thaw" => (Admin, "volume:thaw_host"),
+        UpdateService(_) => (Admin, "volume_extension:services:update"),
+        ListHosts | ShowHost(_) => (Admin, "volume_extension:hosts"),
+        Pools => (Admin, "scheduler_extension:scheduler_stats:get_pools"),
+        Capabilities(_) => (Admin, "volume_extension:capabilities"),
+        ListMessages => (Reader, "message:get_all"),
+        ShowMessage(_) => (Reader, "message:get"),
+        DeleteMessage(_) => (Member, "message:delete"),
+        TypeAccess(_) => (Admin, "volume_extension:volume_type_access"),
+        TypeAccessAction(_) => (Admin, "volume_extension:volume_type_access:addProjectAccess"),
     }
 }
 

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::{body, parse_size, truthy, views, Reply};
 use crate::error::ServiceError;
+use crate::model::Caller;
 use crate::service::{EncryptionSpec, Service};
 
 /// Extra-spec values: strings, or scalars Cinder stringifies.
@@ -97,8 +98,13 @@ fn encryption_spec(f: EncryptionFields) -> Result<EncryptionSpec, ApiError> {
 }
 
 
-pub(super) async fn list(svc: &Arc<Service>) -> Reply {
-    let types = svc.list_types().await?;
+pub(super) async fn list(svc: &Arc<Service>, who: &Caller) -> Reply {
+    let mut types = Vec::new();
+    for t in svc.list_types().await? {
+        if svc.type_visible(who, &t).await? {
+            types.push(t);
+        }
+    }
     Ok((StatusCode::OK, json!({ "volume_types": types.iter().map(views::volume_type).collect::<Vec<_>>() })))
 }
 
@@ -111,8 +117,12 @@ pub(super) async fn create(svc: &Arc<Service>, bytes: &Bytes) -> Reply {
     Ok((StatusCode::OK, json!({ "volume_type": views::volume_type_created(&t) })))
 }
 
-pub(super) async fn show(svc: &Arc<Service>, id: &str) -> Reply {
-    Ok((StatusCode::OK, json!({ "volume_type": views::volume_type(&svc.get_type(id).await?) })))
+pub(super) async fn show(svc: &Arc<Service>, who: &Caller, id: &str) -> Reply {
+    let t = svc.get_type(id).await?;
+    if !svc.type_visible(who, &t).await? {
+        return Err(ServiceError::not_found("Volume type", id).into());
+    }
+    Ok((StatusCode::OK, json!({ "volume_type": views::volume_type(&t) })))
 }
 
 pub(super) async fn update(svc: &Arc<Service>, id: &str, bytes: &Bytes) -> Reply {

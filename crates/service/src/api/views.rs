@@ -141,15 +141,20 @@ pub fn volume_attachment(a: &Attachment) -> Value {
 
 /// Volume type view.
 pub fn volume_type(t: &VolumeType) -> Value {
-    json!({
+    let mut v = json!({
         "id": t.id,
         "name": t.name,
         "description": t.description,
         "is_public": t.is_public,
         "os-volume-type-access:is_public": t.is_public,
         "extra_specs": t.extra_specs,
-        "qos_specs_id": null,
-    })
+    });
+    // Only an associated type carries it: tempest's create schema has no
+    // such field, its show and list schemas allow it.
+    if let Some(q) = &t.qos_specs_id {
+        v["qos_specs_id"] = json!(q);
+    }
+    v
 }
 
 /// The type as `POST /types` answers it: the show view without

@@ -160,7 +160,7 @@ impl Machine for Flow {
 
     async fn roll_back(self, svc: &Arc<Service>, job: &str, error: &str) -> Result<Tx> {
         match self {
-            Flow::Create(m) => m.roll_back(svc, job).await,
+            Flow::Create(m) => m.roll_back(svc, job, error).await,
             Flow::Make(m) => m.roll_back(svc, job).await,
             Flow::Delete(m) => m.roll_back(svc).await,
             Flow::Rekey(m) => m.roll_back(svc, job).await,

@@ -12,6 +12,7 @@ use super::db::{self as pdb, restorable};
 use super::repo::repo;
 use super::rekey::{Record, Tail};
 use super::{forget_keys, Cipher, Flow, Job, Target};
+use crate::messages::{Action, Detail};
 use crate::db;
 use crate::engine::{self, blocking, job_copy_key, job_new_key, Transition, Tx, GIB};
 use crate::error::{ErrorKind, Result, ServiceError};
@@ -104,7 +105,12 @@ impl Service {
             }
         };
         let vtype = match (&req.volume_type, &found) {
-            (Some(t), _) => db::find_type(&mut tx, t).await?.ok_or_else(|| ServiceError::not_found("Volume type", t.clone()))?,
+            (Some(t), _) => {
+                let found = db::find_type(&mut tx, t).await?;
+                crate::type_access::visible_or_none(&mut tx, caller, found)
+                    .await?
+                    .ok_or_else(|| ServiceError::not_found("Volume type", t.clone()))?
+            }
             (None, Some(f)) => {
                 db::get_type(&mut tx, &f.type_id).await?.ok_or_else(|| ServiceError::not_found("Volume type", f.type_id.clone()))?
             }
@@ -246,6 +252,9 @@ impl Create {
         let Create { target: t, state } = self;
         match state {
             CreateState::Allocate => {
+                if let Some(why) = crate::inventory::unschedulable(svc, &t.volume_type(svc).await?).await? {
+                    return Err(ServiceError::invalid(format!("{NO_VALID_BACKEND} {why}")));
+                }
                 let (backend, id, size) = (svc.backend.clone(), t.volume.clone(), t.size_gb * GIB);
                 blocking(move || {
                     // A crash may have left the file of an earlier attempt: start over.
@@ -289,10 +298,29 @@ impl Create {
         }
     }
 
-    pub(crate) async fn roll_back(self, svc: &Service, job: &str) -> Result<Tx> {
+    pub(crate) async fn roll_back(self, svc: &Service, job: &str, error: &str) -> Result<Tx> {
         let mut tx = forget_keys(svc, job, &self.target.project, [None, None], None).await?;
         db::set_status(&mut tx, &self.target.volume, status::ERROR).await?;
+        // The project learns why from a user message, as from Cinder's.
+        let (action, detail) = if error.starts_with(NO_VALID_BACKEND) {
+            (Action::ScheduleAllocateVolume, Detail::NoBackendAvailable)
+        } else {
+            (Action::CreateVolumeFromBackend, Detail::UnknownError)
+        };
+        crate::messages::record_volume(&mut tx, &self.target.project, &self.target.volume, &format!("req-{job}"), action, detail).await?;
         Ok(tx)
+    }
+}
+
+/// How a create that no backend can take fails (Cinder's `NoValidBackend`).
+const NO_VALID_BACKEND: &str = "No valid backend was found.";
+
+impl Target {
+    /// The id of the volume's type.
+    async fn volume_type(&self, svc: &Service) -> Result<String> {
+        let mut c = svc.conn().await?;
+        let v = db::get_volume(&mut c, &self.volume).await?.ok_or_else(|| ServiceError::not_found("Volume", self.volume.clone()))?;
+        Ok(v.volume_type_id)
     }
 }
 

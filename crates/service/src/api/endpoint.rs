@@ -97,8 +97,20 @@ const COLLECTIONS: &[&str] = &[
     "scheduler-stats", "capabilities", "messages", "qos-specs", "group_types",
 ];
 
-/// Collections with a `/detail` list.
-const DETAILED: &[&str] = &["volumes", "attachments", "snapshots", "backups", "volume-transfers", "os-volume-transfer"];
+/// Words after a collection that name a list or an operation, never an id,
+/// and the one method each is served with: any other is 405 (not an update
+/// or delete of a resource called `detail`), so a 405's `Allow` is true.
+const NOT_IDS: &[(&str, &str, Method)] = &[
+    ("volumes", "detail", Method::GET),
+    ("volumes", "summary", Method::GET),
+    ("attachments", "detail", Method::GET),
+    ("snapshots", "detail", Method::GET),
+    ("backups", "detail", Method::GET),
+    ("backups", "import_record", Method::POST),
+    ("volume-transfers", "detail", Method::GET),
+    ("os-volume-transfer", "detail", Method::GET),
+    ("group_types", "default", Method::GET),
+];
 
 /// A routed request: the endpoint and the project named in the path, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,8 +159,9 @@ fn resource(m: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
     use Endpoint::*;
     let s = |x: &&str| (*x).to_owned();
     let e = match (segs, m) {
-        // `detail` is a list, never an id: other methods are not allowed on it.
-        ([collection, "detail"], m) if *m != Method::GET && DETAILED.contains(collection) => return Err(ApiError::bad_method()),
+        ([collection, word], m) if NOT_IDS.iter().any(|(c, w, only)| c == collection && w == word && only != m) => {
+            return Err(ApiError::bad_method())
+        }
         (["volumes"], &Method::GET) => ListVolumes,
         (["volumes"], &Method::POST) => CreateVolume,
         (["volumes", "detail"], &Method::GET) => ListVolumesDetail,
@@ -231,6 +244,8 @@ mod tests {
         assert_eq!(Route::parse(&Method::POST, "/").unwrap_err().status, 405);
         assert_eq!(Route::parse(&Method::PUT, "/v3/p/volumes/detail").unwrap_err().status, 405);
         assert_eq!(Route::parse(&Method::DELETE, "/v3/snapshots/detail").unwrap_err().status, 405);
+        assert_eq!(Route::parse(&Method::PUT, "/v3/volumes/summary").unwrap_err().status, 405);
+        assert_eq!(Route::parse(&Method::GET, "/v3/backups/import_record").unwrap_err().status, 405);
         assert_eq!(Route::parse(&Method::POST, "/v3/os-rekey/audit").unwrap_err().status, 405);
     }
 }

@@ -127,6 +127,70 @@ static OPERATIONS: &[Op] = &[
     op(Put, "/v3/default-types/{project_id}", "setDefaultType", "Set a project's default volume type (3.62)", 200, Some("default_type"), body!(super::defaults::SetBody)),
     op(Delete, "/v3/default-types/{project_id}", "unsetDefaultType", "Unset a project's default volume type (3.62)", 204, None, Body::None),
     op(Get, "/v3/os-rekey/audit", "rekeyAudit", "Key-independence audit (admin)", 200, None, Body::None),
+    // Quotas and limits.
+    op(Get, "/v3/os-quota-sets/{project_id}", "showQuotaSet", "A project's quotas (usage=True adds in_use/reserved/allocated)", 200, Some("quota_set"), Body::None),
+    op(Put, "/v3/os-quota-sets/{project_id}", "updateQuotaSet", "Change a project's quotas (admin)", 200, Some("quota_set"), Body::Of(any_object, no_components)),
+    op(Delete, "/v3/os-quota-sets/{project_id}", "deleteQuotaSet", "A project's quotas back to the defaults (admin)", 200, None, Body::None),
+    op(Get, "/v3/os-quota-sets/{project_id}/defaults", "showQuotaDefaults", "The default quotas", 200, Some("quota_set"), Body::None),
+    op(Get, "/v3/os-quota-class-sets/{class_name}", "showQuotaClass", "A quota class (admin)", 200, Some("quota_class_set"), Body::None),
+    op(Put, "/v3/os-quota-class-sets/{class_name}", "updateQuotaClass", "Change a quota class (admin)", 200, Some("quota_class_set"), Body::Of(any_object, no_components)),
+    op(Get, "/v3/limits", "showLimits", "Absolute limits and usage", 200, Some("limits"), Body::None),
+    // Discovery and administration.
+    op(Get, "/v3/os-availability-zone", "listAvailabilityZones", "Availability zones", 200, Some("availabilityZoneInfo"), Body::None),
+    op(Get, "/v3/extensions", "listExtensions", "API extensions", 200, Some("extensions"), Body::None),
+    op(Get, "/v3/os-services", "listServices", "Services (admin)", 200, Some("services"), Body::None),
+    op(Put, "/v3/os-services/{action}", "updateService", "enable, disable, disable-log-reason, freeze, thaw, set-log, get-log (admin)", 200, None, Body::Of(any_object, no_components)),
+    op(Get, "/v3/os-hosts", "listHosts", "Hosts (admin)", 200, Some("hosts"), Body::None),
+    op(Get, "/v3/os-hosts/{host_name}", "showHost", "A host's usage (admin)", 200, Some("host"), Body::None),
+    op(Get, "/v3/scheduler-stats/get_pools", "listPools", "Back-end pools (admin)", 200, Some("pools"), Body::None),
+    op(Get, "/v3/capabilities/{host_name}", "showCapabilities", "A back end's capabilities (admin)", 200, None, Body::None),
+    op(Get, "/v3/types/{type_id}/os-volume-type-access", "listTypeAccess", "Projects that may use a private type (admin)", 200, Some("volume_type_access"), Body::None),
+    op(Post, "/v3/types/{type_id}/action", "typeAccessAction", "addProjectAccess, removeProjectAccess (admin)", 202, None, Body::Of(any_object, no_components)),
+    op(Get, "/v3/messages", "listMessages", "User messages (3.3)", 200, Some("messages"), Body::None),
+    op(Get, "/v3/messages/{message_id}", "showMessage", "A user message (3.3)", 200, Some("message"), Body::None),
+    op(Delete, "/v3/messages/{message_id}", "deleteMessage", "Delete a user message (3.3)", 204, None, Body::None),
+    // QoS specs.
+    op(Get, "/v3/qos-specs", "listQosSpecs", "QoS specs (admin)", 200, Some("qos_specs"), Body::None),
+    op(Post, "/v3/qos-specs", "createQosSpecs", "Create QoS specs (admin)", 200, Some("qos_specs"), Body::Of(any_object, no_components)),
+    op(Get, "/v3/qos-specs/{qos_id}", "showQosSpecs", "QoS specs (admin)", 200, Some("qos_specs"), Body::None),
+    op(Put, "/v3/qos-specs/{qos_id}", "setQosKeys", "Set QoS keys (admin)", 200, Some("qos_specs"), Body::Of(any_object, no_components)),
+    op(Delete, "/v3/qos-specs/{qos_id}", "deleteQosSpecs", "Delete QoS specs, force=True if associated (admin)", 202, None, Body::None),
+    op(Put, "/v3/qos-specs/{qos_id}/delete_keys", "unsetQosKeys", "Unset QoS keys (admin)", 202, None, Body::Of(any_object, no_components)),
+    op(Get, "/v3/qos-specs/{qos_id}/associations", "listQosAssociations", "Types the specs are associated with (admin)", 200, Some("qos_associations"), Body::None),
+    op(Get, "/v3/qos-specs/{qos_id}/associate", "associateQos", "Associate with vol_type_id (admin)", 202, None, Body::None),
+    op(Get, "/v3/qos-specs/{qos_id}/disassociate", "disassociateQos", "Disassociate from vol_type_id (admin)", 202, None, Body::None),
+    op(Get, "/v3/qos-specs/{qos_id}/disassociate_all", "disassociateAllQos", "Disassociate from every type (admin)", 202, None, Body::None),
+    // Group types.
+    op(Get, "/v3/group_types", "listGroupTypes", "Group types (3.11)", 200, Some("group_types"), Body::None),
+    op(Post, "/v3/group_types", "createGroupType", "Create a group type (3.11, admin)", 202, Some("group_type"), Body::Of(any_object, no_components)),
+    op(Get, "/v3/group_types/default", "showDefaultGroupType", "The default group type (3.11)", 200, Some("group_type"), Body::None),
+    op(Get, "/v3/group_types/{group_type_id}", "showGroupType", "A group type (3.11)", 200, Some("group_type"), Body::None),
+    op(Put, "/v3/group_types/{group_type_id}", "updateGroupType", "Change a group type (3.11, admin)", 200, Some("group_type"), Body::Of(any_object, no_components)),
+    op(Delete, "/v3/group_types/{group_type_id}", "deleteGroupType", "Delete a group type (3.11, admin)", 202, None, Body::None),
+    op(Get, "/v3/group_types/{group_type_id}/group_specs", "listGroupSpecs", "A group type's specs (3.11)", 200, Some("group_specs"), Body::None),
+    op(Post, "/v3/group_types/{group_type_id}/group_specs", "setGroupSpecs", "Set group specs (3.11, admin)", 202, Some("group_specs"), Body::Of(string_map, no_components)),
+    op(Get, "/v3/group_types/{group_type_id}/group_specs/{key}", "showGroupSpec", "One group spec (3.11)", 200, None, Body::None),
+    op(Put, "/v3/group_types/{group_type_id}/group_specs/{key}", "updateGroupSpec", "Change one group spec (3.11, admin)", 202, None, Body::Of(string_map, no_components)),
+    op(Delete, "/v3/group_types/{group_type_id}/group_specs/{key}", "deleteGroupSpec", "Delete one group spec (3.11, admin)", 202, None, Body::None),
+    // Volume, snapshot and backup extras.
+    op(Get, "/v3/volumes/summary", "volumesSummary", "Count, total size and metadata of the project's volumes (3.12)", 200, Some("volume-summary"), Body::None),
+    op(Get, "/v3/volumes/{volume_id}/metadata", "showVolumeMetadata", "A volume's metadata", 200, Some("metadata"), Body::None),
+    op(Post, "/v3/volumes/{volume_id}/metadata", "mergeVolumeMetadata", "Add to a volume's metadata", 200, Some("metadata"), Body::Of(any_object, no_components)),
+    op(Put, "/v3/volumes/{volume_id}/metadata", "replaceVolumeMetadata", "Replace a volume's metadata", 200, Some("metadata"), Body::Of(any_object, no_components)),
+    op(Get, "/v3/volumes/{volume_id}/metadata/{key}", "showVolumeMetadataItem", "One metadata item", 200, Some("meta"), Body::None),
+    op(Put, "/v3/volumes/{volume_id}/metadata/{key}", "updateVolumeMetadataItem", "Change one metadata item", 200, Some("meta"), Body::Of(any_object, no_components)),
+    op(Delete, "/v3/volumes/{volume_id}/metadata/{key}", "deleteVolumeMetadataItem", "Delete one metadata item", 200, None, Body::None),
+    op(Get, "/v3/snapshots/{snapshot_id}/metadata", "showSnapshotMetadata", "A snapshot's metadata", 200, Some("metadata"), Body::None),
+    op(Post, "/v3/snapshots/{snapshot_id}/metadata", "mergeSnapshotMetadata", "Add to a snapshot's metadata", 200, Some("metadata"), Body::Of(any_object, no_components)),
+    op(Put, "/v3/snapshots/{snapshot_id}/metadata", "replaceSnapshotMetadata", "Replace a snapshot's metadata", 200, Some("metadata"), Body::Of(any_object, no_components)),
+    op(Get, "/v3/snapshots/{snapshot_id}/metadata/{key}", "showSnapshotMetadataItem", "One snapshot metadata item", 200, Some("meta"), Body::None),
+    op(Put, "/v3/snapshots/{snapshot_id}/metadata/{key}", "updateSnapshotMetadataItem", "Change one snapshot metadata item", 200, Some("meta"), Body::Of(any_object, no_components)),
+    op(Delete, "/v3/snapshots/{snapshot_id}/metadata/{key}", "deleteSnapshotMetadataItem", "Delete one snapshot metadata item", 200, None, Body::None),
+    op(Post, "/v3/snapshots/{snapshot_id}/action", "snapshotAction", "os-reset_status, os-update_snapshot_status, os-force_delete", 202, None, Body::Of(any_object, no_components)),
+    op(Put, "/v3/backups/{backup_id}", "updateBackup", "Rename or describe a backup (3.9)", 200, Some("backup"), Body::Of(any_object, no_components)),
+    op(Post, "/v3/backups/{backup_id}/action", "backupAction", "os-reset_status, os-force_delete (admin)", 202, None, Body::Of(any_object, no_components)),
+    op(Get, "/v3/backups/{backup_id}/export_record", "exportBackupRecord", "A backup's record, to import elsewhere (admin)", 200, Some("backup-record"), Body::None),
+    op(Post, "/v3/backups/import_record", "importBackupRecord", "Import a backup record (admin)", 201, Some("backup"), Body::Of(any_object, no_components)),
     op(Get, "/openapi.json", "openapi", "This document", 200, Some("openapi"), Body::None),
 ];
 
@@ -141,6 +205,8 @@ const MADE_BY: &[(&str, &str, &str)] = &[
     ("backup_id", "createBackup", "/backup/id"),
     ("transfer_id", "createTransfer", "/transfer/id"),
     ("attachment_id", "createAttachment", "/attachment/id"),
+    ("qos_id", "createQosSpecs", "/qos_specs/id"),
+    ("group_type_id", "createGroupType", "/group_type/id"),
 ];
 
 /// The links from the success answer of operation `id` to every operation
@@ -250,7 +316,7 @@ pub fn document() -> OpenApi {
         let mut ok = ResponseBuilder::new().description("Success");
         if let Some(key) = o.reply {
             ok = ok.content("application/json", json_content(keyed(key)));
-        } else if o.ok != 202 && o.ok != 204 {
+        } else if o.ok != 202 && o.ok != 204 && !matches!(o.method, Delete) {
             ok = ok.content("application/json", json_content(any_object()));
         }
         for (name, link) in links_from(o.id) {

@@ -88,3 +88,32 @@ fn a_projects_default_type_is_set_listed_used_protected_and_unset_with_the_cinde
     let msg = b["badRequest"]["message"].as_str().unwrap_or_default();
     assert!(st == 400 && msg.contains("volumes present") && !msg.contains("default"), "no longer a default, only its volume keeps it: {b}");
 }
+
+/// `cinder list-filters` (3.33) names the filters the lists apply; a filter
+/// it names for volumes really filters.
+#[test]
+fn list_filters_with_the_cinder_cli_names_what_the_lists_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut args = vec!["--os-volume-api-version", "3.33", "list-filters", "--resource", "volume"];
+    let o = srv.cinder(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("volume") && out.contains("status") && out.contains("bootable"), "{out}");
+    assert!(!out.contains("snapshot"), "only the volume filters were asked for: {out}");
+    args.truncate(3);
+    let out = String::from_utf8_lossy(&srv.cinder(&args).stdout).into_owned();
+    for r in ["volume", "snapshot", "backup", "attachment", "pool"] {
+        assert!(out.contains(r), "{r} missing: {out}");
+    }
+    let (st, b) = call(&srv, "3.32", "GET", "/v3/resource_filters", None);
+    assert_eq!(st, 404, "before 3.33: {b}");
+    let (st, _) = call(&srv, "3.33", "POST", "/v3/resource_filters", Some("{}"));
+    assert_eq!(st, 405);
+    srv.create_volume(serde_json::json!({"volume": {"size": 1, "name": "a"}}));
+    srv.create_volume(serde_json::json!({"volume": {"size": 1, "name": "b"}}));
+    let (st, b) = call(&srv, "3.33", "GET", "/v3/volumes?name=b", None);
+    assert_eq!(st, 200);
+    let names: Vec<&str> = b["volumes"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["b"], "{b}");
+}

@@ -16,6 +16,8 @@ pub enum Endpoint {
     V3Version,
     /// `GET /openapi.json`: the OpenAPI document of this API.
     OpenApi,
+    /// `GET /resource_filters` (3.33): the filters each list takes.
+    ResourceFilters,
     /// `GET /volumes`.
     ListVolumes,
     /// `GET /volumes/detail`.
@@ -94,7 +96,7 @@ pub enum Endpoint {
 const COLLECTIONS: &[&str] = &[
     "volumes", "types", "attachments", "snapshots", "backups", "volume-transfers", "os-volume-transfer", "os-rekey", "default-types",
     "os-quota-sets", "os-quota-class-sets", "limits", "os-availability-zone", "extensions", "os-services", "os-hosts",
-    "scheduler-stats", "capabilities", "messages", "qos-specs", "group_types",
+    "scheduler-stats", "capabilities", "messages", "qos-specs", "group_types", "resource_filters",
 ];
 
 /// Words after a collection that name a list or an operation, never an id,
@@ -162,6 +164,8 @@ fn resource(m: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
         ([collection, word], m) if NOT_IDS.iter().any(|(c, w, only)| c == collection && w == word && only != m) => {
             return Err(ApiError::bad_method())
         }
+        (["resource_filters"], &Method::GET) => ResourceFilters,
+        (["resource_filters"], _) => return Err(ApiError::bad_method()),
         (["volumes"], &Method::GET) => ListVolumes,
         (["volumes"], &Method::POST) => CreateVolume,
         (["volumes", "detail"], &Method::GET) => ListVolumesDetail,

@@ -8,6 +8,7 @@
 pub mod admin;
 mod attachments;
 mod defaults;
+mod filters;
 pub mod openapi;
 pub mod endpoint;
 pub mod error;
@@ -288,6 +289,7 @@ async fn handle(
         DeleteEncryption(id) => types::delete_encryption(svc, &id).await,
         Paths(e) => paths::handle(svc, &who, e, uri, bytes, base, mv).await,
         Defaults(e) => defaults::handle(svc, e, bytes, mv).await,
+        ResourceFilters => filters::handle(uri, mv),
         Quotas(e) => quotas::handle(svc, &who, e, uri, bytes).await,
         Operator(e) => admin::handle(svc, &who, e, uri, bytes, base, mv).await,
         Qos(e) => qos::handle(svc, &who, e, uri, bytes, base).await,

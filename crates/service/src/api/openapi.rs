@@ -191,6 +191,7 @@ static OPERATIONS: &[Op] = &[
     op(Post, "/v3/backups/{backup_id}/action", "backupAction", "os-reset_status, os-force_delete (admin)", 202, None, Body::Of(any_object, no_components)),
     op(Get, "/v3/backups/{backup_id}/export_record", "exportBackupRecord", "A backup's record, to import elsewhere (admin)", 200, Some("backup-record"), Body::None),
     op(Post, "/v3/backups/import_record", "importBackupRecord", "Import a backup record (admin)", 201, Some("backup"), Body::Of(any_object, no_components)),
+    op(Get, "/v3/resource_filters", "listResourceFilters", "The filters each list takes (3.33)", 200, Some("resource_filters"), Body::None),
     op(Get, "/openapi.json", "openapi", "This document", 200, Some("openapi"), Body::None),
 ];
 

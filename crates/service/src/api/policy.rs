@@ -38,6 +38,7 @@ pub fn rule(e: &Endpoint) -> (Rule, &'static str) {
     match e {
         // Answered before identity; listed for completeness.
         Versions | V3Version | OpenApi => (Reader, "versions"),
+        ResourceFilters => (Reader, "volume:get_all"),
         ListVolumes | ListVolumesDetail => (Reader, "volume:get_all"),
         ShowVolume(_) => (Reader, "volume:get"),
         CreateVolume => (Member, "volume:create"),

@@ -165,8 +165,8 @@ pub async fn reserve(c: &mut Conn, project: &str, d: &Delta) -> Result<()> {
 /// when they move with it, its snapshots. Call it before the transfer is
 /// marked accepted (from then on they count for the recipient).
 pub async fn reserve_transfer(c: &mut Conn, recipient: &str, v: &Volume, with_snapshots: bool) -> Result<()> {
-    let mut d = Delta::volume(&v.volume_type_id, v.size_gb);
-    d.volume_size = None;
+    // Cinder's accept does not hold the volume to per_volume_gigabytes again.
+    let mut d = Delta { volume_size: None, ..Delta::volume(&v.volume_type_id, v.size_gb) };
     if with_snapshots {
         let s = sqlx::query("SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size_gb), 0) AS BIGINT) AS gb FROM snapshots WHERE volume_id = $1")
             .bind(&v.id)
@@ -340,7 +340,7 @@ fn check_keys(changes: &BTreeMap<String, i64>, types: &BTreeMap<String, String>,
 }
 
 /// Drops the keys a quota-set body may carry that are not resources.
-pub fn without_id_keys(changes: BTreeMap<String, i64>) -> BTreeMap<String, i64> {
+fn without_id_keys(changes: BTreeMap<String, i64>) -> BTreeMap<String, i64> {
     changes.into_iter().filter(|(k, _)| !NON_QUOTA_KEYS.contains(&k.as_str())).collect()
 }
 

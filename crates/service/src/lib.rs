@@ -16,6 +16,7 @@ mod attach;
 pub mod config;
 mod db;
 mod defaults;
+mod manageable;
 mod engine;
 mod error;
 pub mod exports;

@@ -8,6 +8,7 @@ mod attachments;
 mod bad_input;
 mod crash;
 mod defaults;
+mod manageable;
 mod cs_resume;
 mod flows;
 mod harness;

@@ -82,6 +82,8 @@ pub enum Endpoint {
     Paths(super::paths::PathsEndpoint),
     /// Per-project default volume types (`super::defaults`).
     Defaults(super::defaults::DefaultsEndpoint),
+    /// The back end's manageable volumes and snapshots (`super::manageable`).
+    Manageable(super::manageable::ManageableEndpoint),
     /// Quota sets, quota classes and limits (`super::quotas`).
     Quotas(super::quotas::QuotasEndpoint),
     /// Zones, extensions, services, hosts, pools, capabilities (`super::admin`).
@@ -96,7 +98,8 @@ pub enum Endpoint {
 const COLLECTIONS: &[&str] = &[
     "volumes", "types", "attachments", "snapshots", "backups", "volume-transfers", "os-volume-transfer", "os-rekey", "default-types",
     "os-quota-sets", "os-quota-class-sets", "limits", "os-availability-zone", "extensions", "os-services", "os-hosts",
-    "scheduler-stats", "capabilities", "messages", "qos-specs", "group_types", "resource_filters",
+    "scheduler-stats", "capabilities", "messages", "qos-specs", "group_types", "resource_filters", "manageable_volumes",
+    "manageable_snapshots",
 ];
 
 /// Words after a collection that name a list or an operation, never an id,
@@ -207,10 +210,15 @@ fn resource(m: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
         (["types", _, "os-volume-type-access" | "action"], _) => return super::admin::resource(m, segs).map(Operator),
         ([super::groups::COLLECTION, ..], _) => return super::groups::resource(m, segs).map(Groups),
         ([super::qos::COLLECTION, ..], _) => return super::qos::resource(m, segs).map(Qos),
-        _ => match super::defaults::resource(m, segs) {
-            Some(d) => return d.map(Defaults),
-            None => return super::paths::resource(m, segs).map(Paths),
-        },
+        _ => {
+            if let Some(d) = super::defaults::resource(m, segs) {
+                return d.map(Defaults);
+            }
+            if let Some(d) = super::manageable::resource(m, segs) {
+                return d.map(Manageable);
+            }
+            return super::paths::resource(m, segs).map(Paths);
+        }
     };
     Ok(e)
 }

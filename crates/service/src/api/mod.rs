@@ -9,6 +9,7 @@ pub mod admin;
 mod attachments;
 mod defaults;
 mod filters;
+mod manageable;
 pub mod openapi;
 pub mod endpoint;
 pub mod error;
@@ -290,6 +291,7 @@ async fn handle(
         Paths(e) => paths::handle(svc, &who, e, uri, bytes, base, mv).await,
         Defaults(e) => defaults::handle(svc, e, bytes, mv).await,
         ResourceFilters => filters::handle(uri, mv),
+        Manageable(e) => manageable::handle(svc, e, uri, mv).await,
         Quotas(e) => quotas::handle(svc, &who, e, uri, bytes).await,
         Operator(e) => admin::handle(svc, &who, e, uri, bytes, base, mv).await,
         Qos(e) => qos::handle(svc, &who, e, uri, bytes, base).await,

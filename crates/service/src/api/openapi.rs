@@ -192,6 +192,10 @@ static OPERATIONS: &[Op] = &[
     op(Get, "/v3/backups/{backup_id}/export_record", "exportBackupRecord", "A backup's record, to import elsewhere (admin)", 200, Some("backup-record"), Body::None),
     op(Post, "/v3/backups/import_record", "importBackupRecord", "Import a backup record (admin)", 201, Some("backup"), Body::Of(any_object, no_components)),
     op(Get, "/v3/resource_filters", "listResourceFilters", "The filters each list takes (3.33)", 200, Some("resource_filters"), Body::None),
+    op(Get, "/v3/manageable_volumes", "listManageableVolumes", "The back end's volume images on a host (3.8, admin)", 200, Some("manageable-volumes"), Body::None),
+    op(Get, "/v3/manageable_volumes/detail", "listManageableVolumesDetail", "The same, with why each is not safe to manage", 200, Some("manageable-volumes"), Body::None),
+    op(Get, "/v3/manageable_snapshots", "listManageableSnapshots", "The back end's snapshot images on a host (3.8, admin)", 200, Some("manageable-snapshots"), Body::None),
+    op(Get, "/v3/manageable_snapshots/detail", "listManageableSnapshotsDetail", "The same, with why each is not safe to manage", 200, Some("manageable-snapshots"), Body::None),
     op(Get, "/openapi.json", "openapi", "This document", 200, Some("openapi"), Body::None),
 ];
 

@@ -39,6 +39,7 @@ pub fn rule(e: &Endpoint) -> (Rule, &'static str) {
         // Answered before identity; listed for completeness.
         Versions | V3Version | OpenApi => (Reader, "versions"),
         ResourceFilters => (Reader, "volume:get_all"),
+        Manageable(_) => (Admin, "volume_extension:list_manageable"),
         ListVolumes | ListVolumesDetail => (Reader, "volume:get_all"),
         ShowVolume(_) => (Reader, "volume:get"),
         CreateVolume => (Member, "volume:create"),

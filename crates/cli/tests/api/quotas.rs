@@ -343,3 +343,30 @@ fn twenty_parallel_creates_against_a_quota_of_ten_admit_exactly_ten() {
         assert_eq!(wait_volume(srv, PROJECT, vol["id"].as_str().unwrap())["status"], "available");
     }
 }
+
+/// `os-extend` (and `cinder extend`) counts the added gigabytes: over the
+/// quota it is a 413 and the volume keeps its size and status.
+#[test]
+fn an_extend_over_the_gigabytes_quota_is_413_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let p = "quota-extend";
+    set_quota(&srv, p, json!({"gigabytes": 3}));
+    let id = available_volume(&srv, p, 2);
+    let got = post(&srv, p, &format!("/v3/volumes/{id}/action"), json!({"os-extend": {"new_size": 4}}));
+    assert_over(
+        got,
+        "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed gigabytes quota. Requested 2G, quota is 3G and 2G has been consumed.",
+    );
+    let v = wait_volume(&srv, p, &id);
+    assert_eq!((v["size"].as_u64(), v["status"].as_str()), (Some(2), Some("available")), "{v}");
+    assert_eq!(in_use(&srv, p, "gigabytes"), 2);
+    let (st, v) = post(&srv, p, &format!("/v3/volumes/{id}/action"), json!({"os-extend": {"new_size": 3}}));
+    assert_eq!(st, 202, "within the quota: {v}");
+    let start = std::time::Instant::now();
+    while wait_volume(&srv, p, &id)["size"] != 3 {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "extend did not finish");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(in_use(&srv, p, "gigabytes"), 3);
+}

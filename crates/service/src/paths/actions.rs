@@ -271,6 +271,8 @@ impl Service {
         if !claimed || job_running(&mut tx, id).await? {
             return Err(ServiceError::invalid(format!("Invalid volume: Volume {id} is busy; extend it when it is available.")));
         }
+        // The added gigabytes count against the project's quota (413 over it).
+        crate::quotas::reserve(&mut tx, &v.project_id, &crate::quotas::Delta::extend(&v.volume_type_id, v.size_gb, new_size_gb)).await?;
         tx.commit().await.map_err(dberr("commit"))?;
         let (backend, vid, encrypted) = (self.backend.clone(), v.id.clone(), v.encryption_key_id.is_some());
         let grown = blocking(move || {

@@ -347,6 +347,11 @@ pub(crate) async fn unschedulable(svc: &Service, type_id: &str) -> Result<Option
         crate::db::get_type(&mut c, type_id).await?
     };
     let Some(t) = t else { return Ok(None) };
+    let host = backend_host(svc);
+    // The scheduler passes over a disabled volume service, as Cinder's does.
+    if svc.list_services(Some(&host), Some(VOLUME_BINARY)).await?.iter().any(|s| s.host == host && s.disabled) {
+        return Ok(Some(format!("The volume service of {host} is disabled.")));
+    }
     let pool = svc.pools().await?.remove(0);
     for (key, want) in &t.extra_specs {
         let key = key.strip_prefix("capabilities:").unwrap_or(key);

@@ -91,10 +91,16 @@ fn services_list_filter_enable_disable() {
     stdout(&srv.cinder(&["service-disable", "--reason", "disk swap", "rekey@file", "cinder-volume"]));
     let s = volume_service(&srv);
     assert_eq!((s["status"].as_str(), s["disabled_reason"].as_str()), (Some("disabled"), Some("disk swap")), "{s}");
+    // The scheduler passes over a disabled volume service.
+    let (st, v) = srv.http("POST", "/v3/volumes", Some(br#"{"volume": {"size": 1}}"#));
+    assert_eq!(st, 202, "{v}");
+    let v = srv.wait_settled(v["volume"]["id"].as_str().unwrap());
+    assert_eq!(v["status"], "error", "{v}");
     let out = stdout(&srv.cinder(&["service-enable", "rekey@file", "cinder-volume"]));
     assert!(out.contains("enabled"), "{out}");
     let s = volume_service(&srv);
     assert_eq!((s["status"].as_str(), s["disabled_reason"].as_str()), (Some("enabled"), None), "{s}");
+    assert_eq!(srv.create_volume(serde_json::json!({"volume": {"size": 1}}))["status"], "available");
 
     // Bad inputs: unknown host or binary (404), no reason, unknown action,
     // no host (400); the service is as it was.

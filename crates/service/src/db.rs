@@ -778,7 +778,7 @@ pub async fn get_encryption(c: &mut Conn, type_id: &str) -> Result<Option<Encryp
         Ok(Encryption {
             volume_type_id: r.get("type_id"),
             encryption_id: r.get("encryption_id"),
-            provider: Provider::parse(&provider)?,
+            provider: Provider::of(&provider),
             provider_name: provider,
             cipher: r.get("cipher"),
             key_size: r.get::<Option<i64>, _>("key_size").and_then(|k| u32::try_from(k).ok()),

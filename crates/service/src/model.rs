@@ -249,6 +249,9 @@ pub enum Provider {
     Luks1,
     /// LUKS2.
     Luks2,
+    /// Any other provider an admin names (`plain`, a vendor's class…):
+    /// stored and shown as Cinder does, but rekey formats no volume of it.
+    Other,
 }
 
 impl Provider {
@@ -264,19 +267,31 @@ impl Provider {
         }
     }
 
+    /// The provider `s` names: LUKS1 or LUKS2 by any of Cinder's spellings,
+    /// else [`Provider::Other`]. Cinder takes any provider string for an
+    /// encryption type; what rekey cannot format is refused when a volume
+    /// of the type is made ([`Provider::version`]).
+    pub fn of(s: &str) -> Self {
+        Provider::parse(s).unwrap_or(Provider::Other)
+    }
+
     /// Canonical spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             Provider::Luks1 => "luks",
             Provider::Luks2 => "luks2",
+            Provider::Other => "other",
         }
     }
 
-    /// The engine's version.
-    pub fn version(self) -> rekey_luks::Version {
+    /// The engine's version; bad input for a provider rekey cannot format.
+    pub fn version(self) -> Result<rekey_luks::Version, ServiceError> {
         match self {
-            Provider::Luks1 => rekey_luks::Version::Luks1,
-            Provider::Luks2 => rekey_luks::Version::Luks2,
+            Provider::Luks1 => Ok(rekey_luks::Version::Luks1),
+            Provider::Luks2 => Ok(rekey_luks::Version::Luks2),
+            Provider::Other => Err(ServiceError::invalid(
+                "Invalid volume type: its encryption provider is not one rekey formats (luks or luks2; plain dm-crypt is not supported)",
+            )),
         }
     }
 }

@@ -360,7 +360,7 @@ impl Service {
                 Encryption {
                     volume_type_id: type_id.to_owned(),
                     encryption_id: uuid::Uuid::new_v4().to_string(),
-                    provider: Provider::parse(provider)?,
+                    provider: Provider::of(provider),
                     provider_name: provider.to_owned(),
                     cipher: spec.cipher,
                     key_size: spec.key_size,
@@ -371,7 +371,7 @@ impl Service {
             }
             (Some(mut e), false) => {
                 if let Some(p) = spec.provider.as_deref() {
-                    e.provider = Provider::parse(p)?;
+                    e.provider = Provider::of(p);
                     p.clone_into(&mut e.provider_name);
                 }
                 if spec.cipher.is_some() {
@@ -413,7 +413,7 @@ impl Service {
 /// only. Every admission that ends in a rekey step asks this, so a LUKS1
 /// volume in volume-key mode gets a 400 instead of a job that fails.
 pub(crate) fn check_rekey_mode(mode: RekeyMode, enc: Option<&Encryption>) -> Result<()> {
-    if mode == RekeyMode::VolumeKey && enc.is_some_and(|e| e.provider.version() == rekey_luks::Version::Luks1) {
+    if mode == RekeyMode::VolumeKey && enc.is_some_and(|e| e.provider == Provider::Luks1) {
         return Err(ServiceError::invalid(format!(
             "Invalid volume type: volume-key mode re-encrypts LUKS2 volumes only, and this volume is LUKS1; \
              use {REKEY_MODE_SPEC}=keyslot or encryption provider luks2"
@@ -447,6 +447,10 @@ fn check_encryption(e: &Encryption) -> Result<()> {
             "Invalid input received: control_location must be front-end or back-end, not {:?}",
             e.control_location
         )));
+    }
+    if e.provider == Provider::Other {
+        // Not rekey's to format: its cipher and key size are the provider's business.
+        return Ok(());
     }
     let cipher = rekey_luks::crypto::CipherSpec::parse(e.cipher())
         .map_err(|err| ServiceError::invalid(format!("Invalid input received: cipher {:?}: {err}", e.cipher())))?;

@@ -117,7 +117,15 @@ fn types_and_encryption_types_refuse_bad_changes() {
     let id = srv.create_type("T", None, &[]);
     expect_error(post("/v3/types", json!({"volume_type": {"name": "T"}})), 409, "conflictingRequest", "exists");
     let enc = |p: Value| post(&format!("/v3/types/{id}/encryption"), json!({"encryption": p}));
-    expect_error(enc(json!({"provider": "plain"})), 400, "badRequest", "provider");
+    // Cinder takes any provider for a type; rekey refuses a volume of one it cannot format, and makes nothing.
+    let (st, body) = enc(json!({"provider": "plain", "cipher": "aes-cbc-essiv:sha256", "key_size": 128}));
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["encryption"]["provider"], "plain", "{body}");
+    let before = srv.volume_count(PROJECT);
+    expect_error(post("/v3/volumes", json!({"volume": {"size": 1, "volume_type": "T"}})), 400, "badRequest", "provider");
+    assert_eq!(srv.volume_count(PROJECT), before, "a refused create left a volume");
+    let (st, body) = srv.http("DELETE", &format!("/v3/types/{id}/encryption/x"), None);
+    assert_eq!(st, 202, "{body}");
     expect_error(enc(json!({"provider": "luks", "cipher": "rot13"})), 400, "badRequest", "cipher");
     expect_error(enc(json!({"provider": "luks", "key_size": 100})), 400, "badRequest", "key_size");
     expect_error(enc(json!({"provider": "luks", "key_size": -256})), 400, "badRequest", "key_size");

@@ -372,6 +372,9 @@ impl Service {
         }
         let old_enc = db::get_encryption(&mut tx, &v.volume_type_id).await?;
         let new_enc = db::get_encryption(&mut tx, &t.id).await?;
+        if let Some(e) = &new_enc {
+            e.provider.version()?;
+        }
         let same = match (&old_enc, &new_enc) {
             (None, None) => true,
             (Some(a), Some(b)) => a.provider == b.provider && a.cipher() == b.cipher() && a.key_size() == b.key_size(),

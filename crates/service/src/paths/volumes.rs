@@ -119,6 +119,9 @@ impl Service {
                 .ok_or_else(|| ServiceError::not_found("Volume type", DEFAULT_TYPE_NAME))?,
         };
         let enc = db::get_encryption(&mut tx, &vtype.id).await?;
+        if let Some(e) = &enc {
+            e.provider.version()?;
+        }
         let mode = self.rekey_mode(&vtype)?;
         let clone = matches!(source, Source::Volume(_));
         let size_gb = match (req.size_gb, &found) {
@@ -331,7 +334,7 @@ fn format_options(c: &Cipher) -> Result<FormatOptions> {
     let cipher = rekey_luks::crypto::CipherSpec::parse(&c.cipher)
         .map_err(|e| ServiceError::invalid(format!("cipher {:?}: {e}", c.cipher)))?;
     Ok(FormatOptions {
-        version: c.provider.version(),
+        version: c.provider.version()?,
         cipher,
         key_size_bits: c.key_bits,
         pbkdf: PbkdfOptions::minimal(),

@@ -364,6 +364,14 @@ fn backup_export_import_and_reset() {
     let out = ok(&e.srv.cinder(&["backup-import", &service, &new_url]), "cinder backup-import");
     assert!(out.contains(new_id), "{out}");
     e.wait_backup(new_id, "available");
+    let (st, l) = e.srv.http("GET", "/v3/backups/detail?sort=id:asc&limit=1", None);
+    assert_eq!(st, 200, "{l}");
+    let first = if bid.as_str() < new_id { bid.as_str() } else { new_id };
+    assert_eq!(l["backups"].as_array().map(|a| (a.len(), a[0]["id"].clone())), Some((1, json!(first))), "{l}");
+    for (q, code) in [("sort=colour:asc", 400), ("limit=-2", 400), ("marker=nope", 404)] {
+        let (st, b) = e.srv.http("GET", &format!("/v3/backups?{q}"), None);
+        assert_eq!(st, code, "{q}: {b}");
+    }
     let (st, b) = e.srv.http("DELETE", &format!("/v3/backups/{bid}"), None);
     assert_eq!(st, 202, "{b}");
     let (st, r) = e.req("POST", &format!("/v3/backups/{new_id}/restore"), json!({"restore": {"name": "from-import"}}));

@@ -1,6 +1,6 @@
 //! Tokens, project isolation and Cinder's roles against the shared Keystone.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::harness::{keystone_url, revoke, token, Server, Setup};
 
@@ -132,4 +132,40 @@ fn roles_decide_as_cinders_default_policy() {
     // The member deletes its own volume.
     assert_eq!(srv.call(&member, "DELETE", &format!("{vols}/{id}"), None).status, 202);
     srv.stop_and_check_log(&[&admin, &member, &reader, &other]);
+}
+
+#[test]
+fn an_admin_acts_on_other_projects_volumes_as_cinders_admin_does() {
+    let ks = keystone_url();
+    let srv = Server::start(Setup::new(&ks));
+    let (admin, pa) = token("admin-a", "rekey-a");
+    let (other, pb) = token("member-b", "rekey-b");
+    let v = srv.volume(&other, &pb, json!({"volume": {"size": 1, "name": "in-b", "metadata": {"k": "v"}}}));
+    let id = v["id"].as_str().unwrap();
+    let action = |t: &str, p: &str, body: Value| srv.call(t, "POST", &format!("/v3/{p}/volumes/{id}/action"), Some(&body));
+
+    // The member may not reset or force-delete its own volume: admin only.
+    let a = action(&other, &pb, json!({"os-reset_status": {"status": "error"}}));
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert!(a.body["forbidden"]["message"].as_str().unwrap().contains("reset_status"), "{}", a.body);
+    assert_eq!(action(&other, &pb, json!({"os-force_delete": {}})).status, 403);
+
+    // The admin of another project shows it, with the admin attributes, and acts on it.
+    let shown = srv.call(&admin, "GET", &format!("/v3/{pa}/volumes/{id}"), None);
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert_eq!(shown.body["volume"]["os-vol-tenant-attr:tenant_id"], pb.as_str());
+    assert!(shown.body["volume"]["os-vol-host-attr:host"].is_string(), "{}", shown.body);
+    let m = srv.call(&admin, "GET", &format!("/v3/{pa}/volumes/{id}/metadata"), None);
+    assert_eq!((m.status, m.body.clone()), (200, json!({"metadata": {"k": "v"}})));
+    let a = action(&admin, &pa, json!({"os-reset_status": {"status": "error"}}));
+    assert_eq!(a.status, 202, "{}", a.body);
+    assert_eq!(srv.wait_settled(&other, &pb, id)["status"], "error");
+    let a = action(&admin, &pa, json!({"os-force_delete": {}}));
+    assert_eq!(a.status, 202, "{}", a.body);
+    let start = std::time::Instant::now();
+    while srv.call(&other, "GET", &format!("/v3/{pb}/volumes/{id}"), None).status != 404 {
+        assert!(start.elapsed() < std::time::Duration::from_secs(60), "force delete did not finish");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    srv.stop_and_check_log(&[&admin, &other]);
 }

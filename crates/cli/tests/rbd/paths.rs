@@ -358,3 +358,35 @@ fn snapshot_image(conf: &Path, snap_id: &str, to: &Path) -> String {
     assert!(b.snapshots(&holder).unwrap().contains(&snap_id.to_owned()), "volume {holder} does not hold snapshot {snap_id}");
     holder
 }
+
+/// `os-extend` of an encrypted volume on RBD: the image grows, the LUKS
+/// data segment covers the new space, the key still opens it and the data
+/// is kept (LUKS1 and LUKS2).
+#[test]
+fn api_extend_on_rbd_grows_the_image_and_keeps_the_luks_data_valid() {
+    let e = Env::start();
+    for provider in ["luks", "luks2"] {
+        let t = format!("T-{provider}");
+        e.srv.create_encrypted_type(&t, provider, None);
+        let plain = data(21, PLAIN_LEN);
+        let src = e.source(&t, &plain);
+        let (st, b) = e.srv.api("POST", &format!("/v3/{PROJECT}/volumes/{}/action", src.id), Some(json!({"os-extend": {"new_size": 1}})));
+        assert_eq!(st, 400, "not larger: {b}");
+        let (st, b) = e.srv.api("POST", &format!("/v3/{PROJECT}/volumes/{}/action", src.id), Some(json!({"os-extend": {"new_size": 2}})));
+        assert_eq!(st, 202, "{b}");
+        let v = e.srv.settled_as("volume", &src.id, &["extending"]);
+        assert_eq!((v["size"].clone(), v["status"].clone()), (json!(2), json!("available")), "{v}");
+        let info = rbd(&e.srv.conf, &["info", "--format", "json", &format!("{POOL}/volume-{}", src.id)]).ok();
+        let info: Value = serde_json::from_str(&info.stdout).unwrap();
+        assert_eq!(info["size"], json!(2u64 << 30), "{info}");
+        let img = e.export(&src.id, None);
+        assert!(cryptsetup_opens(&img, &src.key), "{provider}: the key still opens the grown image");
+        assert_same(&plaintext_of(&img, &src.key, plain.len()), &plain, &format!("{provider}: plaintext after extend"));
+        if provider == "luks2" {
+            let dump = cryptsetup(&["luksDump", s(&img)]).ok();
+            assert!(dump.stdout.contains("length: (whole device)"), "dynamic segment: {}", dump.stdout);
+        }
+        std::fs::remove_file(&img).unwrap();
+        e.srv.delete_volume(&src.id);
+    }
+}

@@ -247,7 +247,7 @@ impl Service {
         };
         if v.status != status::AVAILABLE {
             return Err(ServiceError::invalid(format!(
-                "Invalid volume: Volume {id} status must be available or in-use to extend, but current status is: {}.",
+                "Invalid volume: Volume {id} status must be available to extend, but current status is: {}.",
                 v.status
             )));
         }

@@ -384,7 +384,7 @@ fn backup_restore_to_new_and_existing_volumes_rekeys() {
     let mut changed = pattern(7);
     changed[..4096].copy_from_slice(&pattern(5)[..4096]);
     {
-        let v = rekey_luks::Volume::open(rekey_luks::FileIo::open(&volume_path(e.data(), &src_id)).unwrap()).unwrap();
+        let v = rekey_luks::Volume::open(rekey_luks::FileIo::open(volume_path(e.data(), &src_id)).unwrap()).unwrap();
         let plain = v.decrypted(&src_pass).unwrap();
         use rekey_luks::BlockIo;
         plain.write_at(&changed, OFFSETS[0]).unwrap();

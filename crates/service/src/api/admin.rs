@@ -10,7 +10,7 @@ use axum::http::{Method, StatusCode, Uri};
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
-use super::{query, Reply};
+use super::{query, strict_bool, Reply};
 use crate::inventory::{HostUsage, PoolInfo, ServiceChange, ServiceInfo, VENDOR, VOLUME_BINARY, ZONE};
 use crate::messages::Message;
 use crate::model::Caller;
@@ -167,15 +167,6 @@ pub(super) async fn handle(
             svc.change_type_access(&id, project, add).await?;
             Ok((StatusCode::ACCEPTED, Value::Null))
         }
-    }
-}
-
-/// oslo's strict boolean strings.
-fn strict_bool(v: &str) -> Option<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "1" | "t" | "true" | "on" | "y" | "yes" => Some(true),
-        "0" | "f" | "false" | "off" | "n" | "no" => Some(false),
-        _ => None,
     }
 }
 

@@ -9,7 +9,7 @@ use axum::http::{Method, StatusCode, Uri};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::{query, Reply};
+use super::{json_body, query, Reply};
 use crate::groups::{GroupType, Visibility};
 use crate::service::Service;
 
@@ -67,13 +67,6 @@ pub(super) fn resource(m: &Method, segs: &[&str]) -> Result<GroupsEndpoint, ApiE
     Ok(e)
 }
 
-fn json_body(bytes: &Bytes) -> Result<Value, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("Missing request body."));
-    }
-    serde_json::from_slice(bytes).map_err(|_| ApiError::bad_request("Malformed request body"))
-}
-
 fn strings(v: Option<&Value>, what: &str) -> Result<BTreeMap<String, String>, ApiError> {
     let Some(v) = v else { return Ok(BTreeMap::new()) };
     let obj = v.as_object().ok_or_else(|| ApiError::bad_request(format!("Invalid input received: {what} must be an object")))?;
@@ -90,11 +83,7 @@ fn boolean(v: &Value, what: &str) -> Result<bool, ApiError> {
     let bad = || ApiError::bad_request(format!("Invalid input received: {what} {v} is not a boolean"));
     match v {
         Value::Bool(b) => Ok(*b),
-        Value::String(s) => match s.to_ascii_lowercase().as_str() {
-            "1" | "t" | "true" | "on" | "y" | "yes" => Ok(true),
-            "0" | "f" | "false" | "off" | "n" | "no" => Ok(false),
-            _ => Err(bad()),
-        },
+        Value::String(s) => super::strict_bool(s).ok_or_else(bad),
         _ => Err(bad()),
     }
 }

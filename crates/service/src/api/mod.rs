@@ -182,13 +182,26 @@ fn without_all_tenants(uri: &Uri) -> Uri {
     pq.parse().unwrap_or_else(|_| uri.clone())
 }
 
-/// Parses a JSON body into `T`; Cinder's messages for the failures.
-fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+/// A body as JSON; Cinder's messages for a missing or malformed one.
+fn json_body(bytes: &Bytes) -> Result<Value, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("Missing request body."));
     }
-    let value: Value = serde_json::from_slice(bytes).map_err(|_| ApiError::bad_request("Malformed request body"))?;
-    serde_json::from_value(value).map_err(|e| ApiError::bad_request(format!("Invalid input received: {e}")))
+    serde_json::from_slice(bytes).map_err(|_| ApiError::bad_request("Malformed request body"))
+}
+
+/// Parses a JSON body into `T`; Cinder's messages for the failures.
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_value(json_body(bytes)?).map_err(|e| ApiError::bad_request(format!("Invalid input received: {e}")))
+}
+
+/// oslo's strict boolean strings (`strutils.bool_from_string(strict=True)`).
+fn strict_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "t" | "true" | "on" | "y" | "yes" => Some(true),
+        "0" | "f" | "false" | "off" | "n" | "no" => Some(false),
+        _ => None,
+    }
 }
 
 fn query(uri: &Uri) -> Vec<(String, String)> {

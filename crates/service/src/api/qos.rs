@@ -10,7 +10,7 @@ use axum::http::{Method, StatusCode, Uri};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::{query, truthy, Reply};
+use super::{json_body, query, truthy, Reply};
 use crate::model::Caller;
 use crate::qos::QosSpecs;
 use crate::service::Service;
@@ -65,13 +65,6 @@ pub(super) fn resource(m: &Method, segs: &[&str]) -> Result<QosEndpoint, ApiErro
         _ => return Err(ApiError::not_found_path()),
     };
     Ok(e)
-}
-
-fn json_body(bytes: &Bytes) -> Result<Value, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("Missing request body."));
-    }
-    serde_json::from_slice(bytes).map_err(|_| ApiError::bad_request("Malformed request body"))
 }
 
 /// `{"qos_specs": {k: "v", ...}}` as a map of strings.

@@ -134,11 +134,7 @@ fn check_name_length(name: &str, what: &str) -> Result<(), ApiError> {
 
 /// Cinder's `get_bool_param`.
 fn bool_param(v: &str, name: &str) -> Result<bool, ApiError> {
-    match v.to_ascii_lowercase().as_str() {
-        "1" | "t" | "true" | "on" | "y" | "yes" => Ok(true),
-        "0" | "f" | "false" | "off" | "n" | "no" => Ok(false),
-        _ => Err(ApiError::bad_request(format!("Value '{v}' for '{name}' is not a boolean."))),
-    }
+    super::strict_bool(v).ok_or_else(|| ApiError::bad_request(format!("Value '{v}' for '{name}' is not a boolean.")))
 }
 
 fn with_id(mut set: Map<String, Value>, id: &str) -> Map<String, Value> {

@@ -133,6 +133,9 @@ fn types_and_encryption_types_refuse_bad_changes() {
     expect_error(enc(json!({"provider": "luks", "colour": 1})), 400, "badRequest", "colour");
     let (st, _) = enc(json!({"provider": "luks", "cipher": "aes-xts-plain64", "key_size": 256, "control_location": "front-end"}));
     assert_eq!(st, 200);
+    // An update answers with the fields it was given, as Cinder's does.
+    let (st, body) = srv.http("PUT", &format!("/v3/types/{id}/encryption/x"), Some(json!({"encryption": {"key_size": 512}}).to_string().as_bytes()));
+    assert_eq!((st, body), (200, json!({"encryption": {"key_size": 512}})));
     srv.create_volume(json!({"volume": {"size": 1, "volume_type": "T"}}));
     let put = srv.http("PUT", &format!("/v3/types/{id}/encryption/x"), Some(json!({"encryption": {"key_size": 512}}).to_string().as_bytes()));
     expect_error(put, 400, "badRequest", "in use");

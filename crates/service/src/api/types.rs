@@ -197,8 +197,24 @@ pub(super) async fn show_encryption_spec(svc: &Arc<Service>, id: &str, key: Stri
 /// `POST` (`create`) or `PUT` of a type's encryption.
 pub(super) async fn put_encryption(svc: &Arc<Service>, id: &str, bytes: &Bytes, create: bool) -> Reply {
     let b: EncryptionBody = body(bytes)?;
+    let given: Vec<&'static str> = [
+        ("provider", b.encryption.provider.is_some()),
+        ("cipher", b.encryption.cipher.is_some()),
+        ("key_size", b.encryption.key_size.is_some()),
+        ("control_location", b.encryption.control_location.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, present)| present.then_some(k))
+    .collect();
     let e = svc.put_encryption(id, encryption_spec(b.encryption)?, create).await?;
-    Ok((StatusCode::OK, json!({ "encryption": views::encryption_written(&e) })))
+    let mut view = views::encryption_written(&e);
+    if !create {
+        // Cinder's update answers with the fields it was given, as stored.
+        if let Some(m) = view.as_object_mut() {
+            m.retain(|k, _| given.contains(&k.as_str()));
+        }
+    }
+    Ok((StatusCode::OK, json!({ "encryption": view })))
 }
 
 pub(super) async fn delete_encryption(svc: &Arc<Service>, id: &str) -> Reply {

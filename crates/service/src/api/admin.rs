@@ -258,10 +258,7 @@ fn message_view(base: &str, m: &Message) -> Value {
         "request_id": m.request_id,
         "created_at": m.created_at,
         "guaranteed_until": m.guaranteed_until,
-        "links": [
-            {"rel": "self", "href": format!("{base}/v3/{}/messages/{}", m.project_id, m.id)},
-            {"rel": "bookmark", "href": format!("{base}/{}/messages/{}", m.project_id, m.id)}
-        ],
+        "links": super::views::links(base, &m.project_id, "messages", &m.id),
     })
 }
 

@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
 use super::listing::{metadata_filter, Paging};
+use super::views::links;
 use super::{body, query, truthy, Reply};
 use crate::model::Caller;
 use crate::paths::{Backup, Snapshot, Transfer};
@@ -612,13 +613,6 @@ async fn backup_action(svc: &Arc<Service>, who: &Caller, id: &str, bytes: &Bytes
         other => return Err(ApiError::bad_request(format!("There is no such action: {other}"))),
     }
     Ok((StatusCode::ACCEPTED, Value::Null))
-}
-
-fn links(base: &str, project: &str, kind: &str, id: &str) -> Value {
-    json!([
-        {"rel": "self", "href": format!("{base}/v3/{project}/{kind}/{id}")},
-        {"rel": "bookmark", "href": format!("{base}/{project}/{kind}/{id}")}
-    ])
 }
 
 fn snapshot_view(s: &Snapshot, mv: (u32, u32), detail: bool) -> Value {

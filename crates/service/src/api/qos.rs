@@ -84,13 +84,6 @@ fn view(q: &QosSpecs) -> Value {
     json!({ "id": q.id, "name": q.name, "consumer": q.consumer, "specs": q.specs })
 }
 
-fn links(base: &str, project: &str, id: &str) -> Value {
-    json!([
-        {"rel": "self", "href": format!("{base}/v3/{project}/qos-specs/{id}")},
-        {"rel": "bookmark", "href": format!("{base}/{project}/qos-specs/{id}")}
-    ])
-}
-
 fn vol_type_id(uri: &Uri) -> Result<String, ApiError> {
     query(uri)
         .into_iter()
@@ -113,11 +106,11 @@ pub(super) async fn handle(svc: &Arc<Service>, who: &Caller, e: QosEndpoint, uri
             let name = specs.remove("name").ok_or_else(|| ApiError::bad_request("Invalid input received: name is required"))?;
             let consumer = specs.remove("consumer");
             let q = svc.create_qos(&name, consumer, specs).await?;
-            Ok((StatusCode::OK, json!({ "qos_specs": view(&q), "links": links(base, &who.project, &q.id) })))
+            Ok((StatusCode::OK, json!({ "qos_specs": view(&q), "links": super::views::links(base, &who.project, "qos-specs", &q.id) })))
         }
         Show(id) => {
             let q = svc.get_qos(&id).await?;
-            Ok((StatusCode::OK, json!({ "qos_specs": view(&q), "links": links(base, &who.project, &q.id) })))
+            Ok((StatusCode::OK, json!({ "qos_specs": view(&q), "links": super::views::links(base, &who.project, "qos-specs", &q.id) })))
         }
         SetKeys(id) => {
             let specs = specs_of(&json_body(bytes)?)?;

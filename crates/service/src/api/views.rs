@@ -37,7 +37,8 @@ pub fn version(base: &str) -> Value {
     json!({ "versions": [v3(base)] })
 }
 
-fn links(base: &str, project: &str, kind: &str, id: &str) -> Value {
+/// A resource's `self` and `bookmark` links.
+pub fn links(base: &str, project: &str, kind: &str, id: &str) -> Value {
     json!([
         {"rel": "self", "href": format!("{base}/v3/{project}/{kind}/{id}")},
         {"rel": "bookmark", "href": format!("{base}/{project}/{kind}/{id}")}

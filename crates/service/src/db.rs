@@ -141,6 +141,37 @@ CREATE TABLE IF NOT EXISTS group_type_specs (
     spec_value TEXT NOT NULL,
     PRIMARY KEY (type_id, spec_key)
 );
+CREATE TABLE IF NOT EXISTS volume_groups (
+    id                TEXT PRIMARY KEY,
+    project_id        TEXT NOT NULL,
+    user_id           TEXT NOT NULL,
+    name              TEXT,
+    description       TEXT,
+    group_type_id     TEXT NOT NULL,
+    volume_type_ids   TEXT NOT NULL,
+    status            TEXT NOT NULL,
+    availability_zone TEXT NOT NULL,
+    group_snapshot_id TEXT,
+    source_group_id   TEXT,
+    settling          BIGINT NOT NULL,
+    created_at        TEXT NOT NULL,
+    updated_at        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS volume_groups_by_project ON volume_groups (project_id, created_at);
+CREATE TABLE IF NOT EXISTS group_snapshots (
+    id            TEXT PRIMARY KEY,
+    project_id    TEXT NOT NULL,
+    user_id       TEXT NOT NULL,
+    group_id      TEXT NOT NULL,
+    group_type_id TEXT NOT NULL,
+    name          TEXT,
+    description   TEXT,
+    status        TEXT NOT NULL,
+    settling      BIGINT NOT NULL,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS group_snapshots_by_group ON group_snapshots (group_id);
 CREATE TABLE IF NOT EXISTS services (
     host            TEXT NOT NULL,
     service_binary  TEXT NOT NULL,
@@ -444,6 +475,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("snapshots", "progress", "ALTER TABLE snapshots ADD COLUMN progress TEXT"),
     ("backups", "snapshot_id", "ALTER TABLE backups ADD COLUMN snapshot_id TEXT"),
     ("backups", "volume_metadata", "ALTER TABLE backups ADD COLUMN volume_metadata TEXT"),
+    ("volumes", "group_id", "ALTER TABLE volumes ADD COLUMN group_id TEXT"),
+    ("snapshots", "group_snapshot_id", "ALTER TABLE snapshots ADD COLUMN group_snapshot_id TEXT"),
 ];
 
 /// Whether every column of [`ADDED_COLUMNS`] exists (a catalog read).
@@ -841,6 +874,7 @@ fn volume_from_row(r: &AnyRow) -> Volume {
         metadata: serde_json::from_str(&metadata).unwrap_or_default(),
         bootable: r.get::<i64, _>("bootable") != 0,
         readonly: r.get::<Option<i64>, _>("readonly").map(|n| n != 0),
+        group_id: r.get("group_id"),
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
     }
@@ -880,8 +914,8 @@ pub async fn list_volumes(
 pub async fn insert_volume(c: &mut Conn, v: &Volume) -> Result<()> {
     sqlx::query(
         "INSERT INTO volumes (id, project_id, user_id, name, description, size_gb, status, volume_type_id,
-             source_volid, snapshot_id, encryption_key_id, metadata, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+             source_volid, snapshot_id, encryption_key_id, metadata, created_at, updated_at, group_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(&v.id)
     .bind(&v.project_id)
@@ -897,6 +931,7 @@ pub async fn insert_volume(c: &mut Conn, v: &Volume) -> Result<()> {
     .bind(serde_json::to_string(&v.metadata).unwrap_or_else(|_| "{}".into()))
     .bind(&v.created_at)
     .bind(&v.updated_at)
+    .bind(&v.group_id)
     .execute(&mut *c)
     .await
     .map_err(db("create volume"))?;

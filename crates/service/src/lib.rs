@@ -21,6 +21,7 @@ mod engine;
 mod error;
 pub mod exports;
 pub mod fault;
+pub mod group_types;
 pub mod groups;
 pub mod inventory;
 pub mod messages;

@@ -212,6 +212,8 @@ pub struct Volume {
     pub metadata: BTreeMap<String, String>,
     /// Marked bootable (`os-set_bootable`).
     pub bootable: bool,
+    /// The group it belongs to (3.13+), if any.
+    pub group_id: Option<String>,
     /// Attached read-only from now on (`os-update_readonly_flag`; Cinder's
     /// admin metadata `readonly`); `None` until first set.
     pub readonly: Option<bool>,

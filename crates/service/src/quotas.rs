@@ -73,6 +73,8 @@ pub struct Delta {
     pub backups: i64,
     /// Gigabytes of backups added.
     pub backup_gigabytes: i64,
+    /// Groups added.
+    pub groups: i64,
     /// The volume type the volumes/snapshots/gigabytes belong to (its
     /// per-type resources are checked too).
     pub type_id: Option<String>,
@@ -98,6 +100,11 @@ impl Delta {
         Delta { backups: 1, backup_gigabytes: gib(size), ..Delta::default() }
     }
 
+    /// A new group.
+    pub fn group() -> Delta {
+        Delta { groups: 1, ..Delta::default() }
+    }
+
     /// A volume of type `type_id` growing from `old` to `new` GiB.
     pub fn extend(type_id: &str, old: u64, new: u64) -> Delta {
         let (old, new) = (gib(old), gib(new));
@@ -113,6 +120,7 @@ impl Delta {
             ("gigabytes".to_owned(), self.gigabytes),
             ("backups".to_owned(), self.backups),
             ("backup_gigabytes".to_owned(), self.backup_gigabytes),
+            ("groups".to_owned(), self.groups),
         ];
         if let Some(t) = type_name {
             v.push((format!("volumes_{t}"), self.volumes));
@@ -198,6 +206,8 @@ fn over_quota(name: &str, backup: bool, requested: i64, consumed: i64, limit: i6
         format!("VolumeLimitExceeded: Maximum number of volumes allowed ({limit}) exceeded for quota '{name}'.")
     } else if name.starts_with("snapshots") {
         format!("SnapshotLimitExceeded: Maximum number of snapshots allowed ({limit}) exceeded")
+    } else if name == "groups" {
+        format!("GroupLimitExceeded: Maximum number of groups allowed ({limit}) exceeded")
     } else {
         format!("BackupLimitExceeded: Maximum number of backups allowed ({limit}) exceeded")
     };
@@ -324,6 +334,12 @@ async fn usage(c: &mut Conn, project: &str, types: &BTreeMap<String, String>) ->
         .map_err(db("count backups"))?;
     add("backups".to_owned(), b.get::<i64, _>("n"));
     add("backup_gigabytes".to_owned(), b.get::<i64, _>("gb"));
+    let groups: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM volume_groups WHERE project_id = $1")
+        .bind(project)
+        .fetch_one(&mut *c)
+        .await
+        .map_err(db("count groups"))?;
+    add("groups".to_owned(), groups);
     Ok(used)
 }
 

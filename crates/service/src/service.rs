@@ -52,6 +52,8 @@ pub struct CreateVolume {
     pub source_volid: Option<String>,
     /// Metadata.
     pub metadata: BTreeMap<String, String>,
+    /// The group to make it in (`group_id`, 3.13+).
+    pub group_id: Option<String>,
 }
 
 /// A volume-update request.

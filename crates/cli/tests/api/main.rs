@@ -11,6 +11,7 @@ mod defaults;
 mod manageable;
 mod cs_resume;
 mod flows;
+mod groups;
 mod harness;
 mod volume_key;
 mod paths;

@@ -300,9 +300,10 @@ fn delete_all(node: &Node, what: &str, ids: &[String]) {
 /// node was killed) belongs to a killed node, is older than every later
 /// attempt's epoch, and the kill came before the next attempt started.
 /// Returns the takeovers: (job, step, killed node, node that went on).
-fn check_step_log(url: &str, kills: &[(String, i64)]) -> Vec<(String, String, String, String)> {
-    let rows = psql(url, "SELECT job_id, node, epoch, started_at, COALESCE(ended_at, -1), step FROM step_log ORDER BY job_id, started_at, id");
+fn check_step_log(url: &str, kills: &[(String, i64)], logs: &dyn Fn(&str) -> String) -> Vec<(String, String, String, String)> {
+    let rows = psql(url, "SELECT job_id, node, epoch, started_at, COALESCE(ended_at, -1), step, COALESCE(outcome, '') FROM step_log ORDER BY job_id, started_at, id");
     let mut by_job: HashMap<String, Vec<Attempt>> = HashMap::new();
+    let mut outcomes: HashMap<String, Vec<String>> = HashMap::new();
     for line in rows.lines().filter(|l| !l.is_empty()) {
         let f: Vec<&str> = line.split('|').collect();
         by_job.entry(f[0].to_owned()).or_default().push((
@@ -312,26 +313,40 @@ fn check_step_log(url: &str, kills: &[(String, i64)]) -> Vec<(String, String, St
             f[4].parse().unwrap(),
             f[5].to_owned(),
         ));
+        outcomes.entry(f[0].to_owned()).or_default().push(f[6].to_owned());
     }
+    // A violation names the job's whole log, the kills and the nodes' log
+    // lines about it: what a flaky run needs to be understood.
+    let check = |ok: bool, job: &str, what: String| {
+        if ok {
+            return;
+        }
+        let attempts: Vec<String> = by_job[job]
+            .iter()
+            .zip(&outcomes[job])
+            .map(|(a, o)| format!("  {} on {} epoch {}: {} .. {} {o}", a.4, a.0, a.1, a.2, a.3))
+            .collect();
+        panic!("job {job}: {what}\nits attempts (step on node epoch: started .. ended outcome):\n{}\nkills: {kills:?}\nnode logs:\n{}", attempts.join("\n"), logs(job));
+    };
     let mut takeovers = Vec::new();
     for (job, steps) in &by_job {
         let mut ended_max = i64::MIN;
         for w in steps.windows(2) {
             let (a, b) = (&w[0], &w[1]);
             ended_max = ended_max.max(a.3);
-            assert!(ended_max <= b.2, "job {job}: an attempt ended at {ended_max}, after {} on {} started at {}", b.4, b.0, b.2);
+            check(ended_max <= b.2, job, format!("an attempt ended at {ended_max}, after {} on {} started at {}", b.4, b.0, b.2));
             let killed_before_b = kills.iter().any(|(n, t)| *n == a.0 && *t >= a.2 && *t <= b.2);
             if killed_before_b && a.0 != b.0 {
                 takeovers.push((job.clone(), a.4.clone(), a.0.clone(), b.0.clone()));
             }
             if a.3 >= 0 {
-                assert!(a.3 <= b.2, "job {job}: {} on {} (epoch {}) ended at {} after {} on {} started at {}", a.4, a.0, a.1, a.3, b.4, b.0, b.2);
+                check(a.3 <= b.2, job, format!("{} on {} (epoch {}) ended at {} after {} on {} started at {}", a.4, a.0, a.1, a.3, b.4, b.0, b.2));
             } else {
                 let killed = kills.iter().filter(|(n, _)| *n == a.0).any(|(_, t)| *t >= a.2 && *t <= b.2);
-                assert!(killed, "job {job}: {} on {} never ended, and its node was not killed before {} on {} started", a.4, a.0, b.4, b.0);
-                assert!(a.1 < b.1 || a.0 == b.0, "job {job}: {} on {} epoch {} then {} on {} epoch {}", a.4, a.0, a.1, b.4, b.0, b.1);
+                check(killed, job, format!("{} on {} never ended, and its node was not killed before {} on {} started", a.4, a.0, b.4, b.0));
+                check(a.1 < b.1 || a.0 == b.0, job, format!("{} on {} epoch {} then {} on {} epoch {}", a.4, a.0, a.1, b.4, b.0, b.1));
             }
-            assert!(a.1 <= b.1, "job {job}: epochs went down: {} then {}", a.1, b.1);
+            check(a.1 <= b.1, job, format!("epochs went down: {} then {}", a.1, b.1));
         }
     }
     takeovers
@@ -535,7 +550,7 @@ fn three_nodes(keys: Keys, volumes: Volumes) {
 
     // The step log: no overlap, and the killed nodes' jobs were finished by
     // other nodes: node1's at a rekey step, node2's in the re-encryption.
-    let takeovers = check_step_log(&url, &kills);
+    let takeovers = check_step_log(&url, &kills, &|job| c.log_lines(job));
     for t in &takeovers {
         eprintln!("taken over: job {} at {} from {} by {}", t.0, t.1, t.2, t.3);
     }

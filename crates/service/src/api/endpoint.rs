@@ -90,7 +90,9 @@ pub enum Endpoint {
     Operator(super::admin::AdminEndpoint),
     /// QoS specs and their type associations (`super::qos`).
     Qos(super::qos::QosEndpoint),
-    /// Group types and their specs (`super::groups`).
+    /// Group types and their specs (`super::group_types`).
+    GroupTypes(super::group_types::GroupTypesEndpoint),
+    /// Groups and group snapshots (`super::groups`).
     Groups(super::groups::GroupsEndpoint),
 }
 
@@ -99,7 +101,7 @@ const COLLECTIONS: &[&str] = &[
     "volumes", "types", "attachments", "snapshots", "backups", "volume-transfers", "os-volume-transfer", "os-rekey", "default-types",
     "os-quota-sets", "os-quota-class-sets", "limits", "os-availability-zone", "extensions", "os-services", "os-hosts",
     "scheduler-stats", "capabilities", "messages", "qos-specs", "group_types", "resource_filters", "manageable_volumes",
-    "manageable_snapshots",
+    "manageable_snapshots", "groups", "group_snapshots",
 ];
 
 /// Words after a collection that name a list or an operation, never an id,
@@ -115,6 +117,9 @@ const NOT_IDS: &[(&str, &str, Method)] = &[
     ("volume-transfers", "detail", Method::GET),
     ("os-volume-transfer", "detail", Method::GET),
     ("group_types", "default", Method::GET),
+    ("groups", "detail", Method::GET),
+    ("groups", "action", Method::POST),
+    ("group_snapshots", "detail", Method::GET),
 ];
 
 /// A routed request: the endpoint and the project named in the path, if any.
@@ -208,8 +213,9 @@ fn resource(m: &Method, segs: &[&str]) -> Result<Endpoint, ApiError> {
         (["os-quota-sets" | "os-quota-class-sets" | "limits", ..], _) => return super::quotas::resource(m, segs).map(Quotas),
         ([first, ..], _) if super::admin::COLLECTIONS.contains(first) => return super::admin::resource(m, segs).map(Operator),
         (["types", _, "os-volume-type-access" | "action"], _) => return super::admin::resource(m, segs).map(Operator),
-        ([super::groups::COLLECTION, ..], _) => return super::groups::resource(m, segs).map(Groups),
+        ([super::group_types::COLLECTION, ..], _) => return super::group_types::resource(m, segs).map(GroupTypes),
         ([super::qos::COLLECTION, ..], _) => return super::qos::resource(m, segs).map(Qos),
+        ([first, ..], _) if super::groups::COLLECTIONS.contains(first) => return super::groups::resource(m, segs).map(Groups),
         _ => {
             if let Some(d) = super::defaults::resource(m, segs) {
                 return d.map(Defaults);

@@ -13,6 +13,7 @@ mod manageable;
 pub mod openapi;
 pub mod endpoint;
 pub mod error;
+pub mod group_types;
 pub mod groups;
 pub mod identity;
 mod listing;
@@ -308,7 +309,8 @@ async fn handle(
         Quotas(e) => quotas::handle(svc, &who, e, uri, bytes).await,
         Operator(e) => admin::handle(svc, &who, e, uri, bytes, base, mv).await,
         Qos(e) => qos::handle(svc, &who, e, uri, bytes, base).await,
-        Groups(e) => groups::handle(svc, e, uri, bytes, mv).await,
+        GroupTypes(e) => group_types::handle(svc, e, uri, bytes, mv).await,
+        Groups(e) => groups::handle(svc, &who, e, uri, bytes, base, mv).await,
     };
     r.map(Handled::from)
 }

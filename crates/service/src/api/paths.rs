@@ -363,6 +363,7 @@ pub(super) async fn handle(
                 description: f.description.or(f.display_description),
                 force: flag(&f.force, "force")?,
                 metadata: f.metadata.unwrap_or_default(),
+                group_snapshot_id: None,
             };
             let (s, job) = svc.create_snapshot(who, req).await?;
             crate::engine::spawn(svc.clone(), job);
@@ -635,7 +636,7 @@ fn snapshot_view(s: &Snapshot, mv: (u32, u32), detail: bool) -> Value {
         put("os-extended-snapshot-attributes:project_id", json!(s.project_id));
     }
     if mv >= (3, 14) {
-        put("group_snapshot_id", Value::Null);
+        put("group_snapshot_id", json!(s.group_snapshot_id));
     }
     if mv >= (3, 41) {
         put("user_id", json!(s.user_id));

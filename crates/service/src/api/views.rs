@@ -103,7 +103,7 @@ pub fn volume_detail(base: &str, v: &Volume, type_name: Option<&str>, type_encry
         put("os-vol-mig-status-attr:name_id", Value::Null);
     }
     if mv >= (3, 13) {
-        put("group_id", Value::Null);
+        put("group_id", json!(v.group_id));
     }
     if mv >= (3, 21) {
         put("provider_id", Value::Null);

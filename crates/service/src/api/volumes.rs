@@ -461,7 +461,6 @@ pub(super) async fn create(c: &Ctx<'_>, bytes: &Bytes) -> Reply {
     let unsupported = [
         ("imageRef", v.image_ref.is_some()),
         ("consistencygroup_id", v.consistencygroup_id.is_some()),
-        ("group_id", v.group_id.is_some()),
         ("multiattach", v.multiattach == Some(true)),
     ];
     if let Some((field, _)) = unsupported.iter().find(|(_, set)| *set) {
@@ -482,6 +481,7 @@ pub(super) async fn create(c: &Ctx<'_>, bytes: &Bytes) -> Reply {
         volume_type: v.volume_type,
         source_volid: v.source_volid,
         metadata: v.metadata.unwrap_or_default(),
+        group_id: v.group_id.filter(|_| mv >= (3, 13)),
     };
     let (vol, job) = match (v.snapshot_id, v.backup_id) {
         (Some(snap), _) => svc.create_volume_from_snapshot(who, req, &snap).await?,

@@ -43,6 +43,8 @@ pub struct Snapshot {
     pub backing_volume_id: Option<String>,
     /// The progress Nova last reported (`os-update_snapshot_status`).
     pub progress: Option<String>,
+    /// The group snapshot it is part of (3.14+), if any.
+    pub group_snapshot_id: Option<String>,
 }
 
 /// A backup record.
@@ -147,6 +149,7 @@ fn snapshot_from_row(r: &AnyRow) -> Snapshot {
         updated_at: r.get("updated_at"),
         backing_volume_id: r.get("backing_volume_id"),
         progress: r.get("progress"),
+        group_snapshot_id: r.get("group_snapshot_id"),
     }
 }
 
@@ -154,8 +157,8 @@ fn snapshot_from_row(r: &AnyRow) -> Snapshot {
 pub(crate) async fn insert_snapshot(c: &mut Conn, s: &Snapshot) -> Result<()> {
     sqlx::query(
         "INSERT INTO snapshots (id, project_id, user_id, volume_id, name, description, size_gb, status,
-             encryption_key_id, metadata, created_at, updated_at, backing_volume_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             encryption_key_id, metadata, created_at, updated_at, backing_volume_id, group_snapshot_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(&s.id)
     .bind(&s.project_id)
@@ -170,6 +173,7 @@ pub(crate) async fn insert_snapshot(c: &mut Conn, s: &Snapshot) -> Result<()> {
     .bind(&s.created_at)
     .bind(&s.updated_at)
     .bind(&s.backing_volume_id)
+    .bind(&s.group_snapshot_id)
     .execute(&mut *c)
     .await
     .map_err(db("create snapshot"))?;

@@ -34,13 +34,23 @@ pub struct CreateSnapshot {
     pub force: bool,
     /// Metadata.
     pub metadata: BTreeMap<String, String>,
+    /// The group snapshot it is taken for, if any.
+    pub group_snapshot_id: Option<String>,
 }
 
 impl Service {
     /// Admits a snapshot: records it `creating` with its job.
     pub async fn create_snapshot(&self, caller: &Caller, req: CreateSnapshot) -> Result<(Snapshot, Job)> {
         let mut tx = self.tx().await?;
-        let v = db::get_volume(&mut tx, &req.volume_id)
+        let made = self.create_snapshot_in(&mut tx, caller, req).await?;
+        tx.commit().await.map_err(crate::error::db("commit"))?;
+        Ok(made)
+    }
+
+    /// [`Service::create_snapshot`] in the caller's transaction, which
+    /// starts the job once it is committed.
+    pub(crate) async fn create_snapshot_in(&self, tx: &mut Tx, caller: &Caller, req: CreateSnapshot) -> Result<(Snapshot, Job)> {
+        let v = db::get_volume(tx, &req.volume_id)
             .await?
             .filter(|v| v.project_id == caller.project)
             .ok_or_else(|| ServiceError::not_found("Volume", req.volume_id.clone()))?;
@@ -69,6 +79,7 @@ impl Service {
             updated_at: now,
             backing_volume_id: None,
             progress: None,
+            group_snapshot_id: req.group_snapshot_id,
         };
         let flow = Flow::Snapshot(TakeSnapshot {
             snapshot: s.id.clone(),
@@ -78,10 +89,9 @@ impl Service {
             state: SnapshotState::SnapshotKey,
         });
         let job = Job::new(&s.id, &s.project_id, Some(&v.id), flow);
-        quotas::reserve(&mut tx, &s.project_id, &Delta::snapshot(&v.volume_type_id, s.size_gb)).await?;
-        pdb::insert_snapshot(&mut tx, &s).await?;
-        engine::admit(&self.engine, &mut tx, &job).await?;
-        tx.commit().await.map_err(crate::error::db("commit"))?;
+        quotas::reserve(tx, &s.project_id, &Delta::snapshot(&v.volume_type_id, s.size_gb)).await?;
+        pdb::insert_snapshot(tx, &s).await?;
+        engine::admit(&self.engine, tx, &job).await?;
         Ok((s, job))
     }
 
@@ -140,9 +150,9 @@ impl Service {
                 .await?
                 .filter(|s| s.project_id == caller.project)
                 .ok_or_else(|| ServiceError::not_found("Snapshot", id))?;
-            if !matches!(s.status.as_str(), "available" | "error" | "error_deleting" | "deleting") {
+            if !matches!(s.status.as_str(), "available" | "error" | "error_deleting" | "deleting") || s.group_snapshot_id.is_some() {
                 return Err(ServiceError::invalid(format!(
-                    "Invalid snapshot: Snapshot status must be available or error, but is {}.",
+                    "Invalid snapshot: Snapshot status must be available or error and must not be part of a group (status: {}).",
                     s.status
                 )));
             }
@@ -158,7 +168,9 @@ impl Service {
         self.delete_snapshot_records(&s).await
     }
 
-    async fn delete_snapshot_records(&self, s: &Snapshot) -> Result<()> {
+    /// Deletes a snapshot marked `deleting`: its backend snapshot, then its
+    /// record (its key queued for deletion); `error_deleting` if the backend fails.
+    pub(crate) async fn delete_snapshot_records(&self, s: &Snapshot) -> Result<()> {
         let (backend, sid) = (self.backend.clone(), s.id.clone());
         let (holder, backing) = (s.backing_volume_id.clone().unwrap_or_else(|| s.volume_id.clone()), s.backing_volume_id.clone());
         let gone = blocking(move || {

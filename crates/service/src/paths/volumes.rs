@@ -66,12 +66,33 @@ impl Service {
     /// size at least the source's; the volume is recorded `creating` with
     /// its job, whose state holds all of this.
     pub(crate) async fn admit_volume(&self, caller: &Caller, req: CreateVolume, source: Source<'_>) -> Result<(Volume, Job)> {
-        Project::new(caller.project.clone()).map_err(|e| ServiceError::invalid(e.to_string()))?;
         let mut tx = self.tx().await?;
+        let made = self.admit_volume_in(&mut tx, caller, req, source, false).await?;
+        tx.commit().await.map_err(crate::error::db("commit"))?;
+        Ok(made)
+    }
+
+    /// [`Service::admit_volume`] in the caller's transaction, which starts
+    /// the job once it is committed. `group_copy`: the volume is one of a
+    /// group made from another group or a group snapshot (`req.group_id`),
+    /// whose types the group was given from its source.
+    pub(crate) async fn admit_volume_in(
+        &self,
+        tx: &mut Tx,
+        caller: &Caller,
+        req: CreateVolume,
+        source: Source<'_>,
+        group_copy: bool,
+    ) -> Result<(Volume, Job)> {
+        Project::new(caller.project.clone()).map_err(|e| ServiceError::invalid(e.to_string()))?;
+        let group = match &req.group_id {
+            Some(g) => Some(crate::groups::joinable(tx, caller, g, group_copy).await?),
+            None => None,
+        };
         let found = match source {
             Source::Nothing => None,
             Source::Volume(src) => {
-                let s = db::get_volume(&mut tx, src)
+                let s = db::get_volume(tx, src)
                     .await?
                     .filter(|s| s.project_id == caller.project)
                     .ok_or_else(|| ServiceError::not_found("Volume", src))?;
@@ -84,7 +105,7 @@ impl Service {
                 Some(Found { id: s.id, type_id: s.volume_type_id, size_gb: s.size_gb, key: s.encryption_key_id })
             }
             Source::Snapshot(sid) => {
-                let s = pdb::get_snapshot(&mut tx, sid)
+                let s = pdb::get_snapshot(tx, sid)
                     .await?
                     .filter(|s| s.project_id == caller.project)
                     .ok_or_else(|| ServiceError::not_found("Snapshot", sid))?;
@@ -94,31 +115,42 @@ impl Service {
                         s.status
                     )));
                 }
-                let v = db::get_volume(&mut tx, &s.volume_id)
+                let v = db::get_volume(tx, &s.volume_id)
                     .await?
                     .ok_or_else(|| ServiceError::not_found("Volume", s.volume_id.clone()))?;
                 Some(Found { id: s.id, type_id: v.volume_type_id, size_gb: s.size_gb, key: s.encryption_key_id })
             }
             Source::Backup(bid) => {
-                let b = restorable(&mut tx, caller, bid).await?;
+                let b = restorable(tx, caller, bid).await?;
                 Some(Found { id: b.id, type_id: b.volume_type_id, size_gb: b.size_gb, key: b.encryption_key_id })
             }
         };
         let vtype = match (&req.volume_type, &found) {
             (Some(t), _) => {
-                let found = db::find_type(&mut tx, t).await?;
-                crate::type_access::visible_or_none(&mut tx, caller, found)
+                let found = db::find_type(tx, t).await?;
+                crate::type_access::visible_or_none(tx, caller, found)
                     .await?
                     .ok_or_else(|| ServiceError::not_found("Volume type", t.clone()))?
             }
             (None, Some(f)) => {
-                db::get_type(&mut tx, &f.type_id).await?.ok_or_else(|| ServiceError::not_found("Volume type", f.type_id.clone()))?
+                db::get_type(tx, &f.type_id).await?.ok_or_else(|| ServiceError::not_found("Volume type", f.type_id.clone()))?
             }
-            (None, None) => db::default_type_for(&mut tx, &caller.project)
+            (None, None) => db::default_type_for(tx, &caller.project)
                 .await?
                 .ok_or_else(|| ServiceError::not_found("Volume type", DEFAULT_TYPE_NAME))?,
         };
-        let enc = db::get_encryption(&mut tx, &vtype.id).await?;
+        if let Some(g) = group.as_ref().filter(|_| !group_copy) {
+            if req.volume_type.is_none() {
+                return Err(ServiceError::invalid("Invalid input received: volume_type must be provided when creating a volume in a group."));
+            }
+            if !g.volume_type_ids.contains(&vtype.id) {
+                return Err(ServiceError::invalid(format!(
+                    "Invalid input received: Invalid volume_type provided: {} (requested type must be supported by this group).",
+                    vtype.name
+                )));
+            }
+        }
+        let enc = db::get_encryption(tx, &vtype.id).await?;
         if let Some(e) = &enc {
             e.provider.version()?;
         }
@@ -137,7 +169,7 @@ impl Service {
             (None, None) => return Err(ServiceError::invalid("Invalid input received: size is required")),
         };
         if let Some(f) = &found {
-            let src_enc = db::get_encryption(&mut tx, &f.type_id).await?;
+            let src_enc = db::get_encryption(tx, &f.type_id).await?;
             if src_enc.as_ref().map(|e| (e.provider, e.cipher().to_owned(), e.key_size()))
                 != enc.as_ref().map(|e| (e.provider, e.cipher().to_owned(), e.key_size()))
             {
@@ -166,6 +198,7 @@ impl Service {
             metadata: req.metadata,
             bootable: false,
             readonly: None,
+            group_id: group.map(|g| g.id),
             created_at: now.clone(),
             updated_at: now,
         };
@@ -181,7 +214,7 @@ impl Service {
             (Source::Volume(_), Some(f)) => Flow::Make(Make::new(target, Origin::Volume { id: f.id, key: f.key })),
             (Source::Snapshot(_), Some(f)) => Flow::Make(Make::new(target, Origin::Snapshot { id: f.id, key: f.key })),
             (Source::Backup(_), Some(f)) => {
-                pdb::set_backup_status(&mut tx, &f.id, "restoring", None).await?;
+                pdb::set_backup_status(tx, &f.id, "restoring", None).await?;
                 Flow::Make(Make::new(target, Origin::Backup { id: f.id, key: f.key, onto: None }))
             }
         };
@@ -190,28 +223,37 @@ impl Service {
             _ => None,
         };
         let job = Job::new(&vol.id, &vol.project_id, source_id.as_deref(), flow);
-        quotas::reserve(&mut tx, &vol.project_id, &Delta::volume(&vol.volume_type_id, size_gb)).await?;
-        db::insert_volume(&mut tx, &vol).await?;
-        engine::admit(&self.engine, &mut tx, &job).await?;
-        tx.commit().await.map_err(crate::error::db("commit"))?;
+        quotas::reserve(tx, &vol.project_id, &Delta::volume(&vol.volume_type_id, size_gb)).await?;
+        db::insert_volume(tx, &vol).await?;
+        engine::admit(&self.engine, tx, &job).await?;
         Ok((vol, job))
     }
 
     /// Admits a delete: marks the volume `deleting` and records the job.
     pub async fn delete_volume(&self, caller: &Caller, id: &str, force: bool) -> Result<Job> {
         let mut tx = self.tx().await?;
+        let job = self.delete_volume_in(&mut tx, caller, id, force, false).await?;
+        tx.commit().await.map_err(crate::error::db("commit"))?;
+        Ok(job)
+    }
+
+    /// [`Service::delete_volume`] in the caller's transaction; `with_group`:
+    /// the volume's group is being deleted with its volumes (a volume in a
+    /// group is otherwise not deleted, as Cinder's).
+    pub(crate) async fn delete_volume_in(&self, tx: &mut Tx, caller: &Caller, id: &str, force: bool, with_group: bool) -> Result<Job> {
         // An admin deletes any project's volume, as Cinder's admin context does.
-        let v = db::get_volume(&mut tx, id)
+        let v = db::get_volume(tx, id)
             .await?
             .filter(|v| super::actions::reaches(caller, &v.project_id))
             .ok_or_else(|| ServiceError::not_found("Volume", id))?;
-        if db::is_being_cloned(&mut tx, id).await? {
+        let in_group = v.group_id.is_some() && !with_group;
+        if db::is_being_cloned(tx, id).await? {
             return Err(ServiceError::invalid(format!(
                 "Invalid volume: Volume {id} is the source of a clone in progress; delete it when the clone is done."
             )));
         }
         // Forced or not: an attached volume has a consumer (Cinder refuses it too).
-        if db::has_attachments(&mut tx, id).await? || !db::claim_for_delete(&mut tx, id, force).await? {
+        if in_group || db::has_attachments(tx, id).await? || !db::claim_for_delete(tx, id, force).await? {
             return Err(ServiceError::invalid(format!(
                 "Invalid volume: Volume status must be available or error or error_restoring or error_extending \
                  or error_managing and must not be migrating, attached, belong to a group, have snapshots, \
@@ -221,8 +263,7 @@ impl Service {
         }
         let flow = Flow::Delete(Delete { volume: v.id.clone(), project: v.project_id.clone(), key: v.encryption_key_id.clone() });
         let job = Job::new(id, &v.project_id, None, flow);
-        engine::admit(&self.engine, &mut tx, &job).await?;
-        tx.commit().await.map_err(crate::error::db("commit"))?;
+        engine::admit(&self.engine, tx, &job).await?;
         Ok(job)
     }
 }
@@ -595,13 +636,18 @@ impl Delete {
         if let Some(k) = &self.key {
             db::queue_key_deletion(&mut tx, k, &self.project, "key of a deleted volume").await?;
         }
+        let group = db::get_volume(&mut tx, &self.volume).await?.and_then(|v| v.group_id);
         db::delete_volume(&mut tx, &self.volume).await?;
+        // The last volume of a group deleted with its volumes takes the group along.
+        crate::groups::member_changed(&mut tx, group.as_deref()).await?;
         Ok(Transition::done(tx))
     }
 
     pub(crate) async fn roll_back(self, svc: &Service) -> Result<Tx> {
         let mut tx = svc.tx().await?;
         db::set_status(&mut tx, &self.volume, status::ERROR_DELETING).await?;
+        let group = db::get_volume(&mut tx, &self.volume).await?.and_then(|v| v.group_id);
+        crate::groups::member_changed(&mut tx, group.as_deref()).await?;
         Ok(tx)
     }
 }

@@ -301,7 +301,14 @@ fn delete_all(node: &Node, what: &str, ids: &[String]) {
 /// attempt's epoch, and the kill came before the next attempt started.
 /// Returns the takeovers: (job, step, killed node, node that went on).
 fn check_step_log(url: &str, kills: &[(String, i64)], logs: &dyn Fn(&str) -> String) -> Vec<(String, String, String, String)> {
-    let rows = psql(url, "SELECT job_id, node, epoch, started_at, COALESCE(ended_at, -1), step, COALESCE(outcome, '') FROM step_log ORDER BY job_id, started_at, id");
+    // Times are milliseconds, so a short step (persist) can start and end in
+    // the millisecond its successor starts: among attempts that started at
+    // once, the one that ended first goes first (one that never ended, last).
+    let rows = psql(
+        url,
+        "SELECT job_id, node, epoch, started_at, COALESCE(ended_at, -1), step, COALESCE(outcome, '') FROM step_log
+         ORDER BY job_id, started_at, COALESCE(ended_at, 9223372036854775807), id",
+    );
     let mut by_job: HashMap<String, Vec<Attempt>> = HashMap::new();
     let mut outcomes: HashMap<String, Vec<String>> = HashMap::new();
     for line in rows.lines().filter(|l| !l.is_empty()) {

@@ -53,7 +53,7 @@ trap cleanup EXIT
 
 step "system packages"
 need=()
-for p in cryptsetup-bin qemu-user libnbd-bin openssl argon2 python3 python3-venv python3-cryptography libssl-dev pkg-config curl postgresql sqlite3 \
+for p in cryptsetup-bin strace qemu-user libnbd-bin openssl argon2 python3 python3-venv python3-cryptography libssl-dev pkg-config curl postgresql sqlite3 \
          ceph-mon ceph-osd ceph-common librbd-dev librados-dev; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
 done

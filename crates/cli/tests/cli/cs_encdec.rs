@@ -496,3 +496,54 @@ fn rekey_data_shift_killed_then_cryptsetup_resume_only() {
     eprintln!("{here} trials, {hot} of them inside a hotzone");
     assert!(here >= 5, "only {here} kills landed mid-conversion");
 }
+
+/// cryptsetup stopped in the last step of a decryption: after it destroyed
+/// the old keyslot and committed that, before its final header (strace
+/// makes the write in between, the wipe of the checksum area, fail; a kill
+/// lands there now and then). No keyslot opens the header any more, so
+/// cryptsetup cannot go on; the data is all plaintext, and rekey finishes
+/// with no key needed.
+#[test]
+fn decryption_stopped_after_its_keyslot_was_destroyed_is_finished_by_rekey_only() {
+    require_tool("strace", "strace");
+    let env = Env::new();
+    let c = cs_encrypted_case(&env, 8, 512, 31);
+    let (data0, hdr0) = (std::fs::read(&c.data).unwrap(), std::fs::read(&c.hdr).unwrap());
+    let decrypt = |inject: Option<usize>, log: &Path| {
+        let mut cmd = Command::new("strace");
+        cmd.args(["-f", "-qq", "-e", "trace=write", "-o", s(log)]);
+        if let Some(n) = inject {
+            cmd.args(["-e", &format!("inject=write:error=EIO:when={n}")]);
+        }
+        cmd.args(["cryptsetup", "--batch-mode", "reencrypt", "--decrypt", "--force-offline-reencrypt", "--resilience", "checksum"])
+            .args(["--hotzone-size", "1M", "--progress-frequency", "3600", "--header", s(&c.hdr), "--key-file", s(&c.key)])
+            .args(FAST)
+            .arg(s(&c.data))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd.status().unwrap().success()
+    };
+    // A run to the end counts cryptsetup's writes: the last one longer than
+    // a hotzone is its wipe of the checksum area, between the header that
+    // drops the old keyslot and the final one.
+    let log = env.path("writes.log");
+    assert!(decrypt(None, &log), "cryptsetup's own decryption under strace");
+    let writes: Vec<u64> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1).is_some_and(|w| w.starts_with("write(")))
+        .filter_map(|l| l.rsplit_once('=').and_then(|(_, n)| n.trim().parse().ok()))
+        .collect();
+    let wipe = writes.iter().rposition(|&n| n > MIB as u64).expect("the checksum area's wipe") + 1;
+    std::fs::write(&c.data, &data0).unwrap();
+    std::fs::write(&c.hdr, &hdr0).unwrap();
+    assert!(!decrypt(Some(wipe), &env.path("writes2.log")), "the injected write error must stop cryptsetup");
+    assert!(in_conversion(&c.hdr), "the decryption is still recorded");
+    let dump = cryptsetup(&["luksDump", s(&c.hdr)]).ok().stdout;
+    assert!(!dump.contains(": luks2"), "the old keyslot was destroyed:\n{dump}");
+    let mut resume = vec!["reencrypt", "--resume-only", "--force-offline-reencrypt", "--header", s(&c.hdr), "--key-file", s(&c.key)];
+    resume.push(s(&c.data));
+    assert_ne!(cryptsetup(&resume).code, 0, "cryptsetup cannot finish it (no keyslot opens it)");
+    rekey_resume(&c).ok();
+    check_decrypted(&c, "decryption finished after its keyslot was destroyed");
+}

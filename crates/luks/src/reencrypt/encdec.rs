@@ -423,6 +423,15 @@ pub fn resume<H: BlockIo, D: BlockIo>(
         return Err(Error::Unsupported("an encryption or decryption that moves the data or has a fixed size".into()));
     }
     let digest = if st.mode == Mode::Encrypt { st.digest_new } else { st.digest_old }.expect("checked by parse");
+    if decrypted_but_not_finished(&h.meta, &st, &fin, digest) {
+        // cryptsetup killed in the last step of a decryption: it had
+        // destroyed the old keyslots, so no passphrase opens the header any
+        // more (cryptsetup itself cannot go on), but every byte is plaintext
+        // and what is left is to drop the re-encryption's metadata.
+        let dev = data.size().map_err(Error::io("size", 0))?;
+        let total = dev.saturating_sub(fin.offset);
+        return finish(vol, h.clone(), &st, total, None);
+    }
     let (slot, vk) = super::open_by_digest(&vol, &h, digest, passphrase)?;
     let (old_vk, new_vk) = if st.mode == Mode::Encrypt { (None, Some(&vk)) } else { (Some(&vk), None) };
     let check = reenc::verification_data(&h.meta, &st, old_vk, new_vk)?;
@@ -471,7 +480,17 @@ pub fn resume<H: BlockIo, D: BlockIo>(
     let done_bytes = |p: u64| if forward { p } else { plan.total - p };
     progress(done_bytes(at), plan.total);
     let cur = run(&plan, hdr, data, cur, at, hotzone, opts.threads.max(1), &|p| progress(done_bytes(p), plan.total))?;
-    finish(vol, cur, &plan, slot)
+    finish(vol, cur, &plan.st, plan.total, Some(slot))
+}
+
+/// A decryption whose data is all plaintext (one live segment, the final
+/// linear one) and whose old keyslots are gone: cryptsetup's state between
+/// destroying them and writing its final header.
+fn decrypted_but_not_finished(meta: &lj::Metadata, st: &ReencState, fin: &Segment, old_digest: u32) -> bool {
+    let live: Vec<&Segment> = meta.segments.values().filter(|s| !reenc::is_backup(s)).collect();
+    let all_plain = matches!(&live[..], [s] if s.kind == fin.kind && s.offset == fin.offset && s.size == SegmentSize::Dynamic);
+    let no_old_keyslot = meta.digests.get(&old_digest).is_none_or(|d| d.keyslots.iter().all(|k| k.parse().is_ok_and(|n: u32| !meta.keyslots.contains_key(&n))));
+    st.mode == Mode::Decrypt && all_plain && no_old_keyslot
 }
 
 fn finished(plan: &Plan, p: u64) -> bool {
@@ -621,8 +640,9 @@ fn recover<H: BlockIo, D: BlockIo>(plan: &Plan, hdr: &H, data: &D, o: u64, l: u6
 /// All data is converted: one commit leaves the final segment alone and
 /// drops the re-encryption state (decrypt: the keyslots and digest too),
 /// then the areas no longer referenced are wiped.
-fn finish<H: BlockIo>(vol: Volume<H>, mut cur: L2Header, plan: &Plan, slot: u32) -> Result<ReencryptReport> {
-    let st = &plan.st;
+/// Writes the header of the finished conversion and wipes what it no longer
+/// needs; `slot`: the keyslot that was opened (none if none was needed).
+fn finish<H: BlockIo>(vol: Volume<H>, mut cur: L2Header, st: &ReencState, total: u64, slot: Option<u32>) -> Result<ReencryptReport> {
     let mut wipe = vec![st.area];
     let mut destroyed = vec![];
     if let Some(d_old) = st.digest_old {
@@ -653,8 +673,8 @@ fn finish<H: BlockIo>(vol: Volume<H>, mut cur: L2Header, plan: &Plan, slot: u32)
         volume::wipe_area(vol.io(), off, len)?;
     }
     Ok(ReencryptReport {
-        keyslot: slot,
+        keyslot: slot.unwrap_or(st.slot),
         destroyed_keyslots: destroyed,
-        bytes: plan.total,
+        bytes: total,
     })
 }

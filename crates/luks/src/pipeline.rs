@@ -100,20 +100,27 @@ fn worker<T, W>(
 {
     loop {
         // Holding the lock while claiming keeps buffer order and chunk order
-        // the same, which is all the writer relies on.
+        // the same, which is all the writer relies on. A stopped run is
+        // seen before a claim, never after: a claimed chunk is always
+        // finished and sent, or the writer would wait for it (holding the
+        // buffers that chunks past it came back in) while a worker waits
+        // for a buffer.
         let (token, pos) = {
             let rx = free.lock().unwrap_or_else(PoisonError::into_inner);
             let Ok(token) = rx.recv() else { return };
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
             (token, next.fetch_add(chunk as u64, Ordering::Relaxed))
         };
-        if pos >= total || stop.load(Ordering::Relaxed) {
+        if pos >= total {
             return;
         }
         let len = (chunk as u64).min(total - pos) as usize;
         let mut buf = token.unwrap_or_else(|| Secret::zeroed(chunk));
         let result = work(pos, &mut buf.as_mut()[..len]);
         if result.is_err() {
-            stop.store(true, Ordering::Relaxed);
+            stop.store(true, Ordering::SeqCst);
         }
         if !send(Done { pos, len, buf, result }) {
             return;

@@ -71,6 +71,35 @@ fn a_worker_error_stops_the_run_and_is_returned() {
     assert!(w.iter().all(|&p| p < 40 * 4096), "{w:?}");
 }
 
+/// Errors anywhere, with workers held up at random: every run ends with
+/// its error. (A worker that saw the stop after claiming a chunk used to
+/// leave a gap the writer waited at forever, holding the buffers the
+/// other workers waited for; a watchdog turns such a hang into a failure.)
+#[test]
+fn errors_never_leave_the_run_hanging() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for round in 0..2000u64 {
+            let bad = (round * 7919 % 60) * 4096;
+            let r = run(64 * 4096, Options::new(3, 4096), |pos, _| {
+                if (pos / 4096 + round) % 5 == 0 {
+                    std::thread::yield_now();
+                }
+                if (pos / 4096 + round) % 11 == 0 {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+                if pos == bad {
+                    return Err(Error::InvalidArgument("boom".into()));
+                }
+                Ok(())
+            }, |_, _, ()| Ok(()));
+            assert!(matches!(r, Err(Error::InvalidArgument(ref m)) if m == "boom"), "round {round}: {r:?}");
+        }
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60)).expect("a pipeline run with an error hung");
+}
+
 #[test]
 fn a_writer_error_stops_the_workers() {
     let worked = AtomicUsize::new(0);

@@ -307,6 +307,101 @@ impl Service {
     }
 }
 
+/// What `POST /workers/cleanup` (3.24) selects: Cinder's filters, all
+/// optional; `is_up` defaults to false (the services that are down).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CleanupRequest {
+    /// The service's id (its place in the `os-services` order, from 1).
+    pub service_id: Option<u64>,
+    /// Cluster: rekey has none, so any name selects nothing.
+    pub cluster_name: Option<String>,
+    /// Host (or its backend prefix, as `os-services` filters).
+    pub host: Option<String>,
+    /// `cinder-volume` or `cinder-scheduler`.
+    pub binary: Option<String>,
+    /// Up (true) or down (false, the default) services.
+    pub is_up: Option<bool>,
+    /// Disabled or enabled services.
+    pub disabled: Option<bool>,
+    /// Only the job working on this volume or snapshot.
+    pub resource_id: Option<String>,
+    /// `Volume` or `Snapshot`.
+    pub resource_type: Option<String>,
+}
+
+/// The resource types a cleanup may name, as Cinder's cleanable objects.
+pub const CLEANABLE_TYPES: &[&str] = &["Volume", "Snapshot"];
+
+impl Service {
+    /// Cinder's worker cleanup: of the services the request selects, the
+    /// nodes' jobs are released at once — their leases end now — so that a
+    /// live node's claimer takes them up at its next beat instead of when
+    /// the leases run out. A service that is up has no stale work (its node
+    /// renews the leases of the jobs it runs), so nothing of it is released.
+    /// Every selected service is in the first list (`cleaning`: this node,
+    /// alive, does the cleaning); the second (`unavailable`) is for
+    /// services with no live node to clean for them, which cannot happen
+    /// while a node answers, and is empty. Returns the released job count too.
+    pub async fn workers_cleanup(&self, req: &CleanupRequest) -> Result<(Vec<(u64, ServiceInfo)>, Vec<(u64, ServiceInfo)>, u64)> {
+        if let Some(t) = &req.resource_type {
+            if !CLEANABLE_TYPES.contains(&t.as_str()) {
+                return Err(ServiceError::invalid(format!(
+                    "Invalid input received: Resource type {t} not valid, must be {}",
+                    CLEANABLE_TYPES.join(" or ")
+                )));
+            }
+        }
+        // A resource without a place: the node whose job works on it.
+        let mut host = req.host.clone();
+        if let Some(r) = &req.resource_id {
+            if req.host.is_none() && req.service_id.is_none() && req.cluster_name.is_none() {
+                let mut c = self.conn().await?;
+                let owner: Option<Option<String>> = sqlx::query_scalar("SELECT lease_owner FROM jobs WHERE target_id = $1")
+                    .bind(r)
+                    .fetch_optional(&mut *c)
+                    .await
+                    .map_err(db("read jobs"))?;
+                match owner.flatten() {
+                    Some(node) => host = Some(node),
+                    None => return Err(ServiceError::invalid(format!("Invalid input received: There is no resource with UUID {r} pending cleanup."))),
+                }
+            }
+        }
+        let all = self.list_services(None, None).await?;
+        let is_up = req.is_up.unwrap_or(false);
+        let chosen: Vec<(u64, ServiceInfo)> = all
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (i as u64 + 1, s))
+            .filter(|(id, s)| {
+                req.service_id.is_none_or(|x| x == *id)
+                    && req.cluster_name.is_none()
+                    && host.as_deref().is_none_or(|h| host_matches(h, &s.host))
+                    && req.binary.as_deref().is_none_or(|b| s.binary == b)
+                    && req.disabled.is_none_or(|d| s.disabled == d)
+                    && s.up == is_up
+                    && s.binary != "cinder-backup"
+            })
+            .collect();
+        let mut released = 0;
+        let mut tx = self.tx().await?;
+        for (_, s) in chosen.iter().filter(|(_, s)| !s.up && s.binary != VOLUME_BINARY) {
+            let r = sqlx::query("UPDATE jobs SET lease_until = 0 WHERE lease_owner = $1 AND ($2 IS NULL OR target_id = $2)")
+                .bind(&s.host)
+                .bind(&req.resource_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("release jobs"))?;
+            released += r.rows_affected();
+        }
+        tx.commit().await.map_err(db("commit"))?;
+        if released > 0 {
+            tracing::warn!(released, "worker cleanup: the jobs of down nodes are released to the live ones");
+        }
+        Ok((chosen, Vec::new(), released))
+    }
+}
+
 /// Size and free space of the file system holding `dir`, GiB.
 async fn capacity(dir: std::path::PathBuf) -> (Option<f64>, Option<f64>) {
     let stat = tokio::task::spawn_blocking(move || rustix::fs::statvfs(&dir)).await;

@@ -19,4 +19,5 @@ mod audit;
 mod paths_faults;
 mod metrics;
 mod vols;
+mod workers;
 mod quotas;

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
 use super::{query, strict_bool, Reply};
-use crate::inventory::{HostUsage, PoolInfo, ServiceChange, ServiceInfo, VENDOR, VOLUME_BINARY, ZONE};
+use crate::inventory::{CleanupRequest, HostUsage, PoolInfo, ServiceChange, ServiceInfo, VENDOR, VOLUME_BINARY, ZONE};
 use crate::messages::Message;
 use crate::model::Caller;
 use crate::service::Service;
@@ -46,10 +46,13 @@ pub enum AdminEndpoint {
     ShowMessage(String),
     /// `DELETE /messages/{id}`.
     DeleteMessage(String),
+    /// `POST /workers/cleanup` (3.24): release the down nodes' jobs.
+    WorkersCleanup,
 }
 
 /// The first path segments this module answers (none is a project id).
-pub(super) const COLLECTIONS: &[&str] = &["os-availability-zone", "extensions", "os-services", "os-hosts", "scheduler-stats", "capabilities", "messages"];
+pub(super) const COLLECTIONS: &[&str] =
+    &["os-availability-zone", "extensions", "os-services", "os-hosts", "scheduler-stats", "capabilities", "messages", "workers"];
 
 /// Routes the path segments after `/v3[/{project}]`.
 pub(super) fn resource(m: &Method, segs: &[&str]) -> Result<AdminEndpoint, ApiError> {
@@ -68,6 +71,8 @@ pub(super) fn resource(m: &Method, segs: &[&str]) -> Result<AdminEndpoint, ApiEr
         (["messages", id], &Method::GET) => ShowMessage(s(id)),
         (["messages", id], &Method::DELETE) => DeleteMessage(s(id)),
         (["messages"] | ["messages", _], _) => return Err(ApiError::bad_method()),
+        (["workers", "cleanup"], &Method::POST) => WorkersCleanup,
+        (["workers", "cleanup"], _) => return Err(ApiError::bad_method()),
         (["types", id, "os-volume-type-access"], &Method::GET) => TypeAccess(s(id)),
         (["types", id, "action"], &Method::POST) => TypeAccessAction(s(id)),
         (["types", _, "os-volume-type-access" | "action"], _) => return Err(ApiError::bad_method()),
@@ -93,7 +98,18 @@ pub(super) async fn handle(
     if matches!(e, ListMessages | ShowMessage(_) | DeleteMessage(_)) && mv < (3, 3) {
         return Err(ApiError { status: 404, message: "API version 3.3 or later is needed for messages.".into() });
     }
+    if e == WorkersCleanup && mv < (3, 24) {
+        return Err(ApiError { status: 404, message: "API version 3.24 or later is needed for the worker cleanup.".into() });
+    }
     match e {
+        WorkersCleanup => {
+            let req = cleanup_request(bytes)?;
+            let (cleaning, unavailable, _) = svc.workers_cleanup(&req).await?;
+            let list = |v: &[(u64, ServiceInfo)]| -> Vec<Value> {
+                v.iter().map(|(id, s)| json!({ "id": id, "host": s.host, "binary": s.binary, "cluster_name": Value::Null })).collect()
+            };
+            Ok((StatusCode::ACCEPTED, json!({ "cleaning": list(&cleaning), "unavailable": list(&unavailable) })))
+        }
         ListMessages => {
             let all = svc.list_messages(who).await?;
             ok(json!({ "messages": all.iter().map(|m| message_view(base, m)).collect::<Vec<_>>() }))
@@ -220,6 +236,73 @@ async fn update_service(svc: &Arc<Service>, action: &str, bytes: &Bytes) -> Repl
         out["disabled_reason"] = json!(s.disabled_reason);
     }
     Ok((StatusCode::OK, out))
+}
+
+/// The body of `POST /workers/cleanup`, checked as Cinder's schema does (an
+/// empty body selects every down service).
+fn cleanup_request(bytes: &Bytes) -> Result<CleanupRequest, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(CleanupRequest::default());
+    }
+    let b: Map<String, Value> = super::body(bytes)?;
+    let bad = |k: &str, v: &Value, what: &str| ApiError::bad_request(format!("Invalid input for field/attribute {k}. Value: {v}. {what}"));
+    let text = |k: &str, v: &Value| -> Result<Option<String>, ApiError> {
+        match v {
+            Value::Null => Ok(None),
+            Value::String(s) if !s.is_empty() && s.len() <= 255 => Ok(Some(s.clone())),
+            _ => Err(bad(k, v, "is not a valid name")),
+        }
+    };
+    let flag = |k: &str, v: &Value| -> Result<Option<bool>, ApiError> {
+        match v {
+            Value::Null => Ok(None),
+            Value::Bool(b) => Ok(Some(*b)),
+            Value::String(s) => strict_bool(s).map(Some).ok_or_else(|| bad(k, v, "is not a boolean")),
+            _ => Err(bad(k, v, "is not a boolean")),
+        }
+    };
+    let mut r = CleanupRequest::default();
+    for (k, v) in &b {
+        match k.as_str() {
+            "cluster_name" => r.cluster_name = text(k, v)?,
+            "host" => r.host = text(k, v)?,
+            "binary" => {
+                r.binary = match v.as_str() {
+                    Some(b @ ("cinder-volume" | "cinder-scheduler")) => Some(b.to_owned()),
+                    _ => return Err(bad(k, v, "is not one of 'cinder-volume', 'cinder-scheduler'")),
+                }
+            }
+            "is_up" => r.is_up = flag(k, v)?,
+            "disabled" => r.disabled = flag(k, v)?,
+            "resource_id" => {
+                r.resource_id = match v {
+                    Value::Null => None,
+                    Value::String(s) if uuid::Uuid::parse_str(s).is_ok() => Some(s.clone()),
+                    _ => return Err(bad(k, v, "is not a 'uuid'")),
+                }
+            }
+            "resource_type" => {
+                // Cinder title-cases the type before checking it.
+                let t = v.as_str().ok_or_else(|| bad(k, v, "is not a string"))?;
+                let mut c = t.chars();
+                r.resource_type = Some(c.next().map(|f| f.to_uppercase().chain(c.flat_map(char::to_lowercase)).collect()).unwrap_or_default());
+            }
+            "service_id" => {
+                r.service_id = match v {
+                    Value::Null => None,
+                    Value::Number(n) => Some(n.as_u64().ok_or_else(|| bad(k, v, "is not a service id"))?),
+                    Value::String(s) if !s.is_empty() && s.len() <= 11 && s.bytes().all(|c| c.is_ascii_digit()) => Some(s.parse().unwrap_or(u64::MAX)),
+                    _ => return Err(bad(k, v, "is not a service id")),
+                }
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid input received: Additional properties are not allowed ('{other}' was unexpected)"
+                )))
+            }
+        }
+    }
+    Ok(r)
 }
 
 /// One `os-services` entry at microversion `mv`.

@@ -101,7 +101,7 @@ const COLLECTIONS: &[&str] = &[
     "volumes", "types", "attachments", "snapshots", "backups", "volume-transfers", "os-volume-transfer", "os-rekey", "default-types",
     "os-quota-sets", "os-quota-class-sets", "limits", "os-availability-zone", "extensions", "os-services", "os-hosts",
     "scheduler-stats", "capabilities", "messages", "qos-specs", "group_types", "resource_filters", "manageable_volumes",
-    "manageable_snapshots", "groups", "group_snapshots",
+    "manageable_snapshots", "groups", "group_snapshots", "workers",
 ];
 
 /// Words after a collection that name a list or an operation, never an id,

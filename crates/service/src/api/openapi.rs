@@ -209,6 +209,7 @@ static OPERATIONS: &[Op] = &[
     op(Get, "/v3/group_snapshots/{group_snapshot_id}", "showGroupSnapshot", "A group snapshot (3.14)", 200, Some("group_snapshot"), Body::None),
     op(Delete, "/v3/group_snapshots/{group_snapshot_id}", "deleteGroupSnapshot", "Delete a group snapshot and its snapshots (3.14)", 202, None, Body::None),
     op(Post, "/v3/group_snapshots/{group_snapshot_id}/action", "groupSnapshotAction", "reset_status (3.19, admin)", 202, None, Body::Of(any_object, no_components)),
+    op(Post, "/v3/workers/cleanup", "workersCleanup", "Release the jobs of down nodes to the live ones now (3.24, admin)", 202, Some("cleaning"), Body::Of(any_object, no_components)),
     op(Get, "/openapi.json", "openapi", "This document", 200, Some("openapi"), Body::None),
 ];
 

@@ -135,6 +135,7 @@ fn admin_rule(e: &AdminEndpoint) -> (Rule, &'static str) {
         Pools => (Admin, "scheduler_extension:scheduler_stats:get_pools"),
         Capabilities(_) => (Admin, "volume_extension:capabilities"),
         ListMessages => (Reader, "message:get_all"),
+        WorkersCleanup => (Admin, "workers:cleanup"),
         ShowMessage(_) => (Reader, "message:get"),
         DeleteMessage(_) => (Member, "message:delete"),
         TypeAccess(_) => (Admin, "volume_extension:volume_type_access"),

@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
 use super::listing::Paging;
+use super::paths::one_action;
 use super::{body, query, Reply};
 use crate::groups::{id_list, CreateGroup, Group, GroupSnapshot, GroupSource, UpdateGroup};
 use crate::model::Caller;
@@ -229,18 +230,25 @@ fn sort_fields(id: &str, name: &Option<String>, description: &Option<String>, st
     json!({ "id": id, "name": name, "description": description, "status": status, "created_at": created, "updated_at": updated })
 }
 
-fn all_tenants(q: &[(String, String)]) -> bool {
-    q.iter().any(|(k, v)| k == "all_tenants" && super::strict_bool(v).unwrap_or(true))
+/// One page of a list, `{"<list>": [...]}` with `"<links>"` when there may be more.
+fn list_page<T>(
+    paging: &Paging,
+    rows: impl Iterator<Item = (Value, T)>,
+    (list, links): (&str, &str),
+    (base, uri): (&str, &Uri),
+    id: impl Fn(&T) -> &String,
+    view: impl Fn(&T) -> Value,
+) -> Result<Value, ApiError> {
+    let (page, _) = paging.apply(rows.map(|(f, t)| (t, f)).collect())?;
+    let mut out = json!({ list: page.iter().map(view).collect::<Vec<_>>() });
+    if let Some(l) = paging.next_link(base, uri, page.len(), page.last().map(|t| id(t).as_str())) {
+        out[links] = l;
+    }
+    Ok(out)
 }
 
-/// `{"<action>": {...}}` with exactly one action.
-fn one_action(bytes: &Bytes) -> Result<(String, Value), ApiError> {
-    let actions: Map<String, Value> = body(bytes)?;
-    let mut it = actions.into_iter();
-    match (it.next(), it.next()) {
-        (Some(one), None) => Ok(one),
-        _ => Err(ApiError::bad_request("Invalid input received: the body must name exactly one action")),
-    }
+fn all_tenants(q: &[(String, String)]) -> bool {
+    q.iter().any(|(k, v)| k == "all_tenants" && super::strict_bool(v).unwrap_or(true))
 }
 
 /// `{"status": "..."}` of a `reset_status`, lower-cased as Cinder's.
@@ -271,20 +279,9 @@ pub(super) async fn handle(svc: &Arc<Service>, who: &Caller, e: GroupsEndpoint, 
             let q = query(uri);
             let paging = Paging::parse(&q, SORT_KEYS, mv)?;
             let groups = svc.list_groups(who, all_tenants(&q)).await?;
-            let rows = groups
-                .into_iter()
-                .map(|g| {
-                    let f = sort_fields(&g.id, &g.name, &g.description, &g.status, &g.created_at, &g.updated_at);
-                    (g, f)
-                })
-                .collect();
-            let (page, _) = paging.apply(rows)?;
-            let list: Vec<Value> = page.iter().map(|g| if detail { group_detail(g, mv, None, who.admin) } else { group_summary(g) }).collect();
-            let mut out = json!({ "groups": list });
-            if let Some(l) = paging.next_link(base, uri, page.len(), page.last().map(|g| g.id.as_str())) {
-                out["group_links"] = l;
-            }
-            ok(out)
+            let rows = groups.into_iter().map(|g| (sort_fields(&g.id, &g.name, &g.description, &g.status, &g.created_at, &g.updated_at), g));
+            let view = |g: &Group| if detail { group_detail(g, mv, None, who.admin) } else { group_summary(g) };
+            ok(list_page(&paging, rows, ("groups", "group_links"), (base, uri), |g| &g.id, view)?)
         }
         Create => {
             let b: GroupCreateBody = body(bytes)?;
@@ -383,21 +380,9 @@ pub(super) async fn handle(svc: &Arc<Service>, who: &Caller, e: GroupsEndpoint, 
             let q = query(uri);
             let paging = Paging::parse(&q, SORT_KEYS, mv)?;
             let all = svc.list_group_snapshots(who, all_tenants(&q)).await?;
-            let rows = all
-                .into_iter()
-                .map(|g| {
-                    let f = sort_fields(&g.id, &g.name, &g.description, &g.status, &g.created_at, &g.updated_at);
-                    (g, f)
-                })
-                .collect();
-            let (page, _) = paging.apply(rows)?;
-            let list: Vec<Value> =
-                page.iter().map(|g| if detail { group_snapshot_detail(g, mv, who.admin) } else { group_snapshot_summary(g) }).collect();
-            let mut out = json!({ "group_snapshots": list });
-            if let Some(l) = paging.next_link(base, uri, page.len(), page.last().map(|g| g.id.as_str())) {
-                out["group_snapshot_links"] = l;
-            }
-            ok(out)
+            let rows = all.into_iter().map(|g| (sort_fields(&g.id, &g.name, &g.description, &g.status, &g.created_at, &g.updated_at), g));
+            let view = |g: &GroupSnapshot| if detail { group_snapshot_detail(g, mv, who.admin) } else { group_snapshot_summary(g) };
+            ok(list_page(&paging, rows, ("group_snapshots", "group_snapshot_links"), (base, uri), |g| &g.id, view)?)
         }
         CreateSnapshot => {
             let b: GroupSnapshotCreateBody = body(bytes)?;

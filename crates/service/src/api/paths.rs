@@ -550,7 +550,7 @@ struct ImportFields {
 }
 
 /// The one action named in an action body, and its arguments.
-fn one_action(bytes: &Bytes) -> Result<(String, Value), ApiError> {
+pub(super) fn one_action(bytes: &Bytes) -> Result<(String, Value), ApiError> {
     let actions: Map<String, Value> = body(bytes)?;
     let mut it = actions.into_iter();
     match (it.next(), it.next()) {

@@ -212,3 +212,67 @@ fn groups_and_group_snapshots_with_the_cinder_cli_copy_each_volume_with_its_own_
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// `kill -9` while a group is being made from another (its member clone
+/// mid-rekey) and while groups are being deleted with their volumes: after
+/// the restart the jobs go on, the new group settles `available` with a
+/// member that has its own key, and the deleted groups are gone with their
+/// volumes and quota.
+#[test]
+fn groups_made_or_deleted_across_a_kill9_settle_after_the_restart() {
+    use rekey_service::fault::{Point, Step};
+    require_cryptsetup();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let stall_rekey = format!("{}:60000", Point::recorded(Step::NewKey));
+    let mut srv = Server::start(&data, &[("REKEY_STALL_AT", &stall_rekey)]);
+    srv.create_type("LUKS", Some("luks2"), &[]);
+    let (st, t) = send(&srv, "3.11", "POST", "/v3/group_types", json!({"group_type": {"name": "gt"}}));
+    assert_eq!(st, 202, "{t}");
+    let (st, g) = send(&srv, "3.13", "POST", "/v3/groups", json!({"group": {"name": "g1", "group_type": "gt", "volume_types": ["LUKS"]}}));
+    assert_eq!(st, 202, "{g}");
+    let g1 = g["group"]["id"].as_str().unwrap().to_owned();
+    let (st, v) = send(&srv, "3.13", "POST", "/v3/volumes", json!({"volume": {"size": 1, "group_id": g1, "volume_type": "LUKS"}}));
+    assert_eq!(st, 202, "{v}");
+    let v1 = v["volume"]["id"].as_str().unwrap().to_owned();
+    let v1_key = srv.wait_settled(&v1)["encryption_key_id"].as_str().unwrap().to_owned();
+
+    let (st, g) = send(&srv, "3.14", "POST", "/v3/groups/action", json!({"create-from-src": {"source_group_id": g1, "name": "g2"}}));
+    assert_eq!(st, 202, "{g}");
+    let g2 = g["group"]["id"].as_str().unwrap().to_owned();
+    let t = Instant::now();
+    while sql_value(&data, "SELECT COUNT(*) FROM jobs WHERE step = 'add_keyslot'") != "1" {
+        assert!(t.elapsed() < Duration::from_secs(60), "the member clone never reached add_keyslot");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    srv.kill9();
+    let mut srv = Server::start(&data, &[]);
+    let g = wait(&srv, &format!("/v3/groups/{g2}"), "group", &["creating"]);
+    assert_eq!(g["status"], "available", "{g}");
+    let members = group_volumes(&srv, &g2);
+    assert_eq!(members.len(), 1);
+    let m = srv.wait_settled(&members[0]);
+    let key = m["encryption_key_id"].as_str().unwrap().to_owned();
+    assert_ne!(key, v1_key, "the member has its own key");
+    assert!(cryptsetup_opens(&volume_path(&data, &members[0]), &passphrase(&data, &key)));
+
+    // Deletes of both groups with their volumes, killed before any volume is gone.
+    srv.kill9();
+    let stall_delete = format!("{}:60000", Point::start(Step::DeleteData));
+    let mut srv = Server::start(&data, &[("REKEY_STALL_AT", &stall_delete)]);
+    for g in [&g1, &g2] {
+        let (st, e) = send(&srv, "3.13", "POST", &format!("/v3/groups/{g}/action"), json!({"delete": {"delete-volumes": true}}));
+        assert_eq!(st, 202, "{e}");
+        let (_, v) = get(&srv, "3.13", &format!("/v3/groups/{g}"));
+        assert_eq!(v["group"]["status"], "deleting", "{v}");
+    }
+    srv.kill9();
+    let srv = Server::start(&data, &[]);
+    for g in [&g1, &g2] {
+        gone(&srv, &format!("/v3/groups/{g}"));
+    }
+    gone(&srv, &format!("/v3/volumes/{v1}"));
+    gone(&srv, &format!("/v3/volumes/{}", members[0]));
+    let (_, q) = get(&srv, "3.64", &format!("/v3/os-quota-sets/{PROJECT}?usage=True"));
+    assert_eq!((q["quota_set"]["groups"]["in_use"].as_i64(), q["quota_set"]["volumes"]["in_use"].as_i64()), (Some(0), Some(0)), "{q}");
+}

@@ -10,8 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
 use super::listing::Paging;
-use super::paths::one_action;
-use super::{body, query, Reply};
+use super::{body, one_action, query, Reply};
 use crate::groups::{id_list, CreateGroup, Group, GroupSnapshot, GroupSource, UpdateGroup};
 use crate::model::Caller;
 use crate::service::Service;

@@ -196,6 +196,16 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     serde_json::from_value(json_body(bytes)?).map_err(|e| ApiError::bad_request(format!("Invalid input received: {e}")))
 }
 
+/// The one action named in an action body, and its arguments.
+fn one_action(bytes: &Bytes) -> Result<(String, Value), ApiError> {
+    let actions: serde_json::Map<String, Value> = body(bytes)?;
+    let mut it = actions.into_iter();
+    match (it.next(), it.next()) {
+        (Some(one), None) => Ok(one),
+        _ => Err(ApiError::bad_request("Invalid input received: the body must name exactly one action")),
+    }
+}
+
 /// oslo's strict boolean strings (`strutils.bool_from_string(strict=True)`).
 fn strict_bool(v: &str) -> Option<bool> {
     match v.to_ascii_lowercase().as_str() {

@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 use super::error::ApiError;
 use super::listing::{metadata_filter, Paging};
 use super::views::links;
-use super::{body, query, truthy, Reply};
+use super::{body, one_action, query, truthy, Reply};
 use crate::model::Caller;
 use crate::paths::{Backup, Snapshot, Transfer};
 use crate::error::ServiceError;
@@ -547,16 +547,6 @@ struct ImportBody {
 struct ImportFields {
     backup_service: String,
     backup_url: String,
-}
-
-/// The one action named in an action body, and its arguments.
-pub(super) fn one_action(bytes: &Bytes) -> Result<(String, Value), ApiError> {
-    let actions: Map<String, Value> = body(bytes)?;
-    let mut it = actions.into_iter();
-    match (it.next(), it.next()) {
-        (Some(one), None) => Ok(one),
-        _ => Err(ApiError::bad_request("Invalid input received: the body must name exactly one action")),
-    }
 }
 
 fn status_arg(args: &Value) -> Result<String, ApiError> {

@@ -326,43 +326,67 @@ fn settled<'a>(statuses: impl Iterator<Item = &'a str>) -> Option<&'static str> 
     Some(if failed { "error" } else { "available" })
 }
 
-/// Settles group `g` (see the module's text); `None` if it is gone.
-async fn settle_group(c: &mut Conn, mut g: Group) -> Result<Option<Group>> {
+/// What settling changes of a record whose status waits on its members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// A group deleted with its volumes has none left: it goes.
+    Gone,
+    /// It takes this status, and stops settling.
+    Status(&'static str),
+}
+
+/// What settling changes of group `g`, whose volumes have `statuses`.
+fn group_settles(g: &Group, statuses: &[String]) -> Option<Settled> {
     if !g.settling {
-        return Ok(Some(g));
+        return None;
     }
-    let vols = members(c, &g.id).await?;
     match g.status.as_str() {
-        "deleting" if vols.is_empty() => {
+        "deleting" if statuses.is_empty() => Some(Settled::Gone),
+        "deleting" => statuses.iter().any(|s| s == "error_deleting").then_some(Settled::Status("error_deleting")),
+        _ => settled(statuses.iter().map(String::as_str)).map(Settled::Status),
+    }
+}
+
+/// What settling changes of group snapshot `g`, whose snapshots have `statuses`.
+fn group_snapshot_settles(g: &GroupSnapshot, statuses: &[String]) -> Option<Settled> {
+    g.settling.then(|| settled(statuses.iter().map(String::as_str)).map(Settled::Status)).flatten()
+}
+
+async fn statuses(c: &mut Conn, sql: &str, id: &str) -> Result<Vec<String>> {
+    sqlx::query_scalar(sql).bind(id).fetch_all(&mut *c).await.map_err(dberr("read group members"))
+}
+
+async fn volume_statuses(c: &mut Conn, group: &str) -> Result<Vec<String>> {
+    statuses(c, "SELECT status FROM volumes WHERE group_id = $1", group).await
+}
+
+async fn snapshot_statuses(c: &mut Conn, group_snapshot: &str) -> Result<Vec<String>> {
+    statuses(c, "SELECT status FROM snapshots WHERE group_snapshot_id = $1", group_snapshot).await
+}
+
+/// Settles group `g` (see the module's text) in a write transaction;
+/// `None` if it is gone.
+async fn settle_group(c: &mut Conn, mut g: Group) -> Result<Option<Group>> {
+    match group_settles(&g, &volume_statuses(c, &g.id).await?) {
+        None => {}
+        Some(Settled::Gone) => {
             sqlx::query("DELETE FROM volume_groups WHERE id = $1").bind(&g.id).execute(&mut *c).await.map_err(dberr("delete group"))?;
             return Ok(None);
         }
-        "deleting" => {
-            if vols.iter().any(|v| v.status == "error_deleting") {
-                g.status = "error_deleting".into();
-                g.settling = false;
-                save_group(c, &g).await?;
-            }
-        }
-        _ => {
-            if let Some(s) = settled(vols.iter().map(|v| v.status.as_str())) {
-                g.status = s.into();
-                g.settling = false;
-                save_group(c, &g).await?;
-            }
+        Some(Settled::Status(s)) => {
+            g.status = s.into();
+            g.settling = false;
+            save_group(c, &g).await?;
         }
     }
     Ok(Some(g))
 }
 
 async fn settle_group_snapshot(c: &mut Conn, mut g: GroupSnapshot) -> Result<GroupSnapshot> {
-    if g.settling {
-        let snaps = snapshot_members(c, &g.id).await?;
-        if let Some(s) = settled(snaps.iter().map(|s| s.status.as_str())) {
-            g.status = s.into();
-            g.settling = false;
-            set_group_snapshot_status(c, &g.id, &g.status, false).await?;
-        }
+    if let Some(Settled::Status(s)) = group_snapshot_settles(&g, &snapshot_statuses(c, &g.id).await?) {
+        g.status = s.into();
+        g.settling = false;
+        set_group_snapshot_status(c, &g.id, &g.status, false).await?;
     }
     Ok(g)
 }
@@ -572,7 +596,14 @@ impl Service {
                 .map_err(dberr("list groups"))?
         };
         let all: Vec<Group> = rows.iter().map(group_from_row).collect();
-        if !all.iter().any(|g| g.settling) {
+        let mut changes = false;
+        {
+            let mut c = self.conn().await?;
+            for g in all.iter().filter(|g| g.settling) {
+                changes |= group_settles(g, &volume_statuses(&mut c, &g.id).await?).is_some();
+            }
+        }
+        if !changes {
             return Ok(all);
         }
         let mut tx = self.tx().await?;
@@ -587,8 +618,19 @@ impl Service {
         Ok(out)
     }
 
-    /// One group, settled.
+    /// One group, settled: read, and written only when settling changes it
+    /// (on SQLite a read never waits for the one writer).
     pub async fn get_group(&self, caller: &Caller, id: &str) -> Result<Group> {
+        {
+            let mut c = self.conn().await?;
+            let g = load_group(&mut c, id)
+                .await?
+                .filter(|g| crate::paths::actions::reaches(caller, &g.project_id))
+                .ok_or_else(|| group_not_found(id))?;
+            if group_settles(&g, &volume_statuses(&mut c, id).await?).is_none() {
+                return Ok(g);
+            }
+        }
         let mut tx = self.tx().await?;
         let g = group_for(&mut tx, caller, id).await?;
         tx.commit().await.map_err(dberr("commit"))?;
@@ -812,22 +854,46 @@ impl Service {
             return Err(ServiceError::Forbidden("Policy doesn't allow all_tenants.".into()));
         }
         let project = (!all_tenants).then_some(caller.project.as_str());
+        let all: Vec<GroupSnapshot> = {
+            let mut c = self.conn().await?;
+            let rows = sqlx::query("SELECT * FROM group_snapshots WHERE ($1 IS NULL OR project_id = $1) ORDER BY created_at, id")
+                .bind(project)
+                .fetch_all(&mut *c)
+                .await
+                .map_err(dberr("list group snapshots"))?;
+            let all: Vec<GroupSnapshot> = rows.iter().map(group_snapshot_from_row).collect();
+            let mut changes = false;
+            for g in all.iter().filter(|g| g.settling) {
+                changes |= group_snapshot_settles(g, &snapshot_statuses(&mut c, &g.id).await?).is_some();
+            }
+            if !changes {
+                return Ok(all);
+            }
+            all
+        };
         let mut tx = self.tx().await?;
-        let rows = sqlx::query("SELECT * FROM group_snapshots WHERE ($1 IS NULL OR project_id = $1) ORDER BY created_at, id")
-            .bind(project)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(dberr("list group snapshots"))?;
-        let mut out = Vec::with_capacity(rows.len());
-        for g in rows.iter().map(group_snapshot_from_row) {
-            out.push(settle_group_snapshot(&mut tx, g).await?);
+        let mut out = Vec::with_capacity(all.len());
+        for g in all {
+            if let Some(g) = load_group_snapshot(&mut tx, &g.id).await? {
+                out.push(settle_group_snapshot(&mut tx, g).await?);
+            }
         }
         tx.commit().await.map_err(dberr("commit"))?;
         Ok(out)
     }
 
-    /// One group snapshot, settled.
+    /// One group snapshot, settled (written only when settling changes it).
     pub async fn get_group_snapshot(&self, caller: &Caller, id: &str) -> Result<GroupSnapshot> {
+        {
+            let mut c = self.conn().await?;
+            let g = load_group_snapshot(&mut c, id)
+                .await?
+                .filter(|g| crate::paths::actions::reaches(caller, &g.project_id))
+                .ok_or_else(|| group_snapshot_not_found(id))?;
+            if group_snapshot_settles(&g, &snapshot_statuses(&mut c, id).await?).is_none() {
+                return Ok(g);
+            }
+        }
         let mut tx = self.tx().await?;
         let g = group_snapshot_for(&mut tx, caller, id).await?;
         tx.commit().await.map_err(dberr("commit"))?;

@@ -366,6 +366,10 @@ impl Service {
                 v.status
             )));
         }
+        // A group's volumes keep the types the group takes (Cinder refuses it too).
+        if let Some(g) = &v.group_id {
+            return Err(ServiceError::invalid(format!("Invalid volume: Volume {id} is in group {g}: remove it from the group to retype it.")));
+        }
         let t = db::find_type(&mut tx, new_type).await?.ok_or_else(|| ServiceError::not_found("Volume type", new_type))?;
         if t.id == v.volume_type_id {
             return Err(ServiceError::invalid(format!("Invalid input received: Retype requires a different type; volume {id} is already {}.", t.name)));

@@ -104,6 +104,22 @@ fn temp_image(id: &str) -> String {
     format!("volume-{id}.tmp")
 }
 
+/// `f` again while it fails busy, for about 3 s: another client's
+/// operation on the same image (a clone it is making from it) ends.
+fn retry_busy<T>(f: impl Fn() -> Result<T>) -> Result<T> {
+    let mut attempt = 0u64;
+    loop {
+        match f() {
+            Err(e) if e.kind() == ErrorKind::Busy && attempt < 6 => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "image busy; trying again");
+                std::thread::sleep(std::time::Duration::from_millis(150 * attempt));
+            }
+            r => return r,
+        }
+    }
+}
+
 fn snapshot_name(id: &str) -> String {
     format!("{SNAPSHOT_PREFIX}{id}")
 }
@@ -371,7 +387,7 @@ impl RbdBackend {
         let tmp = temp_image(new_id);
         let mut kind = CloneKind::FullCopy;
         if cow {
-            match self.ioctx.clone_image(&volume_image(vol), snap, &tmp) {
+            match self.clone_image_retrying(vol, snap, &tmp) {
                 Ok(()) => kind = CloneKind::CowClone,
                 Err(e) if matches!(errno(&e), ENOSYS | EOPNOTSUPP | EINVAL | EROFS) => {
                     tracing::info!(error = %e, vol, snap, "copy-on-write clone refused; making a full copy");
@@ -400,6 +416,26 @@ impl RbdBackend {
         Ok(kind)
     }
 
+    /// `rbd_clone3` of `vol@snap`, again a few times while it answers
+    /// ENOENT: it opens the parent afresh, and with several clients on the
+    /// source (another node cloning it too, holding its exclusive lock) that
+    /// open has been seen not to find a snapshot this client had just made
+    /// and protected. A snapshot that really is gone still fails, after
+    /// about 1.5 s.
+    fn clone_image_retrying(&self, vol: &str, snap: &str, tmp: &str) -> io::Result<()> {
+        let mut attempt = 0u64;
+        loop {
+            match self.ioctx.clone_image(&volume_image(vol), snap, tmp) {
+                Err(e) if errno(&e) == ENOENT && attempt < 5 => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, vol, snap, attempt, "clone found no parent snapshot; trying again");
+                    std::thread::sleep(std::time::Duration::from_millis(100 * attempt));
+                }
+                r => return r,
+            }
+        }
+    }
+
     fn do_clone_volume(&self, src: &str, new_id: &str) -> Result<CloneKind> {
         validate_id(src)?;
         validate_id(new_id)?;
@@ -412,9 +448,13 @@ impl RbdBackend {
         let _busy = BusyGuard::new(self, src);
         let image = self.open_image(src, None, false)?;
         let snap = clone_snap_name(new_id);
-        // A leftover of an interrupted attempt holds old content: replace it.
+        // A leftover of an interrupted attempt holds old content: replace it,
+        // its temporary clone (the snapshot's child) first. The attempt may
+        // still be running on a node whose lease ran out (its commit will
+        // be fenced): while it holds them they are busy for a moment.
         if image.snap_names().map_err(|e| rbd_error("cannot list snapshots", e))?.contains(&snap) {
-            Self::remove_snap(&image, &snap)?;
+            retry_busy(|| self.remove_temp(new_id))?;
+            retry_busy(|| Self::remove_snap(&image, &snap))?;
         }
         image
             .snap_create(&snap)

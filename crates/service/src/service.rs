@@ -165,10 +165,15 @@ impl Service {
         let mut c = self.conn().await?;
         let v = db::get_volume(&mut c, id).await?.ok_or_else(|| ServiceError::not_found("Volume", id))?;
         if crate::paths::actions::reaches(caller, &v.project_id) || crate::paths::actions::accepted_into(&mut c, id, &caller.project).await? {
-            Ok(v)
-        } else {
-            Err(ServiceError::not_found("Volume", id))
+            return Ok(v);
         }
+        // The accept job may have committed between the two reads (the
+        // volume moved and its transfer row went in one transaction): then
+        // the volume is the caller's now.
+        db::get_volume(&mut c, id)
+            .await?
+            .filter(|v| crate::paths::actions::reaches(caller, &v.project_id))
+            .ok_or_else(|| ServiceError::not_found("Volume", id))
     }
 
     /// Volumes visible to the caller.

@@ -272,13 +272,18 @@ async fn load_group_snapshot(c: &mut Conn, id: &str) -> Result<Option<GroupSnaps
     Ok(row.as_ref().map(group_snapshot_from_row))
 }
 
-/// The volumes of group `id`, oldest first.
-async fn members(c: &mut Conn, id: &str) -> Result<Vec<Volume>> {
-    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM volumes WHERE group_id = $1 ORDER BY created_at, id")
+/// The ids of group `id`'s volumes, oldest first.
+async fn member_ids(c: &mut Conn, id: &str) -> Result<Vec<String>> {
+    sqlx::query_scalar("SELECT id FROM volumes WHERE group_id = $1 ORDER BY created_at, id")
         .bind(id)
         .fetch_all(&mut *c)
         .await
-        .map_err(dberr("read group volumes"))?;
+        .map_err(dberr("read group volumes"))
+}
+
+/// The volumes of group `id`, oldest first.
+async fn members(c: &mut Conn, id: &str) -> Result<Vec<Volume>> {
+    let ids = member_ids(c, id).await?;
     let mut out = Vec::with_capacity(ids.len());
     for v in ids {
         if let Some(v) = db::get_volume(c, &v).await? {
@@ -640,7 +645,7 @@ impl Service {
     /// The ids of group `g`'s volumes.
     pub async fn group_volume_ids(&self, g: &Group) -> Result<Vec<String>> {
         let mut c = self.conn().await?;
-        Ok(members(&mut c, &g.id).await?.into_iter().map(|v| v.id).collect())
+        member_ids(&mut c, &g.id).await
     }
 
     /// Renames or re-describes a group, adds volumes to it and removes
@@ -652,7 +657,7 @@ impl Service {
         }
         let mut tx = self.tx().await?;
         let mut g = group_for(&mut tx, caller, id).await?;
-        let current: Vec<String> = members(&mut tx, id).await?.into_iter().map(|v| v.id).collect();
+        let current = member_ids(&mut tx, id).await?;
         let mut add = Vec::new();
         for vid in u.add_volumes.iter().filter(|v| !current.contains(v)) {
             let cannot = |why: String| ServiceError::invalid(format!("Invalid volume: Cannot add volume {vid} to group {id} {why}"));

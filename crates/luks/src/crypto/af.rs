@@ -5,7 +5,7 @@
 //! others, so every stripe is needed to recover the key and destroying any
 //! part of the material destroys the key.
 
-use openssl::hash::Hasher;
+use sha2::Digest;
 use zeroize::Zeroize;
 
 use super::{CryptoError, HashAlg};
@@ -70,28 +70,42 @@ fn xor_in_place(dst: &mut [u8], src: &[u8]) {
 
 /// The diffusion step: each digest-sized chunk i of the buffer becomes
 /// H(be32(i) ‖ chunk); a shorter last chunk takes the leading bytes.
+///
+/// RustCrypto's digests, not OpenSSL's: a merge hashes one short chunk per
+/// stripe (4000 per keyslot), and an OpenSSL `EVP_DigestInit` per chunk
+/// (a provider fetch under a lock) cost more than the hashing — a third of
+/// a keyslot-mode clone's CPU time in `bench/nodes.sh`.
 struct Diffuser {
-    hasher: Hasher,
-    digest_len: usize,
+    hash: HashAlg,
 }
 
 impl Diffuser {
     fn new(hash: HashAlg) -> Result<Self, CryptoError> {
-        Ok(Diffuser { hasher: Hasher::new(hash.md())?, digest_len: hash.digest_len() })
+        Ok(Diffuser { hash })
     }
 
     fn diffuse(&mut self, buf: &mut [u8]) -> Result<(), CryptoError> {
-        for (i, chunk) in buf.chunks_mut(self.digest_len).enumerate() {
-            let index = u32::try_from(i).map_err(|_| CryptoError::InvalidParameter("AF key too long"))?;
-            self.hasher.update(&index.to_be_bytes())?;
-            self.hasher.update(chunk)?;
-            let mut digest = self.hasher.finish()?;
-            let n = chunk.len();
-            chunk.copy_from_slice(&digest[..n]);
-            digest.zeroize();
+        match self.hash {
+            HashAlg::Sha1 => diffuse_with::<sha1::Sha1>(buf),
+            HashAlg::Sha256 => diffuse_with::<sha2::Sha256>(buf),
+            HashAlg::Sha512 => diffuse_with::<sha2::Sha512>(buf),
+            HashAlg::Ripemd160 => diffuse_with::<ripemd::Ripemd160>(buf),
         }
-        Ok(())
     }
+}
+
+fn diffuse_with<D: Digest>(buf: &mut [u8]) -> Result<(), CryptoError> {
+    for (i, chunk) in buf.chunks_mut(<D as Digest>::output_size()).enumerate() {
+        let index = u32::try_from(i).map_err(|_| CryptoError::InvalidParameter("AF key too long"))?;
+        let mut h = D::new();
+        h.update(index.to_be_bytes());
+        h.update(&*chunk);
+        let mut digest = h.finalize();
+        let n = chunk.len();
+        chunk.copy_from_slice(&digest[..n]);
+        digest.as_mut_slice().zeroize();
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1302,17 +1302,39 @@ pub async fn forget_session(c: &mut Conn, session: &str, now: i64) -> Result<()>
     Ok(())
 }
 
-/// Extends `node`'s lease on job `id` to `until`: the heartbeat. False if
-/// the node no longer holds it.
-pub async fn renew_lease(c: &mut Conn, id: &str, node: &str, until: i64) -> Result<bool> {
-    let r = sqlx::query("UPDATE jobs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3")
-        .bind(until)
-        .bind(id)
-        .bind(node)
-        .execute(&mut *c)
-        .await
-        .map_err(db("renew lease"))?;
-    Ok(r.rows_affected() == 1)
+/// Extends `node`'s leases on jobs `ids` to `until`: the heartbeat. On
+/// PostgreSQL a job whose row another transaction holds is skipped rather
+/// than waited for: that is the job's own step committing, which extends
+/// its lease itself ([`save_job`]), and waiting for it would hold up the
+/// renewal of every other job in this beat behind one slow commit.
+pub async fn renew_leases(c: &mut Conn, postgres: bool, ids: &[String], node: &str, until: i64) -> Result<()> {
+    if postgres {
+        // sqlx's `Any` driver binds no arrays: one placeholder per id.
+        for chunk in ids.chunks(500) {
+            let list = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect::<Vec<_>>().join(", ");
+            let sql = format!(
+                "UPDATE jobs SET lease_until = $1 WHERE id IN
+                     (SELECT id FROM jobs WHERE lease_owner = $2 AND id IN ({list}) FOR UPDATE SKIP LOCKED)"
+            );
+            let mut q = sqlx::query(&sql).bind(until).bind(node);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(&mut *c).await.map_err(db("renew leases"))?;
+        }
+        return Ok(());
+    }
+    // SQLite has no row locks: its writers take turns on the whole file.
+    for id in ids {
+        sqlx::query("UPDATE jobs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3")
+            .bind(until)
+            .bind(id)
+            .bind(node)
+            .execute(&mut *c)
+            .await
+            .map_err(db("renew lease"))?;
+    }
+    Ok(())
 }
 
 /// Whether job `id` is still at `epoch` (no other run has taken it up).
@@ -1370,12 +1392,12 @@ pub async fn step_ended(c: &mut Conn, id: &str, ended_at: i64, outcome: &str) ->
     Ok(())
 }
 
-/// Records a job's next state, if the job is still at `j.epoch`; false if
-/// another run has taken it up since.
+/// Records a job's next state and extends its lease to `j.lease_until`, if
+/// the job is still at `j.epoch`; false if another run has taken it up since.
 pub async fn save_job(c: &mut Conn, j: &JobRow) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE jobs SET step = $1, state = $2, old_key_id = $3, new_key_id = $4, attempts = $5, next_attempt_at = $6,
-             last_error = NULL, updated_at = $7 WHERE id = $8 AND epoch = $9",
+             last_error = NULL, updated_at = $7, lease_until = CASE WHEN lease_until < $10 THEN $10 ELSE lease_until END WHERE id = $8 AND epoch = $9",
     )
     .bind(&j.step)
     .bind(&j.state)
@@ -1386,6 +1408,7 @@ pub async fn save_job(c: &mut Conn, j: &JobRow) -> Result<bool> {
     .bind(now_iso())
     .bind(&j.id)
     .bind(j.epoch)
+    .bind(j.lease_until)
     .execute(&mut *c)
     .await
     .map_err(db("save job"))?;

@@ -274,10 +274,6 @@ impl<M: Machine> Job<M> {
         &self.id
     }
 
-    fn row(&self) -> Result<JobRow> {
-        self.row_leased(None, 0)
-    }
-
     fn row_leased(&self, lease_owner: Option<&str>, lease_until: i64) -> Result<JobRow> {
         let [old, new] = self.state.held_keys();
         Ok(JobRow {
@@ -462,9 +458,7 @@ async fn heartbeat(engine: Arc<Engine>, session: Option<String>) {
             if let Some(s) = &session {
                 db::session_alive(&mut tx, s, &engine.node, until).await?;
             }
-            for id in &ids {
-                db::renew_lease(&mut tx, id, &engine.node, until).await?;
-            }
+            db::renew_leases(&mut tx, engine.db.is_postgres(), &ids, &engine.node, until).await?;
             tx.commit().await.map_err(crate::error::db("commit"))
         };
         if let Err(e) = renewed.await {
@@ -602,7 +596,10 @@ async fn commit<M: Machine>(cx: &M::Cx, job: &Job<M>, step: Step, log: &str, t: 
     db::step_ended(&mut tx, log, now_ms(), "done").await?;
     let (current, next) = match next {
         Some(next) => {
-            let row = Job { state: next.clone(), attempts: 0, next_attempt_at: 0, ..job.clone() }.row()?;
+            // The commit extends the lease too: a heartbeat skips a job
+            // whose commit holds its row.
+            let row = Job { state: next.clone(), attempts: 0, next_attempt_at: 0, ..job.clone() }
+                .row_leased(Some(&engine.node), engine.lease_until())?;
             let current = db::save_job(&mut tx, &row).await?;
             let attempt = engine.next_attempt(&job.id, next.kind(), next.step_name(), job.epoch);
             if current {

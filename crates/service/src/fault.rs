@@ -197,10 +197,6 @@ impl fmt::Display for Point {
 pub const CLONE_POINTS: &[Point] = &[
     Point::done(Step::CloneData),
     Point::recorded(Step::CloneData),
-    Point::done(Step::InterimKey),
-    Point::recorded(Step::InterimKey),
-    Point::done(Step::NewKey),
-    Point::recorded(Step::NewKey),
     Point::done(Step::AddKeyslot),
     Point::recorded(Step::AddKeyslot),
     Point::done(Step::Persist),

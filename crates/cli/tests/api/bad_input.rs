@@ -87,7 +87,7 @@ fn deleting_a_volume_being_cloned_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     // Hold every clone for 20 s after its new key is recorded (the real
     // client below can take seconds to start on a loaded machine).
-    let srv = Server::start(&dir.path().join("data"), &[("REKEY_STALL_AT", &format!("{}:20000", Point::recorded(Step::NewKey)))]);
+    let srv = Server::start(&dir.path().join("data"), &[("REKEY_STALL_AT", &format!("{}:20000", Point::recorded(Step::CloneData)))]);
     srv.create_type("LUKS", Some("luks2"), &[]);
     let src = srv.create_volume(json!({"volume": {"size": 1, "volume_type": "LUKS"}}));
     let src_id = src["id"].as_str().unwrap();

@@ -225,7 +225,7 @@ fn groups_made_or_deleted_across_a_kill9_settle_after_the_restart() {
     require_cryptsetup();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let stall_rekey = format!("{}:60000", Point::recorded(Step::NewKey));
+    let stall_rekey = format!("{}:60000", Point::recorded(Step::CloneData));
     let mut srv = Server::start(&data, &[("REKEY_STALL_AT", &stall_rekey)]);
     srv.create_type("LUKS", Some("luks2"), &[]);
     let (st, t) = send(&srv, "3.11", "POST", "/v3/group_types", json!({"group_type": {"name": "gt"}}));

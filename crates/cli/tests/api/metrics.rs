@@ -52,7 +52,7 @@ fn metrics_parse_and_agree_with_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // Clones dwell 8 s once their new key is recorded: in flight while counted.
-    let stall = format!("{}:8000", Point::recorded(Step::NewKey));
+    let stall = format!("{}:8000", Point::recorded(Step::CloneData));
     let srv = Server::start(&data, &[("REKEY_STALL_AT", &stall)]);
     srv.create_type("LUKS", Some("luks2"), &[]);
     let src = srv.create_volume(json!({"volume": {"size": 1, "volume_type": "LUKS"}}));

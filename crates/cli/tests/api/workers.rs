@@ -24,7 +24,7 @@ fn work_cleanup_hands_a_dead_nodes_job_to_a_live_one_at_once() {
     let data = dir.path().join("data");
     let lease = ["--lease-seconds", "600"];
     // node-a holds its job in the new-key step for a minute, then is killed.
-    let stall = format!("{}:60000", Point::recorded(Step::NewKey));
+    let stall = format!("{}:60000", Point::recorded(Step::CloneData));
     let mut a = Server::start_with(&data, &[&lease[..], &["--node-name", "node-a"]].concat(), &[("REKEY_STALL_AT", &stall)]);
     a.create_type("LUKS", Some("luks2"), &[]);
     let src = a.create_volume(json!({"volume": {"size": 1, "name": "src", "volume_type": "LUKS"}}));

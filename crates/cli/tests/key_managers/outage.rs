@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
+use rekey_service::fault::{Point, Step};
 use crate::*;
 
 /// The private instance's port (the dev server also takes the next one for
@@ -164,9 +165,10 @@ fn run(outage: Outage, stall_at: &str) {
 /// One test for every outage, in turn: they share one private OpenBao port.
 #[test]
 fn vault_sealed_or_frozen_mid_clone() {
-    // Sealed before the clone makes its interim key, and before it adds the
-    // new key's keyslot; frozen (SIGSTOP) after the interim key.
-    run(Outage::Sealed, "interim_key");
-    run(Outage::Sealed, "new_key.recorded");
-    run(Outage::Frozen, "interim_key.recorded");
+    // Sealed before the clone makes its interim and new keys (while it
+    // copies the data), and before it adds the new key's keyslot; frozen
+    // (SIGSTOP) after the keys were made.
+    run(Outage::Sealed, &Point::start(Step::CloneData).to_string());
+    run(Outage::Sealed, &Point::recorded(Step::CloneData).to_string());
+    run(Outage::Frozen, &Point::done(Step::CloneData).to_string());
 }

@@ -173,7 +173,7 @@ fn osd_stopped_during_service_clone_and_backup_fails_cleanly_then_retries_succee
         &conf,
         &dir.path().join("data"),
         &["--config", s(&config)],
-        &[("REKEY_STALL_AT", &format!("{}:8000", Point::recorded(Step::InterimKey)))],
+        &[("REKEY_STALL_AT", &format!("{}:8000", Point::recorded(Step::CloneData)))],
         Some(&log),
     );
 

@@ -12,14 +12,19 @@
 //! | flow (`kind`)                   | target      | source      | own states before the rekey tail |
 //! |---------------------------------|-------------|-------------|----------------------------------|
 //! | `Create` (`create`)             | new volume  | —           | `Allocate`, `Format` (no tail)   |
-//! | `Make` (`clone`)                | new volume  | volume      | `CloneData`, `InterimKey`        |
-//! | `Make` (`from_snapshot`)        | new volume  | snapshot    | `CloneData`, `InterimKey`        |
+//! | `Make` (`clone`)                | new volume  | volume      | `CloneData` (data and both keys) |
+//! | `Make` (`from_snapshot`)        | new volume  | snapshot    | `CloneData` (data and both keys) |
 //! | `Make` (`restore`)              | volume      | backup      | `RestoreKey`, `RestoreData`      |
 //! | `Accept` (`accept`)             | volume      | transfer    | `AcceptMove`; after the tail, per snapshot `SnapshotClone`, a tail on its scratch volume, `SnapshotReplace` |
 //! | `Rekey` (`rekey_keyslot`, `rekey_volume_key`) | volume | — | — (the tail only)             |
 //! | `Delete` (`delete`)             | volume      | —           | `DeleteData`                     |
 //! | `Snapshot` (`snapshot`)         | snapshot    | volume      | `SnapshotKey`, `SnapshotData`    |
 //! | `Backup` (`backup`)             | backup      | volume      | `BackupKey`, `BackupData`        |
+//!
+//! A clone's `CloneData` also makes the tail's new key (by the name the
+//! tail's own `NewKey` would give it, so a re-run finds it) and starts the
+//! tail at add keyslot: the copy, the interim key and the new key need no
+//! commit of their own, which keeps a clone at four commits.
 //!
 //! A volume is made by ONE admission, [`volumes`]' `admit_volume`, whatever
 //! its source (`Source::{Nothing, Volume, Snapshot, Backup}`).

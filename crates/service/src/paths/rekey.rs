@@ -48,7 +48,7 @@ pub struct Tail {
 }
 
 fn new_key_tag() -> String {
-    "new".to_owned()
+    Tail::NEW_KEY_TAG.to_owned()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,9 +83,19 @@ struct Slots {
 }
 
 impl Tail {
+    /// The tag of a tail's new key unless the flow names another.
+    pub(crate) const NEW_KEY_TAG: &'static str = "new";
+
     /// The tail of a volume that `old_key` opens now.
     pub(crate) fn start(old_key: String) -> Self {
         Tail { old_key, tag: new_key_tag(), state: TailState::NewKey }
+    }
+
+    /// The tail past its first state: the flow's own step already made
+    /// the new key (named with [`Tail::NEW_KEY_TAG`], so a re-run of that
+    /// step finds it), and committed it with its own effects.
+    pub(crate) fn with_new_key(old_key: String, new_key: String) -> Self {
+        Tail { old_key, tag: new_key_tag(), state: TailState::AddKeyslot { new_key } }
     }
 
     /// As [`Tail::start`], the new key named with `tag`.

@@ -441,7 +441,14 @@ pub struct Make {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "at", rename_all = "snake_case")]
 enum MakeState {
+    /// The data copied and, when encrypted, the interim key copied and the
+    /// new key made, all in one step: both keys are found again by name
+    /// when the step runs again after a crash, so they need no commit of
+    /// their own (each commit is a few statements and a sync per clone).
     CloneData,
+    /// What `CloneData` did in two more steps before: only a job recorded
+    /// by an older version is here. Copies the interim key and goes on
+    /// with the whole rekey tail.
     InterimKey,
     RestoreKey,
     RestoreData { interim: Option<String> },
@@ -494,6 +501,7 @@ impl Make {
         let t = &self.target;
         match &self.state {
             MakeState::CloneData => {
+                fault::point(Point::start(Step::CloneData)).await;
                 let (backend, id, size) = (svc.backend.clone(), t.volume.clone(), t.size_gb * GIB);
                 let from = self.from.clone();
                 let kind = blocking(move || {
@@ -511,21 +519,23 @@ impl Make {
                 })
                 .await?;
                 tracing::debug!(volume = %t.volume, clone = %kind, "volume data copied");
-                let tx = svc.tx().await?;
-                match t.cipher {
-                    Some(_) => Ok(Transition::next(tx, Make { state: MakeState::InterimKey, ..self })),
+                let Some(cipher) = &t.cipher else {
+                    return self.done(svc.tx().await?).await;
+                };
+                let interim = self.interim_key(svc, job).await?;
+                let new_key = match t.mode {
+                    RekeyMode::None => None,
+                    _ => Some(job_new_key(svc.keys.as_ref(), job, &t.project, Tail::NEW_KEY_TAG, cipher.key_bits).await?.to_string()),
+                };
+                let mut tx = svc.tx().await?;
+                db::set_key(&mut tx, &t.volume, Some(&interim)).await?;
+                match new_key {
+                    Some(new_key) => Ok(Transition::next(tx, Make { state: MakeState::Rekey(Tail::with_new_key(interim, new_key)), ..self })),
                     None => self.done(tx).await,
                 }
             }
             MakeState::InterimKey => {
-                // The new volume's own copy of the source's key (same bytes,
-                // new id): what opens it until the rekey, so no two records
-                // ever share a key id.
-                let src_key = self
-                    .from
-                    .key()
-                    .ok_or_else(|| ServiceError::Internal(format!("source {} of an encrypted volume has no key", self.from.id())))?;
-                let interim = job_copy_key(svc.keys.as_ref(), job, &t.project, "interim", &t.project, src_key).await?;
+                let interim = self.interim_key(svc, job).await?;
                 let mut tx = svc.tx().await?;
                 db::set_key(&mut tx, &t.volume, Some(&interim)).await?;
                 self.rekey_or_done(tx, Some(interim)).await
@@ -580,6 +590,16 @@ impl Make {
                 }
             }
         }
+    }
+
+    /// The new volume's own copy of the source's key (same bytes, new id):
+    /// what opens it until the rekey, so no two records ever share a key id.
+    async fn interim_key(&self, svc: &Service, job: &str) -> Result<String> {
+        let src_key = self
+            .from
+            .key()
+            .ok_or_else(|| ServiceError::Internal(format!("source {} of an encrypted volume has no key", self.from.id())))?;
+        job_copy_key(svc.keys.as_ref(), job, &self.target.project, "interim", &self.target.project, src_key).await
     }
 
     async fn rekey_or_done(self, tx: Tx, interim: Option<String>) -> Result<Transition<Make>> {

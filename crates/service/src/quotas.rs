@@ -143,7 +143,44 @@ fn gib(size: u64) -> i64 {
 /// Over quota: `OverLimit` with Cinder's message; nothing is written but
 /// the lock row.
 pub async fn reserve(c: &mut Conn, project: &str, d: &Delta) -> Result<()> {
-    lock(c, project).await?;
+    // Only a resource with a limit is counted, under the exclusive lock. An
+    // admission that asks only for unlimited resources (a project whose
+    // quota is lifted, the per-type defaults) takes the lock shared on
+    // PostgreSQL: such admissions of one project no longer queue behind
+    // each other's commits, and a quota update (exclusive) still waits for
+    // them, so the usage it checks a new limit against includes theirs.
+    let asks = if c.backend_name() == "PostgreSQL" && limited_asks(c, project, d).await?.is_empty() {
+        lock_shared(c, project).await?;
+        if limited_asks(c, project, d).await?.is_empty() {
+            return Ok(());
+        }
+        // A quota update committed between the two reads: this transaction
+        // cannot count under a shared lock, nor take the exclusive one
+        // without risking a deadlock with another like it.
+        return Err(ServiceError::Conflict(format!(
+            "The quota of project {project} changed while this request was admitted; try again."
+        )));
+    } else {
+        lock(c, project).await?;
+        limited_asks(c, project, d).await?
+    };
+    if asks.is_empty() {
+        return Ok(());
+    }
+    let types = type_names(c).await?;
+    let used = usage(c, project, &types).await?;
+    for (name, n, limit) in asks {
+        let consumed = used.get(&name).copied().unwrap_or(0);
+        if consumed.saturating_add(n) > limit {
+            return Err(over_quota(&name, d.backups > 0, n, consumed, limit));
+        }
+    }
+    Ok(())
+}
+
+/// The resources `d` asks `project` for that have a limit, with the amount
+/// asked and the limit; `per_volume_gigabytes` checked on the way.
+async fn limited_asks(c: &mut Conn, project: &str, d: &Delta) -> Result<Vec<(String, i64, i64)>> {
     let types = type_names(c).await?;
     let limits = project_limits(c, project, &types).await?;
     if let (Some(size), Some(&max)) = (d.volume_size, limits.get("per_volume_gigabytes")) {
@@ -154,19 +191,14 @@ pub async fn reserve(c: &mut Conn, project: &str, d: &Delta) -> Result<()> {
         }
     }
     let type_name = d.type_id.as_ref().and_then(|id| types.get(id)).map(String::as_str);
-    let asks = d.asks(type_name);
-    if asks.is_empty() {
-        return Ok(());
-    }
-    let used = usage(c, project, &types).await?;
-    for (name, n) in asks {
-        let limit = limits.get(&name).copied().unwrap_or(-1);
-        let consumed = used.get(&name).copied().unwrap_or(0);
-        if limit >= 0 && consumed.saturating_add(n) > limit {
-            return Err(over_quota(&name, d.backups > 0, n, consumed, limit));
-        }
-    }
-    Ok(())
+    Ok(d
+        .asks(type_name)
+        .into_iter()
+        .filter_map(|(name, n)| {
+            let limit = limits.get(&name).copied().unwrap_or(-1);
+            (limit >= 0).then_some((name, n, limit))
+        })
+        .collect())
 }
 
 /// [`reserve`] for the recipient of volume `v`'s transfer: the volume and,
@@ -212,6 +244,22 @@ fn over_quota(name: &str, backup: bool, requested: i64, consumed: i64, limit: i6
         format!("BackupLimitExceeded: Maximum number of backups allowed ({limit}) exceeded")
     };
     ServiceError::OverLimit(m)
+}
+
+/// Takes `project`'s quota lock shared for the rest of the transaction
+/// (PostgreSQL only: `FOR SHARE` on its row, made first if need be).
+async fn lock_shared(c: &mut Conn, project: &str) -> Result<()> {
+    sqlx::query("INSERT INTO quota_locks (project_id, serial) VALUES ($1, 0) ON CONFLICT (project_id) DO NOTHING")
+        .bind(project)
+        .execute(&mut *c)
+        .await
+        .map_err(db("lock quota"))?;
+    sqlx::query("SELECT serial FROM quota_locks WHERE project_id = $1 FOR SHARE")
+        .bind(project)
+        .fetch_all(&mut *c)
+        .await
+        .map_err(db("lock quota"))?;
+    Ok(())
 }
 
 /// Takes `project`'s quota lock for the rest of the transaction.

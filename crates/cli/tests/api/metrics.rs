@@ -51,8 +51,9 @@ fn sample(samples: &[(String, Value, f64)], name: &str, labels: &[(&str, &str)])
 fn metrics_parse_and_agree_with_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    // Clones dwell 8 s once their new key is recorded: in flight while counted.
-    let stall = format!("{}:8000", Point::recorded(Step::CloneData));
+    // Clones dwell 8 s in add_keyslot, its keyslot written but not yet
+    // recorded: in flight while counted, their first step timed.
+    let stall = format!("{}:8000", Point::done(Step::AddKeyslot));
     let srv = Server::start(&data, &[("REKEY_STALL_AT", &stall)]);
     srv.create_type("LUKS", Some("luks2"), &[]);
     let src = srv.create_volume(json!({"volume": {"size": 1, "volume_type": "LUKS"}}));
@@ -61,7 +62,7 @@ fn metrics_parse_and_agree_with_the_api() {
         let (st, v) = srv.http("POST", "/v3/volumes", Some(json!({"volume": {"source_volid": src_id, "name": format!("c{i}")}}).to_string().as_bytes()));
         assert_eq!(st, 202, "{v}");
     }
-    // All three reach the dwell point (add_keyslot is next).
+    // All three reach the dwell point (their recorded state: add_keyslot).
     let mut args = vec!["job".to_owned(), "list".into(), "--json".into(), "--data-dir".into(), data.to_str().unwrap().into()];
     args.extend(db_args(&data));
     let start = std::time::Instant::now();
@@ -93,8 +94,8 @@ fn metrics_parse_and_agree_with_the_api() {
     assert_eq!(sample(&samples, "rekey_reencrypted_bytes_total", &[]), 0.0, "keyslot mode re-encrypts nothing");
 
     // Key-manager and backend calls, timed by operation and outcome: the
-    // source's key, each clone's interim copy and new key (the dwell comes
-    // once it is recorded); the source's volume and three clones of it; no
+    // source's key, each clone's interim copy and new key (made before
+    // the dwell); the source's volume and three clones of it; no
     // call failed.
     let km = |op, outcome| sample(&samples, "rekey_key_manager_call_seconds_count", &[("op", op), ("outcome", outcome)]);
     assert_eq!(km("create", "ok"), 4.0, "the source's key and the clones' new keys");

@@ -130,13 +130,16 @@ def run(tag, url, nodes):
     if bad:
         raise SystemExit(f"{tag}: {len(bad)} clones did not end available: {bad[:5]}")
     lat = list(lat.values())
-    steps = {}
+    steps, calls = {}, {}
     for port in ports:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
             text = resp.read().decode()
         for m in re.finditer(r'^rekey_step_seconds_(sum|count)\{[^}]*kind="clone",state="([a-z_]+)",outcome="done"\} (\S+)$', text, re.M):
             s = steps.setdefault(m.group(2), [0.0, 0])
             s[0 if m.group(1) == "sum" else 1] += float(m.group(3))
+        for m in re.finditer(r'^rekey_(key_manager|backend)_call_seconds_(sum|count)\{node="[^"]*",op="([a-z_]+)",outcome="ok"\} (\S+)$', text, re.M):
+            s = calls.setdefault(f"{m.group(1).replace('_', ' ')} {m.group(3)}", [0.0, 0])
+            s[0 if m.group(2) == "sum" else 1] += float(m.group(4))
     rss, cpu = [], []
     for p, _ in procs:
         for line in open(f"/proc/{p.pid}/status"):
@@ -149,7 +152,7 @@ def run(tag, url, nodes):
     lat.sort()
     admitted.sort()
     p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-    return {"tag": tag, "nodes": nodes, "throughput": n / wall, "p50": p50, "p99": p99, "max": lat[-1], "rss": rss, "cpu": cpu, "wall": wall, "steps": steps, "mean": sum(lat) / len(lat), "admit50": admitted[len(admitted) // 2], "admit99": admitted[min(len(admitted) - 1, int(len(admitted) * 0.99))]}
+    return {"tag": tag, "nodes": nodes, "throughput": n / wall, "p50": p50, "p99": p99, "max": lat[-1], "rss": rss, "cpu": cpu, "calls": calls, "wall": wall, "steps": steps, "mean": sum(lat) / len(lat), "admit50": admitted[len(admitted) // 2], "admit99": admitted[min(len(admitted) - 1, int(len(admitted) * 0.99))]}
 
 setups = {
     "sqlite-1": lambda: run("sqlite-1", f"sqlite://{work}/sqlite-1/rekey.sqlite", 1),
@@ -173,6 +176,10 @@ for r in results:
         total += mean
         cells.append(f"{mean * 1000:.1f} ({mean / r['mean']:.0%})")
     print(f"| {r['tag']} | " + " | ".join(cells) + f" | {(r['mean'] - total) * 1000:.1f} |")
+print()
+print("Calls, mean ms (count):")
+for r in results:
+    print(f"- {r['tag']}: " + ", ".join(f"{k} {sm / c * 1000:.1f} ({c})" for k, (sm, c) in sorted(r["calls"].items()) if c))
 ok = all(r["p99"] < 2.0 for r in results)
 print()
 print("target p99 < 2 s:", "met" if ok else "NOT met")

@@ -84,12 +84,75 @@ impl fmt::Debug for Kek {
 #[derive(Debug)]
 pub struct EmbeddedKeyManager {
     pool: SqlitePool,
+    /// Where writes run: one connection, so this process's writers queue
+    /// in order here instead of each polling SQLite's busy handler (sleeps
+    /// of up to 100 ms while the lock is free most of that time) with a
+    /// connection of `pool` held, which readers then wait for.
+    writer: SqlitePool,
+    /// Writers of every process that opens this store take turns here.
+    turn: WriteTurn,
     /// The KEK the store's check verifies; new rows are wrapped under it.
     kek: Kek,
     /// The next KEK while a rotation is under way (`<kek file>.new`).
     pending: Option<Kek>,
     db_path: PathBuf,
     wal: WalSync,
+}
+
+/// The turn a writer takes before `BEGIN IMMEDIATE`: an exclusive `flock`
+/// on `<db>-writer.lock`, held to the commit. Without it the writers of
+/// several processes on one store (nodes sharing a data directory) meet
+/// only in SQLite's busy handler, which polls with sleeps of up to 100 ms;
+/// a blocked `flock` wakes the next writer as soon as the lock is free. A
+/// separate file, because on NFS `flock` is emulated with the same byte-range
+/// locks SQLite takes on the database. Within a process the single writer
+/// connection already makes writers take turns.
+#[derive(Debug)]
+struct WriteTurn {
+    file: std::sync::Arc<fs::File>,
+}
+
+/// A writer's turn, given back when dropped.
+struct Turn(std::sync::Arc<fs::File>);
+
+impl WriteTurn {
+    fn open(db: &Path) -> Result<Self, KeyError> {
+        let mut path = db.as_os_str().to_owned();
+        path.push("-writer.lock");
+        let path = PathBuf::from(path);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| KeyError::storage("open writer lock", io_cause(&path, e)))?;
+        Ok(WriteTurn { file: std::sync::Arc::new(file) })
+    }
+
+    async fn take(&self) -> io::Result<Turn> {
+        let file = self.file.clone();
+        // Free (no other process writing): no thread to wait on.
+        match rustix::fs::flock(&*file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(Turn(file)),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {}
+            Err(e) => return Err(e.into()),
+        }
+        tokio::task::spawn_blocking(move || {
+            rustix::fs::flock(&*file, rustix::fs::FlockOperation::LockExclusive)?;
+            Ok(Turn(file))
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        // Unlocking never blocks; closing the store would release it too.
+        let _ = rustix::fs::flock(&*self.0, rustix::fs::FlockOperation::Unlock);
+    }
 }
 
 /// What `rotate_kek` did.
@@ -141,6 +204,13 @@ impl EmbeddedKeyManager {
             .pragma("secure_delete", "ON");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| {
+                KeyError::storage("open database", format!("{}: {e}", db_path.display()))
+            })?;
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
             .connect_with(options)
             .await
             .map_err(|e| {
@@ -260,7 +330,8 @@ impl EmbeddedKeyManager {
         }
         tracing::info!(db = %db_path.display(), kek_source = %source, "opened embedded key store");
         let wal = WalSync::new(&db_path);
-        Ok(EmbeddedKeyManager { pool, kek, pending, db_path, wal })
+        let turn = WriteTurn::open(&db_path)?;
+        Ok(EmbeddedKeyManager { pool, writer, turn, kek, pending, db_path, wal })
     }
 
     /// The database file.
@@ -297,7 +368,9 @@ impl EmbeddedKeyManager {
             key.expose(),
         )?;
         let (nonce, wrapped) = blob.split_at(NONCE_LEN);
-        let mut tx = self.pool.begin().await.map_err(db("store key"))?;
+        let mut conn = self.writer.acquire().await.map_err(db("store key"))?;
+        let turn = self.turn.take().await.map_err(|e| KeyError::storage("store key", io_cause(&self.db_path, e)))?;
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await.map_err(db("store key"))?;
         sqlx::query(
             "INSERT INTO keys (id, project, name, algorithm, bit_length, nonce, wrapped, created_ms, kek_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
@@ -314,6 +387,8 @@ impl EmbeddedKeyManager {
         .await
         .map_err(db("store key"))?;
         tx.commit().await.map_err(db("store key"))?;
+        drop(turn);
+        drop(conn);
         self.durable("store key").await?;
         Ok(id)
     }
@@ -389,7 +464,9 @@ impl KeyManager for EmbeddedKeyManager {
     }
 
     async fn delete_key(&self, project: &Project, id: &KeyId) -> Result<(), KeyError> {
-        let mut tx = self.pool.begin().await.map_err(db("delete key"))?;
+        let mut conn = self.writer.acquire().await.map_err(db("delete key"))?;
+        let turn = self.turn.take().await.map_err(|e| KeyError::storage("delete key", io_cause(&self.db_path, e)))?;
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await.map_err(db("delete key"))?;
         let done = sqlx::query("DELETE FROM keys WHERE id = ? AND project = ?")
             .bind(id.as_str())
             .bind(project.as_str())
@@ -397,6 +474,8 @@ impl KeyManager for EmbeddedKeyManager {
             .await
             .map_err(db("delete key"))?;
         tx.commit().await.map_err(db("delete key"))?;
+        drop(turn);
+        drop(conn);
         self.durable("delete key").await?;
         if done.rows_affected() == 0 {
             return Err(KeyError::NotFound {
@@ -508,7 +587,9 @@ pub async fn rotate_kek(
             if rows.is_empty() {
                 break;
             }
-            let mut tx = km.pool.begin().await.map_err(db("rotate KEK"))?;
+            let mut conn = km.writer.acquire().await.map_err(db("rotate KEK"))?;
+        let turn = km.turn.take().await.map_err(|e| KeyError::storage("rotate KEK", io_cause(&km.db_path, e)))?;
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await.map_err(db("rotate KEK"))?;
             for (id, project, algorithm, bit_length, nonce, wrapped, row_kek) in rows {
                 let (project, id) = (Project::new(project)?, KeyId::parse(&id)?);
                 let integrity = || KeyError::Integrity { project: project.clone(), id: id.clone() };
@@ -533,11 +614,15 @@ pub async fn rotate_kek(
                 rewrapped += 1;
             }
             tx.commit().await.map_err(db("rotate KEK"))?;
+        drop(turn);
+        drop(conn);
             km.durable("rotate KEK").await?;
             progress(rewrapped.min(total), total);
         }
         // Flip the check only if no row under the old KEK appeared since.
-        let mut tx = km.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db("rotate KEK"))?;
+        let mut conn = km.writer.acquire().await.map_err(db("rotate KEK"))?;
+        let turn = km.turn.take().await.map_err(|e| KeyError::storage("rotate KEK", io_cause(&km.db_path, e)))?;
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await.map_err(db("rotate KEK"))?;
         let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM keys WHERE kek_id IS NULL OR kek_id != ?")
             .bind(&new_id)
             .fetch_one(&mut *tx)
@@ -555,9 +640,12 @@ pub async fn rotate_kek(
             .await
             .map_err(db("rotate KEK"))?;
         tx.commit().await.map_err(db("rotate KEK"))?;
+        drop(turn);
+        drop(conn);
         km.durable("rotate KEK").await?;
     }
     km.pool.close().await;
+    km.writer.close().await;
     crash_point("rotate-kek-before-rename");
     fs::rename(&new_path, &kek_path)
         .map_err(|e| KeyError::storage("replace KEK file", io_cause(&kek_path, e)))?;

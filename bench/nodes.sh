@@ -49,11 +49,11 @@ def req(port, method, path, body=None):
     with urllib.request.urlopen(r, timeout=120) as resp:
         return json.loads(resp.read() or b"null")
 
-def start(tag, data, url, name):
+def start(tag, data, url, name, keys):
     port = free_port()
     out = open(f"{work}/{tag}-{name}.out", "w")
     p = subprocess.Popen([rekey, "serve", "--data-dir", data, "--listen", f"127.0.0.1:{port}",
-                          "--database-url", url, "--node-name", name],
+                          "--database-url", url, "--node-name", name] + keys,
                          stdout=out, stderr=open(f"{work}/{tag}-{name}.log", "w"))
     open(f"{work}/{tag}-{name}.pid", "w").write(str(p.pid))
     for _ in range(200):
@@ -78,9 +78,9 @@ def createdb(name):
     subprocess.run(["createdb", "-h", host, "-p", port, "-U", user, name], check=True)
     return f"{pg}/{name}"
 
-def run(tag, url, nodes):
+def run(tag, url, nodes, keys=()):
     data = f"{work}/{tag}"
-    procs = [start(tag, data, url, f"node{i}") for i in range(nodes)]
+    procs = [start(tag, data, url, f"node{i}", list(keys)) for i in range(nodes)]
     ports = [p for _, p in procs]
     # N clones are past Cinder's default quota of 10 volumes: lift it.
     req(ports[0], "PUT", "/os-quota-sets/bench", {"quota_set": {"volumes": -1, "snapshots": -1, "gigabytes": -1, "backups": -1, "backup_gigabytes": -1}})
@@ -158,6 +158,12 @@ setups = {
     "sqlite-1": lambda: run("sqlite-1", f"sqlite://{work}/sqlite-1/rekey.sqlite", 1),
     "pg-1": lambda: run("pg-1", createdb("bench_" + uuid.uuid4().hex[:12]), 1),
     "pg-3": lambda: run("pg-3", createdb("bench_" + uuid.uuid4().hex[:12]), 3),
+    # The same three nodes with a key manager made to be shared (OpenBao,
+    # scripts/openbao.sh start) instead of one SQLite key file in the
+    # shared data directory, whose writes the nodes must take turns at.
+    "pg-3-vault": lambda: run("pg-3-vault", createdb("bench_" + uuid.uuid4().hex[:12]), 3,
+                              ["--key-manager", "vault", "--vault-url", os.environ["REKEY_VAULT_URL"],
+                               "--vault-kv-path", "bench-" + uuid.uuid4().hex[:12]]),
 }
 results = [setups[c]() for c in configs]
 anchor = results[0]["throughput"]

@@ -374,18 +374,15 @@ fn three_nodes_on_barbican() {
 // takes its jobs over blocklists it first (`Backend::fence`), which the run
 // checks in `ceph osd blocklist ls`.
 //
-// Not in CI yet. In the full suite (2 cores shared with the PostgreSQL API
-// run) it failed twice: a clone's `clone_data` got ENOENT from `rbd_clone`
-// on the snapshot the same step had just made, and a clone taken over by
-// another node (its first node's lease ran out under load, the node alive)
-// failed EBUSY removing the first attempt's leftover snapshot, whose
-// temporary clone was still its child. The RBD backend now tries the clone
-// again on ENOENT and removes the leftover clone before its snapshot, again
-// while busy; alone the test then passed twice in two runs (121 and 137 s,
-// 2026-12-02). Run it with `--run-ignored all -E 'test(rbd)'`.
+// It failed under the full suite's load before (2026-12-02): a live node's
+// leases ran out while its heartbeat waited behind a stalled step commit's
+// row lock (node1 dwells 1.5 s between its add_keyslot write and the
+// commit), so another node took the clone over while the first attempt's
+// temporary RBD clone was still there (EBUSY). The heartbeat now skips rows
+// a commit holds and every step's commit extends its own lease; the RBD
+// backend retries rbd_clone on ENOENT and removes a leftover clone first.
 #[cfg(feature = "rbd")]
 #[test]
-#[ignore = "fails under the full suite's load (ENOENT from rbd_clone); see the comment"]
 fn three_nodes_on_rbd_and_barbican() {
     three_nodes(Keys::Barbican, Volumes::Rbd);
 }

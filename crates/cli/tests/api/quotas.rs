@@ -344,6 +344,49 @@ fn twenty_parallel_creates_against_a_quota_of_ten_admit_exactly_ten() {
     }
 }
 
+/// Creates that ask only for unlimited resources (admitted under the shared
+/// lock on PostgreSQL) racing a quota update that lowers the limit: the
+/// update either refuses (more is in use than it asks for) or wins, and
+/// then no create slips past it; every create is admitted (202), refused
+/// over the new limit (413) or told to try again (409), never a 5xx.
+#[test]
+fn unlimited_creates_racing_a_quota_update_never_end_over_the_limit() {
+    let e = Env::start();
+    let srv = &e.srv;
+    set_quota(srv, PROJECT, json!({"volumes": -1, "gigabytes": -1}));
+    let port = srv.port;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(25));
+    let creates: Vec<_> = (0..24)
+        .map(|i| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let body = json!({"volume": {"size": 1, "name": format!("u{i}")}}).to_string();
+                barrier.wait();
+                if i >= 12 {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                http(port, "POST", "/v3/volumes", &[("X-Auth-Token", &format!("u:{PROJECT}"))], Some(body.as_bytes())).unwrap()
+            })
+        })
+        .collect();
+    barrier.wait();
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    let (update, body) = put_quota(srv, PROJECT, json!({"volumes": 16}));
+    let results: Vec<(u16, Value)> = creates.into_iter().map(|t| t.join().unwrap()).collect();
+    for (st, v) in &results {
+        assert!(matches!(st, 202 | 409 | 413), "{st} {v}");
+    }
+    let admitted = results.iter().filter(|(st, _)| *st == 202).count() as i64;
+    assert_eq!(srv.volume_count(PROJECT) as i64, admitted);
+    let limit = quota_set(srv, PROJECT)["volumes"]["limit"].as_i64().unwrap();
+    match update {
+        200 => assert!(admitted <= 16 && limit == 16, "{admitted} volumes admitted under a limit of {limit}: {results:?}"),
+        400 => assert_eq!(limit, -1, "a refused update changed nothing: {body}"),
+        other => panic!("quota update answered {other}: {body}"),
+    }
+    eprintln!("quota update {update}, {admitted} of 24 creates admitted");
+}
+
 /// `os-extend` (and `cinder extend`) counts the added gigabytes: over the
 /// quota it is a 413 and the volume keeps its size and status.
 #[test]

@@ -536,6 +536,11 @@ async fn run_held<M: Machine>(cx: &M::Cx, mut job: Job<M>, hold: &Hold, mut logg
             Err(Failure::Error(_)) => "failed",
         };
         engine.metrics.step(job.state.kind(), step.as_str(), result, began.elapsed());
+        // After the commit, and after the step is counted, so a test that
+        // dwells here sees it timed.
+        if outcome.is_ok() {
+            fault::point(Point::recorded(step)).await;
+        }
         let e = match outcome {
             Ok(None) => return,
             Ok(Some((next, next_log))) => {
@@ -616,7 +621,6 @@ async fn commit<M: Machine>(cx: &M::Cx, job: &Job<M>, step: Step, log: &str, t: 
     tx.commit().await.map_err(crate::error::db("commit"))?;
     // A step may have queued a key for deletion; the worker looks now.
     engine.wake_key_gc();
-    fault::point(Point::recorded(step)).await;
     Ok(next)
 }
 

@@ -51,9 +51,11 @@ fn sample(samples: &[(String, Value, f64)], name: &str, labels: &[(&str, &str)])
 fn metrics_parse_and_agree_with_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    // Clones dwell 8 s in add_keyslot, its keyslot written but not yet
-    // recorded: in flight while counted, their first step timed.
-    let stall = format!("{}:8000", Point::done(Step::AddKeyslot));
+    // Clones dwell 8 s once their first step is recorded (and timed): in
+    // flight while counted. Not inside a step's commit: on SQLite that
+    // would hold the one write lock, and the other clones could not get
+    // to the dwell meanwhile.
+    let stall = format!("{}:8000", Point::recorded(Step::CloneData));
     let srv = Server::start(&data, &[("REKEY_STALL_AT", &stall)]);
     srv.create_type("LUKS", Some("luks2"), &[]);
     let src = srv.create_volume(json!({"volume": {"size": 1, "volume_type": "LUKS"}}));
@@ -62,7 +64,7 @@ fn metrics_parse_and_agree_with_the_api() {
         let (st, v) = srv.http("POST", "/v3/volumes", Some(json!({"volume": {"source_volid": src_id, "name": format!("c{i}")}}).to_string().as_bytes()));
         assert_eq!(st, 202, "{v}");
     }
-    // All three reach the dwell point (their recorded state: add_keyslot).
+    // All three reach the dwell point (add_keyslot is next).
     let mut args = vec!["job".to_owned(), "list".into(), "--json".into(), "--data-dir".into(), data.to_str().unwrap().into()];
     args.extend(db_args(&data));
     let start = std::time::Instant::now();

@@ -148,6 +148,19 @@ impl WriteTurn {
     }
 }
 
+/// A write's connection and turn, given back in that order when dropped
+/// (fields drop in declaration order: the turn first).
+struct Writing {
+    _turn: Turn,
+    conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+}
+
+impl Writing {
+    async fn begin(&mut self, op: &'static str) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>, KeyError> {
+        sqlx::Connection::begin_with(&mut *self.conn, "BEGIN IMMEDIATE").await.map_err(db(op))
+    }
+}
+
 impl Drop for Turn {
     fn drop(&mut self) {
         // Unlocking never blocks; closing the store would release it too.
@@ -334,6 +347,16 @@ impl EmbeddedKeyManager {
         Ok(EmbeddedKeyManager { pool, writer, turn, kek, pending, db_path, wal })
     }
 
+    /// This process's writer connection and the turn of every process's
+    /// writers ([`WriteTurn`]), in that order; dropping it gives both back
+    /// (do so before [`Self::durable`], so the next writer need not wait
+    /// for this one's sync).
+    async fn write(&self, op: &'static str) -> Result<Writing, KeyError> {
+        let conn = self.writer.acquire().await.map_err(db(op))?;
+        let turn = self.turn.take().await.map_err(|e| KeyError::storage(op, io_cause(&self.db_path, e)))?;
+        Ok(Writing { _turn: turn, conn })
+    }
+
     /// The database file.
     pub fn db_path(&self) -> &Path {
         &self.db_path
@@ -368,9 +391,8 @@ impl EmbeddedKeyManager {
             key.expose(),
         )?;
         let (nonce, wrapped) = blob.split_at(NONCE_LEN);
-        let mut conn = self.writer.acquire().await.map_err(db("store key"))?;
-        let turn = self.turn.take().await.map_err(|e| KeyError::storage("store key", io_cause(&self.db_path, e)))?;
-        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await.map_err(db("store key"))?;
+        let mut write = self.write("store key").await?;
+        let mut tx = write.begin("store key").await?;
         sqlx::query(
             "INSERT INTO keys (id, project, name, algorithm, bit_length, nonce, wrapped, created_ms, kek_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
@@ -387,8 +409,7 @@ impl EmbeddedKeyManager {
         .await
         .map_err(db("store key"))?;
         tx.commit().await.map_err(db("store key"))?;
-        drop(turn);
-        drop(conn);
+        drop(write);
         self.durable("store key").await?;
         Ok(id)
     }
@@ -464,9 +485,8 @@ impl KeyManager for EmbeddedKeyManager {
     }
 
     async fn delete_key(&self, project: &Project, id: &KeyId) -> Result<(), KeyError> {
-        let mut conn = self.writer.acquire().await.map_err(db("delete key"))?;
-        let turn = self.turn.take().await.map_err(|e| KeyError::storage("delete key", io_cause(&self.db_path, e)))?;
-        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await.map_err(db("delete key"))?;
+        let mut write = self.write("delete key").await?;
+        let mut tx = write.begin("delete key").await?;
         let done = sqlx::query("DELETE FROM keys WHERE id = ? AND project = ?")
             .bind(id.as_str())
             .bind(project.as_str())
@@ -474,8 +494,7 @@ impl KeyManager for EmbeddedKeyManager {
             .await
             .map_err(db("delete key"))?;
         tx.commit().await.map_err(db("delete key"))?;
-        drop(turn);
-        drop(conn);
+        drop(write);
         self.durable("delete key").await?;
         if done.rows_affected() == 0 {
             return Err(KeyError::NotFound {
@@ -587,9 +606,8 @@ pub async fn rotate_kek(
             if rows.is_empty() {
                 break;
             }
-            let mut conn = km.writer.acquire().await.map_err(db("rotate KEK"))?;
-        let turn = km.turn.take().await.map_err(|e| KeyError::storage("rotate KEK", io_cause(&km.db_path, e)))?;
-        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await.map_err(db("rotate KEK"))?;
+            let mut write = km.write("rotate KEK").await?;
+            let mut tx = write.begin("rotate KEK").await?;
             for (id, project, algorithm, bit_length, nonce, wrapped, row_kek) in rows {
                 let (project, id) = (Project::new(project)?, KeyId::parse(&id)?);
                 let integrity = || KeyError::Integrity { project: project.clone(), id: id.clone() };
@@ -614,15 +632,13 @@ pub async fn rotate_kek(
                 rewrapped += 1;
             }
             tx.commit().await.map_err(db("rotate KEK"))?;
-        drop(turn);
-        drop(conn);
+            drop(write);
             km.durable("rotate KEK").await?;
             progress(rewrapped.min(total), total);
         }
         // Flip the check only if no row under the old KEK appeared since.
-        let mut conn = km.writer.acquire().await.map_err(db("rotate KEK"))?;
-        let turn = km.turn.take().await.map_err(|e| KeyError::storage("rotate KEK", io_cause(&km.db_path, e)))?;
-        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await.map_err(db("rotate KEK"))?;
+        let mut write = km.write("rotate KEK").await?;
+        let mut tx = write.begin("rotate KEK").await?;
         let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM keys WHERE kek_id IS NULL OR kek_id != ?")
             .bind(&new_id)
             .fetch_one(&mut *tx)
@@ -640,8 +656,7 @@ pub async fn rotate_kek(
             .await
             .map_err(db("rotate KEK"))?;
         tx.commit().await.map_err(db("rotate KEK"))?;
-        drop(turn);
-        drop(conn);
+        drop(write);
         km.durable("rotate KEK").await?;
     }
     km.pool.close().await;

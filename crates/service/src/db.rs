@@ -1308,31 +1308,19 @@ pub async fn forget_session(c: &mut Conn, session: &str, now: i64) -> Result<()>
 /// its lease itself ([`save_job`]), and waiting for it would hold up the
 /// renewal of every other job in this beat behind one slow commit.
 pub async fn renew_leases(c: &mut Conn, postgres: bool, ids: &[String], node: &str, until: i64) -> Result<()> {
-    if postgres {
-        // sqlx's `Any` driver binds no arrays: one placeholder per id.
-        for chunk in ids.chunks(500) {
-            let list = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect::<Vec<_>>().join(", ");
-            let sql = format!(
-                "UPDATE jobs SET lease_until = $1 WHERE id IN
-                     (SELECT id FROM jobs WHERE lease_owner = $2 AND id IN ({list}) FOR UPDATE SKIP LOCKED)"
-            );
-            let mut q = sqlx::query(&sql).bind(until).bind(node);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            q.execute(&mut *c).await.map_err(db("renew leases"))?;
-        }
-        return Ok(());
-    }
     // SQLite has no row locks: its writers take turns on the whole file.
-    for id in ids {
-        sqlx::query("UPDATE jobs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3")
-            .bind(until)
-            .bind(id)
-            .bind(node)
-            .execute(&mut *c)
-            .await
-            .map_err(db("renew lease"))?;
+    let lock = if postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+    // sqlx's `Any` driver binds no arrays: one placeholder per id.
+    for chunk in ids.chunks(500) {
+        let list = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "UPDATE jobs SET lease_until = $1 WHERE id IN (SELECT id FROM jobs WHERE lease_owner = $2 AND id IN ({list}){lock})"
+        );
+        let mut q = sqlx::query(&sql).bind(until).bind(node);
+        for id in chunk {
+            q = q.bind(id);
+        }
+        q.execute(&mut *c).await.map_err(db("renew leases"))?;
     }
     Ok(())
 }

@@ -593,8 +593,9 @@ async fn start_step<M: Machine>(engine: &Engine, job: &Job<M>, step: Step) -> Re
 
 /// Commits a step: its effects, the next state (or the job's removal), the
 /// end of this attempt and the start of the next one (whose id it returns
-/// with the next state), and the fence, with the fault-injection points
-/// around the commit.
+/// with the next state), and the fence, with the fault-injection point
+/// before the commit (the one after it is the caller's, once the step is
+/// counted).
 async fn commit<M: Machine>(cx: &M::Cx, job: &Job<M>, step: Step, log: &str, t: Transition<M>) -> Result<Option<(M, String)>, Failure> {
     let engine = cx.engine();
     let Transition { mut tx, next } = t;

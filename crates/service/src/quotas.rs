@@ -149,9 +149,10 @@ pub async fn reserve(c: &mut Conn, project: &str, d: &Delta) -> Result<()> {
     // PostgreSQL: such admissions of one project no longer queue behind
     // each other's commits, and a quota update (exclusive) still waits for
     // them, so the usage it checks a new limit against includes theirs.
-    let asks = if c.backend_name() == "PostgreSQL" && limited_asks(c, project, d).await?.is_empty() {
+    let types = type_names(c).await?;
+    let asks = if c.backend_name() == "PostgreSQL" && limited_asks(c, project, d, &types).await?.is_empty() {
         lock_shared(c, project).await?;
-        if limited_asks(c, project, d).await?.is_empty() {
+        if limited_asks(c, project, d, &types).await?.is_empty() {
             return Ok(());
         }
         // A quota update committed between the two reads: this transaction
@@ -162,12 +163,11 @@ pub async fn reserve(c: &mut Conn, project: &str, d: &Delta) -> Result<()> {
         )));
     } else {
         lock(c, project).await?;
-        limited_asks(c, project, d).await?
+        limited_asks(c, project, d, &types).await?
     };
     if asks.is_empty() {
         return Ok(());
     }
-    let types = type_names(c).await?;
     let used = usage(c, project, &types).await?;
     for (name, n, limit) in asks {
         let consumed = used.get(&name).copied().unwrap_or(0);
@@ -180,9 +180,8 @@ pub async fn reserve(c: &mut Conn, project: &str, d: &Delta) -> Result<()> {
 
 /// The resources `d` asks `project` for that have a limit, with the amount
 /// asked and the limit; `per_volume_gigabytes` checked on the way.
-async fn limited_asks(c: &mut Conn, project: &str, d: &Delta) -> Result<Vec<(String, i64, i64)>> {
-    let types = type_names(c).await?;
-    let limits = project_limits(c, project, &types).await?;
+async fn limited_asks(c: &mut Conn, project: &str, d: &Delta, types: &BTreeMap<String, String>) -> Result<Vec<(String, i64, i64)>> {
+    let limits = project_limits(c, project, types).await?;
     if let (Some(size), Some(&max)) = (d.volume_size, limits.get("per_volume_gigabytes")) {
         if max >= 0 && size > max {
             return Err(ServiceError::OverLimit(format!(

@@ -522,7 +522,7 @@ fn three_nodes(keys: Keys, volumes: Volumes) {
             }
             if settled.elapsed() >= budget {
                 let steps = psql(&url, &format!("SELECT node, epoch, step, started_at, ended_at, outcome FROM step_log WHERE job_id IN (SELECT id FROM jobs WHERE target_id = '{id}') ORDER BY started_at"));
-                panic!("{kind} {id} still {} after {budget:?} (now {})\n{}\nsteps:\n{steps}\n{}", v["status"], now_ms(), c.log_lines(id), c.setup.image_locks(id));
+                panic!("{kind} {id} still {} after {budget:?} (now {})\n{}\nsteps:\n{steps}\n{}\nstorage sessions: {sessions:?}", v["status"], now_ms(), c.log_lines(id), c.setup.image_locks(id));
             }
             std::thread::sleep(Duration::from_millis(100));
         };

@@ -202,12 +202,14 @@ async fn add_keyslot(svc: &Service, t: &Target, old_key: &str, new_key: &str) ->
             use rekey_luks::reencrypt::{self, ReencryptOptions};
             let v = LuksVolume::open(backend.open(&id)?)?;
             let opts = ReencryptOptions { pbkdf: PbkdfOptions::minimal(), ..Default::default() };
+            let progress = ProgressLog::new(&id);
             if reencrypt::in_progress(&v) {
-                return Ok((None, reencrypt::resume(v, old_b, Some(new_b), &opts, &|_, _| {})?.1.keyslot));
+                tracing::info!(volume = %id, "resuming the re-encryption under a new volume key");
+                return Ok((None, reencrypt::resume(v, old_b, Some(new_b), &opts, &|d, t| progress.at(d, t))?.1.keyslot));
             }
             return match v.unlock(new_b, None) {
                 Ok((s, _)) if v.unlock(old_b, None).is_err() => Ok((None, s)), // finished before a crash
-                _ => Ok((None, reencrypt::reencrypt(v, old_b, Some(new_b), &opts, &|_, _| {})?.1.keyslot)),
+                _ => Ok((None, reencrypt::reencrypt(v, old_b, Some(new_b), &opts, &|d, t| progress.at(d, t))?.1.keyslot)),
             };
         }
         let mut v = LuksVolume::open(backend.open(&id)?)?;
@@ -226,6 +228,29 @@ async fn add_keyslot(svc: &Service, t: &Target, old_key: &str, new_key: &str) ->
         Ok((Some(old_slot), new_slot))
     })
     .await
+}
+
+/// Logs how far a volume-key re-encryption has come, at most every
+/// [`ProgressLog::EVERY`], so a long one is seen moving (or not).
+struct ProgressLog<'a> {
+    volume: &'a str,
+    last: std::sync::Mutex<std::time::Instant>,
+}
+
+impl<'a> ProgressLog<'a> {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+    fn new(volume: &'a str) -> Self {
+        ProgressLog { volume, last: std::sync::Mutex::new(std::time::Instant::now()) }
+    }
+
+    fn at(&self, done: u64, total: u64) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.elapsed() >= Self::EVERY {
+            *last = std::time::Instant::now();
+            tracing::info!(volume = %self.volume, done_mib = done >> 20, total_mib = total >> 20, "re-encrypting");
+        }
+    }
 }
 
 /// Step 4: wipe the old keyslot, never the one that opens with the new key.

@@ -128,7 +128,11 @@ export REKEY_SCHEMATHESIS=$REKEY_TEST_DIR/venv-prom/bin/schemathesis
 
 step "tests"
 rc=0
-cargo nextest run --workspace --features rekey-cli/rbd --no-fail-fast || rc=1
+# The XTS kernel tests run in scripts/xts-qemu.sh (below), natively and under
+# qemu-user: there a kernel this CPU lacks is reported NOT RUN, loudly, not
+# failed and not passed.
+cargo nextest run --workspace --features rekey-cli/rbd --no-fail-fast \
+  -E 'not (package(rekey-luks) & test(/^crypto::cipher::tests::xts_kernel_/))' || rc=1
 step "API tests again, the service on PostgreSQL"
 REKEY_TEST_DATABASE=postgres cargo nextest run -p rekey-cli --test api --no-fail-fast || rc=1
 wait "$tempest_install_pid" || { cat "$REKEY_TEST_DIR/tempest-install.log"; exit 1; }
@@ -136,7 +140,7 @@ step "tempest.api.volume in the background (its own Keystone on 127.0.0.1:5100)"
 TEMPEST_KNOWN_FAILURES=scripts/tempest-known-failures.txt TEMPEST_MIN_PASS=${TEMPEST_MIN_PASS:-$(grep -oP '^# min-pass: \K[0-9]+' scripts/tempest-known-failures.txt)} \
   scripts/tempest.sh run > "$REKEY_TEST_DIR/tempest.out" 2>&1 &
 tempest_pid=$!
-step "XTS kernels and their dispatch on other CPUs (qemu-user)"
+step "XTS kernels natively and their dispatch on other CPUs (qemu-user)"
 scripts/xts-qemu.sh || rc=1
 step "tempest result"
 wait "$tempest_pid" || rc=1

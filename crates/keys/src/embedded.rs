@@ -97,43 +97,6 @@ pub struct EmbeddedKeyManager {
     pending: Option<Kek>,
     db_path: PathBuf,
     wal: WalSync,
-    /// Inserts and deletes waiting for a writer to run them ([`Batch`]).
-    queue: std::sync::Mutex<Vec<Queued>>,
-}
-
-/// One row change waiting in [`EmbeddedKeyManager::queue`].
-enum Change {
-    Insert {
-        id: KeyId,
-        project: Project,
-        name: Option<String>,
-        algorithm: String,
-        bit_length: u32,
-        /// The nonce and the GCM ciphertext of the key under the KEK.
-        nonce: Vec<u8>,
-        wrapped: Vec<u8>,
-        kek_id: String,
-    },
-    Delete {
-        id: KeyId,
-        project: Project,
-    },
-}
-
-/// A change and where its outcome goes: the rows it touched.
-struct Queued {
-    change: Change,
-    done: tokio::sync::oneshot::Sender<Result<u64, KeyError>>,
-}
-
-impl fmt::Debug for Queued {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match &self.change {
-            Change::Insert { .. } => "insert",
-            Change::Delete { .. } => "delete",
-        };
-        f.debug_struct("Queued").field("change", &what).finish_non_exhaustive()
-    }
 }
 
 /// The turn a writer takes before `BEGIN IMMEDIATE`: an exclusive `flock`
@@ -381,7 +344,7 @@ impl EmbeddedKeyManager {
         tracing::info!(db = %db_path.display(), kek_source = %source, "opened embedded key store");
         let wal = WalSync::new(&db_path);
         let turn = WriteTurn::open(&db_path)?;
-        Ok(EmbeddedKeyManager { pool, writer, turn, kek, pending, db_path, wal, queue: Default::default() })
+        Ok(EmbeddedKeyManager { pool, writer, turn, kek, pending, db_path, wal })
     }
 
     /// This process's writer connection and the turn of every process's
@@ -428,122 +391,27 @@ impl EmbeddedKeyManager {
             key.expose(),
         )?;
         let (nonce, wrapped) = blob.split_at(NONCE_LEN);
-        self.change(
-            "store key",
-            Change::Insert {
-                id: id.clone(),
-                project: project.clone(),
-                name: name.map(str::to_owned),
-                algorithm: algorithm.to_owned(),
-                bit_length,
-                nonce: nonce.to_vec(),
-                wrapped: wrapped.to_vec(),
-                kek_id: kek_id(&self.kek),
-            },
+        let mut write = self.write("store key").await?;
+        let mut tx = write.begin("store key").await?;
+        sqlx::query(
+            "INSERT INTO keys (id, project, name, algorithm, bit_length, nonce, wrapped, created_ms, kek_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
-        .await?;
+        .bind(id.as_str())
+        .bind(project.as_str())
+        .bind(name)
+        .bind(algorithm)
+        .bind(i64::from(bit_length))
+        .bind(nonce)
+        .bind(wrapped)
+        .bind(now_ms())
+        .bind(kek_id(&self.kek))
+        .execute(&mut *tx)
+        .await
+        .map_err(db("store key"))?;
+        tx.commit().await.map_err(db("store key"))?;
+        drop(write);
+        self.durable("store key").await?;
         Ok(id)
-    }
-
-    /// Runs `change` and makes it durable; returns the rows it touched.
-    ///
-    /// Group commit across processes: the changes of every task of this
-    /// process that wait at the same time go into one transaction, under
-    /// one turn ([`WriteTurn`]) and one sync. With several nodes on one
-    /// store each turn passes between processes through the scheduler,
-    /// which on a busy machine costs far more than the statements; one
-    /// turn per change made every node's key writes wait their turn in a
-    /// queue as long as all nodes' clones together (450–640 ms each with
-    /// three nodes and 200 clones).
-    ///
-    /// Each caller queues its change, then waits for the writer connection;
-    /// whoever gets it runs everything queued by then (its own change, or
-    /// nothing if an earlier writer took it) and answers each. A caller
-    /// that went away before its change ran is skipped.
-    async fn change(&self, op: &'static str, change: Change) -> Result<u64, KeyError> {
-        let (done, outcome) = tokio::sync::oneshot::channel();
-        self.queue.lock().unwrap_or_else(|e| e.into_inner()).push(Queued { change, done });
-        let conn = self.writer.acquire().await.map_err(db(op))?;
-        let batch: Vec<Queued> = {
-            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            queue.drain(..).filter(|q| !q.done.is_closed()).collect()
-        };
-        if batch.is_empty() {
-            drop(conn);
-        } else {
-            let turn = self.turn.take().await.map_err(|e| KeyError::storage(op, io_cause(&self.db_path, e)))?;
-            let mut write = Writing { _turn: turn, conn };
-            let outcomes = run_batch(&mut write, &batch).await;
-            drop(write);
-            let synced = self.durable(op).await;
-            for (q, outcome) in batch.into_iter().zip(outcomes) {
-                let outcome = match (&synced, outcome) {
-                    (Err(e), Ok(_)) => Err(e.clone()),
-                    (_, outcome) => outcome,
-                };
-                let _ = q.done.send(outcome);
-            }
-        }
-        outcome
-            .await
-            .unwrap_or_else(|_| Err(KeyError::storage(op, "the writer running this change stopped before it finished")))
-    }
-}
-
-/// Every change of `batch` in one transaction, each in its own savepoint so
-/// that one failing statement fails only its own change. A failed
-/// transaction fails all of them.
-async fn run_batch(write: &mut Writing, batch: &[Queued]) -> Vec<Result<u64, KeyError>> {
-    let failed = |e: KeyError| batch.iter().map(|_| Err(e.clone())).collect();
-    let mut tx = match write.begin("write keys").await {
-        Ok(tx) => tx,
-        Err(e) => return failed(e),
-    };
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for q in batch {
-        let mut sp = match sqlx::Connection::begin(&mut *tx).await {
-            Ok(sp) => sp,
-            Err(e) => return failed(db("write keys")(e)),
-        };
-        let (op, done) = match &q.change {
-            Change::Insert { id, project, name, algorithm, bit_length, nonce, wrapped, kek_id } => (
-                "store key",
-                sqlx::query(
-                    "INSERT INTO keys (id, project, name, algorithm, bit_length, nonce, wrapped, created_ms, kek_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(id.as_str())
-                .bind(project.as_str())
-                .bind(name.as_deref())
-                .bind(algorithm.as_str())
-                .bind(i64::from(*bit_length))
-                .bind(nonce.as_slice())
-                .bind(wrapped.as_slice())
-                .bind(now_ms())
-                .bind(kek_id.as_str())
-                .execute(&mut *sp)
-                .await,
-            ),
-            Change::Delete { id, project } => (
-                "delete key",
-                sqlx::query("DELETE FROM keys WHERE id = ? AND project = ?")
-                    .bind(id.as_str())
-                    .bind(project.as_str())
-                    .execute(&mut *sp)
-                    .await,
-            ),
-        };
-        let ended = match &done {
-            Ok(_) => sp.commit().await,
-            Err(_) => sp.rollback().await,
-        };
-        if let Err(e) = ended {
-            return failed(db("write keys")(e));
-        }
-        outcomes.push(done.map(|d| d.rows_affected()).map_err(db(op)));
-    }
-    match tx.commit().await {
-        Ok(()) => outcomes,
-        Err(e) => failed(db("write keys")(e)),
     }
 }
 
@@ -617,8 +485,18 @@ impl KeyManager for EmbeddedKeyManager {
     }
 
     async fn delete_key(&self, project: &Project, id: &KeyId) -> Result<(), KeyError> {
-        let rows = self.change("delete key", Change::Delete { id: id.clone(), project: project.clone() }).await?;
-        if rows == 0 {
+        let mut write = self.write("delete key").await?;
+        let mut tx = write.begin("delete key").await?;
+        let done = sqlx::query("DELETE FROM keys WHERE id = ? AND project = ?")
+            .bind(id.as_str())
+            .bind(project.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("delete key"))?;
+        tx.commit().await.map_err(db("delete key"))?;
+        drop(write);
+        self.durable("delete key").await?;
+        if done.rows_affected() == 0 {
             return Err(KeyError::NotFound {
                 project: project.clone(),
                 id: id.clone(),
@@ -1043,45 +921,4 @@ fn create_kek_file(path: &Path) -> Result<Kek, KeyError> {
         .map_err(err)?;
     tracing::info!(kek = %path.display(), "created a new key-encryption key file");
     Ok(Kek(kek))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Changes queued while another writer holds the connection all run in
-    /// the batch of whoever gets it next, and each caller gets its own
-    /// outcome.
-    #[tokio::test]
-    async fn changes_queued_behind_a_writer_run_as_one_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let km = std::sync::Arc::new(EmbeddedKeyManager::open(&EmbeddedConfig::new(dir.path().join("k.sqlite"))).await.unwrap());
-        let p = Project::new("batch".to_owned()).unwrap();
-        let held = km.writer.acquire().await.unwrap();
-        let tasks: Vec<_> = (0..32)
-            .map(|_| {
-                let (km, p) = (km.clone(), p.clone());
-                tokio::spawn(async move { km.create_key(&p, "aes", 256).await })
-            })
-            .collect();
-        let missing = KeyId::random();
-        let delete = tokio::spawn({
-            let (km, p, missing) = (km.clone(), p.clone(), missing.clone());
-            async move { km.delete_key(&p, &missing).await }
-        });
-        while km.queue.lock().unwrap().len() < 33 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        drop(held);
-        let mut ids = Vec::new();
-        for t in tasks {
-            ids.push(t.await.unwrap().unwrap());
-        }
-        assert_eq!(delete.await.unwrap().unwrap_err().kind(), crate::ErrorKind::NotFound);
-        assert!(km.queue.lock().unwrap().is_empty());
-        ids.sort();
-        let mut listed = km.list(&p).await.unwrap();
-        listed.sort();
-        assert_eq!(listed, ids);
-    }
 }

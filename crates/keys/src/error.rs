@@ -28,7 +28,7 @@ pub enum ErrorKind {
 }
 
 /// An error from a key manager.
-#[derive(Clone, Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
     /// The key does not exist for this project.

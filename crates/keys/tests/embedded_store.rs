@@ -4,7 +4,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use rekey_keys::{EmbeddedConfig, EmbeddedKeyManager, ErrorKind, KeyBytes, KeyManager, KeyManagerConfig};
+use rekey_keys::{EmbeddedConfig, EmbeddedKeyManager, ErrorKind, KeyBytes, KeyManager};
 use sqlx::Connection;
 use zeroize::Zeroizing;
 
@@ -219,44 +219,4 @@ async fn concurrent_writers_do_not_lose_keys() {
     listed.sort();
     all.sort();
     assert_eq!(listed, all);
-}
-
-/// Two stores on one file, as two nodes sharing a data directory: their
-/// writers batch within each store and take turns between them; every
-/// insert lands, every delete of an existing key removes it, and a delete of
-/// a key that is not there is still NotFound when it shares a batch with
-/// changes that succeed.
-#[tokio::test]
-async fn two_stores_on_one_file_batch_writes_without_losing_any() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = KeyManagerConfig::Embedded(EmbeddedConfig::new(dir.path().join("keys.sqlite")));
-    let a = rekey_keys::open_key_manager(&config).await.unwrap();
-    let b = rekey_keys::open_key_manager(&config).await.unwrap();
-    let p = common::project("two-stores");
-    let mut tasks = Vec::new();
-    for i in 0..48 {
-        let km = if i % 2 == 0 { a.clone() } else { b.clone() };
-        let p = p.clone();
-        tasks.push(tokio::spawn(async move {
-            let kept = km.create_named_key(&p, Some(&format!("kept-{i}")), "aes", 256).await.unwrap();
-            let gone = km.store_key(&p, &KeyBytes::random(64).unwrap(), "aes", 512).await.unwrap();
-            km.delete_key(&p, &gone).await.unwrap();
-            let again = km.delete_key(&p, &gone).await.unwrap_err();
-            assert_eq!(again.kind(), ErrorKind::NotFound, "{again}");
-            kept
-        }));
-    }
-    let mut kept = Vec::new();
-    for t in tasks {
-        kept.push(t.await.unwrap());
-    }
-    kept.sort();
-    for km in [&a, &b] {
-        let mut listed = km.list(&p).await.unwrap();
-        listed.sort();
-        assert_eq!(listed, kept);
-        for id in &kept {
-            assert_eq!(km.get_key(&p, id).await.unwrap().len(), 32);
-        }
-    }
 }

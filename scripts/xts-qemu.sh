@@ -8,7 +8,7 @@
 # (no compile-time target features) is shown to pick the right kernel and
 # not die with SIGILL.
 #
-#   model     what QEMU 7.2's TCG gives           kernel expected
+#   model     what QEMU's TCG gives (7.2 and 10.0) kernel expected
 #   max       aes pclmulqdq avx2 vaes, NO vpclmulqdq, no AVX-512   aesni
 #   Westmere  aes pclmulqdq, no AVX               aesni
 #   qemu64    no AES-NI                           portable
@@ -16,9 +16,9 @@
 # On each model the kernel tests of the kernels it can run must pass, and
 # those of the kernels it cannot must FAIL with "NOT RUN ON THIS CPU" (the
 # test's own message): those are printed as not run, loudly, never as
-# passes. TCG 7.2 emulates neither VPCLMULQDQ nor AVX-512, so the two VAES
-# kernels run only natively (their tests in the normal test run, on a CPU
-# that has them). Needs qemu-user (apt-get install qemu-user).
+# passes. TCG emulates neither VPCLMULQDQ nor AVX-512, so the two VAES
+# kernels run only natively, on a CPU that has them. Needs qemu-user
+# (apt-get install qemu-user).
 # Usage: scripts/xts-qemu.sh      (exit 0 when every expectation held)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +35,20 @@ for l in sys.stdin:
 all_kernels=(vaes_avx512 vaes_avx2 aesni portable)
 fail=0
 not_run=()
+# What the test of kernel $2 did in test output $1: "passed", "not run: <what
+# the CPU lacks>" (the test's own NOT RUN ON THIS CPU failure), or "failed".
+outcome() {
+    local t="crypto::cipher::tests::xts_kernel_${2}_matches_openssl_and_ieee_1619" lacks
+    lacks=$(grep -o "${2/_/-} XTS kernel NOT RUN ON THIS CPU: it lacks [^;]*" <<<"$1" | head -1 || true)
+    if grep -q "test $t ... ok" <<<"$1"; then
+        echo passed
+    elif grep -q "test $t ... FAILED" <<<"$1" && [[ -n $lacks ]]; then
+        echo "not run: $lacks"
+    else
+        echo failed
+    fi
+}
+
 run_model() {
     local model=$1 expect=$2; shift 2
     local runs=("$@")
@@ -45,25 +59,15 @@ run_model() {
         grep -q "test crypto::cipher::tests::$t ... ok" <<<"$out" || { echo "FAIL: $t on $model"; fail=1; }
     done
     for k in "${all_kernels[@]}"; do
-        local t="xts_kernel_${k}_matches_openssl_and_ieee_1619"
+        local o
+        o=$(outcome "$out" "$k")
         if [[ " ${runs[*]} " == *" $k "* ]]; then
-            if grep -q "test crypto::cipher::tests::$t ... ok" <<<"$out"; then
-                echo "  ran and passed: $k"
-            else
-                echo "FAIL: $t on $model"; fail=1
-            fi
+            if [[ $o == passed ]]; then echo "  ran and passed: $k"; else echo "FAIL: $k kernel on $model: $o"; fail=1; fi
+        elif [[ $o == "not run: "* ]]; then
+            echo "  NOT RUN on -cpu $model: ${o#not run: }"
+            not_run+=("$model: ${k/_/-}")
         else
-            local why
-            why=$(grep -o "NOT RUN ON THIS CPU: it lacks [^;]*" <<<"$out" | grep -m1 . || true)
-            if grep -q "test crypto::cipher::tests::$t ... FAILED" <<<"$out" &&
-               grep -q "${k/_/-} XTS kernel NOT RUN ON THIS CPU" <<<"$out"; then
-                local lacks
-                lacks=$(grep -o "${k/_/-} XTS kernel NOT RUN ON THIS CPU: it lacks [^;]*" <<<"$out" | head -1)
-                echo "  NOT RUN on -cpu $model: $lacks"
-                not_run+=("$model: ${k/_/-}")
-            else
-                echo "FAIL: $t on $model: expected the test to report the kernel as not run ($why)"; fail=1
-            fi
+            echo "FAIL: $k kernel on $model: expected the test to report it as not run, it $o"; fail=1
         fi
     done
     if (( fail )); then echo "$out" | tail -40; fi
@@ -73,17 +77,12 @@ run_model() {
 echo "== natively, on this CPU ($(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | xargs))"
 native=$("$bin" --test-threads 1 crypto::cipher::tests::xts_kernel_ 2>&1 || true)
 for k in "${all_kernels[@]}"; do
-    t="xts_kernel_${k}_matches_openssl_and_ieee_1619"
-    if grep -q "test crypto::cipher::tests::$t ... ok" <<<"$native"; then
-        echo "  ran and passed: $k"
-    elif grep -q "test crypto::cipher::tests::$t ... FAILED" <<<"$native" &&
-         grep -q "${k/_/-} XTS kernel NOT RUN ON THIS CPU" <<<"$native"; then
-        echo "  NOT RUN on this CPU: $(grep -o "${k/_/-} XTS kernel NOT RUN ON THIS CPU: it lacks [^;]*" <<<"$native" | head -1)"
-        not_run+=("this CPU: ${k/_/-}")
-    else
-        echo "FAIL: $t on this CPU"; fail=1
-        echo "$native" | tail -40
-    fi
+    o=$(outcome "$native" "$k")
+    case $o in
+        passed) echo "  ran and passed: $k" ;;
+        "not run: "*) echo "  NOT RUN on this CPU: ${o#not run: }"; not_run+=("this CPU: ${k/_/-}") ;;
+        *) echo "FAIL: $k kernel on this CPU"; fail=1; echo "$native" | tail -40 ;;
+    esac
 done
 
 run_model max aesni aesni portable

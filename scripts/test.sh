@@ -8,10 +8,11 @@
 #   - starts on 127.0.0.1 a real Barbican, a real Keystone (with a second
 #     Barbican behind it), a real OpenBao (Vault) dev server, a throw-away
 #     PostgreSQL and a real single-node Ceph;
-#   - builds the workspace once and runs every test, the API tests again with
-#     the service on PostgreSQL, then tempest 47's volume API tests against
-#     `rekey serve --auth keystone` (scripts/tempest.sh, its own Keystone)
-#     beside the XTS kernels under qemu-user, while
+#   - builds the workspace once and runs every test; then tempest 47's volume
+#     API tests against `rekey serve --auth keystone` (scripts/tempest.sh, its
+#     own Keystone) beside the API tests again with the service on
+#     PostgreSQL, the XTS kernels under qemu-user and the three-node run on
+#     RBD, while
 #     cargo-fuzz runs the re-encryption metadata target for
 #     $REKEY_FUZZ_SECONDS (default 90) in the background (scripts/fuzz.sh);
 #   - stops the services by their PID files, whatever happened.
@@ -130,18 +131,25 @@ step "tests"
 rc=0
 # The XTS kernel tests run in scripts/xts-qemu.sh (below), natively and under
 # qemu-user: there a kernel this CPU lacks is reported NOT RUN, loudly, not
-# failed and not passed.
+# failed and not passed. The three-node run on RBD has its own step too
+# (below), away from the RBD tests that share its Ceph: beside them a
+# taken-over clone once hung (crates/cli/tests/nodes/main.rs says more).
 cargo nextest run --workspace --features rekey-cli/rbd --no-fail-fast \
-  -E 'not (package(rekey-luks) & test(/^crypto::cipher::tests::xts_kernel_/))' || rc=1
-step "API tests again, the service on PostgreSQL"
-REKEY_TEST_DATABASE=postgres cargo nextest run -p rekey-cli --test api --no-fail-fast || rc=1
+  -E 'not ((package(rekey-luks) & test(/^crypto::cipher::tests::xts_kernel_/)) | (package(rekey-cli) & binary(nodes) & test(three_nodes_on_rbd_and_barbican)))' || rc=1
 wait "$tempest_install_pid" || { cat "$REKEY_TEST_DIR/tempest-install.log"; exit 1; }
+# tempest waits on its own requests and the API tests on their services more
+# than either uses the two cores: side by side they take less than in turn.
 step "tempest.api.volume in the background (its own Keystone on 127.0.0.1:5100)"
 TEMPEST_KNOWN_FAILURES=scripts/tempest-known-failures.txt TEMPEST_MIN_PASS=${TEMPEST_MIN_PASS:-$(grep -oP '^# min-pass: \K[0-9]+' scripts/tempest-known-failures.txt)} \
   scripts/tempest.sh run > "$REKEY_TEST_DIR/tempest.out" 2>&1 &
 tempest_pid=$!
+step "API tests again, the service on PostgreSQL"
+REKEY_TEST_DATABASE=postgres cargo nextest run -p rekey-cli --test api --no-fail-fast || rc=1
 step "XTS kernels natively and their dispatch on other CPUs (qemu-user)"
 scripts/xts-qemu.sh || rc=1
+step "three nodes on PostgreSQL, RBD and Barbican"
+cargo nextest run -p rekey-cli --features rekey-cli/rbd --test nodes --no-fail-fast \
+  -E 'test(three_nodes_on_rbd_and_barbican)' || rc=1
 step "tempest result"
 wait "$tempest_pid" || rc=1
 tempest_pid=
